@@ -1,0 +1,62 @@
+"""The application factory: the only module that knows every package."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask
+from flask_migrate import Migrate
+from flask_wtf.csrf import CSRFProtect
+
+from clinic.core import crypto, i18n, web
+from clinic.core.api import build_blueprint
+from clinic.core.config import PROJECT_ROOT, Config
+from clinic.core.db import db
+from clinic.core.limits import limiter
+
+csrf = CSRFProtect()
+migrate = Migrate()
+
+
+def load_models() -> None:
+    """Import every domain's models so that the metadata is complete (Alembic, tests)."""
+    import clinic.core.audit
+    import identity.models  # noqa: F401
+
+
+def create_app(config: Config | None = None, **overrides: Any) -> Flask:
+    cfg = config or Config.from_env(**overrides)
+    app = Flask(
+        __name__,
+        instance_path=cfg.INSTANCE_PATH,
+        template_folder="templates",
+        static_folder="static",
+    )
+    app.config.update(cfg.as_flask())
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    db.configure(cfg.DATABASE_URL)
+    crypto.configure(cfg.FIELD_KEYS, cfg.LOOKUP_KEY)
+    migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"))
+    csrf.init_app(app)
+    limiter.init_app(app)
+    i18n.init_app(app)
+    web.init_app(app)
+
+    from clinic.admin import api as admin_api
+    from identity import api as identity_api
+    from identity import otp, views
+    from identity.tokens import load_principal
+
+    otp.init_app(app)
+    views.init_app(app)
+
+    api_bp, _ = build_blueprint([identity_api.router, admin_api.router], load_principal)
+    csrf.exempt(api_bp)  # the API takes Bearer tokens only, never cookies
+    app.register_blueprint(api_bp)
+
+    from clinic import cli
+
+    cli.init_app(app)
+    return app

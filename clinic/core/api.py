@@ -1,0 +1,385 @@
+"""The JSON API's plumbing: routes declared with their pydantic request/response models.
+
+One declaration per operation gives (1) request parsing and validation, (2) the role
+check from the Bearer token, (3) response serialization through the declared model and
+(4) the OpenAPI 3 document at /api/v1/openapi.json — so the document is generated from
+the same schemas the code enforces, never written by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic.json_schema import models_json_schema
+from werkzeug.datastructures import FileStorage
+
+from clinic.core.audit import Actor, set_actor
+from clinic.core.errors import DomainError, Forbidden, Invalid, Unauthenticated
+
+API_PREFIX = "/api/v1"
+
+
+class RequestModel(BaseModel):
+    """Base of every request body: unknown fields are refused, strings are trimmed."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class ResponseModel(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    violations: list[dict[str, Any]] | None = None
+    fields: list[dict[str, Any]] | None = None
+
+
+class ErrorEnvelope(BaseModel):
+    error: ErrorBody
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling, from a verified Bearer token."""
+
+    id: str
+    role: str
+    claims: dict[str, Any]
+
+
+TokenLoader = Callable[[str], Principal]
+
+
+@dataclass
+class FilePart:
+    name: str
+    required: bool = True
+    description: str = ""
+
+
+@dataclass
+class Operation:
+    method: str
+    rule: str
+    handler: Callable[..., Any]
+    summary: str
+    tag: str
+    body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    form: type[BaseModel] | None = None
+    files: list[FilePart] = field(default_factory=list)
+    response: type[BaseModel] | None = None
+    status: int = 200
+    roles: frozenset[str] | None = None
+    errors: dict[int, list[str]] = field(default_factory=dict)
+    empty_status: int | None = None  # e.g. 204 when a queue is empty
+    raw_response: str | None = None  # media type for non-JSON answers (PDF)
+    auth: str = "bearer"  # bearer | none | custom (signature schemes)
+
+    @property
+    def path(self) -> str:
+        return re.sub(r"<(?:[a-z_]+:)?([a-zA-Z_]+)>", r"{\1}", self.rule)
+
+    @property
+    def path_params(self) -> list[str]:
+        return re.findall(r"<(?:[a-z_]+:)?([a-zA-Z_]+)>", self.rule)
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.tag}_{self.handler.__name__}"
+
+
+class ApiRouter:
+    """A domain package's set of API operations, mounted by the app factory."""
+
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
+        self.operations: list[Operation] = []
+
+    def route(
+        self,
+        method: str,
+        rule: str,
+        *,
+        summary: str,
+        body: type[BaseModel] | None = None,
+        query: type[BaseModel] | None = None,
+        form: type[BaseModel] | None = None,
+        files: Iterable[FilePart] = (),
+        response: type[BaseModel] | None = None,
+        status: int = 200,
+        roles: Iterable[str] | None = None,
+        errors: dict[int, list[str]] | None = None,
+        empty_status: int | None = None,
+        raw_response: str | None = None,
+        auth: str = "bearer",
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+            self.operations.append(
+                Operation(
+                    method=method.upper(),
+                    rule=rule,
+                    handler=fn,
+                    summary=summary,
+                    tag=self.tag,
+                    body=body,
+                    query=query,
+                    form=form,
+                    files=list(files),
+                    response=response,
+                    status=status,
+                    roles=frozenset(roles) if roles is not None else None,
+                    errors=dict(errors or {}),
+                    empty_status=empty_status,
+                    raw_response=raw_response,
+                    auth=auth if roles is None else "bearer",
+                )
+            )
+            return fn
+
+        return decorate
+
+    def get(self, rule: str, **kw: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        return self.route("GET", rule, **kw)
+
+    def post(self, rule: str, **kw: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        return self.route("POST", rule, **kw)
+
+
+def _validation_fields(exc: ValidationError) -> list[dict[str, Any]]:
+    return [
+        {"loc": ".".join(str(p) for p in err["loc"]), "message": err["msg"], "type": err["type"]}
+        for err in exc.errors(include_url=False, include_input=False)
+    ]
+
+
+def _parse(model: type[BaseModel], data: Any, where: str) -> BaseModel:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        fields_ = _validation_fields(exc)
+        first = fields_[0] if fields_ else {"loc": where, "message": "invalid"}
+        raise Invalid(
+            f"Invalid {where}: {first['loc'] or where}: {first['message']}", fields=fields_
+        ) from None
+
+
+def _json_body() -> Any:
+    raw = request.get_data(cache=True)
+    if not raw:
+        raise Invalid("A JSON body is required.")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise Invalid("The body is not valid JSON.") from None
+    if not isinstance(data, dict):
+        raise Invalid("The body must be a JSON object.")
+    return data
+
+
+def _authenticate(op: Operation) -> Principal | None:
+    if op.roles is None:
+        return None
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("A Bearer token is required.")
+    loader: TokenLoader = current_app.extensions["clinic_token_loader"]
+    principal = loader(token.strip())
+    set_actor(Actor(id=principal.id, role=principal.role, client_ip=request.remote_addr))
+    if principal.role not in op.roles:
+        raise Forbidden(f"This endpoint is for: {', '.join(sorted(op.roles))}.")
+    return principal
+
+
+def _view(op: Operation) -> Callable[..., Response]:
+    def view(**path: Any) -> Response:
+        set_actor(Actor(id=None, role="anonymous", client_ip=request.remote_addr))
+        kwargs: dict[str, Any] = dict(path)
+        principal = _authenticate(op)
+        if principal is not None:
+            kwargs["principal"] = principal
+        if op.body is not None:
+            kwargs["body"] = _parse(op.body, _json_body(), "body")
+        if op.query is not None:
+            kwargs["query"] = _parse(op.query, request.args.to_dict(), "query")
+        if op.form is not None:
+            kwargs["form"] = _parse(op.form, request.form.to_dict(), "form")
+        if op.files:
+            files: dict[str, FileStorage | None] = {}
+            for part in op.files:
+                f = request.files.get(part.name)
+                if (f is None or not f.filename) and part.required:
+                    raise Invalid(f"The file part '{part.name}' is required.", fields=[{"loc": part.name, "message": "required"}])
+                files[part.name] = f
+            kwargs["files"] = files
+        result = op.handler(**kwargs)
+        status = op.status
+        if isinstance(result, tuple):
+            result, status = result
+        if isinstance(result, Response):
+            return result
+        if result is None and op.empty_status:
+            return Response(status=op.empty_status)
+        if op.response is not None:
+            model = result if isinstance(result, op.response) else op.response.model_validate(result)
+            payload = model.model_dump(mode="json", exclude_none=False)
+        else:
+            payload = result if result is not None else {}
+        resp = jsonify(payload)
+        resp.status_code = status
+        return resp
+
+    view.__name__ = op.endpoint
+    return view
+
+
+def build_blueprint(routers: Iterable[ApiRouter], token_loader: TokenLoader) -> tuple[Blueprint, list[Operation]]:
+    bp = Blueprint("api", __name__, url_prefix=API_PREFIX)
+    operations: list[Operation] = []
+    for router in routers:
+        for op in router.operations:
+            bp.add_url_rule(op.rule, endpoint=op.endpoint, view_func=_view(op), methods=[op.method])
+            operations.append(op)
+
+    @bp.record_once
+    def _register_loader(state: Any) -> None:
+        state.app.extensions["clinic_token_loader"] = token_loader
+        state.app.extensions["clinic_api_operations"] = operations
+
+    @bp.get("/openapi.json")
+    def openapi() -> Response:
+        return jsonify(openapi_document(operations))
+
+    return bp, operations
+
+
+STANDARD_MESSAGES = {
+    200: "OK",
+    201: "Created",
+    204: "Nothing to return",
+    401: "Not authenticated",
+    403: "Forbidden",
+    404: "Not found",
+    409: "Conflict",
+    413: "Upload too large",
+    422: "Invalid input or refused by rule",
+    429: "Rate limited",
+    503: "Service unavailable",
+}
+
+
+def openapi_document(operations: list[Operation]) -> dict[str, Any]:
+    models: list[type[BaseModel]] = [ErrorEnvelope]
+    for op in operations:
+        models += [m for m in (op.body, op.query, op.form, op.response) if m is not None]
+    unique = list(dict.fromkeys(models))
+    _, top = models_json_schema(
+        [(m, "validation") for m in unique], ref_template="#/components/schemas/{model}"
+    )
+    schemas = top.get("$defs", {})
+    ref = {m: {"$ref": f"#/components/schemas/{m.__name__}"} for m in unique}
+    error_ref = ref[ErrorEnvelope]
+
+    paths: dict[str, dict[str, Any]] = {}
+    for op in operations:
+        doc: dict[str, Any] = {
+            "operationId": op.endpoint,
+            "summary": op.summary,
+            "tags": [op.tag],
+            "responses": {},
+        }
+        params: list[dict[str, Any]] = [
+            {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+            for p in op.path_params
+        ]
+        if op.query is not None:
+            qs = schemas.get(op.query.__name__, {})
+            required = set(qs.get("required", []))
+            for name, prop in qs.get("properties", {}).items():
+                params.append({"name": name, "in": "query", "required": name in required, "schema": prop})
+        if op.auth == "custom":
+            for h in ("X-Timestamp", "X-Signature"):
+                params.append({"name": h, "in": "header", "required": False, "schema": {"type": "string"}})
+        if params:
+            doc["parameters"] = params
+        if op.body is not None:
+            doc["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref[op.body]}}}
+        elif op.form is not None or op.files:
+            fs = dict(schemas.get(op.form.__name__, {})) if op.form else {"type": "object", "properties": {}}
+            props = dict(fs.get("properties", {}))
+            required = list(fs.get("required", []))
+            for part in op.files:
+                props[part.name] = {"type": "string", "format": "binary", "description": part.description}
+                if part.required:
+                    required.append(part.name)
+            schema = {"type": "object", "properties": props, "required": required}
+            doc["requestBody"] = {"required": True, "content": {"multipart/form-data": {"schema": schema}}}
+        success: dict[str, Any] = {"description": STANDARD_MESSAGES.get(op.status, "OK")}
+        if op.raw_response:
+            success["content"] = {op.raw_response: {"schema": {"type": "string", "format": "binary"}}}
+        elif op.response is not None:
+            success["content"] = {"application/json": {"schema": ref[op.response]}}
+        else:
+            success["content"] = {"application/json": {"schema": {"type": "object"}}}
+        doc["responses"][str(op.status)] = success
+        if op.empty_status:
+            doc["responses"][str(op.empty_status)] = {"description": STANDARD_MESSAGES.get(op.empty_status, "Empty")}
+        errors: dict[int, list[str]] = {k: list(v) for k, v in op.errors.items()}
+        if op.roles is not None:
+            errors.setdefault(401, []).append("unauthenticated")
+            errors.setdefault(403, []).append("forbidden")
+        if op.body or op.query or op.form or op.files:
+            errors.setdefault(422, []).append("invalid")
+        if op.files:
+            errors.setdefault(413, []).append("too_large")
+        if op.path_params:
+            errors.setdefault(404, []).append("not_found")
+        errors.setdefault(429, []).append("rate_limited")
+        for status, codes in sorted(errors.items()):
+            doc["responses"][str(status)] = {
+                "description": f"{STANDARD_MESSAGES.get(status, 'Error')}: {', '.join(dict.fromkeys(codes))}",
+                "content": {"application/json": {"schema": error_ref}},
+            }
+        if op.roles is not None:
+            doc["security"] = [{"bearer": []}]
+            doc["description"] = f"Roles: {', '.join(sorted(op.roles))}."
+        paths.setdefault(op.path, {})[op.method.lower()] = doc
+
+    paths.setdefault("/openapi.json", {})["get"] = {
+        "operationId": "openapi",
+        "summary": "This document",
+        "tags": ["meta"],
+        "responses": {"200": {"description": "OpenAPI 3 document", "content": {"application/json": {"schema": {"type": "object"}}}}},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Internet hospital follow-up clinic API",
+            "version": "1",
+            "description": "Return visits and e-prescribing under the 2018 internet diagnosis measures.",
+        },
+        "servers": [{"url": API_PREFIX}],
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+        },
+    }
+
+
+def error_response(err: DomainError, message: str | None = None) -> Response:
+    body = err.envelope()
+    if message is not None:
+        body["error"]["message"] = message
+    resp = jsonify(body)
+    resp.status_code = err.status
+    return resp

@@ -1,0 +1,125 @@
+"""Configuration from the environment, with safe defaults for a developer's machine.
+
+Secrets never live in the repository: in production they come from the environment;
+on a developer's machine they are generated once into the instance folder.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _bool(value: str) -> bool:
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _local_secret(instance: Path, name: str, nbytes: int = 32) -> str:
+    """A secret generated once on this machine and kept in the instance folder."""
+    instance.mkdir(parents=True, exist_ok=True)
+    path = instance / f"{name}.secret"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(nbytes))
+    return path.read_text().strip()
+
+
+@dataclass
+class Config:
+    """Every setting the app reads. `Config.from_env()` fills it from CLINIC_*/standard vars."""
+
+    ENV: str = "development"
+    TESTING: bool = False
+    INSTANCE_PATH: str = str(PROJECT_ROOT / "instance")
+    SECRET_KEY: str = ""
+    # JWTs for /api/v1: HMAC with a secret from configuration; fixed algorithm allow-list.
+    JWT_SECRET: str = ""
+    JWT_ALGORITHM: str = "HS256"
+    JWT_EXPIRES_SECONDS: int = 900
+    # Field encryption keys (Fernet, comma-separated, newest first) and the lookup-hash key.
+    FIELD_KEYS: str = ""
+    LOOKUP_KEY: str = ""
+    DATABASE_URL: str = ""
+    REDIS_URL: str = ""
+    # Adapters
+    SMS_BACKEND: str = "log"  # log | twilio
+    TWILIO_ACCOUNT_SID: str = ""
+    TWILIO_AUTH_TOKEN: str = ""
+    TWILIO_VERIFY_SERVICE_SID: str = ""
+    TWILIO_BASE_URL: str = ""  # tests point the real SDK at a local stand-in
+    PAYMENTS: str = "off"  # off | stripe
+    # Rate limits (Flask-Limiter notation)
+    LOGIN_RATE_LIMIT: str = "10 per minute"
+    CODE_RATE_LIMIT: str = "5 per 10 minutes"
+    OTP_TTL_SECONDS: int = 600
+    OTP_MAX_ATTEMPTS: int = 5
+    # Uploads
+    MAX_CONTENT_LENGTH: int = 12 * 1024 * 1024
+    BABEL_DEFAULT_LOCALE: str = "zh_CN"
+    SESSION_COOKIE_SAMESITE: str = "Lax"
+    SESSION_COOKIE_HTTPONLY: bool = True
+    SESSION_COOKIE_SECURE: bool = False
+    WTF_CSRF_ENABLED: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Config:
+        cfg = cls()
+        for f in fields(cls):
+            if f.name == "extra":
+                continue
+            raw = os.environ.get(f"CLINIC_{f.name}") or os.environ.get(f.name)
+            if raw is None:
+                continue
+            current = getattr(cfg, f.name)
+            if isinstance(current, bool):
+                setattr(cfg, f.name, _bool(raw))
+            elif isinstance(current, int):
+                setattr(cfg, f.name, int(raw))
+            else:
+                setattr(cfg, f.name, raw)
+        for key, value in overrides.items():
+            if hasattr(cfg, key) and key != "extra":
+                setattr(cfg, key, value)
+            else:
+                cfg.extra[key] = value
+        cfg.finalize()
+        return cfg
+
+    def finalize(self) -> None:
+        instance = Path(self.INSTANCE_PATH)
+        production = self.ENV == "production"
+        for name in ("SECRET_KEY", "JWT_SECRET", "LOOKUP_KEY"):
+            if not getattr(self, name):
+                if production:
+                    raise RuntimeError(f"{name} must be set in production")
+                setattr(self, name, _local_secret(instance, name.lower()))
+        if not self.FIELD_KEYS:
+            if production:
+                raise RuntimeError("FIELD_KEYS must be set in production")
+            from cryptography.fernet import Fernet
+
+            path = instance / "field_keys.secret"
+            if not path.exists():
+                instance.mkdir(parents=True, exist_ok=True)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(Fernet.generate_key().decode())
+            self.FIELD_KEYS = path.read_text().strip()
+        if not self.DATABASE_URL:
+            instance.mkdir(parents=True, exist_ok=True)
+            self.DATABASE_URL = f"sqlite:///{instance / 'clinic.sqlite3'}"
+        self.SESSION_COOKIE_SECURE = self.SESSION_COOKIE_SECURE or production
+
+    def as_flask(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        out.update(self.extra)
+        out["RATELIMIT_STORAGE_URI"] = self.REDIS_URL or "memory://"
+        out["RATELIMIT_HEADERS_ENABLED"] = True
+        return out

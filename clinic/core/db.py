@@ -1,0 +1,119 @@
+"""The database: one engine, one scoped session, typed declarative models.
+
+Services use `db.session`, add and flush, and never commit. The commit point is
+`unit_of_work()` (requests, CLI commands and jobs all go through it), so a failed
+request leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import DateTime, MetaData, create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Session, scoped_session, sessionmaker
+from sqlalchemy.types import TypeDecorator
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> uuid.UUID:
+    return uuid.uuid4()
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores UTC, always returns timezone-aware UTC datetimes (SQLite forgets zones)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UTCDateTime()}
+
+
+class Database:
+    """Engine and session for the app. `metadata` makes it usable by Flask-Migrate."""
+
+    metadata = Base.metadata
+
+    def __init__(self) -> None:
+        self._engine: Engine | None = None
+        self.session: scoped_session[Session] = scoped_session(sessionmaker(expire_on_commit=False))
+
+    def configure(self, url: str, **engine_options: Any) -> None:
+        if url.startswith("postgresql://"):
+            url = "postgresql+psycopg://" + url[len("postgresql://") :]
+        if url.startswith("sqlite"):
+            engine_options.setdefault("connect_args", {"timeout": 30, "check_same_thread": False})
+        else:
+            engine_options.setdefault("pool_pre_ping", True)
+        if self._engine is not None:
+            self.session.remove()
+            self._engine.dispose()
+        self._engine = create_engine(url, **engine_options)
+        if self._engine.dialect.name == "sqlite":
+            event.listen(self._engine, "connect", _sqlite_pragmas)
+        self.session.configure(bind=self._engine)
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            raise RuntimeError("database not configured")
+        return self._engine
+
+    def get_engine(self) -> Engine:  # Flask-Migrate's name for it
+        return self.engine
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+db = Database()
+
+
+@contextmanager
+def unit_of_work() -> Iterator[Session]:
+    """The one commit point for CLI commands and jobs: commit on success, else roll back."""
+    session = db.session()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise

@@ -1,0 +1,32 @@
+"""The Twilio client, built once from configuration.
+
+With TWILIO_BASE_URL set (tests, or a relay), requests of the real SDK to
+https://<product>.twilio.com/<path> go to <base>/<product>/<path> instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from twilio.http.http_client import TwilioHttpClient
+from twilio.rest import Client
+
+
+class RebasedHttpClient(TwilioHttpClient):
+    def __init__(self, base_url: str, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.base_url = base_url.rstrip("/")
+
+    def request(self, method: str, url: str, *args: Any, **kw: Any) -> Any:  # type: ignore[override]
+        parts = urlsplit(url)
+        product = parts.netloc.split(".")[0]
+        rebased = f"{self.base_url}/{product}{parts.path}"
+        if parts.query:
+            rebased += "?" + parts.query
+        return super().request(method, rebased, *args, **kw)
+
+
+def make_client(sid: str, token: str, base_url: str = "", timeout: float = 10.0) -> Client:
+    http = RebasedHttpClient(base_url, timeout=timeout) if base_url else TwilioHttpClient(timeout=timeout)
+    return Client(sid, token, http_client=http)

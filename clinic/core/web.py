@@ -1,0 +1,124 @@
+"""Request lifecycle: the one commit point, and domain errors mapped to HTTP in ONE place.
+
+- API paths (/api/v1) answer with the error envelope of API.md, never a bare 500 for
+  bad input; pages answer with a localized error page.
+- A request that succeeds commits; one that is refused rolls back, then its refusal
+  is audited in a transaction of its own (unless the refusal itself asked to keep its
+  writes, e.g. a face-mismatch counter).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, g, render_template, request
+from flask_babel import gettext
+from werkzeug.exceptions import HTTPException
+
+from clinic.core import audit
+from clinic.core.api import API_PREFIX, error_response
+from clinic.core.db import db
+from clinic.core.errors import DomainError, RateLimited
+
+log = logging.getLogger("clinic")
+
+HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+    422: "invalid",
+    429: "rate_limited",
+}
+
+
+def is_api_request() -> bool:
+    return request.path.startswith(API_PREFIX + "/") or request.path == API_PREFIX
+
+
+def localized(message: str) -> str:
+    try:
+        return gettext(message)
+    except Exception:  # outside a request with Babel (e.g. CLI) keep the source text
+        return message
+
+
+def _record_refusal(err: DomainError) -> None:
+    """Refusals are part of the record: who tried what, and which rule said no."""
+    if err.code == "invalid" and request.method == "GET":
+        return
+    session = db.session()
+    audit.record(
+        session,
+        "request.refused",
+        subject_type="endpoint",
+        subject_id=request.endpoint or request.path,
+        detail={"method": request.method, "path": request.path, "code": err.code, "status": err.status},
+    )
+
+
+def handle_refusal(err: DomainError) -> str:
+    """Roll back (unless the refusal keeps its writes), audit it, and return its message.
+
+    Used by the error handlers below and by page views that show the refusal in a form.
+    """
+    session = db.session()
+    if not err.persist:
+        session.rollback()
+    _record_refusal(err)
+    g.keep_writes = True
+    return localized(err.message)
+
+
+def init_app(app: Flask) -> None:
+    @app.after_request
+    def _commit_point(response: Response) -> Response:
+        session = db.session()
+        if response.status_code < 400 or g.get("keep_writes"):
+            session.commit()
+        else:
+            session.rollback()
+        return response
+
+    @app.teardown_request
+    def _cleanup(_exc: BaseException | None) -> None:
+        db.session.remove()
+
+    @app.errorhandler(DomainError)
+    def _domain_error(err: DomainError) -> Any:
+        message = handle_refusal(err)
+        if is_api_request():
+            return error_response(err, message)
+        return render_template("error.html", code=err.code, message=message), err.status
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Any:
+        status = exc.code or 500
+        code = HTTP_CODES.get(status, "error")
+        if status == 429:
+            err: DomainError = RateLimited()
+        else:
+            err = DomainError(exc.description or exc.name, code=code)
+            err.status = status
+        db.session().rollback()
+        if is_api_request():
+            resp = error_response(err, localized(err.message))
+            if status == 405 and exc.get_response().headers.get("Allow"):
+                resp.headers["Allow"] = exc.get_response().headers["Allow"]
+            return resp
+        return render_template("error.html", code=code, message=localized(err.message)), status
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Any:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        db.session().rollback()
+        err = DomainError("An internal error occurred; nothing was saved.", code="internal")
+        err.status = 500
+        if is_api_request():
+            return error_response(err, localized(err.message))
+        return render_template("error.html", code="internal", message=localized(err.message)), 500

@@ -1,0 +1,138 @@
+"""The demo world: an institution, staff, patients — enough to walk every journey.
+
+Passwords are generated on each run and printed once (nothing secret is in the repo).
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import date, timedelta
+from typing import Any
+
+from clinic.core.db import db
+from identity import services
+from identity.models import Department, Institution, Role
+from identity.rules import check_digit
+
+DEPARTMENTS = [
+    ("cardiology", "心血管内科", "Cardiology", True),
+    ("endocrinology", "内分泌科", "Endocrinology", True),
+    ("respiratory", "呼吸内科", "Respiratory medicine", True),
+    ("pediatrics", "儿科", "Pediatrics", True),
+    ("general", "全科医疗科", "General practice", True),
+    ("nephrology", "肾病学专业", "Nephrology", True),
+    ("rheumatology", "风湿免疫科", "Rheumatology", True),
+    ("infectious", "感染科", "Infectious diseases", True),
+    ("emergency", "急诊医学科", "Emergency medicine", False),
+    ("psychiatry", "精神科", "Psychiatry", False),
+]
+
+
+def make_id_number(region: str, born: date, seq: int) -> str:
+    body = f"{region}{born:%Y%m%d}{seq:03d}"
+    return body + check_digit(body)
+
+
+def _password() -> str:
+    return secrets.token_urlsafe(9) + "7k"
+
+
+def _years_ago(today: date, years: int) -> date:
+    try:
+        return today.replace(year=today.year - years)
+    except ValueError:  # 29 February
+        return today.replace(year=today.year - years, day=28)
+
+
+def build(today: date | None = None) -> dict[str, Any]:
+    today = today or date.today()
+    session = db.session()
+    for code, zh, en, approved in DEPARTMENTS:
+        session.add(Department(code=code, name_zh=zh, name_en=en, approved=approved))
+    inst = Institution(
+        id=1,
+        name="示范互联网医院",
+        name_en="Demonstration Internet Hospital",
+        practice_license_no="PDY00001X11010515A1001",
+        internet_approval_no="京卫互联网医院〔2024〕001号",
+        approval_valid_until=today + timedelta(days=3 * 365),
+        address="北京市朝阳区示范路1号",
+        settings={"weight_required_under_age": 14},
+    )
+    session.add(inst)
+    session.flush()
+
+    accounts: dict[str, Any] = {"physicians": [], "pharmacists": [], "patients": []}
+
+    def staff(role: Role, username: str, name: str, **kw: Any) -> dict[str, Any]:
+        password = _password()
+        account = services.create_staff(services.StaffSpec(username=username, password=password, role=role, name=name, **kw))
+        return {"username": username, "password": password, "id": str(account.id), "name": name}
+
+    accounts["admin"] = staff(Role.ADMIN, "admin", "系统管理员")
+    accounts["regulator"] = staff(Role.REGULATOR, "regulator", "卫生健康委监管")
+    for username, name, dept, title, since in [
+        ("dr_wang", "王建国", "cardiology", "主任医师", date(2005, 7, 1)),
+        ("dr_li", "李秀英", "endocrinology", "副主任医师", date(2012, 9, 1)),
+    ]:
+        entry = staff(
+            Role.PHYSICIAN,
+            username,
+            name,
+            department=dept,
+            title=title,
+            license_no=f"1101100{secrets.randbelow(10**8):08d}",
+            practice_registration_no=f"REG-{username.upper()}",
+            independent_practice_since=since,
+            license_valid_until=today + timedelta(days=5 * 365),
+        )
+        entry["department"] = dept
+        accounts["physicians"].append(entry)
+    for username, name in [("ph_zhao", "赵敏"), ("ph_chen", "陈静")]:
+        accounts["pharmacists"].append(
+            staff(
+                Role.PHARMACIST,
+                username,
+                name,
+                qualification_no=f"YS{secrets.randbelow(10**8):08d}",
+                qualification_valid_until=today + timedelta(days=3 * 365),
+            )
+        )
+
+    def patient_account(name: str, id_number: str, phone: str) -> tuple[dict[str, Any], Any]:
+        password = _password()
+        reg = services.register_patient(name, id_number, phone, password)
+        reg.account.phone_verified_at = reg.account.created_at
+        return {"username": reg.account.username, "password": password, "id": str(reg.account.id)}, reg
+
+    adult, reg_adult = patient_account("张伟", make_id_number("110105", date(1965, 3, 12), 31), "13800138001")
+    adult["patients"] = [_person(reg_adult.patient)]
+    parent, reg_parent = patient_account("刘芳", make_id_number("310104", date(1990, 6, 8), 42), "13900139002")
+    child = services.add_family_member(
+        reg_parent.account, "刘小雨", make_id_number("310104", _years_ago(today, 4) - timedelta(days=30), 23), "child"
+    )
+    parent["patients"] = [_person(reg_parent.patient), _person(child)]
+    accounts["patients"] = [adult, parent]
+
+    return {
+        "institution": {
+            "id": inst.id,
+            "name": inst.name,
+            "practice_license_no": inst.practice_license_no,
+            "internet_approval_no": inst.internet_approval_no,
+            "approved_departments": [d[0] for d in DEPARTMENTS if d[3]],
+        },
+        "accounts": accounts,
+        "drugs": {},
+        "partners": [],
+    }
+
+
+def _person(p: Any) -> dict[str, Any]:
+    return {
+        "id": str(p.id),
+        "name": p.name,
+        "birth_date": p.birth_date.isoformat(),
+        "relation": p.relation.value,
+        "confirmed_diagnoses": [],
+    }

@@ -1,0 +1,151 @@
+"""Accounts, the people on them (就诊人), staff credentials, the institution."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import date, datetime
+from typing import Any
+
+from flask_login import UserMixin
+from sqlalchemy import JSON, Boolean, Date, Enum, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from clinic.core.crypto import EncryptedText
+from clinic.core.db import Base, new_id, utcnow
+
+
+def _values(e: type[enum.Enum]) -> list[str]:
+    return [str(m.value) for m in e]
+
+
+class Role(enum.StrEnum):
+    PATIENT = "patient"
+    PHYSICIAN = "physician"
+    PHARMACIST = "pharmacist"
+    ADMIN = "admin"
+    REGULATOR = "regulator"
+
+
+STAFF_ROLES = {Role.PHYSICIAN, Role.PHARMACIST}
+
+
+class Relation(enum.StrEnum):
+    SELF = "self"
+    CHILD = "child"
+    PARENT = "parent"
+    SPOUSE = "spouse"
+    OTHER = "other"
+
+
+class Account(UserMixin, Base):
+    __tablename__ = "accounts"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[Role] = mapped_column(Enum(Role, native_enum=False, length=16, values_callable=_values))
+    display_name: Mapped[str] = mapped_column(String(100))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    phone: Mapped[str | None] = mapped_column(EncryptedText)
+    phone_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    phone_verified_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    patients: Mapped[list[Patient]] = relationship(
+        back_populates="account", order_by="Patient.created_at", lazy="selectin"
+    )
+    staff: Mapped[StaffProfile | None] = relationship(back_populates="account", lazy="joined")
+
+    def get_id(self) -> str:
+        return str(self.id)
+
+    @property
+    def is_active(self) -> bool:
+        return self.active
+
+
+class Patient(Base):
+    """A person who receives care, held by an account (themself or a family member)."""
+
+    __tablename__ = "patients"
+    __table_args__ = (UniqueConstraint("account_id", "id_number_hash", name="uq_patients_account_person"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    id_number: Mapped[str] = mapped_column(EncryptedText)
+    id_number_hash: Mapped[str] = mapped_column(String(64), index=True)
+    birth_date: Mapped[date] = mapped_column(Date)
+    sex: Mapped[str] = mapped_column(String(8))
+    relation: Mapped[Relation] = mapped_column(Enum(Relation, native_enum=False, length=16, values_callable=_values))
+    allergies: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    account: Mapped[Account] = relationship(back_populates="patients")
+
+    @property
+    def masked_id_number(self) -> str:
+        return self.id_number[:3] + "*" * 11 + self.id_number[-4:]
+
+
+class Department(Base):
+    """A clinical department (诊疗科目); `approved` = on the institution's online approval."""
+
+    __tablename__ = "departments"
+
+    code: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name_zh: Mapped[str] = mapped_column(String(64))
+    name_en: Mapped[str] = mapped_column(String(64))
+    approved: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Institution(Base):
+    __tablename__ = "institution"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    name_en: Mapped[str] = mapped_column(String(200), default="")
+    practice_license_no: Mapped[str] = mapped_column(String(64))
+    internet_approval_no: Mapped[str] = mapped_column(String(64))
+    approval_valid_until: Mapped[date | None] = mapped_column(Date)
+    address: Mapped[str] = mapped_column(String(300), default="")
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class StaffProfile(Base):
+    """Credentials of a physician or pharmacist; an expired one stops them practising."""
+
+    __tablename__ = "staff_profiles"
+
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    title: Mapped[str] = mapped_column(String(64), default="")
+    department_code: Mapped[str | None] = mapped_column(ForeignKey("departments.code"))
+    # physicians
+    license_no: Mapped[str | None] = mapped_column(String(64))
+    practice_registration_no: Mapped[str | None] = mapped_column(String(64))
+    registered_here: Mapped[bool] = mapped_column(Boolean, default=False)
+    independent_practice_since: Mapped[date | None] = mapped_column(Date)
+    license_valid_until: Mapped[date | None] = mapped_column(Date)
+    institution_consent: Mapped[bool] = mapped_column(Boolean, default=False)
+    # pharmacists
+    qualification_no: Mapped[str | None] = mapped_column(String(64))
+    qualification_valid_until: Mapped[date | None] = mapped_column(Date)
+
+    account: Mapped[Account] = relationship(back_populates="staff")
+    department: Mapped[Department | None] = relationship(lazy="joined")
+
+
+class PhoneCode(Base):
+    """One-time codes of the log (development) verifier; Twilio Verify keeps its own."""
+
+    __tablename__ = "phone_codes"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    phone_hash: Mapped[str] = mapped_column(String(64), index=True)
+    code_hash: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime]
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    used_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,136 @@
+"""Test harness.
+
+Every test that needs a database runs on SQLite, and also on PostgreSQL when
+TEST_DATABASE_URL is set (`.ci/run` sets it when PostgreSQL answers). The schema is
+made by the Alembic migrations, never by create_all; each test starts from empty
+tables (they are emptied after it), so the app's own commits are exercised for real.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from clinic.app import create_app
+from clinic.core.config import Config
+from clinic.core.db import db
+from clinic.core.limits import limiter
+
+BACKENDS = ["sqlite"] + (["postgresql"] if os.environ.get("TEST_DATABASE_URL") else [])
+
+
+def _pg_database(base_url: str) -> Iterator[str]:
+    url = make_url(base_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    name = f"clinic_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        db.session.remove()
+        if db._engine is not None and db._engine.url.database == name:
+            db._engine.dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    tmp = tmp_path_factory.mktemp(f"inst-{request.param}")
+    if request.param == "sqlite":
+        urls: Iterator[str] = iter([f"sqlite:///{tmp / 'test.sqlite3'}"])
+        gen = None
+    else:
+        gen = _pg_database(os.environ["TEST_DATABASE_URL"])
+        urls = gen
+    url = next(urls)
+    yield {"name": request.param, "url": url, "instance": tmp}
+    if gen is not None:
+        try:
+            next(gen)
+        except StopIteration:
+            pass
+
+
+def make_config(backend: dict[str, Any], **extra: Any) -> Config:
+    cfg = Config(
+        ENV="testing",
+        TESTING=True,
+        INSTANCE_PATH=str(backend["instance"]),
+        DATABASE_URL=backend["url"],
+        JWT_SECRET="test-jwt-secret-that-is-long-enough-000",
+        SECRET_KEY="test-secret-key",
+        LOOKUP_KEY="test-lookup-key",
+    )
+    for key, value in extra.items():
+        setattr(cfg, key, value) if hasattr(cfg, key) else cfg.extra.__setitem__(key, value)
+    cfg.finalize()
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def app(backend: dict[str, Any]) -> Iterator[Flask]:
+    from flask_migrate import upgrade
+
+    application = create_app(make_config(backend))
+    with application.app_context():
+        upgrade()
+    yield application
+
+
+def _empty_tables() -> None:
+    from clinic.core.db import Base
+
+    db.session.remove()
+    engine = db.engine
+    from clinic.core.audit import GENESIS, AuditHead
+
+    tables = [t for t in reversed(Base.metadata.sorted_tables) if t.name != AuditHead.__tablename__]
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            names = ", ".join(f'"{t.name}"' for t in tables)
+            conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        else:
+            for t in tables:
+                conn.execute(t.delete())
+        conn.execute(AuditHead.__table__.update().values(last_seq=0, last_hash=GENESIS))
+
+
+@pytest.fixture
+def ctx(app: Flask) -> Iterator[Flask]:
+    """An app context on a clean database; the rows are removed after the test."""
+    if str(db.engine.url) != str(make_url(app.config["DATABASE_URL"].replace("postgresql://", "postgresql+psycopg://", 1))):
+        db.configure(app.config["DATABASE_URL"])
+    limiter.reset()
+    with app.test_request_context():
+        yield app
+    _empty_tables()
+    db.session.remove()
+
+
+@pytest.fixture
+def client(ctx: Flask) -> FlaskClient:
+    return ctx.test_client()
+
+
+def extract_csrf(html: str) -> str:
+    m = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html) or re.search(r'value="([^"]+)"[^>]*name="csrf_token"', html)
+    assert m, "no CSRF token on the page"
+    return m.group(1)
+
+
+@pytest.fixture(scope="session")
+def project_root() -> Path:
+    return Path(__file__).resolve().parents[1]
