@@ -21,7 +21,6 @@ migrate = Migrate()
 
 def load_models() -> None:
     """Import every domain's models so that the metadata is complete (Alembic, tests)."""
-    import clinic.core.audit
     import identity.models  # noqa: F401
 
 

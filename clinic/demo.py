@@ -66,7 +66,9 @@ def build(today: date | None = None) -> dict[str, Any]:
 
     def staff(role: Role, username: str, name: str, **kw: Any) -> dict[str, Any]:
         password = _password()
-        account = services.create_staff(services.StaffSpec(username=username, password=password, role=role, name=name, **kw))
+        account = services.create_staff(
+            services.StaffSpec(username=username, password=password, role=role, name=name, **kw)
+        )
         return {"username": username, "password": password, "id": str(account.id), "name": name}
 
     accounts["admin"] = staff(Role.ADMIN, "admin", "系统管理员")

@@ -61,7 +61,11 @@ class RegisterOut(ResponseModel):
     body=RegisterIn,
     response=RegisterOut,
     status=201,
-    errors={422: ["invalid_id_number", "invalid_phone", "weak_password"], 409: ["already_registered"], 503: ["sms_unavailable"]},
+    errors={
+        422: ["invalid_id_number", "invalid_phone", "weak_password"],
+        409: ["already_registered"],
+        503: ["sms_unavailable"],
+    },
 )
 def register(body: RegisterIn) -> RegisterOut:
     limits.check("CODE_RATE_LIMIT", "register-ip", request.remote_addr or "-")
@@ -185,6 +189,10 @@ def me(principal: Principal) -> MeOut:
     if account.staff is not None:
         s = account.staff
         out.staff = StaffOut(
-            name=s.name, title=s.title, department=s.department_code, license_no=s.license_no, qualification_no=s.qualification_no
+            name=s.name,
+            title=s.title,
+            department=s.department_code,
+            license_no=s.license_no,
+            qualification_no=s.qualification_no,
         )
     return out

@@ -72,7 +72,9 @@ class TwilioVerifier:
             self.client.verify.v2.services(self.service_sid).verifications.create(to=phone, channel="sms")
         except TwilioException as exc:
             log.error("Twilio Verify start failed: %s", exc)
-            raise ServiceUnavailable("The SMS service is unavailable; try again shortly.", code="sms_unavailable") from exc
+            raise ServiceUnavailable(
+                "The SMS service is unavailable; try again shortly.", code="sms_unavailable"
+            ) from exc
 
     def check(self, phone: str, code: str) -> bool:
         try:
@@ -82,7 +84,9 @@ class TwilioVerifier:
             if getattr(exc, "status", None) == 404:
                 return False
             log.error("Twilio Verify check failed: %s", exc)
-            raise ServiceUnavailable("The SMS service is unavailable; try again shortly.", code="sms_unavailable") from exc
+            raise ServiceUnavailable(
+                "The SMS service is unavailable; try again shortly.", code="sms_unavailable"
+            ) from exc
         return bool(result.status == "approved")
 
 
@@ -91,7 +95,10 @@ def init_app(app: Flask) -> None:
     verifier: PhoneVerifier
     if cfg["SMS_BACKEND"] == "twilio":
         verifier = TwilioVerifier(
-            cfg["TWILIO_ACCOUNT_SID"], cfg["TWILIO_AUTH_TOKEN"], cfg["TWILIO_VERIFY_SERVICE_SID"], cfg["TWILIO_BASE_URL"]
+            cfg["TWILIO_ACCOUNT_SID"],
+            cfg["TWILIO_AUTH_TOKEN"],
+            cfg["TWILIO_VERIFY_SERVICE_SID"],
+            cfg["TWILIO_BASE_URL"],
         )
     else:
         verifier = LogVerifier(cfg["OTP_TTL_SECONDS"], cfg["OTP_MAX_ATTEMPTS"])

@@ -139,11 +139,23 @@ def physician_violations(
             )
         )
     if not cred.institution_consent:
-        v.append(Violation("no_institution_consent", "The institution has not consented to this physician practising online."))
+        v.append(
+            Violation(
+                "no_institution_consent", "The institution has not consented to this physician practising online."
+            )
+        )
     if inst.approval_valid_until is None or inst.approval_valid_until < today:
-        v.append(Violation("institution_not_approved", "The institution's internet-diagnosis approval is missing or expired."))
+        v.append(
+            Violation(
+                "institution_not_approved", "The institution's internet-diagnosis approval is missing or expired."
+            )
+        )
     if not cred.department or cred.department not in inst.approved_departments:
-        v.append(Violation("department_not_approved", "The physician's department is not approved for online care (Art. 11)."))
+        v.append(
+            Violation(
+                "department_not_approved", "The physician's department is not approved for online care (Art. 11)."
+            )
+        )
     if department is not None and cred.department != department:
         v.append(Violation("wrong_department", "The physician does not belong to the department of this visit."))
     return v
@@ -163,5 +175,7 @@ def pharmacist_violations(cred: PharmacistCredentials, today: date) -> list[Viol
     if not cred.qualification_no:
         v.append(Violation("no_qualification", "No pharmacist qualification on record."))
     if cred.valid_until is None or cred.valid_until < today:
-        v.append(Violation("qualification_expired", "The pharmacist qualification has expired or has no validity date."))
+        v.append(
+            Violation("qualification_expired", "The pharmacist qualification has expired or has no validity date.")
+        )
     return v

@@ -200,7 +200,9 @@ def add_family_member(account: Account, name: str, id_number: str, relation: str
     session.add(patient)
     session.flush()
     account.patients.append(patient)
-    audit.record(session, "patient.family_added", subject_type="patient", subject_id=patient.id, detail={"relation": rel.value})
+    audit.record(
+        session, "patient.family_added", subject_type="patient", subject_id=patient.id, detail={"relation": rel.value}
+    )
     return patient
 
 
@@ -214,6 +216,33 @@ def patient_of_account(account: Account, patient_id: str | uuid.UUID) -> Patient
         if p.id == key:
             return p
     raise NotFound()
+
+
+# --- face freshness ----------------------------------------------------------------
+
+
+class FaceVerificationRequired(Forbidden):
+    code = "face_verification_required"
+    default_message = "A face check is needed within the last minutes before this act."
+
+
+def face_is_fresh(face_verified_at: int | float | None, now: float, window_seconds: int) -> bool:
+    """Pure: was the last successful face check within the freshness window?"""
+    return face_verified_at is not None and 0 <= now - float(face_verified_at) <= window_seconds
+
+
+def require_fresh_face(claims: dict[str, object]) -> None:
+    """Confirming a diagnosis, accepting a visit, signing a prescription: the token (or
+    page session) must carry a successful face check (`face_at`, Unix seconds) within
+    FACE_FRESH_SECONDS; else 403 face_verification_required."""
+    from flask import current_app
+
+    face_at = claims.get("face_at")
+    window = int(current_app.config["FACE_FRESH_SECONDS"])
+    if not isinstance(face_at, int | float) or not face_is_fresh(face_at, utcnow().timestamp(), window):
+        raise FaceVerificationRequired(
+            f"Verify your face first: these acts need a face check within the last {window // 60} minutes."
+        )
 
 
 # --- staff and institution -------------------------------------------------------
@@ -252,7 +281,11 @@ def require_qualified_physician(account: Account, department: str | None = None,
         physician_credentials(account), institution_status(), today or date.today(), department
     )
     if violations:
-        raise RuleRefusal("not_qualified", violations, message="The physician may not practise online: " + "; ".join(v.message for v in violations)).with_status(403)
+        raise RuleRefusal(
+            "not_qualified",
+            violations,
+            message="The physician may not practise online: " + "; ".join(v.message for v in violations),
+        ).with_status(403)
 
 
 def require_qualified_pharmacist(account: Account, today: date | None = None) -> None:
@@ -318,5 +351,7 @@ def create_staff(spec: StaffSpec) -> Account:
         )
         session.flush()
         session.refresh(account)
-    audit.record(session, "staff.created", subject_type="account", subject_id=account.id, detail={"role": spec.role.value})
+    audit.record(
+        session, "staff.created", subject_type="account", subject_id=account.id, detail={"role": spec.role.value}
+    )
     return account

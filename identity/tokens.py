@@ -18,7 +18,9 @@ from identity.models import Account
 ALLOWED_ALGORITHMS = ["HS256"]
 
 
-def issue(account: Account, *, face_verified_at: datetime | None = None, extra: dict[str, Any] | None = None) -> tuple[str, int]:
+def issue(
+    account: Account, *, face_verified_at: datetime | None = None, extra: dict[str, Any] | None = None
+) -> tuple[str, int]:
     cfg = current_app.config
     now = int(utcnow().timestamp())
     ttl = int(cfg["JWT_EXPIRES_SECONDS"])

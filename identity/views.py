@@ -91,7 +91,8 @@ def login() -> Any:
             flash(handle_refusal(err), "error")
             return render_template("identity/login.html", form=form), err.status
         login_user(account)
-        return redirect(_safe_next(request.args.get("next")) if account.role != Role.PHYSICIAN and _safe_next(request.args.get("next")) else home_for(account))
+        target = _safe_next(request.args.get("next"))
+        return redirect(target if target and account.role != Role.PHYSICIAN else home_for(account))
     return render_template("identity/login.html", form=form)
 
 
@@ -120,7 +121,7 @@ def register() -> Any:
 
 
 def _patient_account() -> Account:
-    account: Account = current_user._get_current_object()  # type: ignore[attr-defined]
+    account: Account = current_user._get_current_object()
     if account.role != Role.PATIENT:
         abort(403)
     return account

@@ -8,6 +8,7 @@ tables (they are emptied after it), so the app's own commits are exercised for r
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import uuid
@@ -58,10 +59,8 @@ def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     url = next(urls)
     yield {"name": request.param, "url": url, "instance": tmp}
     if gen is not None:
-        try:
+        with contextlib.suppress(StopIteration):
             next(gen)
-        except StopIteration:
-            pass
 
 
 def make_config(backend: dict[str, Any], **extra: Any) -> Config:
@@ -86,7 +85,7 @@ def app(backend: dict[str, Any]) -> Iterator[Flask]:
 
     application = create_app(make_config(backend))
     with application.app_context():
-        upgrade()
+        upgrade(revision="heads")
     yield application
 
 
@@ -111,7 +110,9 @@ def _empty_tables() -> None:
 @pytest.fixture
 def ctx(app: Flask) -> Iterator[Flask]:
     """An app context on a clean database; the rows are removed after the test."""
-    if str(db.engine.url) != str(make_url(app.config["DATABASE_URL"].replace("postgresql://", "postgresql+psycopg://", 1))):
+    if str(db.engine.url) != str(
+        make_url(app.config["DATABASE_URL"].replace("postgresql://", "postgresql+psycopg://", 1))
+    ):
         db.configure(app.config["DATABASE_URL"])
     limiter.reset()
     with app.test_request_context():
@@ -126,7 +127,9 @@ def client(ctx: Flask) -> FlaskClient:
 
 
 def extract_csrf(html: str) -> str:
-    m = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html) or re.search(r'value="([^"]+)"[^>]*name="csrf_token"', html)
+    m = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html) or re.search(
+        r'value="([^"]+)"[^>]*name="csrf_token"', html
+    )
     assert m, "no CSRF token on the page"
     return m.group(1)
 

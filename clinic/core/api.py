@@ -167,9 +167,7 @@ def _parse(model: type[BaseModel], data: Any, where: str) -> BaseModel:
     except ValidationError as exc:
         fields_ = _validation_fields(exc)
         first = fields_[0] if fields_ else {"loc": where, "message": "invalid"}
-        raise Invalid(
-            f"Invalid {where}: {first['loc'] or where}: {first['message']}", fields=fields_
-        ) from None
+        raise Invalid(f"Invalid {where}: {first['loc'] or where}: {first['message']}", fields=fields_) from None
 
 
 def _json_body() -> Any:
@@ -218,7 +216,9 @@ def _view(op: Operation) -> Callable[..., Response]:
             for part in op.files:
                 f = request.files.get(part.name)
                 if (f is None or not f.filename) and part.required:
-                    raise Invalid(f"The file part '{part.name}' is required.", fields=[{"loc": part.name, "message": "required"}])
+                    raise Invalid(
+                        f"The file part '{part.name}' is required.", fields=[{"loc": part.name, "message": "required"}]
+                    )
                 files[part.name] = f
             kwargs["files"] = files
         result = op.handler(**kwargs)
@@ -282,9 +282,7 @@ def openapi_document(operations: list[Operation]) -> dict[str, Any]:
     for op in operations:
         models += [m for m in (op.body, op.query, op.form, op.response) if m is not None]
     unique = list(dict.fromkeys(models))
-    _, top = models_json_schema(
-        [(m, "validation") for m in unique], ref_template="#/components/schemas/{model}"
-    )
+    _, top = models_json_schema([(m, "validation") for m in unique], ref_template="#/components/schemas/{model}")
     schemas = top.get("$defs", {})
     ref = {m: {"$ref": f"#/components/schemas/{m.__name__}"} for m in unique}
     error_ref = ref[ErrorEnvelope]
@@ -298,8 +296,7 @@ def openapi_document(operations: list[Operation]) -> dict[str, Any]:
             "responses": {},
         }
         params: list[dict[str, Any]] = [
-            {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
-            for p in op.path_params
+            {"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in op.path_params
         ]
         if op.query is not None:
             qs = schemas.get(op.query.__name__, {})
@@ -314,14 +311,14 @@ def openapi_document(operations: list[Operation]) -> dict[str, Any]:
         if op.body is not None:
             doc["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref[op.body]}}}
         elif op.form is not None or op.files:
-            fs = dict(schemas.get(op.form.__name__, {})) if op.form else {"type": "object", "properties": {}}
-            props = dict(fs.get("properties", {}))
-            required = list(fs.get("required", []))
+            fs: dict[str, Any] = dict(schemas.get(op.form.__name__, {})) if op.form else {}
+            props: dict[str, Any] = dict(fs.get("properties", {}))
+            form_required: list[str] = list(fs.get("required", []))
             for part in op.files:
                 props[part.name] = {"type": "string", "format": "binary", "description": part.description}
                 if part.required:
-                    required.append(part.name)
-            schema = {"type": "object", "properties": props, "required": required}
+                    form_required.append(part.name)
+            schema = {"type": "object", "properties": props, "required": form_required}
             doc["requestBody"] = {"required": True, "content": {"multipart/form-data": {"schema": schema}}}
         success: dict[str, Any] = {"description": STANDARD_MESSAGES.get(op.status, "OK")}
         if op.raw_response:
@@ -358,7 +355,12 @@ def openapi_document(operations: list[Operation]) -> dict[str, Any]:
         "operationId": "openapi",
         "summary": "This document",
         "tags": ["meta"],
-        "responses": {"200": {"description": "OpenAPI 3 document", "content": {"application/json": {"schema": {"type": "object"}}}}},
+        "responses": {
+            "200": {
+                "description": "OpenAPI 3 document",
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            }
+        },
     }
     return {
         "openapi": "3.1.0",

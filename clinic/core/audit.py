@@ -184,5 +184,7 @@ def verify_chain(session: Session) -> ChainReport:
         prev, expected_seq = entry.hash, expected_seq + 1
     head = session.get(AuditHead, 1)
     if head is not None and (head.last_seq != count or head.last_hash != prev):
-        return ChainReport(False, count, count + 1 if head.last_seq > count else count, "entries after the last one are missing")
+        return ChainReport(
+            False, count, count + 1 if head.last_seq > count else count, "entries after the last one are missing"
+        )
     return ChainReport(True, count)

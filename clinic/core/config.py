@@ -59,6 +59,10 @@ class Config:
     CODE_RATE_LIMIT: str = "5 per 10 minutes"
     OTP_TTL_SECONDS: int = 600
     OTP_MAX_ATTEMPTS: int = 5
+    # Face verification of physicians (identity/face.py)
+    FACE_FRESH_SECONDS: int = 600
+    FACE_TOLERANCE: float = 0.6
+    FACE_MAX_MISMATCHES: int = 5
     # Uploads
     MAX_CONTENT_LENGTH: int = 12 * 1024 * 1024
     BABEL_DEFAULT_LOCALE: str = "zh_CN"

@@ -18,7 +18,7 @@ class RebasedHttpClient(TwilioHttpClient):
         super().__init__(**kw)
         self.base_url = base_url.rstrip("/")
 
-    def request(self, method: str, url: str, *args: Any, **kw: Any) -> Any:  # type: ignore[override]
+    def request(self, method: str, url: str, *args: Any, **kw: Any) -> Any:
         parts = urlsplit(url)
         product = parts.netloc.split(".")[0]
         rebased = f"{self.base_url}/{product}{parts.path}"

@@ -75,7 +75,9 @@ def test_bad_credentials_are_refused_and_audited(client: FlaskClient) -> None:
 def test_login_is_rate_limited(client: FlaskClient) -> None:
     reg = f.patient()
     statuses = [
-        client.post("/api/v1/auth/token", json={"username": reg.account.username, "password": "wrong-pass1"}).status_code
+        client.post(
+            "/api/v1/auth/token", json={"username": reg.account.username, "password": "wrong-pass1"}
+        ).status_code
         for _ in range(12)
     ]
     assert statuses[:10] == [401] * 10
@@ -164,7 +166,13 @@ def test_tokens_never_work_for_another_role(client: FlaskClient) -> None:
 
 @pytest.mark.parametrize(
     "header",
-    [None, "Bearer", "Bearer not-a-jwt", "Basic abc", "Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIiwicm9sZSI6ImFkbWluIn0."],
+    [
+        None,
+        "Bearer",
+        "Bearer not-a-jwt",
+        "Basic abc",
+        "Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIiwicm9sZSI6ImFkbWluIn0.",
+    ],
 )
 def test_missing_or_forged_tokens_are_401(client: FlaskClient, header: str | None) -> None:
     headers = {"Authorization": header} if header else {}
@@ -218,7 +226,11 @@ def test_api_ignores_session_cookies(client: FlaskClient) -> None:
 
     client.post(
         "/login",
-        data={"username": reg.account.username, "password": f.PASSWORD, "csrf_token": extract_csrf(page.get_data(as_text=True))},
+        data={
+            "username": reg.account.username,
+            "password": f.PASSWORD,
+            "csrf_token": extract_csrf(page.get_data(as_text=True)),
+        },
     )
     assert client.get("/").status_code == 200
     assert client.get("/api/v1/me").status_code == 401

@@ -22,7 +22,9 @@ def _next() -> int:
     return _counter["n"]
 
 
-def institution(today: date | None = None, departments: tuple[str, ...] = ("cardiology", "endocrinology", "pediatrics")) -> Institution:
+def institution(
+    today: date | None = None, departments: tuple[str, ...] = ("cardiology", "endocrinology", "pediatrics")
+) -> Institution:
     today = today or date.today()
     with unit_of_work() as s:
         for code in departments + ("psychiatry",):
@@ -61,19 +63,25 @@ def staff(role: Role, **kw: Any) -> Account:
     today = date.today()
     defaults: dict[str, Any] = {}
     if role == Role.PHYSICIAN:
-        defaults = dict(
-            department="cardiology",
-            license_no=f"LIC{n:06d}",
-            practice_registration_no=f"REG{n:06d}",
-            independent_practice_since=date(2010, 1, 1),
-            license_valid_until=today + timedelta(days=365),
-        )
+        defaults = {
+            "department": "cardiology",
+            "license_no": f"LIC{n:06d}",
+            "practice_registration_no": f"REG{n:06d}",
+            "independent_practice_since": date(2010, 1, 1),
+            "license_valid_until": today + timedelta(days=365),
+        }
     elif role == Role.PHARMACIST:
-        defaults = dict(qualification_no=f"Q{n:06d}", qualification_valid_until=today + timedelta(days=365))
+        defaults = {"qualification_no": f"Q{n:06d}", "qualification_valid_until": today + timedelta(days=365)}
     defaults.update(kw)
     with acting_as(Actor(None, "test")), unit_of_work():
         account = services.create_staff(
-            services.StaffSpec(username=kw.pop("username", f"{role.value}{n}"), password=PASSWORD, role=role, name=f"{role.value} {n}", **{k: v for k, v in defaults.items() if k != "username"})
+            services.StaffSpec(
+                username=kw.pop("username", f"{role.value}{n}"),
+                password=PASSWORD,
+                role=role,
+                name=f"{role.value} {n}",
+                **{k: v for k, v in defaults.items() if k != "username"},
+            )
         )
     return db.session.get(Account, account.id) or account
 

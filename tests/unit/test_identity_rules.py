@@ -62,7 +62,9 @@ def test_any_generated_number_round_trips(born: date, seq: int) -> None:
     assert info.birth_date == born
 
 
-@given(st.dates(min_value=date(1950, 1, 1), max_value=date(2020, 1, 1)), st.integers(0, 16), st.sampled_from("0123456789"))
+@given(
+    st.dates(min_value=date(1950, 1, 1), max_value=date(2020, 1, 1)), st.integers(0, 16), st.sampled_from("0123456789")
+)
 def test_any_single_digit_change_is_caught(born: date, pos: int, digit: str) -> None:
     good = make("440305", born, 21)
     if good[pos] == digit:
