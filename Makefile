@@ -1,0 +1,97 @@
+# Two commands for a fresh machine:
+#   make run   install, migrate, load the demo world (empty database only), serve on 127.0.0.1:8000
+#   make test  install, make sure Chromium is there, run the whole suite (SQLite, and PostgreSQL if it answers)
+# Everything runs from the project's own .venv (made by uv from uv.lock).
+
+SHELL := /bin/bash
+.ONESHELL:
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+UV := $(PYTHON) -m uv
+VENV := .venv
+PY := $(VENV)/bin/python
+FLASK := $(VENV)/bin/flask --app wsgi
+HOST ?= 127.0.0.1
+PORT ?= 8000
+WORKERS ?= 2
+CHROMIUM := /usr/bin/chromium
+PG_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
+PYTEST_ARGS ?=
+LOCALES := zh_CN
+TRANSLATIONS := clinic/translations
+
+.PHONY: help install run serve demo test chromium translations lint
+
+help:
+	@echo "make run           install, migrate, load the demo world once, serve on http://$(HOST):$(PORT)/"
+	@echo "make test          install and run the test suite (SQLite; PostgreSQL too when it answers)"
+	@echo "make lint          ruff format --check, ruff check, mypy"
+	@echo "make translations  extract strings and update $(TRANSLATIONS)/*/LC_MESSAGES/messages.po"
+
+# uv into the system Python when it is missing, then the locked environment in .venv.
+install:
+	@if ! $(UV) --version >/dev/null 2>&1; then \
+		echo "Installing uv into $$($(PYTHON) -c 'import sys; print(sys.executable)')"; \
+		$(PYTHON) -m pip install --quiet uv; \
+	fi
+	$(UV) sync --extra dev --quiet
+
+# Embedded defaults (see clinic/core/config.py): SQLite in instance/, inline jobs,
+# PAYMENTS=off, SMS codes written to the log. Secrets are generated into instance/.
+run: install
+	@echo "== Migrating the database (Alembic)"
+	$(FLASK) db upgrade heads
+	if $(PY) scripts/devdemo.py is-empty; then
+		echo "== Loading the demo world into the empty database (saved to instance/demo.json)"
+		$(FLASK) demo > instance/demo.json.tmp
+		mv instance/demo.json.tmp instance/demo.json
+	fi
+	$(PY) scripts/devdemo.py summary --url http://$(HOST):$(PORT)/
+	echo "== Serving with gunicorn on http://$(HOST):$(PORT)/ (Ctrl-C stops it)"
+	exec $(VENV)/bin/gunicorn --bind $(HOST):$(PORT) --workers $(WORKERS) --access-logfile - wsgi:app
+
+# The browser tests drive Debian's Chromium (never a downloaded browser build).
+chromium:
+	@if [ ! -x $(CHROMIUM) ]; then \
+		echo "Installing Debian's chromium"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium </dev/null; \
+	fi
+
+# One pytest run; the harness (tests/conftest.py) parametrizes over both backends
+# when TEST_DATABASE_URL is set.
+test: install chromium
+	@if $(PY) scripts/devdemo.py pg-ready "$(PG_URL)"; then
+		echo "PostgreSQL answers: testing on SQLite and PostgreSQL"
+		export TEST_DATABASE_URL="$(PG_URL)"
+	else
+		echo "PostgreSQL does not answer on $(PG_URL): testing on SQLite only"
+	fi
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+# Extract every marked string (Python and Jinja), then update (or start) each catalog.
+# The .po files are committed; the .mo files are compiled at app start (clinic/core/i18n.py).
+translations: install
+	mkdir -p build
+	$(VENV)/bin/pybabel extract --quiet -F babel.cfg --no-location --sort-output \
+		-k _l -k lazy_gettext -k N_ \
+		-k Invalid -k Conflict -k NotFound -k Forbidden -k Unauthenticated -k RateLimited \
+		-k ServiceUnavailable -k DomainError -k IdNumberError \
+		-o build/messages.pot .
+	for loc in $(LOCALES); do
+		po=$(TRANSLATIONS)/$$loc/LC_MESSAGES/messages.po
+		if [ -f $$po ]; then
+			$(VENV)/bin/pybabel update --quiet --no-fuzzy-matching -i build/messages.pot -d $(TRANSLATIONS) -l $$loc
+		else
+			$(VENV)/bin/pybabel init --quiet -i build/messages.pot -d $(TRANSLATIONS) -l $$loc
+		fi
+	done
+	$(PY) -c "from babel.messages.pofile import read_po; import sys; \
+		[print(p, 'untranslated:', sum(1 for m in read_po(open(p,'rb')) if m.id and not m.string)) for p in sys.argv[1:]]" \
+		$(foreach l,$(LOCALES),$(TRANSLATIONS)/$(l)/LC_MESSAGES/messages.po)
