@@ -2,6 +2,8 @@
 
 With TWILIO_BASE_URL set (tests, or a relay), requests of the real SDK to
 https://<product>.twilio.com/<path> go to <base>/<product>/<path> instead.
+A network failure (refused, reset, timed out) surfaces as a `TwilioException`, like
+an error answer from Twilio, so callers handle an outage in one place.
 """
 
 from __future__ import annotations
@@ -9,11 +11,25 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
+import requests
+from twilio.base.exceptions import TwilioException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
 
-class RebasedHttpClient(TwilioHttpClient):
+class TwilioUnreachable(TwilioException):
+    """Twilio could not be reached at all (no HTTP answer)."""
+
+
+class GuardedHttpClient(TwilioHttpClient):
+    def request(self, method: str, url: str, *args: Any, **kw: Any) -> Any:
+        try:
+            return super().request(method, url, *args, **kw)
+        except requests.RequestException as exc:
+            raise TwilioUnreachable(f"Twilio is unreachable: {exc.__class__.__name__}") from exc
+
+
+class RebasedHttpClient(GuardedHttpClient):
     def __init__(self, base_url: str, **kw: Any) -> None:
         super().__init__(**kw)
         self.base_url = base_url.rstrip("/")
@@ -28,5 +44,5 @@ class RebasedHttpClient(TwilioHttpClient):
 
 
 def make_client(sid: str, token: str, base_url: str = "", timeout: float = 10.0) -> Client:
-    http = RebasedHttpClient(base_url, timeout=timeout) if base_url else TwilioHttpClient(timeout=timeout)
+    http = RebasedHttpClient(base_url, timeout=timeout) if base_url else GuardedHttpClient(timeout=timeout)
     return Client(sid, token, http_client=http)
