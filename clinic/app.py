@@ -21,6 +21,8 @@ migrate = Migrate()
 
 def load_models() -> None:
     """Import every domain's models so that the metadata is complete (Alembic, tests)."""
+    import clinic.core.audit
+    import clinic.visits.models  # noqa: F401
     import identity.models  # noqa: F401
 
 
@@ -44,6 +46,7 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     web.init_app(app)
 
     from clinic.admin import api as admin_api
+    from clinic.visits import api as visits_api
     from identity import api as identity_api
     from identity import otp, views
     from identity.tokens import load_principal
@@ -51,7 +54,7 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     otp.init_app(app)
     views.init_app(app)
 
-    api_bp, _ = build_blueprint([identity_api.router, admin_api.router], load_principal)
+    api_bp, _ = build_blueprint([identity_api.router, admin_api.router, visits_api.router], load_principal)
     csrf.exempt(api_bp)  # the API takes Bearer tokens only, never cookies
     app.register_blueprint(api_bp)
 

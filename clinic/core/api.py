@@ -205,7 +205,11 @@ def _view(op: Operation) -> Callable[..., Response]:
         principal = _authenticate(op)
         if principal is not None:
             kwargs["principal"] = principal
-        if op.body is not None:
+        multipart = request.mimetype == "multipart/form-data"
+        if op.body is not None and op.files and multipart:
+            # JSON or multipart: the same body model, read from the form fields.
+            kwargs["body"] = _parse(op.body, request.form.to_dict(), "form")
+        elif op.body is not None:
             kwargs["body"] = _parse(op.body, _json_body(), "body")
         if op.query is not None:
             kwargs["query"] = _parse(op.query, request.args.to_dict(), "query")
@@ -308,7 +312,18 @@ def openapi_document(operations: list[Operation]) -> dict[str, Any]:
                 params.append({"name": h, "in": "header", "required": False, "schema": {"type": "string"}})
         if params:
             doc["parameters"] = params
-        if op.body is not None:
+        if op.body is not None and op.files:
+            props_mp: dict[str, Any] = dict(schemas.get(op.body.__name__, {}).get("properties", {}))
+            for part in op.files:
+                props_mp[part.name] = {"type": "string", "format": "binary", "description": part.description}
+            doc["requestBody"] = {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": ref[op.body]},
+                    "multipart/form-data": {"schema": {"type": "object", "properties": props_mp}},
+                },
+            }
+        elif op.body is not None:
             doc["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref[op.body]}}}
         elif op.form is not None or op.files:
             fs: dict[str, Any] = dict(schemas.get(op.form.__name__, {})) if op.form else {}

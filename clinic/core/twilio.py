@@ -46,3 +46,16 @@ class RebasedHttpClient(GuardedHttpClient):
 def make_client(sid: str, token: str, base_url: str = "", timeout: float = 10.0) -> Client:
     http = RebasedHttpClient(base_url, timeout=timeout) if base_url else GuardedHttpClient(timeout=timeout)
     return Client(sid, token, http_client=http)
+
+
+def video_token(
+    account_sid: str, api_key_sid: str, api_key_secret: str, identity: str, room: str, ttl: int = 3600
+) -> str:
+    """A Twilio Video access token for one identity and one room (made offline, signed)."""
+    from twilio.jwt.access_token import AccessToken
+    from twilio.jwt.access_token.grants import VideoGrant
+
+    token = AccessToken(account_sid, api_key_sid, api_key_secret, identity=identity, ttl=ttl)
+    token.add_grant(VideoGrant(room=room))
+    jwt = token.to_jwt()
+    return jwt.decode() if isinstance(jwt, bytes) else str(jwt)

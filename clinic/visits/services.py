@@ -1,0 +1,583 @@
+"""Return-visit use cases. Each loads, applies the pure rules, changes state, audits, flushes."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from datetime import date
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Protocol
+
+from flask import current_app
+from sqlalchemy import select
+
+from clinic.core import audit, storage
+from clinic.core.db import db, utcnow
+from clinic.core.errors import Conflict, Forbidden, Invalid, NotFound, RuleRefusal, ServiceUnavailable
+from clinic.visits import rules
+from clinic.visits.models import (
+    Condition,
+    ConsentAcceptance,
+    Diagnosis,
+    DiagnosisStatus,
+    ServiceSwitch,
+    Visit,
+    VisitMessage,
+    VisitNote,
+    VisitStatus,
+)
+from identity import services as identity
+from identity.models import Account, Department, Role
+
+# --- the condition catalog ------------------------------------------------------------
+
+DEFAULT_CONDITIONS = [
+    ("I10", "原发性高血压", "cardiology", True),
+    ("I25", "慢性缺血性心脏病", "cardiology", True),
+    ("I48", "心房颤动和扑动", "cardiology", True),
+    ("E78", "脂蛋白代谢紊乱和其他脂血症", "endocrinology", True),
+    ("E11", "2型糖尿病", "endocrinology", True),
+    ("E03", "其他甲状腺功能减退症", "endocrinology", True),
+    ("J44", "慢性阻塞性肺疾病", "respiratory", True),
+    ("J45", "哮喘", "respiratory", True),
+    ("M10", "痛风", "rheumatology", True),
+    ("N18", "慢性肾脏病", "nephrology", True),
+    ("B18.1", "慢性乙型病毒性肝炎", "infectious", True),
+    ("K21", "胃食管反流病", "general", True),
+    ("J30", "血管舒缩性和变应性鼻炎", "general", False),
+    ("L20", "特应性皮炎", "pediatrics", True),
+]
+
+
+class NotEligibleCondition(Invalid):
+    code = "not_eligible_condition"
+
+
+def upsert_condition(code: str, name_zh: str, department: str, chronic: bool, active: bool = True) -> Condition:
+    """Add or change a catalog entry; the code and its English name come from ICD-10."""
+    session = db.session()
+    normalized = rules.normalize_icd10(code)
+    if normalized is None:
+        raise Invalid(f"{code!r} is not a valid ICD-10 code.", code="invalid_icd10")
+    if session.get(Department, department) is None:
+        raise Invalid(f"Unknown department {department!r}.")
+    cond = session.get(Condition, normalized)
+    if cond is None:
+        cond = Condition(code=normalized)
+        session.add(cond)
+    cond.name_zh, cond.name_en = name_zh, rules.icd10_name(normalized)
+    cond.department, cond.chronic, cond.active = department, chronic, active
+    session.flush()
+    audit.record(
+        session,
+        "condition.saved",
+        subject_type="condition",
+        subject_id=normalized,
+        detail={"department": department, "chronic": chronic, "active": active},
+    )
+    return cond
+
+
+def seed_conditions() -> None:
+    for code, zh, dept, chronic in DEFAULT_CONDITIONS:
+        upsert_condition(code, zh, dept, chronic)
+
+
+def list_conditions() -> list[Condition]:
+    return list(db.session.scalars(select(Condition).where(Condition.active).order_by(Condition.code)))
+
+
+def _catalog_condition(icd10: str) -> Condition | None:
+    codes = list(db.session.scalars(select(Condition.code).where(Condition.active)))
+    match = rules.match_condition(icd10, codes)
+    return db.session.get(Condition, match) if match else None
+
+
+# --- proof of in-person diagnosis -----------------------------------------------------
+
+
+def _uuid(value: str | uuid.UUID) -> uuid.UUID:
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise NotFound() from None
+
+
+def submit_diagnosis(
+    account: Account,
+    patient_id: str,
+    icd10: str,
+    institution: str,
+    diagnosed_on: date,
+    document: bytes,
+    document_kind: str = "outpatient_record",
+) -> Diagnosis:
+    session = db.session()
+    patient = identity.patient_of_account(account, patient_id)
+    code = rules.normalize_icd10(icd10)
+    if code is None:
+        raise Invalid(f"{icd10!r} is not a valid ICD-10 code.", fields=[{"loc": "icd10", "message": "not ICD-10"}])
+    if diagnosed_on > date.today():
+        raise Invalid("The diagnosis date is in the future.", fields=[{"loc": "diagnosed_on", "message": "future"}])
+    if diagnosed_on < patient.birth_date:
+        raise Invalid("The diagnosis date is before the patient's birth.", fields=[{"loc": "diagnosed_on"}])
+    if document_kind not in rules.DOCUMENT_KINDS:
+        raise Invalid("Unknown document kind.", fields=[{"loc": "document_kind", "message": "unknown"}])
+    sniffed = rules.sniff_upload(document, max_bytes=int(current_app.config["MAX_DOCUMENT_BYTES"]), allow_pdf=True)
+    path = storage.save("diagnoses", document, sniffed.ext)
+    cond = _catalog_condition(code)
+    diag = Diagnosis(
+        patient_id=patient.id,
+        submitted_by=account.id,
+        icd10=code,
+        institution=institution,
+        diagnosed_on=diagnosed_on,
+        document_kind=document_kind,
+        document_path=path,
+        document_type=sniffed.mime,
+        document_sha256=hashlib.sha256(document).hexdigest(),
+        department=cond.department if cond else None,
+    )
+    session.add(diag)
+    session.flush()
+    audit.record(session, "diagnosis.submitted", subject_type="diagnosis", subject_id=diag.id, detail={"icd10": code})
+    return diag
+
+
+def _physician(principal_id: str) -> Account:
+    account = identity.get_account(principal_id)
+    if account.role != Role.PHYSICIAN:
+        raise Forbidden("Only physicians may do this.")
+    return account
+
+
+def _pending_diagnosis(diagnosis_id: str) -> Diagnosis:
+    diag = db.session.get(Diagnosis, _uuid(diagnosis_id))
+    if diag is None:
+        raise NotFound()
+    if diag.status != DiagnosisStatus.PENDING:
+        raise Conflict(f"The diagnosis is already {diag.status.value}.", code="already_reviewed")
+    return diag
+
+
+def confirm_diagnosis(physician_id: str, claims: dict[str, Any], diagnosis_id: str) -> Diagnosis:
+    session = db.session()
+    physician = _physician(physician_id)
+    identity.require_fresh_face(claims)
+    diag = _pending_diagnosis(diagnosis_id)
+    cond = _catalog_condition(diag.icd10)
+    if cond is None:
+        raise NotEligibleCondition(
+            f"{diag.icd10} is not a common or chronic condition that may be followed up online; "
+            "the patient needs an in-person visit."
+        )
+    identity.require_qualified_physician(physician, department=cond.department)
+    diag.status = DiagnosisStatus.CONFIRMED
+    diag.condition_code, diag.department = cond.code, cond.department
+    diag.reviewed_by, diag.reviewed_at = physician.id, utcnow()
+    audit.record(
+        session, "diagnosis.confirmed", subject_type="diagnosis", subject_id=diag.id, detail={"condition": cond.code}
+    )
+    return diag
+
+
+def reject_diagnosis(physician_id: str, diagnosis_id: str, reason: str) -> Diagnosis:
+    session = db.session()
+    physician = _physician(physician_id)
+    diag = _pending_diagnosis(diagnosis_id)
+    cond = _catalog_condition(diag.icd10)
+    identity.require_qualified_physician(physician, department=cond.department if cond else None)
+    diag.status = DiagnosisStatus.REJECTED
+    diag.rejection_reason = reason
+    diag.reviewed_by, diag.reviewed_at = physician.id, utcnow()
+    audit.record(session, "diagnosis.rejected", subject_type="diagnosis", subject_id=diag.id, detail={"reason": reason})
+    return diag
+
+
+def diagnoses_of_account(account: Account) -> list[Diagnosis]:
+    ids = [p.id for p in account.patients]
+    if not ids:
+        return []
+    return list(
+        db.session.scalars(select(Diagnosis).where(Diagnosis.patient_id.in_(ids)).order_by(Diagnosis.created_at.desc()))
+    )
+
+
+def pending_diagnoses_for(physician_id: str) -> list[Diagnosis]:
+    physician = _physician(physician_id)
+    dept = physician.staff.department_code if physician.staff else None
+    query = select(Diagnosis).where(Diagnosis.status == DiagnosisStatus.PENDING)
+    # Codes outside the catalog have no department: every physician sees them, to decline.
+    query = query.where((Diagnosis.department == dept) | Diagnosis.department.is_(None))
+    return list(db.session.scalars(query.order_by(Diagnosis.created_at).limit(200)))
+
+
+def diagnosis_for(account: Account, diagnosis_id: str) -> Diagnosis:
+    """A diagnosis the caller may see: their own people's, or (physicians) any pending/their reviews."""
+    diag = db.session.get(Diagnosis, _uuid(diagnosis_id))
+    if diag is None:
+        raise NotFound()
+    if account.role == Role.PATIENT and any(p.id == diag.patient_id for p in account.patients):
+        return diag
+    if account.role == Role.PHYSICIAN:
+        return diag
+    raise NotFound()
+
+
+# --- informed consent -----------------------------------------------------------------
+
+CONSENT_DIR = Path(__file__).resolve().parent / "consent"
+
+
+@dataclass(frozen=True)
+class ConsentText:
+    version: str
+    text_zh: str
+    text_en: str
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(f"{self.version}\n{self.text_zh}\n---\n{self.text_en}".encode()).hexdigest()
+
+
+@lru_cache(maxsize=8)
+def _consent(version: str) -> ConsentText:
+    return ConsentText(
+        version,
+        (CONSENT_DIR / f"{version}.zh.md").read_text(encoding="utf-8"),
+        (CONSENT_DIR / f"{version}.en.md").read_text(encoding="utf-8"),
+    )
+
+
+def current_consent() -> ConsentText:
+    versions = sorted(p.name.split(".")[0] for p in CONSENT_DIR.glob("*.zh.md"))
+    return _consent(versions[-1])
+
+
+class StaleConsent(Conflict):
+    code = "stale_version"
+
+
+def accept_consent(account: Account, patient_id: str, version: str) -> ConsentAcceptance:
+    session = db.session()
+    patient = identity.patient_of_account(account, patient_id)
+    current = current_consent()
+    if version != current.version:
+        raise StaleConsent(f"The consent text has changed; the current version is {current.version}.")
+    acc = ConsentAcceptance(
+        account_id=account.id,
+        patient_id=patient.id,
+        version=current.version,
+        version_hash=current.sha256,
+        client_ip=audit.current_actor().client_ip,
+    )
+    session.add(acc)
+    session.flush()
+    audit.record(
+        session,
+        "consent.accepted",
+        subject_type="patient",
+        subject_id=patient.id,
+        detail={"version": current.version, "sha256": current.sha256},
+    )
+    return acc
+
+
+def has_current_consent(patient_id: uuid.UUID) -> bool:
+    current = current_consent()
+    return (
+        db.session.scalars(
+            select(ConsentAcceptance.id).where(
+                ConsentAcceptance.patient_id == patient_id, ConsentAcceptance.version_hash == current.sha256
+            )
+        ).first()
+        is not None
+    )
+
+
+# --- suspension -----------------------------------------------------------------------
+
+
+class ServiceSuspended(ServiceUnavailable):
+    code = "service_suspended"
+
+
+def suspension() -> ServiceSwitch | None:
+    row = db.session.scalars(select(ServiceSwitch).order_by(ServiceSwitch.id.desc()).limit(1)).first()
+    return row if row is not None and row.suspended else None
+
+
+def set_suspension(admin_id: str, suspended: bool, reason: str) -> ServiceSwitch:
+    session = db.session()
+    admin = identity.get_account(admin_id)
+    if admin.role != Role.ADMIN:
+        raise Forbidden()
+    row = ServiceSwitch(suspended=suspended, reason=reason, changed_by=admin.id)
+    session.add(row)
+    session.flush()
+    audit.record(
+        session,
+        "service.suspended" if suspended else "service.resumed",
+        subject_type="service",
+        subject_id="online",
+        detail={"reason": reason},
+    )
+    return row
+
+
+def _refuse_if_suspended() -> None:
+    row = suspension()
+    if row is not None:
+        raise ServiceSuspended(f"Online services are suspended: {row.reason}", reason=row.reason)
+
+
+# --- payments port --------------------------------------------------------------------
+
+
+class PaymentsPort(Protocol):
+    """What visits need from payments (clinic/payments provides it when PAYMENTS is on)."""
+
+    def start(self, purpose: str, subject_id: uuid.UUID, amount_fen: int, description: str) -> dict[str, Any]: ...
+
+    def refund(self, purpose: str, subject_id: uuid.UUID, reason: str) -> None: ...
+
+
+def _payments() -> PaymentsPort | None:
+    port: PaymentsPort | None = current_app.extensions.get("payments")
+    return port
+
+
+# --- visits ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewVisit:
+    visit: Visit
+    payment: dict[str, Any] | None
+
+
+def request_visit(
+    account: Account, patient_id: str, diagnosis_id: str, department: str, complaint: str = ""
+) -> NewVisit:
+    session = db.session()
+    _refuse_if_suspended()
+    patient = identity.patient_of_account(account, patient_id)
+    diag = None
+    try:
+        diag = session.get(Diagnosis, uuid.UUID(str(diagnosis_id)))
+    except ValueError:
+        diag = None
+    if diag is not None and diag.patient_id != patient.id:
+        diag = None  # another person's record is treated as absent, never revealed
+    cond = diag.condition if diag is not None else None
+    facts = rules.VisitRequestFacts(
+        diagnosis=rules.DiagnosisFacts(
+            exists_for_patient=diag is not None,
+            status=diag.status.value if diag is not None else None,
+            condition_department=cond.department if cond else (diag.department if diag else None),
+            condition_active=bool(cond.active) if cond else False,
+        ),
+        department=department,
+        approved_departments=identity.institution_status().approved_departments,
+        consent_current=has_current_consent(patient.id),
+    )
+    violations = rules.visit_request_violations(facts)
+    if violations:
+        raise RuleRefusal(violations[0].code, violations)
+    assert diag is not None
+    fee = int(current_app.config["CONSULTATION_FEE_FEN"])
+    port = _payments()
+    visit = Visit(
+        patient_id=patient.id,
+        account_id=account.id,
+        diagnosis_id=diag.id,
+        department=department,
+        status=VisitStatus.AWAITING_PAYMENT if port and fee > 0 else VisitStatus.WAITING,
+        complaint=complaint,
+        fee_fen=fee if port else 0,
+    )
+    session.add(visit)
+    session.flush()
+    audit.record(
+        session,
+        "visit.requested",
+        subject_type="visit",
+        subject_id=visit.id,
+        detail={"patient": str(patient.id), "diagnosis": str(diag.id), "department": department},
+    )
+    payment = None
+    if visit.status == VisitStatus.AWAITING_PAYMENT and port is not None:
+        payment = port.start("consultation", visit.id, fee, f"复诊 {visit.id}")
+    return NewVisit(visit, payment)
+
+
+def _move(visit: Visit, event: rules.VisitEvent) -> None:
+    visit.status = VisitStatus(rules.transition(visit.status.value, event))
+
+
+def mark_visit_paid(visit_id: uuid.UUID) -> Visit | None:
+    """Called by payments when the consultation fee has been paid (once per event)."""
+    visit = db.session.get(Visit, visit_id)
+    if visit is None or visit.status != VisitStatus.AWAITING_PAYMENT:
+        return visit
+    _move(visit, rules.VisitEvent.PAID)
+    audit.record(db.session(), "visit.paid", subject_type="visit", subject_id=visit.id)
+    return visit
+
+
+def _load_visit(visit_id: str) -> Visit:
+    visit = db.session.get(Visit, _uuid(visit_id))
+    if visit is None:
+        raise NotFound()
+    return visit
+
+
+def visit_for(account: Account, visit_id: str) -> Visit:
+    """A visit the caller takes part in; anyone else gets 404 (never revealed)."""
+    visit = _load_visit(visit_id)
+    if account.role == Role.PATIENT and visit.account_id == account.id:
+        return visit
+    if account.role == Role.PHYSICIAN:
+        if visit.physician_id == account.id:
+            return visit
+        dept = account.staff.department_code if account.staff else None
+        if visit.status == VisitStatus.WAITING and dept == visit.department:
+            return visit
+    raise NotFound()
+
+
+def waiting_visits_for(physician_id: str) -> list[Visit]:
+    physician = _physician(physician_id)
+    dept = physician.staff.department_code if physician.staff else None
+    return list(
+        db.session.scalars(
+            select(Visit)
+            .where(Visit.status == VisitStatus.WAITING, Visit.department == dept)
+            .order_by(Visit.created_at)
+            .limit(200)
+        )
+    )
+
+
+def visits_of(account: Account) -> list[Visit]:
+    if account.role == Role.PATIENT:
+        query = select(Visit).where(Visit.account_id == account.id)
+    else:
+        query = select(Visit).where(Visit.physician_id == account.id)
+    return list(db.session.scalars(query.order_by(Visit.created_at.desc()).limit(200)))
+
+
+def accept_visit(physician_id: str, claims: dict[str, Any], visit_id: str) -> Visit:
+    session = db.session()
+    physician = _physician(physician_id)
+    identity.require_fresh_face(claims)
+    visit = _load_visit(visit_id)
+    identity.require_qualified_physician(physician, department=visit.department)
+    _refuse_if_suspended()
+    _move(visit, rules.VisitEvent.ACCEPT)
+    visit.physician_id, visit.accepted_at = physician.id, utcnow()
+    audit.record(session, "visit.accepted", subject_type="visit", subject_id=visit.id)
+    return visit
+
+
+def _assigned(physician_id: str, visit_id: str) -> tuple[Account, Visit]:
+    physician = _physician(physician_id)
+    visit = visit_for(physician, visit_id)
+    if visit.physician_id != physician.id:
+        raise Forbidden("Only the visit's physician may do this.")
+    return physician, visit
+
+
+def post_message(account: Account, visit_id: str, text: str | None, image: bytes | None) -> VisitMessage:
+    session = db.session()
+    visit = visit_for(account, visit_id)
+    if account.role == Role.PHYSICIAN and visit.physician_id != account.id:
+        raise Forbidden("Accept the visit before writing in it.")
+    if not rules.can_message(visit.status.value):
+        raise rules.VisitClosed(f"The visit is {visit.status.value}; no more messages.")
+    if not text and image is None:
+        raise Invalid("A message needs text or an image.")
+    msg = VisitMessage(visit_id=visit.id, sender_id=account.id, sender_role=account.role.value, text=text or None)
+    if image is not None:
+        sniffed = rules.sniff_upload(image, max_bytes=int(current_app.config["MAX_IMAGE_BYTES"]), allow_pdf=False)
+        msg.image_path = storage.save(f"visits/{visit.id}", image, sniffed.ext)
+        msg.image_type = sniffed.mime
+    session.add(msg)
+    session.flush()
+    audit.record(
+        session,
+        "visit.message",
+        subject_type="visit",
+        subject_id=visit.id,
+        detail={"message": str(msg.id), "image": image is not None},
+    )
+    return msg
+
+
+def message_image(account: Account, visit_id: str, message_id: str) -> tuple[bytes, str]:
+    visit = visit_for(account, visit_id)
+    msg = db.session.get(VisitMessage, _uuid(message_id))
+    if msg is None or msg.visit_id != visit.id or msg.image_path is None:
+        raise NotFound()
+    return storage.load(msg.image_path), msg.image_type or "application/octet-stream"
+
+
+def complete_visit(physician_id: str, visit_id: str, note: str) -> Visit:
+    session = db.session()
+    physician, visit = _assigned(physician_id, visit_id)
+    _move(visit, rules.VisitEvent.COMPLETE)
+    visit.closed_at = utcnow()
+    session.add(VisitNote(visit_id=visit.id, author_id=physician.id, kind="completion", text=note))
+    audit.record(session, "visit.completed", subject_type="visit", subject_id=visit.id)
+    return visit
+
+
+def terminate_visit(physician_id: str, visit_id: str, reason: str, referral_advice: str) -> Visit:
+    """The condition changed or needs an examination: stop and send the patient in person."""
+    session = db.session()
+    physician, visit = _assigned(physician_id, visit_id)
+    _move(visit, rules.VisitEvent.TERMINATE)
+    visit.closed_at = utcnow()
+    visit.termination_reason, visit.referral_advice = reason, referral_advice
+    session.add(
+        VisitNote(
+            visit_id=visit.id, author_id=physician.id, kind="referral", text=f"{reason}\n\n{referral_advice}".strip()
+        )
+    )
+    audit.record(session, "visit.referred", subject_type="visit", subject_id=visit.id, detail={"reason": reason[:200]})
+    return visit
+
+
+def cancel_visit(account: Account, visit_id: str, reason: str) -> Visit:
+    """The patient before acceptance, or the institution (admin): cancel and refund."""
+    session = db.session()
+    if account.role == Role.ADMIN:
+        visit = _load_visit(visit_id)
+    elif account.role == Role.PATIENT:
+        visit = visit_for(account, visit_id)
+    else:
+        raise Forbidden("Only the patient or the institution may cancel a visit.")
+    _move(visit, rules.VisitEvent.CANCEL)
+    visit.closed_at, visit.cancel_reason = utcnow(), reason
+    audit.record(
+        session, "visit.cancelled", subject_type="visit", subject_id=visit.id, detail={"by": account.role.value}
+    )
+    port = _payments()
+    if port is not None and visit.fee_fen > 0:
+        port.refund("consultation", visit.id, reason)  # refunds a paid fee, voids an unpaid one
+    return visit
+
+
+def video_grant(account: Account, visit_id: str) -> tuple[str, str]:
+    """(identity, room) for a participant's Twilio Video token; only while in progress."""
+    visit = visit_for(account, visit_id)
+    if account.role == Role.PHYSICIAN and visit.physician_id != account.id:
+        raise Forbidden("Only the visit's physician joins its video room.")
+    if visit.status != VisitStatus.IN_PROGRESS:
+        raise Conflict("The video room is open only while the visit is in progress.", code="visit_not_in_progress")
+    audit.record(db.session(), "visit.video_token", subject_type="visit", subject_id=visit.id)
+    return str(account.id), f"visit-{visit.id}"
