@@ -179,3 +179,81 @@ def pharmacist_violations(cred: PharmacistCredentials, today: date) -> list[Viol
             Violation("qualification_expired", "The pharmacist qualification has expired or has no validity date.")
         )
     return v
+
+
+# =====================================================================================
+# Face verification of physicians (2018 measures Art. 14; 2022 supervision rules):
+# pure decisions — which faces count, match or not, replayed image or not, lockout.
+# =====================================================================================
+
+Box = tuple[int, int, int, int]  # (top, right, bottom, left), face_recognition's order
+
+FACE_NO_FACE = "no_face"
+FACE_SEVERAL = "several_faces"
+
+
+@dataclass(frozen=True)
+class Detection:
+    box: Box
+    score: float  # the HOG detector's confidence (its decision threshold is 0)
+
+
+def significant_faces(detections: list[Detection], min_score_ratio: float, sure_score: float) -> list[Detection]:
+    """The faces that matter, most confident first: a detection counts when it scores at
+    least `sure_score`, or at least `min_score_ratio` of the best detection's score. A weak
+    false hit (the patch on skimage's astronaut's suit scores 0.07-0.23 beside her face's
+    1.1-1.6) does not make a photo of one person "several faces"; a second person does."""
+    ordered = sorted(detections, key=lambda d: d.score, reverse=True)
+    if not ordered:
+        return []
+    floor = min(sure_score, min_score_ratio * max(ordered[0].score, 0.0))
+    return [d for d in ordered if d.score >= floor]
+
+
+def face_count_refusal(count: int) -> str | None:
+    if count == 0:
+        return FACE_NO_FACE
+    if count > 1:
+        return FACE_SEVERAL
+    return None
+
+
+def face_matches(distance: float, tolerance: float) -> bool:
+    """Same person when the encodings' Euclidean distance is at most the tolerance."""
+    return 0.0 <= distance <= tolerance
+
+
+def hamming(a: int, b: int) -> int:
+    return (a ^ b).bit_count()
+
+
+@dataclass(frozen=True)
+class UsedImage:
+    sha256: str
+    dhash: int
+
+
+def replay_of(sha256: str, dhash: int, used: list[UsedImage], max_bits: int) -> UsedImage | None:
+    """The earlier image this one repeats: the same bytes, or the same pixels re-encoded,
+    resized or relit (difference hashes within `max_bits`). None for a new image."""
+    for u in used:
+        if u.sha256 == sha256 or hamming(u.dhash, dhash) <= max_bits:
+            return u
+    return None
+
+
+@dataclass(frozen=True)
+class LockoutState:
+    consecutive_mismatches: int
+    locked: bool
+
+
+def after_face_attempt(state: LockoutState, matched: bool, max_mismatches: int) -> LockoutState:
+    """A match resets the count; the `max_mismatches`-th consecutive mismatch locks the
+    physician out until an administrator lifts it. A locked state never unlocks here."""
+    if state.locked:
+        return state
+    if matched:
+        return LockoutState(0, False)
+    count = state.consecutive_mismatches + 1
+    return LockoutState(count, count >= max_mismatches)

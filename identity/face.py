@@ -1,0 +1,243 @@
+"""The face_recognition (dlib) adapter and safe image handling.
+
+Everything an uploaded image goes through before a face is compared:
+
+1. size: more than FACE_MAX_UPLOAD_BYTES is refused (413 `image_too_large`) before decoding;
+2. decoding with Pillow: only JPEG/PNG/WebP; the pixel count read from the header is
+   checked before any pixel is decoded (a PNG/JPEG bomb is refused, 413 `image_too_large`);
+   a truncated or corrupt file is refused (422 `not_an_image`), never half-read;
+3. normalizing: EXIF orientation applied, converted to 8-bit RGB, and DOWNSCALED so the long
+   side is at most FACE_DETECT_MAX_SIDE before detection (JPEGs are decoded at a reduced DCT
+   scale with `draft`, so a 12-megapixel photo costs about what a 640-pixel one does);
+4. hashes for replay detection: sha256 of the bytes, and a 256-bit difference hash (dHash) of
+   the normalized pixels, which survives re-encoding, resizing and a change of brightness;
+5. detection (HOG, no upsampling first; once more with one upsampling only when nothing was
+   found), keeping the faces that matter (`rules.significant_faces`: a detection scoring far
+   below the best one — skimage's astronaut has such a false hit on her suit's patch — is
+   ignored), then the 128-d encoding of the one face.
+
+Nothing here touches the database or Flask: the services decide what to do with the result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from clinic.core.errors import DomainError, Invalid
+from identity import rules
+
+ALLOWED_FORMATS = {"JPEG", "PNG", "WEBP"}
+HASH_SIZE = 16  # dHash of 16 x 16 = 256 bits
+
+
+class ImageTooLarge(DomainError):
+    status = 413
+    code = "image_too_large"
+    default_message = "The image is too large."
+
+
+class NotAnImage(Invalid):
+    code = "not_an_image"
+    default_message = "The upload is not a readable JPEG, PNG or WebP image."
+
+
+class NoFace(Invalid):
+    code = "no_face"
+    default_message = "No face was found in the image: face the camera in good light and try again."
+
+
+class SeveralFaces(Invalid):
+    code = "several_faces"
+    default_message = "More than one face is in the image: only the physician may be in the picture."
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_bytes: int
+    max_pixels: int
+    max_side: int
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A decoded, normalized image ready for detection, with its replay fingerprints."""
+
+    pixels: np.ndarray  # H x W x 3, uint8, RGB, long side <= max_side
+    sha256: str
+    dhash: int
+    original_size: tuple[int, int]
+    media_type: str
+
+
+def limits_from(config: Any) -> Limits:
+    return Limits(
+        max_bytes=int(config["FACE_MAX_UPLOAD_BYTES"]),
+        max_pixels=int(config["FACE_MAX_PIXELS"]),
+        max_side=int(config["FACE_DETECT_MAX_SIDE"]),
+    )
+
+
+def _open(data: bytes, lim: Limits) -> Image.Image:
+    if len(data) > lim.max_bytes:
+        raise ImageTooLarge(f"The image is larger than {lim.max_bytes // (1024 * 1024)} MB.")
+    if not data:
+        raise NotAnImage("The upload is empty.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        if isinstance(exc, UnidentifiedImageError):
+            raise NotAnImage() from None
+        raise ImageTooLarge("The image has too many pixels.") from None
+    except (OSError, ValueError, SyntaxError):
+        raise NotAnImage() from None
+    if img.format not in ALLOWED_FORMATS:
+        raise NotAnImage(f"Images must be JPEG, PNG or WebP, not {img.format or 'unknown'}.")
+    width, height = img.size
+    if width < 1 or height < 1:
+        raise NotAnImage()
+    if width * height > lim.max_pixels:
+        raise ImageTooLarge(
+            f"The image has {width}x{height} pixels; at most {lim.max_pixels // 1_000_000} megapixels are accepted."
+        )
+    return img
+
+
+def prepare(data: bytes, lim: Limits) -> Prepared:
+    """Decode, check and normalize an uploaded image, or refuse it with a clear 4xx."""
+    img = _open(data, lim)
+    original = img.size
+    media_type = Image.MIME.get(img.format or "", "application/octet-stream")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            if img.format == "JPEG":
+                # Decode at 1/2, 1/4 or 1/8 scale when that still leaves >= max_side pixels.
+                img.draft("RGB", (lim.max_side, lim.max_side))
+            img.load()  # a truncated file raises here (LOAD_TRUNCATED_IMAGES stays False)
+            img = ImageOps.exif_transpose(img) or img
+            if img.mode != "RGB":
+                img = _to_rgb(img)
+            if max(img.size) > lim.max_side:
+                img.thumbnail((lim.max_side, lim.max_side), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageTooLarge("The image has too many pixels.") from None
+    except (OSError, ValueError, SyntaxError, EOFError):
+        raise NotAnImage("The image is truncated or corrupt.") from None
+    pixels = np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
+    if pixels.ndim != 3 or pixels.shape[2] != 3:
+        raise NotAnImage()
+    return Prepared(
+        pixels=pixels,
+        sha256=hashlib.sha256(data).hexdigest(),
+        dhash=dhash(img),
+        original_size=original,
+        media_type=media_type,
+    )
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = float(arr.max()) or 1.0
+        return Image.fromarray((arr * (255.0 / top)).astype(np.uint8)).convert("RGB")
+    return img.convert("RGB")
+
+
+def dhash(img: Image.Image, size: int = HASH_SIZE) -> int:
+    """Difference hash of the normalized pixels: one bit per horizontal neighbour comparison."""
+    small = img.convert("L").resize((size + 1, size), Image.Resampling.LANCZOS)
+    arr = np.asarray(small, dtype=np.int16)
+    bits = (arr[:, 1:] > arr[:, :-1]).flatten()
+    value = 0
+    for bit in bits:
+        value = (value << 1) | int(bit)
+    return value
+
+
+def hash_hex(value: int) -> str:
+    return f"{value:0{HASH_SIZE * HASH_SIZE // 4}x}"
+
+
+def _face_recognition() -> Any:
+    import face_recognition  # imported lazily: loading dlib's models takes a moment
+
+    return face_recognition
+
+
+def locate(pixels: np.ndarray) -> list[rules.Detection]:
+    """Faces with dlib's HOG detector and their detection scores: without upsampling first,
+    once more with one upsampling only when nothing was found (small faces)."""
+    detector = _face_recognition().api.face_detector
+    height, width = pixels.shape[:2]
+    for upsample in (0, 1):
+        rects, scores, _ = detector.run(pixels, upsample, 0.0)
+        if len(rects):
+            return [
+                rules.Detection(
+                    (max(r.top(), 0), min(r.right(), width), min(r.bottom(), height), max(r.left(), 0)), float(s)
+                )
+                for r, s in zip(rects, scores, strict=True)
+            ]
+    return []
+
+
+def one_face(pixels: np.ndarray, min_score_ratio: float, sure_score: float = 0.4) -> rules.Box:
+    """The single face that matters, or refuse: no_face / several_faces."""
+    faces = rules.significant_faces(locate(pixels), min_score_ratio, sure_score)
+    refusal = rules.face_count_refusal(len(faces))
+    if refusal == "no_face":
+        raise NoFace()
+    if refusal == "several_faces":
+        raise SeveralFaces()
+    return faces[0].box
+
+
+def encode(pixels: np.ndarray, box: rules.Box) -> np.ndarray:
+    fr = _face_recognition()
+    encodings = fr.face_encodings(pixels, known_face_locations=[box], num_jitters=1, model="small")
+    if not encodings:
+        raise NoFace()
+    return np.asarray(encodings[0], dtype=np.float64)
+
+
+def encoding_to_bytes(enc: np.ndarray) -> bytes:
+    return np.asarray(enc, dtype="<f8").tobytes()
+
+
+def encoding_from_bytes(raw: bytes) -> np.ndarray:
+    arr = np.frombuffer(raw, dtype="<f8")
+    if arr.shape != (128,):
+        raise ValueError("a face encoding has 128 numbers")
+    return arr
+
+
+def distance(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(np.asarray(a) - np.asarray(b)))
+
+
+@dataclass(frozen=True)
+class Analysis:
+    prepared: Prepared
+    box: rules.Box
+    encoding: np.ndarray
+
+
+def analyse(data: bytes, lim: Limits, min_score_ratio: float, sure_score: float = 0.4) -> Analysis:
+    """Bytes in, one face's encoding out (or a clear refusal)."""
+    prepared = prepare(data, lim)
+    box = one_face(prepared.pixels, min_score_ratio, sure_score)
+    return Analysis(prepared, box, encode(prepared.pixels, box))
