@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from clinic.core.errors import DomainError, Invalid
 from identity import rules
@@ -122,7 +122,8 @@ def prepare(data: bytes, lim: Limits) -> Prepared:
             if img.format == "JPEG":
                 # Decode at 1/2, 1/4 or 1/8 scale when that still leaves >= max_side pixels.
                 img.draft("RGB", (lim.max_side, lim.max_side))
-            img.load()  # a truncated file raises here (LOAD_TRUNCATED_IMAGES stays False)
+            ImageFile.LOAD_TRUNCATED_IMAGES = False  # see _face_recognition()
+            img.load()  # a truncated file raises here
             img = ImageOps.exif_transpose(img) or img
             if img.mode != "RGB":
                 img = _to_rgb(img)
@@ -175,6 +176,9 @@ def hash_hex(value: int) -> str:
 def _face_recognition() -> Any:
     import face_recognition  # imported lazily: loading dlib's models takes a moment
 
+    # face_recognition.api turns on Pillow's LOAD_TRUNCATED_IMAGES when imported; a truncated
+    # upload must be refused, not silently half-decoded: put Pillow's default back.
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
     return face_recognition
 
 

@@ -11,7 +11,7 @@ from flask_login import UserMixin
 from sqlalchemy import JSON, Boolean, Date, Enum, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from clinic.core.crypto import EncryptedText
+from clinic.core.crypto import EncryptedBytes, EncryptedText
 from clinic.core.db import Base, new_id, utcnow
 
 
@@ -148,4 +148,45 @@ class PhoneCode(Base):
     expires_at: Mapped[datetime]
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     used_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# --- face verification of physicians ----------------------------------------------
+
+
+class FaceEnrollment(Base):
+    """A physician's enrolled reference face and the state of their face checks.
+
+    The 128-d encoding is computed once at enrollment and stored encrypted; the photo is
+    kept encrypted in FACE_PHOTO_DIR (outside the web root), read only for administrators.
+    `consecutive_mismatches` reaching FACE_MAX_MISMATCHES sets `locked_at`: no face check
+    passes until an administrator lifts it.
+    """
+
+    __tablename__ = "face_enrollments"
+
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
+    encoding: Mapped[bytes] = mapped_column(EncryptedBytes)
+    photo_file: Mapped[str] = mapped_column(String(128))
+    photo_media_type: Mapped[str] = mapped_column(String(32))
+    photo_sha256: Mapped[str] = mapped_column(String(64))
+    enrolled_by: Mapped[str | None] = mapped_column(String(64))
+    enrolled_at: Mapped[datetime] = mapped_column(default=utcnow)
+    consecutive_mismatches: Mapped[int] = mapped_column(Integer, default=0)
+    locked_at: Mapped[datetime | None]
+    last_verified_at: Mapped[datetime | None]
+
+
+class FaceImage(Base):
+    """Fingerprints of every image already used for a physician (enrolled or checked):
+    a later image with the same bytes or the same pixels is refused as a replay."""
+
+    __tablename__ = "face_images"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id"), index=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    dhash: Mapped[str] = mapped_column(String(64))
+    purpose: Mapped[str] = mapped_column(String(16))  # enrollment | check
+    outcome: Mapped[str] = mapped_column(String(16))  # enrolled | match | mismatch
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Flask, abort, flash, redirect, render_template, request, url_for
+import click
+from flask import (
+    Blueprint,
+    Flask,
+    abort,
+    current_app,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask_babel import lazy_gettext as _l
 from flask_login import LoginManager, current_user, login_required, login_user, logout_user
 from flask_wtf import FlaskForm
@@ -14,10 +31,12 @@ from wtforms import PasswordField, SelectField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length
 
 from clinic.core import limits
-from clinic.core.db import db
-from clinic.core.errors import DomainError
+from clinic.core.audit import Actor, acting_as
+from clinic.core.db import db, unit_of_work
+from clinic.core.errors import DomainError, Invalid
 from clinic.core.web import handle_refusal
 from identity import services
+from identity.face import ImageTooLarge
 from identity.models import Account, Role
 
 bp = Blueprint("identity", __name__, template_folder="templates")
@@ -76,6 +95,8 @@ def home_for(account: Account) -> str:
 
 @bp.get("/")
 def home() -> Any:
+    if current_user.is_authenticated and current_user.role == Role.PHYSICIAN and not face_checked():
+        return redirect(url_for("identity.face"))
     return render_template("identity/home.html")
 
 
@@ -90,6 +111,7 @@ def login() -> Any:
         except DomainError as err:
             flash(handle_refusal(err), "error")
             return render_template("identity/login.html", form=form), err.status
+        session.pop("face_at", None)  # a physician proves their face again after every login
         login_user(account)
         target = _safe_next(request.args.get("next"))
         return redirect(target if target and account.role != Role.PHYSICIAN else home_for(account))
@@ -99,6 +121,7 @@ def login() -> Any:
 @bp.post("/logout")
 @login_required
 def logout() -> Response:
+    session.pop("face_at", None)
     logout_user()
     return redirect(url_for("identity.login"))
 
@@ -183,6 +206,120 @@ def set_language(code: str) -> Response:
     return resp
 
 
+# --- physicians' face check on pages ----------------------------------------------
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def face_checked() -> bool:
+    """Has this login session passed a face check (a physician's pages need one)?"""
+    return isinstance(session.get("face_at"), int)
+
+
+def page_face_claims() -> dict[str, Any]:
+    """The page session's face claims, for `services.require_fresh_face(page_face_claims())`."""
+    claims: dict[str, Any] = {"face_at": session.get("face_at")}
+    if current_user.is_authenticated:
+        claims["sub"] = str(current_user.id)
+    return claims
+
+
+def physician_page(view: F) -> F:
+    """A physician's page: logged in, a physician, and a face check done since this login
+    (else to the face page, coming back here afterwards)."""
+
+    @functools.wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if not current_user.is_authenticated:
+            return login_manager.unauthorized()
+        if current_user.role != Role.PHYSICIAN:
+            abort(403)
+        if not face_checked():
+            return redirect(url_for("identity.face", next=request.full_path.rstrip("?")))
+        return view(*args, **kwargs)
+
+    return wrapped  # type: ignore[return-value]
+
+
+def _wants_json() -> bool:
+    return request.accept_mimetypes.best == "application/json"
+
+
+@bp.route("/face", methods=["GET", "POST"])
+@login_required
+def face() -> Any:
+    """The workstation's face check: camera capture (getUserMedia) or an uploaded picture."""
+    account: Account = current_user._get_current_object()
+    if account.role != Role.PHYSICIAN:
+        abort(403)
+    target = _safe_next(request.values.get("next")) or url_for("identity.home")
+    if request.method == "GET":
+        return render_template("identity/face.html", next=target)
+    # CSRF is checked by CSRFProtect before we get here.
+    try:
+        limits.check("FACE_RATE_LIMIT", "face", str(account.id))
+        upload = request.files.get("image")
+        if upload is None or not upload.filename:
+            raise Invalid("Take a picture or choose one first.", code="invalid")
+        cap = int(current_app.config["FACE_MAX_UPLOAD_BYTES"])
+        data = upload.stream.read(cap + 1)
+        if len(data) > cap:
+            raise ImageTooLarge(f"The image is larger than {cap // (1024 * 1024)} MB.")
+        verified_at = services.verify_face(account, data)
+    except DomainError as err:
+        message = handle_refusal(err)
+        if _wants_json():
+            return jsonify({"error": {"code": err.code, "message": message}}), err.status
+        flash(message, "error")
+        return render_template("identity/face.html", next=target, code=err.code), err.status
+    session["face_at"] = int(verified_at.timestamp())
+    if _wants_json():
+        return jsonify({"status": "verified", "redirect": target})
+    flash(_l("Face verified."), "ok")
+    return redirect(target)
+
+
+# --- CLI: `flask face enroll|unlock` -------------------------------------------------
+
+face_cli = click.Group("face", help="Physicians' reference faces and face lockouts.")
+CLI_ACTOR = Actor(id=None, role="cli")
+
+
+def _cli_physician(username: str) -> Account:
+    from sqlalchemy import select
+
+    account = db.session.scalars(select(Account).where(Account.username == username)).first()
+    if account is None or account.role != Role.PHYSICIAN:
+        raise click.ClickException(f"no physician with the username {username!r}")
+    return account
+
+
+@face_cli.command("enroll")
+@click.option("--username", required=True)
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def face_enroll_cmd(username: str, path: Path) -> None:
+    """Enroll PATH as the physician's reference photo (exactly one face)."""
+    try:
+        with acting_as(CLI_ACTOR), unit_of_work():
+            enrollment = services.enroll_face(_cli_physician(username), path.read_bytes())
+    except DomainError as err:
+        raise click.ClickException(f"{err.code}: {err.message}") from None
+    click.echo(json.dumps({"username": username, "enrolled": True, "photo_sha256": enrollment.photo_sha256}))
+
+
+@face_cli.command("unlock")
+@click.option("--username", required=True)
+def face_unlock_cmd(username: str) -> None:
+    """Lift the physician's face lockout."""
+    try:
+        with acting_as(CLI_ACTOR), unit_of_work():
+            services.unlock_face(_cli_physician(username))
+    except DomainError as err:
+        raise click.ClickException(f"{err.code}: {err.message}") from None
+    click.echo(json.dumps({"username": username, "unlocked": True}))
+
+
 def init_app(app: Flask) -> None:
     login_manager.init_app(app)
     app.register_blueprint(bp)
+    app.cli.add_command(face_cli)
