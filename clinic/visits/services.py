@@ -40,6 +40,7 @@ DEFAULT_CONDITIONS = [
     ("E78", "脂蛋白代谢紊乱和其他脂血症", "endocrinology", True),
     ("E11", "2型糖尿病", "endocrinology", True),
     ("E03", "其他甲状腺功能减退症", "endocrinology", True),
+    ("E10", "1型糖尿病", "endocrinology", True),
     ("J44", "慢性阻塞性肺疾病", "respiratory", True),
     ("J45", "哮喘", "respiratory", True),
     ("M10", "痛风", "rheumatology", True),
@@ -165,7 +166,6 @@ def _pending_diagnosis(diagnosis_id: str) -> Diagnosis:
 
 
 def confirm_diagnosis(physician_id: str, claims: dict[str, Any], diagnosis_id: str) -> Diagnosis:
-    session = db.session()
     physician = _physician(physician_id)
     identity.require_fresh_face(claims)
     diag = _pending_diagnosis(diagnosis_id)
@@ -176,11 +176,20 @@ def confirm_diagnosis(physician_id: str, claims: dict[str, Any], diagnosis_id: s
             "the patient needs an in-person visit."
         )
     identity.require_qualified_physician(physician, department=cond.department)
+    return record_confirmation(diag, physician.id, cond)
+
+
+def record_confirmation(diag: Diagnosis, physician_id: uuid.UUID | str, cond: Condition) -> Diagnosis:
+    """Mark a proof confirmed under a catalog condition (after the checks above; also the demo's seed)."""
     diag.status = DiagnosisStatus.CONFIRMED
     diag.condition_code, diag.department = cond.code, cond.department
-    diag.reviewed_by, diag.reviewed_at = physician.id, utcnow()
+    diag.reviewed_by, diag.reviewed_at = _uuid(physician_id), utcnow()
     audit.record(
-        session, "diagnosis.confirmed", subject_type="diagnosis", subject_id=diag.id, detail={"condition": cond.code}
+        db.session(),
+        "diagnosis.confirmed",
+        subject_type="diagnosis",
+        subject_id=diag.id,
+        detail={"condition": cond.code},
     )
     return diag
 
