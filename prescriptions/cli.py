@@ -1,0 +1,40 @@
+"""`flask drugs import PATH` and `flask drugs seed`."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+from flask import Flask
+
+from clinic.core.audit import Actor, acting_as
+from clinic.core.db import unit_of_work
+from prescriptions import services
+
+CLI_ACTOR = Actor(id=None, role="cli")
+
+
+def init_app(app: Flask) -> None:
+    drugs = click.Group("drugs", help="The drug catalog and the official control lists.")
+    app.cli.add_command(drugs)
+
+    @drugs.command("seed")
+    def seed_cmd() -> None:
+        """Load the control lists, the seed formulary and the interaction table (idempotent)."""
+        with acting_as(CLI_ACTOR), unit_of_work():
+            ids = services.seed_catalog()
+            size = services.catalog_size()
+        click.echo(json.dumps({"catalog_size": size, "drugs": ids}, ensure_ascii=False))
+
+    @drugs.command("import")
+    @click.argument("path", type=click.Path(dir_okay=False))
+    @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+    def import_cmd(path: str, as_json: bool) -> None:
+        """Import a formulary CSV (columns: name, form, strength, route; optional generic_name,
+        ingredients (';'-separated), cold_chain, atc_code). Exits non-zero only when nothing could be read."""
+        with acting_as(CLI_ACTOR), unit_of_work():
+            report = services.import_formulary(path)
+        click.echo(json.dumps(report.as_dict(), ensure_ascii=False) if as_json else report.summary())
+        if report.fatal:
+            sys.exit(1)

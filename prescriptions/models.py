@@ -1,0 +1,73 @@
+"""The drug catalog, the contraindicated-interaction table and physicians' signing keys."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from clinic.core.crypto import EncryptedBytes
+from clinic.core.db import Base, new_id, utcnow
+
+
+class Drug(Base):
+    """A catalog product. `control_class` is set from the official lists, never by hand."""
+
+    __tablename__ = "drugs"
+    __table_args__ = (UniqueConstraint("name", "form", "strength", name="uq_drugs_product"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200), index=True)  # product name as printed
+    generic_name: Mapped[str] = mapped_column(String(200), default="", index=True)
+    generic_name_en: Mapped[str] = mapped_column(String(200), default="", index=True)
+    form: Mapped[str] = mapped_column(String(64), default="")
+    strength: Mapped[str] = mapped_column(String(100), default="")
+    route: Mapped[str] = mapped_column(String(64), default="")
+    atc_code: Mapped[str | None] = mapped_column(String(16))
+    control_class: Mapped[str | None] = mapped_column(String(24), index=True)
+    control_reason: Mapped[str] = mapped_column(Text, default="")
+    cold_chain: Mapped[bool] = mapped_column(Boolean, default=False)
+    ingredients: Mapped[list[str]] = mapped_column(JSON, default=list)
+    indicated_conditions: Mapped[list[str]] = mapped_column(JSON, default=list)
+    search_text: Mapped[str] = mapped_column(Text, default="")  # lower-cased names for search
+    source: Mapped[str] = mapped_column(String(64), default="seed")  # seed | import
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    def as_facts(self) -> dict[str, Any]:
+        return {"id": str(self.id), "name": self.name, "control_class": self.control_class}
+
+
+class DrugInteraction(Base):
+    """A contraindicated ingredient pair (a < b, canonical keys), with its source."""
+
+    __tablename__ = "drug_interactions"
+    __table_args__ = (UniqueConstraint("ingredient_a", "ingredient_b", name="uq_drug_interactions_pair"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    ingredient_a: Mapped[str] = mapped_column(String(120))
+    ingredient_b: Mapped[str] = mapped_column(String(120))
+    severity: Mapped[str] = mapped_column(String(24), default="contraindicated")
+    source: Mapped[str] = mapped_column(Text, default="")
+
+
+Index("ix_drug_interactions_b", DrugInteraction.ingredient_b)
+
+
+class SigningKey(Base):
+    """A physician's EC P-256 key pair; the private key is encrypted at rest (Fernet).
+
+    A retired key signs nothing more but stays published in the JWKS so that what it
+    signed can still be verified.
+    """
+
+    __tablename__ = "signing_keys"
+
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id"), index=True)
+    public_jwk: Mapped[dict[str, Any]] = mapped_column(JSON)
+    private_key: Mapped[bytes] = mapped_column(EncryptedBytes)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    retired_at: Mapped[datetime | None]

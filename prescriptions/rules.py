@@ -1,0 +1,386 @@
+"""Prescribing rules — pure functions over plain facts; every violation is reported at once.
+
+Sources (texts in /work/shared/seeds and the national rules beside them):
+- 互联网诊疗管理办法（试行）(2018) Art. 16: online prescriptions only for a return visit of a
+  diagnosed chronic or common condition → the drug must be indicated for the visit's
+  confirmed diagnosis (`diagnosis_mismatch`).
+- Art. 18/19: only the attending physician prescribes online (`visit_not_active`); no
+  narcotic, psychotropic or other specially controlled drug online (`controlled_substance`);
+  a child under 6 needs a guardian and an accompanying physician (`guardian_and_physician_required`).
+- 处方管理办法 (2007) Art. 6 and 19: at most 5 items per prescription (`too_many_items`), 7 days'
+  supply, 3 days for an acute condition (`supply_exceeds_limit`); Art. 5/6: weight for children.
+- 长期处方管理规范（试行）(2021): up to 12 weeks for a stable chronic condition, over 4 weeks
+  with an assessment; never controlled or special-storage (cold-chain) drugs.
+"""
+
+from __future__ import annotations
+
+import calendar
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+
+from clinic.core.errors import Violation
+from identity.rules import IdNumberError, parse_id_number
+
+MAX_ITEMS = 5
+MAX_DAYS = 7
+MAX_DAYS_ACUTE = 3
+LONG_TERM_MAX_DAYS = 84  # 12 weeks
+LONG_TERM_ASSESSMENT_DAYS = 28  # over 4 weeks needs an assessment note
+GUARDIAN_AGE = 6
+DEFAULT_WEIGHT_AGE = 14
+MIN_GUARDIAN_AGE = 18
+
+VIOLATION_CODES = (
+    "controlled_substance",
+    "guardian_and_physician_required",
+    "diagnosis_mismatch",
+    "too_many_items",
+    "supply_exceeds_limit",
+    "weight_required",
+    "allergy_conflict",
+    "duplicate_therapy",
+    "interaction_contraindicated",
+    "visit_not_active",
+)
+
+
+# --- facts ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DrugFacts:
+    drug_id: str
+    name: str
+    ingredients: tuple[str, ...]
+    control_class: str | None = None
+    control_reason: str = ""
+    cold_chain: bool = False
+    indicated_conditions: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ItemFacts:
+    drug: DrugFacts
+    dose: Decimal
+    unit: str
+    frequency: str
+    route: str
+    days: int
+    quantity: Decimal
+
+
+@dataclass(frozen=True)
+class PatientFacts:
+    birth_date: date
+    allergies: tuple[str, ...] = ()  # canonical ingredient keys (groups already expanded)
+    weight_kg: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class VisitFacts:
+    status: str
+    physician_id: str | None
+    diagnosis_icd10: str | None
+    condition_chronic: bool | None  # None: the condition is not in the clinic's catalog
+
+
+@dataclass(frozen=True)
+class PrescriberFacts:
+    physician_id: str
+
+
+@dataclass(frozen=True)
+class Guardian:
+    name: str
+    id_number: str
+    relation: str
+
+
+@dataclass(frozen=True)
+class AccompanyingPhysician:
+    name: str
+    license_no: str
+    specialty: str
+
+
+@dataclass(frozen=True)
+class Interaction:
+    a: str
+    b: str
+    severity: str
+    source: str
+
+
+InteractionTable = Mapping[frozenset[str], Interaction]
+
+
+@dataclass(frozen=True)
+class PrescriptionFacts:
+    patient: PatientFacts
+    visit: VisitFacts
+    prescriber: PrescriberFacts
+    items: Sequence[ItemFacts]
+    on: date
+    long_term: bool = False
+    assessment_note: str | None = None
+    guardian: Guardian | None = None
+    accompanying_physician: AccompanyingPhysician | None = None
+    weight_age: int = DEFAULT_WEIGHT_AGE
+    interactions: InteractionTable = field(default_factory=dict)
+
+
+# --- age -------------------------------------------------------------------------------
+
+
+def age_years(born: date, on: date) -> int:
+    """Completed years on `on`. Someone born on 29 February completes a year on 1 March in
+    common years (the day after 28 February), and on 29 February in leap years."""
+    years = on.year - born.year - ((on.month, on.day) < (born.month, born.day))
+    return max(years, 0)
+
+
+def _add_months(d: date, months: int) -> date:
+    y, m = divmod(d.month - 1 + months, 12)
+    year, month = d.year + y, m + 1
+    return date(year, month, min(d.day, calendar.monthrange(year, month)[1]))
+
+
+def age_months(born: date, on: date) -> int:
+    months = (on.year - born.year) * 12 + on.month - born.month
+    if months > 0 and _add_months(born, months) > on:
+        months -= 1
+    return max(months, 0)
+
+
+@dataclass(frozen=True)
+class Age:
+    value: int
+    unit: str  # "days" | "months" | "years"
+
+    def zh(self) -> str:
+        return f"{self.value}{ {'days': '天', 'months': '月', 'years': '岁'}[self.unit] }"
+
+    def en(self) -> str:
+        unit = self.unit if self.value != 1 else self.unit[:-1]
+        return f"{self.value} {unit}"
+
+
+def age_display(born: date, on: date) -> Age:
+    """How a prescription shows age: days under 28 days, months under 1 year, else years."""
+    days = (on - born).days
+    if days < 28:
+        return Age(max(days, 0), "days")
+    years = age_years(born, on)
+    if years < 1:
+        return Age(age_months(born, on), "months")
+    return Age(years, "years")
+
+
+def is_under(born: date, on: date, years: int) -> bool:
+    return age_years(born, on) < years
+
+
+# --- condition matching ----------------------------------------------------------------
+
+
+def diagnosis_matches(icd10: str | None, indicated: Sequence[str]) -> bool:
+    """A diagnosis code matches an indication by prefix: E11.9 matches E11, B18.1 matches B18.1."""
+    if not icd10:
+        return False
+    code = icd10.strip().upper()
+    return any(code.startswith(ind.strip().upper()) for ind in indicated if ind.strip())
+
+
+def conditions_for_atc(atc_code: str | None, groups: Mapping[str, Sequence[str]]) -> tuple[str, ...]:
+    """Conditions a drug is indicated for, from every ATC group its code falls in."""
+    if not atc_code:
+        return ()
+    code = atc_code.strip().upper()
+    out: list[str] = []
+    for group, conditions in sorted(groups.items()):
+        if code.startswith(group.upper()):
+            out += [c for c in conditions if c not in out]
+    return tuple(out)
+
+
+# --- the rules -----------------------------------------------------------------------
+
+
+def guardian_problems(g: Guardian | None, on: date) -> list[str]:
+    if g is None:
+        return ["guardian"]
+    problems = []
+    if not g.name.strip():
+        problems.append("guardian.name")
+    if not g.relation.strip():
+        problems.append("guardian.relation")
+    try:
+        parsed = parse_id_number(g.id_number, today=on)
+        if age_years(parsed.birth_date, on) < MIN_GUARDIAN_AGE:
+            problems.append("guardian.id_number (not an adult)")
+    except IdNumberError:
+        problems.append("guardian.id_number")
+    return problems
+
+
+def physician_problems(p: AccompanyingPhysician | None) -> list[str]:
+    if p is None:
+        return ["accompanying_physician"]
+    return [
+        f"accompanying_physician.{name}"
+        for name, value in (("name", p.name), ("license_no", p.license_no), ("specialty", p.specialty))
+        if not value.strip()
+    ]
+
+
+def evaluate(rx: PrescriptionFacts) -> list[Violation]:
+    """Every rule the prescription breaks (empty = it may be signed)."""
+    v: list[Violation] = []
+    visit, items = rx.visit, list(rx.items)
+
+    if visit.status != "in_progress" or not visit.physician_id or visit.physician_id != rx.prescriber.physician_id:
+        v.append(
+            Violation(
+                "visit_not_active",
+                "Only the attending physician of a visit in progress may prescribe (Art. 18).",
+                detail={"visit_status": visit.status},
+            )
+        )
+
+    if len(items) > MAX_ITEMS:
+        v.append(
+            Violation(
+                "too_many_items",
+                f"A prescription holds at most {MAX_ITEMS} items (处方管理办法 Art. 6); this one has {len(items)}.",
+                detail={"limit": MAX_ITEMS, "count": len(items)},
+            )
+        )
+
+    # children
+    age = age_years(rx.patient.birth_date, rx.on)
+    if age < GUARDIAN_AGE:
+        missing = guardian_problems(rx.guardian, rx.on) + physician_problems(rx.accompanying_physician)
+        if missing:
+            v.append(
+                Violation(
+                    "guardian_and_physician_required",
+                    "A child under 6 is prescribed for online only with a guardian (name, valid ID number, "
+                    "relation) and an accompanying physician (name, license number, specialty) (Art. 19).",
+                    detail={"missing": missing, "age_years": age},
+                )
+            )
+    if age < rx.weight_age and (rx.patient.weight_kg is None or rx.patient.weight_kg <= 0):
+        v.append(
+            Violation(
+                "weight_required",
+                f"The child's weight is required for patients under {rx.weight_age} years.",
+                detail={"age_years": age, "weight_age": rx.weight_age},
+            )
+        )
+
+    # supply limits
+    chronic = visit.condition_chronic is True
+    acute = visit.condition_chronic is False
+    ordinary_limit = MAX_DAYS_ACUTE if acute else MAX_DAYS
+    long_term_ok = rx.long_term and chronic
+    for i, item in enumerate(items):
+        drug = item.drug
+        if drug.control_class:
+            v.append(
+                Violation(
+                    "controlled_substance",
+                    f"{drug.name}: specially controlled drugs are never prescribed online (Art. 19): "
+                    f"{drug.control_reason or drug.control_class}.",
+                    item=i,
+                    detail={"control_class": drug.control_class},
+                )
+            )
+        if not any(diagnosis_matches(visit.diagnosis_icd10, [c]) for c in drug.indicated_conditions):
+            v.append(
+                Violation(
+                    "diagnosis_mismatch",
+                    f"{drug.name} is not indicated for the visit's confirmed diagnosis "
+                    f"{visit.diagnosis_icd10 or '(none)'} (Art. 16).",
+                    item=i,
+                    detail={"diagnosis": visit.diagnosis_icd10, "indicated": list(drug.indicated_conditions)},
+                )
+            )
+        eligible_long = long_term_ok and not drug.control_class and not drug.cold_chain
+        limit = LONG_TERM_MAX_DAYS if eligible_long else ordinary_limit
+        if eligible_long and item.days > LONG_TERM_ASSESSMENT_DAYS and not (rx.assessment_note or "").strip():
+            limit = LONG_TERM_ASSESSMENT_DAYS
+        if item.days > limit:
+            v.append(
+                Violation(
+                    "supply_exceeds_limit",
+                    _supply_message(drug, item.days, limit, rx, acute, chronic),
+                    item=i,
+                    detail={"days": item.days, "limit": limit},
+                )
+            )
+
+    # allergies, duplicates, interactions
+    allergies = set(rx.patient.allergies)
+    seen: dict[str, int] = {}
+    for i, item in enumerate(items):
+        hits = sorted(allergies & set(item.drug.ingredients))
+        if hits:
+            v.append(
+                Violation(
+                    "allergy_conflict",
+                    f"{item.drug.name} contains {', '.join(hits)}, recorded as an allergy of the patient.",
+                    item=i,
+                    detail={"ingredients": hits},
+                )
+            )
+        for ing in dict.fromkeys(item.drug.ingredients):
+            if ing in seen and seen[ing] != i:
+                v.append(
+                    Violation(
+                        "duplicate_therapy",
+                        f"{ing} is already prescribed in item {seen[ing]}.",
+                        item=i,
+                        detail={"ingredient": ing, "other_item": seen[ing]},
+                    )
+                )
+            else:
+                seen.setdefault(ing, i)
+    if rx.interactions:
+        for i, later in enumerate(items):
+            for j in range(i):
+                for a in later.drug.ingredients:
+                    for b in items[j].drug.ingredients:
+                        hit = rx.interactions.get(frozenset((a, b)))
+                        if hit is not None and hit.severity == "contraindicated":
+                            v.append(
+                                Violation(
+                                    "interaction_contraindicated",
+                                    f"{a} with {b} is contraindicated ({hit.source}).",
+                                    item=i,
+                                    detail={"other_item": j, "ingredients": sorted((a, b)), "source": hit.source},
+                                )
+                            )
+    return v
+
+
+def _supply_message(drug: DrugFacts, days: int, limit: int, rx: PrescriptionFacts, acute: bool, chronic: bool) -> str:
+    if rx.long_term and not chronic:
+        why = "a long-term prescription is only for a chronic condition in the catalog; the ordinary limit applies"
+    elif rx.long_term and (drug.cold_chain or drug.control_class):
+        why = "long-term prescriptions exclude controlled and cold-chain drugs (长期处方管理规范)"
+    elif rx.long_term and limit == LONG_TERM_ASSESSMENT_DAYS:
+        why = "over 4 weeks needs an assessment note (长期处方管理规范)"
+    elif rx.long_term:
+        why = "a long-term prescription covers at most 12 weeks"
+    elif acute:
+        why = "at most 3 days for an acute condition (处方管理办法 Art. 19)"
+    else:
+        why = "at most 7 days (处方管理办法 Art. 19); a long-term prescription needs the long_term flag"
+    return f"{drug.name}: {days} days' supply exceeds the limit of {limit}: {why}."
+
+
+def interaction_table(pairs: Sequence[Interaction]) -> dict[frozenset[str], Interaction]:
+    return {frozenset((p.a, p.b)): p for p in pairs}

@@ -1,0 +1,162 @@
+"""Physicians' electronic signatures on prescriptions: EC P-256 keys, compact JWS (ES256).
+
+- Each physician has one active key pair; the private key is stored encrypted
+  (`EncryptedBytes`, Fernet keys from configuration) and decrypted only to sign.
+- The signed payload is the prescription's canonical content: JSON with sorted keys,
+  no insignificant whitespace, UTF-8. Verification recomputes nothing from the
+  database: it checks the signature with the published key named by `kid` and, when
+  the expected content is given, that the signed content is exactly it — any change
+  after signing fails.
+- Rotation retires the active key (it signs nothing more) and makes a new one; retired
+  keys stay in the JWKS so that older prescriptions still verify.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import uuid
+from datetime import datetime
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from flask import Blueprint, Response, jsonify
+from jose import jws
+from jose.exceptions import JOSEError
+from sqlalchemy import select
+
+from clinic.core import audit
+from clinic.core.api import ApiRouter
+from clinic.core.db import db, utcnow
+from clinic.core.errors import Invalid
+from prescriptions.models import SigningKey
+
+ALGORITHM = "ES256"
+router = ApiRouter("signing")
+
+
+class InvalidSignature(Invalid):
+    code = "invalid_signature"
+    default_message = "The prescription's signature does not verify."
+
+
+def canonical_json(content: dict[str, Any]) -> str:
+    return json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def _b64(n: int) -> str:
+    return base64.urlsafe_b64encode(n.to_bytes(32, "big")).rstrip(b"=").decode()
+
+
+def public_jwk(public: ec.EllipticCurvePublicKey, kid: str) -> dict[str, str]:
+    numbers = public.public_numbers()
+    return {
+        "kty": "EC",
+        "crv": "P-256",
+        "x": _b64(numbers.x),
+        "y": _b64(numbers.y),
+        "kid": kid,
+        "alg": ALGORITHM,
+        "use": "sig",
+    }
+
+
+def new_key(account_id: uuid.UUID) -> SigningKey:
+    """A fresh key pair for a physician (flushed; the caller commits)."""
+    private = ec.generate_private_key(ec.SECP256R1())
+    pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    spki = private.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    kid = "rx-" + hashlib.sha256(spki).hexdigest()[:24]
+    key = SigningKey(kid=kid, account_id=account_id, public_jwk=public_jwk(private.public_key(), kid), private_key=pem)
+    session = db.session()
+    session.add(key)
+    session.flush()
+    audit.record(session, "signing_key.created", subject_type="account", subject_id=account_id, detail={"kid": kid})
+    return key
+
+
+def active_key(account_id: uuid.UUID) -> SigningKey | None:
+    return db.session.scalar(
+        select(SigningKey)
+        .where(SigningKey.account_id == account_id, SigningKey.retired_at.is_(None))
+        .order_by(SigningKey.created_at.desc())
+    )
+
+
+def ensure_key(account_id: uuid.UUID) -> SigningKey:
+    return active_key(account_id) or new_key(account_id)
+
+
+def rotate_key(account_id: uuid.UUID, now: datetime | None = None) -> SigningKey:
+    """Retire the physician's active key (kept published) and make a new one."""
+    old = active_key(account_id)
+    if old is not None:
+        old.retired_at = now or utcnow()
+        audit.record(
+            db.session(), "signing_key.retired", subject_type="account", subject_id=account_id, detail={"kid": old.kid}
+        )
+    return new_key(account_id)
+
+
+def sign(account_id: uuid.UUID, content: dict[str, Any]) -> tuple[str, str]:
+    """Sign the canonical content with the physician's active key: (compact JWS, kid)."""
+    key = ensure_key(account_id)
+    token = jws.sign(
+        canonical_json(content).encode(),
+        key.private_key.decode(),
+        headers={"kid": key.kid, "typ": "rx+jws"},
+        algorithm=ALGORITHM,
+    )
+    return str(token), key.kid
+
+
+def verify(token: str, expected: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The signed content of a JWS, or InvalidSignature (bad format, unknown kid, bad
+    signature, or content different from `expected`)."""
+    if not isinstance(token, str) or token.count(".") != 2 or len(token) > 20000:
+        raise InvalidSignature("The signature is not a compact JWS.")
+    try:
+        header = jws.get_unverified_header(token)
+    except JOSEError:
+        raise InvalidSignature("The signature's header cannot be read.") from None
+    if header.get("alg") != ALGORITHM or not isinstance(header.get("kid"), str):
+        raise InvalidSignature("The signature must be ES256 with a key id.")
+    key = db.session.get(SigningKey, header["kid"])
+    if key is None:
+        raise InvalidSignature("The signature's key is not one of ours.")
+    try:
+        payload = jws.verify(token, key.public_jwk, algorithms=[ALGORITHM])
+        content = json.loads(payload)
+    except (JOSEError, ValueError):
+        raise InvalidSignature() from None
+    if not isinstance(content, dict):
+        raise InvalidSignature("The signed content is not a prescription.")
+    if expected is not None and canonical_json(content) != canonical_json(expected):
+        raise InvalidSignature("The prescription was changed after it was signed.")
+    return content
+
+
+def jwks() -> dict[str, Any]:
+    keys = db.session.scalars(select(SigningKey).order_by(SigningKey.created_at))
+    return {"keys": [dict(k.public_jwk) for k in keys]}
+
+
+@router.get("/.well-known/jwks.json", summary="Public keys that verify prescription signatures (JWKS)")
+def jwks_api() -> dict[str, Any]:
+    return jwks()
+
+
+well_known = Blueprint("rx_well_known", __name__)
+
+
+@well_known.get("/.well-known/jwks.json")
+def jwks_root() -> Response:
+    resp = jsonify(jwks())
+    resp.headers["Cache-Control"] = "public, max-age=300"
+    return resp
