@@ -24,6 +24,7 @@ def load_models() -> None:
     import clinic.core.audit
     import clinic.visits.models  # noqa: F401
     import identity.models  # noqa: F401
+    import prescriptions.models  # noqa: F401
 
 
 def create_app(config: Config | None = None, **overrides: Any) -> Flask:
@@ -54,7 +55,15 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     otp.init_app(app)
     views.init_app(app)
 
-    api_bp, _ = build_blueprint([identity_api.router, admin_api.router, visits_api.router], load_principal)
+    from prescriptions import api as rx_api
+    from prescriptions import cli as rx_cli
+    from prescriptions import signing as rx_signing
+
+    api_bp, _ = build_blueprint(
+        [identity_api.router, admin_api.router, visits_api.router, rx_api.router, rx_signing.router], load_principal
+    )
+    app.register_blueprint(rx_signing.well_known)
+    rx_cli.init_app(app)
     csrf.exempt(api_bp)  # the API takes Bearer tokens only, never cookies
     app.register_blueprint(api_bp)
 
