@@ -126,7 +126,7 @@ def build(today: date | None = None) -> dict[str, Any]:
             "approved_departments": [d[0] for d in DEPARTMENTS if d[3]],
         },
         "accounts": accounts,
-        "drugs": {},
+        "drugs": _seed_drugs(),
         "partners": [],
     }
 
@@ -139,3 +139,9 @@ def _person(p: Any) -> dict[str, Any]:
         "relation": p.relation.value,
         "confirmed_diagnoses": [],
     }
+
+
+def _seed_drugs() -> dict[str, str]:
+    from prescriptions.services import seed_catalog
+
+    return seed_catalog()
