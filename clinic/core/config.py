@@ -47,6 +47,17 @@ class Config:
     LOOKUP_KEY: str = ""
     DATABASE_URL: str = ""
     REDIS_URL: str = ""
+    # Outbox jobs (clinic/core/jobs.py): RQ on Redis when REDIS_URL is set, else inline after commit
+    JOBS_QUEUE: str = "clinic"
+    JOBS_MAX_ATTEMPTS: int = 12  # 30 s doubling, capped at 1 h: about 5 h of retries before "dead"
+    JOBS_BACKOFF_SECONDS: int = 30
+    JOBS_BACKOFF_MAX_SECONDS: int = 3600
+    JOBS_LEASE_SECONDS: int = 300  # a running job whose lease passed (worker killed) is run again
+    # Pharmacy: review-queue claims expire; partner HTTP calls; the address partners call back
+    PHARMACY_CLAIM_SECONDS: int = 900
+    PARTNER_HTTP_TIMEOUT: int = 10
+    PUBLIC_BASE_URL: str = "http://127.0.0.1:5000"
+    TWILIO_SMS_FROM: str = "+10000000000"
     # Adapters
     SMS_BACKEND: str = "log"  # log | twilio
     TWILIO_ACCOUNT_SID: str = ""
@@ -55,6 +66,10 @@ class Config:
     TWILIO_BASE_URL: str = ""  # tests point the real SDK at a local stand-in
     PAYMENTS: str = "off"  # off | stripe
     CONSULTATION_FEE_FEN: int = 2000
+    STRIPE_SECRET_KEY: str = ""
+    STRIPE_WEBHOOK_SECRET: str = ""  # whsec_...: verifies Stripe-Signature on /webhooks/stripe
+    STRIPE_API_BASE: str = ""  # empty: Stripe itself; tests point the real SDK at localstripe
+    STRIPE_PUBLISHABLE_KEY: str = ""
     TWILIO_API_KEY_SID: str = ""
     TWILIO_API_KEY_SECRET: str = ""
     MAX_DOCUMENT_BYTES: int = 10 * 1024 * 1024
@@ -104,6 +119,8 @@ class Config:
                 setattr(cfg, f.name, _bool(raw))
             elif isinstance(current, int):
                 setattr(cfg, f.name, int(raw))
+            elif isinstance(current, float):
+                setattr(cfg, f.name, float(raw))
             else:
                 setattr(cfg, f.name, raw)
         for key, value in overrides.items():
