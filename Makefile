@@ -17,6 +17,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 2
 CHROMIUM := /usr/bin/chromium
+CJK_FONT := /usr/share/fonts/truetype/wqy/wqy-microhei.ttc
 PG_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 PYTEST_ARGS ?=
 LOCALES := zh_CN
@@ -52,11 +53,12 @@ run: install
 	echo "== Serving with gunicorn on http://$(HOST):$(PORT)/ (Ctrl-C stops it)"
 	exec $(VENV)/bin/gunicorn --bind $(HOST):$(PORT) --workers $(WORKERS) --access-logfile - wsgi:app
 
-# The browser tests drive Debian's Chromium (never a downloaded browser build).
+# The browser tests drive Debian's Chromium (never a downloaded browser build); a CJK
+# font makes the Chinese pages' screenshots readable.
 chromium:
-	@if [ ! -x $(CHROMIUM) ]; then \
-		echo "Installing Debian's chromium"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium </dev/null; \
+	@if [ ! -x $(CHROMIUM) ] || [ ! -e $(CJK_FONT) ]; then \
+		echo "Installing Debian's chromium and a CJK font"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-microhei </dev/null; \
 	fi
 
 # One pytest run; the harness (tests/conftest.py) parametrizes over both backends
@@ -79,17 +81,17 @@ lint: install
 # The .po files are committed; the .mo files are compiled at app start (clinic/core/i18n.py).
 translations: install
 	mkdir -p build
-	$(VENV)/bin/pybabel extract --quiet -F babel.cfg --no-location --sort-output \
+	$(VENV)/bin/pybabel -q extract -F babel.cfg --no-location --sort-output \
 		-k _l -k lazy_gettext -k N_ \
 		-k Invalid -k Conflict -k NotFound -k Forbidden -k Unauthenticated -k RateLimited \
-		-k ServiceUnavailable -k DomainError -k IdNumberError \
+		-k ServiceUnavailable -k DomainError -k IdNumberError -k AlreadyRegistered -k Violation:2 \
 		-o build/messages.pot .
 	for loc in $(LOCALES); do
 		po=$(TRANSLATIONS)/$$loc/LC_MESSAGES/messages.po
 		if [ -f $$po ]; then
-			$(VENV)/bin/pybabel update --quiet --no-fuzzy-matching -i build/messages.pot -d $(TRANSLATIONS) -l $$loc
+			$(VENV)/bin/pybabel -q update --no-fuzzy-matching -i build/messages.pot -d $(TRANSLATIONS) -l $$loc
 		else
-			$(VENV)/bin/pybabel init --quiet -i build/messages.pot -d $(TRANSLATIONS) -l $$loc
+			$(VENV)/bin/pybabel -q init -i build/messages.pot -d $(TRANSLATIONS) -l $$loc
 		fi
 	done
 	$(PY) -c "from babel.messages.pofile import read_po; import sys; \
