@@ -55,6 +55,10 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     otp.init_app(app)
     views.init_app(app)
 
+    from clinic.visits import views as visits_views
+
+    visits_views.init_app(app)  # return-visit pages
+
     from prescriptions import api as rx_api
     from prescriptions import cli as rx_cli
     from prescriptions import signing as rx_signing

@@ -1,0 +1,665 @@
+"""Return-visit pages: patients on a phone, physicians at a workstation (or a tablet).
+
+Patients: their proofs of in-person diagnoses (upload, follow the review), informed
+consent, requesting a visit, paying for it (when payments are on), their visits and
+the visit room. Physicians: the queue of proofs to confirm, the waiting visits and the
+visit room. Each action calls exactly one service (clinic/visits/services.py) and
+answers POST/redirect/GET; refusals are flashed with `handle_refusal` and the page is
+shown again with the refusal's status. The rules live in the services, not here.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from datetime import date
+from typing import Any, TypeVar
+
+from flask import (
+    Blueprint,
+    Flask,
+    abort,
+    current_app,
+    flash,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask_babel import get_locale
+from flask_babel import lazy_gettext as _l
+from flask_login import current_user
+from flask_wtf import FlaskForm
+from flask_wtf.file import FileField, FileRequired
+from werkzeug.datastructures import FileStorage
+from werkzeug.wrappers import Response
+from wtforms import DateField, HiddenField, SelectField, StringField, TextAreaField
+from wtforms.validators import DataRequired, Length, Optional
+
+from clinic.core import storage
+from clinic.core.audit import Actor, set_actor
+from clinic.core.db import db
+from clinic.core.errors import DomainError, RuleRefusal
+from clinic.core.web import handle_refusal
+from clinic.visits import rules, services
+from clinic.visits.models import Condition, Diagnosis, DiagnosisStatus, VisitStatus
+from identity.models import Account, Department, Patient, Role
+from identity.views import login_manager, page_face_claims, physician_page
+
+bp = Blueprint("visits", __name__, template_folder="templates")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+FACE_REQUIRED = "face_verification_required"
+
+DOCUMENT_KINDS = [
+    ("outpatient_record", _l("Outpatient record")),
+    ("inpatient_record", _l("Inpatient record")),
+    ("discharge_summary", _l("Discharge summary")),
+    ("diagnosis_certificate", _l("Diagnosis certificate")),
+]
+
+DIAGNOSIS_STATUS = {
+    "pending": _l("Waiting for a physician's review"),
+    "confirmed": _l("Confirmed"),
+    "rejected": _l("Not accepted"),
+}
+
+VISIT_STATUS = {
+    "awaiting_payment": _l("Awaiting payment"),
+    "waiting": _l("Waiting for a physician"),
+    "in_progress": _l("In progress"),
+    "completed": _l("Completed"),
+    "referred": _l("Referred to an in-person clinic"),
+    "cancelled": _l("Cancelled"),
+}
+
+
+# --- forms ------------------------------------------------------------------------------
+
+
+class DiagnosisForm(FlaskForm):
+    patient_id = SelectField(_l("Who was diagnosed"), validators=[DataRequired()])
+    icd10 = StringField(
+        _l("Diagnosis (ICD-10 code)"),
+        validators=[DataRequired(), Length(min=3, max=40)],
+        description=_l("Pick a condition from the list or type the code printed on your record, e.g. I10."),
+    )
+    institution = StringField(_l("Hospital that diagnosed it"), validators=[DataRequired(), Length(min=2, max=200)])
+    diagnosed_on = DateField(_l("Date of the diagnosis"), validators=[DataRequired()])
+    document_kind = SelectField(_l("Kind of document"), choices=DOCUMENT_KINDS, default="outpatient_record")
+    document = FileField(_l("Photo or PDF of the document"), validators=[FileRequired()])
+
+
+class ConsentForm(FlaskForm):
+    patient_id = HiddenField(validators=[DataRequired()])
+    version = HiddenField(validators=[DataRequired()])
+
+
+class VisitRequestForm(FlaskForm):
+    diagnosis_id = SelectField(_l("Return visit for"), validators=[DataRequired()])
+    complaint = TextAreaField(
+        _l("How are you now? (optional)"),
+        validators=[Optional(), Length(max=2000)],
+        description=_l("For example: your recent readings, how you take your medicine, what you want to ask."),
+    )
+
+
+class MessageForm(FlaskForm):
+    text = TextAreaField(_l("Message"), validators=[Optional(), Length(max=4000)])
+    image = FileField(_l("Attach a photo"))
+
+
+class CancelForm(FlaskForm):
+    reason = StringField(_l("Reason (optional)"), validators=[Optional(), Length(max=1000)])
+
+
+class RejectForm(FlaskForm):
+    reason = TextAreaField(_l("Reason the patient will see"), validators=[DataRequired(), Length(min=2, max=1000)])
+
+
+class CompleteForm(FlaskForm):
+    note = TextAreaField(_l("Visit note (medical record)"), validators=[DataRequired(), Length(min=2, max=20000)])
+
+
+class TerminateForm(FlaskForm):
+    reason = TextAreaField(_l("Why online care must stop"), validators=[DataRequired(), Length(min=2, max=2000)])
+    referral_advice = TextAreaField(
+        _l("Referral advice: what to do and where"), validators=[DataRequired(), Length(min=2, max=2000)]
+    )
+
+
+# --- access -----------------------------------------------------------------------------
+
+
+@bp.before_request
+def _actor() -> None:
+    """Audit entries written by these pages name who acted."""
+    if current_user.is_authenticated:
+        set_actor(Actor(id=str(current_user.id), role=current_user.role.value, client_ip=request.remote_addr))
+    else:
+        set_actor(Actor(id=None, role="anonymous", client_ip=request.remote_addr))
+
+
+def _me() -> Account:
+    account: Account = current_user._get_current_object()
+    return account
+
+
+def patient_page(view: F) -> F:
+    """A patient's page (the account holder acts for the people on the account)."""
+
+    @functools.wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if not current_user.is_authenticated:
+            return login_manager.unauthorized()
+        if current_user.role != Role.PATIENT:
+            abort(403)
+        return view(*args, **kwargs)
+
+    return wrapped  # type: ignore[return-value]
+
+
+def participant_page(view: F) -> F:
+    """A page both sides use (the visit room, its files): patients as they are,
+    physicians through `physician_page` (logged in, face checked since this login)."""
+    as_physician = physician_page(view)
+
+    @functools.wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if not current_user.is_authenticated:
+            return login_manager.unauthorized()
+        if current_user.role == Role.PHYSICIAN:
+            return as_physician(*args, **kwargs)
+        if current_user.role != Role.PATIENT:
+            abort(403)
+        return view(*args, **kwargs)
+
+    return wrapped  # type: ignore[return-value]
+
+
+def _read(upload: FileStorage | None, limit: int) -> bytes | None:
+    if upload is None or not upload.filename:
+        return None
+    return upload.stream.read(limit + 1)
+
+
+def _refused(err: DomainError) -> str:
+    """The refusal's message, with every broken rule when there are several."""
+    message = handle_refusal(err)
+    if isinstance(err, RuleRefusal) and len(err.violations) > 1:
+        from clinic.core.web import localized
+
+        return " ".join(localized(v.message) for v in err.violations)
+    return message
+
+
+def _to_face(err: DomainError, back: str) -> Response:
+    flash(handle_refusal(err), "error")
+    return redirect(url_for("identity.face", next=back))
+
+
+# --- template helpers (pure reads for display) ------------------------------------------
+
+
+def _english() -> bool:
+    return str(get_locale()) == "en"
+
+
+def _departments() -> dict[str, Department]:
+    if "visit_departments" not in g:
+        g.visit_departments = {d.code: d for d in db.session.query(Department).all()}
+    found: dict[str, Department] = g.visit_departments
+    return found
+
+
+def department_name(code: str | None) -> str:
+    if not code:
+        return ""
+    dept = _departments().get(code)
+    if dept is None:
+        return code
+    return dept.name_en if _english() else dept.name_zh
+
+
+def condition_label(diag: Diagnosis) -> str:
+    cond: Condition | None = diag.condition
+    if cond is not None:
+        return f"{cond.name_en if _english() else cond.name_zh} ({diag.icd10})"
+    try:
+        return f"{rules.icd10_name(diag.icd10)} ({diag.icd10})"
+    except Exception:  # a code outside the ICD-10 tables: show it as entered
+        return diag.icd10
+
+
+def age_of(born: date, today: date | None = None) -> int:
+    today = today or date.today()
+    return today.year - born.year - ((today.month, today.day) < (born.month, born.day))
+
+
+SEX = {"male": _l("male"), "female": _l("female")}
+
+
+def person_facts(patient: Patient) -> str:
+    return str(_l("%(sex)s, %(age)s years", sex=SEX.get(patient.sex, patient.sex), age=age_of(patient.birth_date)))
+
+
+def yuan(fen: int) -> str:
+    return f"¥{fen // 100}.{fen % 100:02d}"
+
+
+@bp.app_context_processor
+def _helpers() -> dict[str, Any]:
+    return {
+        "visit_status_label": lambda s: VISIT_STATUS.get(str(s), str(s)),
+        "diagnosis_status_label": lambda s: DIAGNOSIS_STATUS.get(str(s), str(s)),
+        "document_kind_label": lambda k: dict(DOCUMENT_KINDS).get(k, k),
+        "department_name": department_name,
+        "condition_label": condition_label,
+        "age_of": age_of,
+        "person_facts": person_facts,
+        "yuan": yuan,
+        "can_message": rules.can_message,
+    }
+
+
+# --- patients: proofs of in-person diagnoses --------------------------------------------
+
+
+def _patient_choices(account: Account) -> list[tuple[str, str]]:
+    return [(str(p.id), p.name) for p in account.patients]
+
+
+def _diagnoses_page(form: DiagnosisForm, status: int = 200) -> Any:
+    account = _me()
+    return render_template(
+        "visits/diagnoses.html",
+        form=form,
+        diagnoses=services.diagnoses_of_account(account),
+        conditions=services.list_conditions(),
+        english=_english(),
+    ), status
+
+
+@bp.route("/diagnoses", methods=["GET", "POST"])
+@patient_page
+def diagnoses() -> Any:
+    account = _me()
+    form = DiagnosisForm()
+    form.patient_id.choices = _patient_choices(account)
+    if request.method == "POST":
+        if not form.validate_on_submit():
+            return _diagnoses_page(form, 422)
+        raw_code = (form.icd10.data or "").split()[0] if (form.icd10.data or "").split() else ""
+        data = _read(form.document.data, int(current_app.config["MAX_DOCUMENT_BYTES"])) or b""
+        try:
+            services.submit_diagnosis(
+                account,
+                form.patient_id.data,
+                raw_code,
+                form.institution.data,
+                form.diagnosed_on.data,
+                data,
+                form.document_kind.data,
+            )
+        except DomainError as err:
+            flash(_refused(err), "error")
+            return _diagnoses_page(form, err.status)
+        flash(_l("Uploaded. A physician will review it; you can follow it here."), "ok")
+        return redirect(url_for("visits.diagnoses"))
+    return _diagnoses_page(form)
+
+
+@bp.get("/diagnoses/<diagnosis_id>/document")
+@participant_page
+def diagnosis_document(diagnosis_id: str) -> Response:
+    """The proof itself, only to its patient's account or a physician: never a static URL."""
+    diag = services.diagnosis_for(_me(), diagnosis_id)
+    try:
+        data = storage.load(diag.document_path)
+    except FileNotFoundError:
+        abort(404)
+    resp = Response(data, mimetype=diag.document_type)
+    ext = diag.document_type.rsplit("/", 1)[-1].replace("jpeg", "jpg")
+    resp.headers["Content-Disposition"] = f'inline; filename="diagnosis-{diag.id}.{ext}"'
+    resp.headers["Cache-Control"] = "private, no-store"
+    resp.headers["X-Content-Type-Options"] = "nosniff"
+    return resp
+
+
+# --- patients: informed consent ---------------------------------------------------------
+
+
+def _consent_page(status: int = 200) -> Any:
+    account = _me()
+    text = services.current_consent()
+    people = [(p, services.has_current_consent(p.id)) for p in account.patients]
+    return render_template(
+        "visits/consent.html",
+        consent=text,
+        body=text.text_en if _english() else text.text_zh,
+        people=people,
+        next=_safe_next(request.args.get("next")),
+        form=ConsentForm(),
+    ), status
+
+
+def _safe_next(target: str | None) -> str | None:
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return None
+
+
+@bp.get("/consent")
+@patient_page
+def consent() -> Any:
+    return _consent_page()
+
+
+@bp.post("/consent")
+@patient_page
+def accept_consent() -> Any:
+    form = ConsentForm()
+    if not form.validate_on_submit():
+        abort(400)
+    try:
+        services.accept_consent(_me(), form.patient_id.data, form.version.data)
+    except DomainError as err:
+        flash(_refused(err), "error")
+        return _consent_page(err.status)
+    flash(_l("Thank you: your consent is recorded."), "ok")
+    return redirect(_safe_next(request.args.get("next")) or url_for("visits.consent"))
+
+
+# --- patients: requesting, paying, following a visit ------------------------------------
+
+
+def _confirmed(account: Account) -> list[Diagnosis]:
+    return [d for d in services.diagnoses_of_account(account) if d.status == DiagnosisStatus.CONFIRMED]
+
+
+def _request_form(account: Account, confirmed: list[Diagnosis]) -> VisitRequestForm:
+    form = VisitRequestForm()
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for d in confirmed:
+        groups.setdefault(d.patient.name, []).append((str(d.id), condition_label(d)))
+    form.diagnosis_id.choices = groups  # optgroups: one per person
+    if request.method == "GET" and request.args.get("diagnosis"):
+        form.diagnosis_id.data = request.args["diagnosis"]
+    return form
+
+
+def _request_page(form: VisitRequestForm, confirmed: list[Diagnosis], status: int = 200) -> Any:
+    consented = {d.patient_id: services.has_current_consent(d.patient_id) for d in confirmed}
+    return render_template(
+        "visits/request.html",
+        form=form,
+        confirmed=confirmed,
+        consented=consented,
+        suspended=services.suspension(),
+    ), status
+
+
+@bp.route("/visits/new", methods=["GET", "POST"])
+@patient_page
+def request_visit() -> Any:
+    account = _me()
+    confirmed = _confirmed(account)
+    form = _request_form(account, confirmed)
+    if request.method == "POST":
+        if not form.validate_on_submit():
+            return _request_page(form, confirmed, 422)
+        chosen = next((d for d in confirmed if str(d.id) == form.diagnosis_id.data), None)
+        if chosen is None:
+            abort(422)
+        back = url_for("visits.request_visit", diagnosis=str(chosen.id))
+        try:
+            new = services.request_visit(
+                account, str(chosen.patient_id), str(chosen.id), chosen.department or "", form.complaint.data or ""
+            )
+        except RuleRefusal as err:
+            message = _refused(err)
+            if any(v.code == "consent_required" for v in err.violations):
+                flash(_l("Before a first online visit, please read and accept the informed consent."), "error")
+                return redirect(url_for("visits.consent", next=back))
+            flash(message, "error")
+            return _request_page(form, confirmed, err.status)
+        except DomainError as err:
+            flash(_refused(err), "error")
+            return _request_page(form, confirmed, err.status)
+        visit = new.visit
+        if new.payment is not None:
+            payments = session.get("visit_payments", {})
+            payments[str(visit.id)] = {
+                "client_secret": new.payment.get("client_secret"),
+                "amount_fen": new.payment.get("amount_fen", visit.fee_fen),
+            }
+            session["visit_payments"] = payments
+        if visit.status == VisitStatus.AWAITING_PAYMENT:
+            return redirect(url_for("visits.pay", visit_id=visit.id))
+        flash(_l("Your visit is requested. A physician of the department will take it shortly."), "ok")
+        return redirect(url_for("visits.room", visit_id=visit.id))
+    return _request_page(form, confirmed)
+
+
+@bp.get("/visits")
+@patient_page
+def my_visits() -> Any:
+    return render_template("visits/my_visits.html", visits=services.visits_of(_me()))
+
+
+@bp.get("/visits/<visit_id>/pay")
+@patient_page
+def pay(visit_id: str) -> Any:
+    visit = services.visit_for(_me(), visit_id)
+    if current_app.extensions.get("payments") is None or visit.status != VisitStatus.AWAITING_PAYMENT:
+        return redirect(url_for("visits.room", visit_id=visit.id))
+    stored = session.get("visit_payments", {}).get(str(visit.id), {})
+    stripe_on = current_app.config.get("PAYMENTS") == "stripe"
+    return render_template(
+        "visits/pay.html",
+        visit=visit,
+        amount_fen=int(stored.get("amount_fen") or visit.fee_fen),
+        client_secret=stored.get("client_secret") if stripe_on else None,
+        publishable_key=current_app.config.get("STRIPE_PUBLISHABLE_KEY", "") if stripe_on else "",
+        stripe_on=stripe_on,
+        cancel_form=CancelForm(),
+    )
+
+
+@bp.post("/visits/<visit_id>/cancel")
+@patient_page
+def cancel(visit_id: str) -> Any:
+    form = CancelForm()
+    if not form.validate_on_submit():
+        abort(400)
+    reason = form.reason.data or "cancelled by the patient"
+    try:
+        services.cancel_visit(_me(), visit_id, reason)
+    except DomainError as err:
+        flash(_refused(err), "error")
+        return _room(visit_id, status=err.status)
+    flash(_l("The visit is cancelled. A paid fee is refunded."), "ok")
+    return redirect(url_for("visits.room", visit_id=visit_id))
+
+
+# --- the visit room (both sides) --------------------------------------------------------
+
+
+def _room(visit_id: str, status: int = 200, **forms: FlaskForm) -> Any:
+    account = _me()
+    visit = services.visit_for(account, visit_id)
+    notes = list(visit.notes)
+    ctx = {
+        "visit": visit,
+        "account": account,
+        "is_physician": account.role == Role.PHYSICIAN,
+        "mine": visit.physician_id == account.id,
+        "completion": [n for n in notes if n.kind == "completion"],
+        "message_form": forms.get("message_form") or MessageForm(),
+        "complete_form": forms.get("complete_form") or CompleteForm(),
+        "terminate_form": forms.get("terminate_form") or TerminateForm(),
+        "cancel_form": forms.get("cancel_form") or CancelForm(),
+        "payments_on": current_app.extensions.get("payments") is not None,
+    }
+    return render_template("visits/room.html", **ctx), status
+
+
+@bp.get("/visits/<visit_id>")
+@participant_page
+def room(visit_id: str) -> Any:
+    return _room(visit_id)
+
+
+@bp.get("/visits/<visit_id>/live")
+@participant_page
+def live(visit_id: str) -> Any:
+    """What the room polls every few seconds: the status and the messages (HTML)."""
+    account = _me()
+    visit = services.visit_for(account, visit_id)
+    html = render_template("visits/_messages.html", visit=visit, account=account, messages=visit.messages)
+    resp = jsonify({"status": visit.status.value, "count": len(visit.messages), "html": html})
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+@bp.post("/visits/<visit_id>/messages")
+@participant_page
+def send_message(visit_id: str) -> Any:
+    form = MessageForm()
+    if not form.validate_on_submit():
+        return _room(visit_id, status=422, message_form=form)
+    image = _read(form.image.data, int(current_app.config["MAX_IMAGE_BYTES"]))
+    text = (form.text.data or "").strip() or None
+    try:
+        services.post_message(_me(), visit_id, text, image)
+    except DomainError as err:
+        flash(_refused(err), "error")
+        return _room(visit_id, status=err.status, message_form=form)
+    return redirect(url_for("visits.room", visit_id=visit_id, _anchor="send"))
+
+
+@bp.get("/visits/<visit_id>/messages/<message_id>/image")
+@participant_page
+def message_image(visit_id: str, message_id: str) -> Response:
+    data, mime = services.message_image(_me(), visit_id, message_id)
+    resp = Response(data, mimetype=mime)
+    resp.headers["Cache-Control"] = "private, no-store"
+    resp.headers["X-Content-Type-Options"] = "nosniff"
+    return resp
+
+
+# --- physicians: proofs to confirm ------------------------------------------------------
+
+
+@bp.get("/physician/proofs")
+@physician_page
+def proof_queue() -> Any:
+    return render_template("visits/proof_queue.html", proofs=services.pending_diagnoses_for(str(current_user.id)))
+
+
+def _proof_page(diagnosis_id: str, status: int = 200, reject_form: RejectForm | None = None) -> Any:
+    diag = services.diagnosis_for(_me(), diagnosis_id)
+    return render_template("visits/proof.html", diag=diag, reject_form=reject_form or RejectForm()), status
+
+
+@bp.get("/physician/proofs/<diagnosis_id>")
+@physician_page
+def proof(diagnosis_id: str) -> Any:
+    return _proof_page(diagnosis_id)
+
+
+@bp.post("/physician/proofs/<diagnosis_id>/confirm")
+@physician_page
+def confirm_proof(diagnosis_id: str) -> Any:
+    try:
+        services.confirm_diagnosis(str(current_user.id), page_face_claims(), diagnosis_id)
+    except DomainError as err:
+        if err.code == FACE_REQUIRED:
+            return _to_face(err, url_for("visits.proof", diagnosis_id=diagnosis_id))
+        flash(_refused(err), "error")
+        return _proof_page(diagnosis_id, err.status)
+    flash(_l("Confirmed: the patient may now request return visits for it."), "ok")
+    return redirect(url_for("visits.proof_queue"))
+
+
+@bp.post("/physician/proofs/<diagnosis_id>/reject")
+@physician_page
+def reject_proof(diagnosis_id: str) -> Any:
+    form = RejectForm()
+    if not form.validate_on_submit():
+        return _proof_page(diagnosis_id, 422, form)
+    try:
+        services.reject_diagnosis(str(current_user.id), diagnosis_id, form.reason.data)
+    except DomainError as err:
+        flash(_refused(err), "error")
+        return _proof_page(diagnosis_id, err.status, form)
+    flash(_l("Declined; the patient sees your reason."), "ok")
+    return redirect(url_for("visits.proof_queue"))
+
+
+# --- physicians: visits -----------------------------------------------------------------
+
+
+@bp.get("/physician/visits")
+@physician_page
+def visit_queue() -> Any:
+    me = str(current_user.id)
+    mine = services.visits_of(_me())
+    return render_template(
+        "visits/visit_queue.html",
+        waiting=services.waiting_visits_for(me),
+        active=[v for v in mine if v.status == VisitStatus.IN_PROGRESS],
+        closed=[v for v in mine if v.status != VisitStatus.IN_PROGRESS][:50],
+    )
+
+
+@bp.post("/physician/visits/<visit_id>/accept")
+@physician_page
+def accept(visit_id: str) -> Any:
+    try:
+        services.accept_visit(str(current_user.id), page_face_claims(), visit_id)
+    except DomainError as err:
+        if err.code == FACE_REQUIRED:
+            return _to_face(err, url_for("visits.room", visit_id=visit_id))
+        flash(_refused(err), "error")
+        return _room(visit_id, status=err.status)
+    flash(_l("You have taken this visit."), "ok")
+    return redirect(url_for("visits.room", visit_id=visit_id))
+
+
+@bp.post("/physician/visits/<visit_id>/complete")
+@physician_page
+def complete(visit_id: str) -> Any:
+    form = CompleteForm()
+    if not form.validate_on_submit():
+        return _room(visit_id, status=422, complete_form=form)
+    try:
+        services.complete_visit(str(current_user.id), visit_id, form.note.data)
+    except DomainError as err:
+        flash(_refused(err), "error")
+        return _room(visit_id, status=err.status, complete_form=form)
+    flash(_l("The visit is completed and its note recorded."), "ok")
+    return redirect(url_for("visits.room", visit_id=visit_id))
+
+
+@bp.post("/physician/visits/<visit_id>/terminate")
+@physician_page
+def terminate(visit_id: str) -> Any:
+    form = TerminateForm()
+    if not form.validate_on_submit():
+        return _room(visit_id, status=422, terminate_form=form)
+    try:
+        services.terminate_visit(str(current_user.id), visit_id, form.reason.data, form.referral_advice.data)
+    except DomainError as err:
+        flash(_refused(err), "error")
+        return _room(visit_id, status=err.status, terminate_form=form)
+    flash(_l("The visit is ended and the patient referred to an in-person clinic."), "ok")
+    return redirect(url_for("visits.room", visit_id=visit_id))
+
+
+def init_app(app: Flask) -> None:
+    app.register_blueprint(bp)

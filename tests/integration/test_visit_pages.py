@@ -1,0 +1,230 @@
+"""The return-visit pages over the test client: refusals with their status, who may see
+what, the face gate on physicians' acts (the full journey in a browser is
+tests/browser/test_visit_journey.py)."""
+
+from __future__ import annotations
+
+import io
+import re
+import time
+from datetime import date
+from typing import Any
+
+from flask import Flask
+from werkzeug.test import TestResponse
+
+from clinic.core.db import db
+from clinic.visits.models import Diagnosis, DiagnosisStatus, Visit, VisitStatus
+from identity.models import Role
+from tests.conftest import extract_csrf
+from tests.support import clinic_factories as cf
+from tests.support import factories as f
+
+
+def login(client: Person, username: str) -> None:
+    csrf = extract_csrf(client.get("/login").get_data(as_text=True))
+    resp = client.post("/login", data={"username": username, "password": f.PASSWORD, "csrf_token": csrf})
+    assert resp.status_code == 302, resp.get_data(as_text=True)[-1500:]
+
+
+class Person:
+    """A test client whose every request gets an app context (and `g`) of its own.
+
+    The `ctx` fixture keeps an app context pushed for the whole test, and Flask reuses it
+    for the client's requests: `g` (Flask-WTF's CSRF token, Flask-Login's user) would
+    leak from one person's request into the next person's."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self.client = app.test_client()
+
+    def get(self, *args: Any, **kw: Any) -> TestResponse:
+        with self.app.app_context():
+            return self.client.get(*args, **kw)
+
+    def post(self, *args: Any, **kw: Any) -> TestResponse:
+        with self.app.app_context():
+            return self.client.post(*args, **kw)
+
+    def session_transaction(self) -> Any:
+        return self.client.session_transaction()
+
+
+def face_checked(client: Person, at: float | None = None) -> None:
+    """The face check itself is tested with real photos elsewhere; here its session mark."""
+    with client.session_transaction() as sess:
+        sess["face_at"] = int(at if at is not None else time.time())
+
+
+def csrf_of(client: Person, path: str) -> str:
+    return extract_csrf(client.get(path).get_data(as_text=True))
+
+
+def upload(client: Person, patient_id: str, icd10: str = "I10", **extra: object) -> tuple[int, str]:
+    data = {
+        "csrf_token": csrf_of(client, "/diagnoses"),
+        "patient_id": patient_id,
+        "icd10": icd10,
+        "institution": "北京协和医院",
+        "diagnosed_on": "2024-03-01",
+        "document_kind": "outpatient_record",
+        "document": (io.BytesIO(cf.png()), "record.png"),
+    }
+    data.update(extra)
+    resp = client.post("/diagnoses", data=data, content_type="multipart/form-data")
+    return resp.status_code, resp.get_data(as_text=True)
+
+
+def test_patient_uploads_a_proof_and_bad_input_is_refused_with_its_status(ctx: Flask) -> None:
+    cf.catalog()
+    client = Person(ctx)
+    reg = f.patient()
+    login(client, reg.account.username)
+    page = client.get("/diagnoses").get_data(as_text=True)
+    assert 'list="condition-list"' in page and 'value="I10"' in page and 'capture="environment"' in page
+
+    status, html = upload(client, str(reg.patient.id), "XYZ")
+    assert status == 422 and "flash error" in html
+    status, html = upload(client, str(reg.patient.id), icd10="I10", diagnosed_on=date(2999, 1, 1).isoformat())
+    assert status == 422
+    status, _ = upload(client, str(reg.patient.id), document=(io.BytesIO(b"not an image"), "x.png"))
+    assert status == 422
+    assert db.session.query(Diagnosis).count() == 0
+
+    status, _ = upload(client, str(reg.patient.id), "I10 原发性高血压")
+    assert status == 302
+    listing = client.get("/diagnoses").get_data(as_text=True)
+    assert 'data-status="pending"' in listing
+    diag = db.session.query(Diagnosis).one()
+    doc = client.get(f"/diagnoses/{diag.id}/document")
+    assert doc.status_code == 200 and doc.mimetype == "image/png" and doc.data == cf.png()
+    assert "no-store" in doc.headers["Cache-Control"]
+
+    # another account never sees it, and no form goes through without its CSRF token
+    other = f.patient(name="李四")
+    other_client = Person(ctx)
+    login(other_client, other.account.username)
+    assert other_client.get(f"/diagnoses/{diag.id}/document").status_code == 404
+    resp = client.post("/consent", data={"patient_id": str(reg.patient.id), "version": "x"})
+    assert resp.status_code == 400
+
+
+def test_request_sends_to_consent_first_then_the_room_and_its_live_feed(ctx: Flask) -> None:
+    cf.catalog()
+    client = Person(ctx)
+    doctor = f.staff(Role.PHYSICIAN, department="cardiology")
+    reg = f.patient()
+    diag = cf.diagnosis(reg.patient.id, reg.account, "I10", confirm_by=doctor)
+    login(client, reg.account.username)
+    form = client.get("/visits/new").get_data(as_text=True)
+    assert str(diag.id) in form and "consent" in form
+    csrf = extract_csrf(form)
+    resp = client.post("/visits/new", data={"csrf_token": csrf, "diagnosis_id": str(diag.id)})
+    assert resp.status_code == 302 and "/consent?next=" in resp.headers["Location"]
+    consent_page = client.get(resp.headers["Location"]).get_data(as_text=True)
+    version = re.search(r'name="version" value="([^"]+)"', consent_page)
+    assert version
+    resp = client.post(
+        resp.headers["Location"].replace("/consent", "/consent", 1),
+        data={"csrf_token": csrf, "patient_id": str(reg.patient.id), "version": "1999-01-01"},
+    )
+    assert resp.status_code == 409  # a stale version is refused and shown
+    resp = client.post(
+        "/consent?next=/visits/new", data={"csrf_token": csrf, "patient_id": str(reg.patient.id), "version": version[1]}
+    )
+    assert resp.status_code == 302 and resp.headers["Location"] == "/visits/new"
+
+    resp = client.post("/visits/new", data={"csrf_token": csrf, "diagnosis_id": str(diag.id), "complaint": "BP 135/85"})
+    assert resp.status_code == 302  # payments are off: no payment step
+    visit = db.session.query(Visit).one()
+    assert visit.status == VisitStatus.WAITING and visit.department == "cardiology"
+    assert resp.headers["Location"] == f"/visits/{visit.id}"
+    assert client.get(f"/visits/{visit.id}/pay").status_code == 302
+
+    resp = client.post(f"/visits/{visit.id}/messages", data={"csrf_token": csrf, "text": "你好"})
+    assert resp.status_code == 302
+    live = client.get(f"/visits/{visit.id}/live").get_json()
+    assert live["status"] == "waiting" and live["count"] == 1 and "你好" in live["html"]
+    resp = client.post(f"/visits/{visit.id}/messages", data={"csrf_token": csrf, "text": ""})
+    assert resp.status_code == 422  # neither text nor image
+
+
+def test_physician_acts_need_a_fresh_face_check_and_stale_ones_go_to_the_face_page(ctx: Flask) -> None:
+    cf.catalog()
+    client = Person(ctx)
+    doctor = f.staff(Role.PHYSICIAN, department="cardiology")
+    reg = f.patient()
+    pending = cf.diagnosis(reg.patient.id, reg.account, "I10")
+    login(client, doctor.username)
+    resp = client.get("/physician/proofs")
+    assert resp.status_code == 302 and "/face?next=/physician/proofs" in resp.headers["Location"]
+
+    face_checked(client, time.time() - 3600)  # checked at login, but an hour ago
+    queue = client.get("/physician/proofs").get_data(as_text=True)
+    assert str(pending.id) in queue
+    csrf = extract_csrf(client.get(f"/physician/proofs/{pending.id}").get_data(as_text=True))
+    resp = client.post(f"/physician/proofs/{pending.id}/confirm", data={"csrf_token": csrf})
+    assert resp.status_code == 302
+    assert resp.headers["Location"].startswith("/face?next=") and str(pending.id) in resp.headers["Location"]
+    assert db.session.get(Diagnosis, pending.id).status == DiagnosisStatus.PENDING
+
+    face_checked(client)
+    resp = client.post(f"/physician/proofs/{pending.id}/confirm", data={"csrf_token": csrf})
+    assert resp.status_code == 302 and resp.headers["Location"] == "/physician/proofs"
+    db.session.expire_all()
+    assert db.session.get(Diagnosis, pending.id).status == DiagnosisStatus.CONFIRMED
+    resp = client.post(f"/physician/proofs/{pending.id}/confirm", data={"csrf_token": csrf})
+    assert resp.status_code == 409  # already reviewed: shown, not a 500
+
+    # a proof outside the catalog is declined with a reason the patient reads
+    odd = cf.diagnosis(reg.patient.id, reg.account, "S52.5")
+    resp = client.post(f"/physician/proofs/{odd.id}/confirm", data={"csrf_token": csrf})
+    assert resp.status_code == 422
+    resp = client.post(f"/physician/proofs/{odd.id}/reject", data={"csrf_token": csrf, "reason": "骨折需门诊复查"})
+    assert resp.status_code == 302
+    patient = Person(ctx)
+    login(patient, reg.account.username)
+    assert "骨折需门诊复查" in patient.get("/diagnoses").get_data(as_text=True)
+
+    # a patient's pages are not a physician's, and the reverse
+    assert patient.get("/physician/proofs").status_code == 403
+    assert client.get("/diagnoses").status_code == 403
+
+
+def test_physician_accepts_replies_and_refers_the_patient_sees_the_advice(ctx: Flask) -> None:
+    cf.catalog()
+    client = Person(ctx)
+    doctor = f.staff(Role.PHYSICIAN, department="cardiology")
+    api = Person(ctx)
+    p = cf.open_visit(api, doctor)
+    visit_id = p["visit_id"]
+    login(client, doctor.username)
+    face_checked(client)
+    assert visit_id in client.get("/physician/visits").get_data(as_text=True)
+    csrf = csrf_of(client, f"/visits/{visit_id}")
+    resp = client.post(f"/physician/visits/{visit_id}/complete", data={"csrf_token": csrf, "note": "ok"})
+    assert resp.status_code == 403  # not theirs yet: refused on the page with its status
+    assert client.post(f"/physician/visits/{visit_id}/accept", data={"csrf_token": csrf}).status_code == 302
+    image = {"csrf_token": csrf, "text": "", "image": (io.BytesIO(cf.png()), "p.png")}
+    resp = client.post(f"/visits/{visit_id}/messages", data=image, content_type="multipart/form-data")
+    assert resp.status_code == 302
+    room = client.get(f"/visits/{visit_id}").get_data(as_text=True)
+    src = re.search(r'<img class="msg-image" src="([^"]+)"', room)
+    assert src and client.get(src[1]).data == cf.png()
+    resp = client.post(f"/physician/visits/{visit_id}/terminate", data={"csrf_token": csrf, "reason": "x"})
+    assert resp.status_code == 422  # both fields are needed
+    resp = client.post(
+        f"/physician/visits/{visit_id}/terminate",
+        data={"csrf_token": csrf, "reason": "胸痛加重", "referral_advice": "今天到心内科门诊就诊，带上近期心电图"},
+    )
+    assert resp.status_code == 302
+
+    patient = Person(ctx)
+    login(patient, p["reg"].account.username)
+    room = patient.get(f"/visits/{visit_id}").get_data(as_text=True)
+    assert 'id="referral"' in room and "今天到心内科门诊就诊" in room and 'id="send"' not in room
+    assert patient.get(src[1]).status_code == 200
+    outsider = Person(ctx)
+    login(outsider, f.patient(name="王五").account.username)
+    assert outsider.get(f"/visits/{visit_id}").status_code == 404
+    assert outsider.get(src[1]).status_code == 404
