@@ -10,6 +10,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from clinic.core.db import db
+from clinic.visits import services as visits
 from identity import services
 from identity.models import Department, Institution, Role
 from identity.rules import check_digit
@@ -108,13 +109,24 @@ def build(today: date | None = None) -> dict[str, Any]:
         reg.account.phone_verified_at = reg.account.created_at
         return {"username": reg.account.username, "password": password, "id": str(reg.account.id)}, reg
 
+    visits.seed_conditions()
+    by_dept = {p["department"]: p["id"] for p in accounts["physicians"]}
     adult, reg_adult = patient_account("张伟", make_id_number("110105", date(1965, 3, 12), 31), "13800138001")
-    adult["patients"] = [_person(reg_adult.patient)]
+    adult_dx = [
+        _confirmed(reg_adult.account, reg_adult.patient, "I10", "北京朝阳医院", date(2019, 4, 2), by_dept),
+        _confirmed(reg_adult.account, reg_adult.patient, "E11", "北京朝阳医院", date(2021, 9, 15), by_dept),
+    ]
+    adult["patients"] = [_person(reg_adult.patient, adult_dx)]
     parent, reg_parent = patient_account("刘芳", make_id_number("310104", date(1990, 6, 8), 42), "13900139002")
     child = services.add_family_member(
         reg_parent.account, "刘小雨", make_id_number("310104", _years_ago(today, 4) - timedelta(days=30), 23), "child"
     )
-    parent["patients"] = [_person(reg_parent.patient), _person(child)]
+    child_dx = [
+        _confirmed(
+            reg_parent.account, child, "E10", "上海交通大学医学院附属新华医院", today - timedelta(days=200), by_dept
+        )
+    ]
+    parent["patients"] = [_person(reg_parent.patient, []), _person(child, child_dx)]
     accounts["patients"] = [adult, parent]
 
     return {
@@ -127,18 +139,50 @@ def build(today: date | None = None) -> dict[str, Any]:
         },
         "accounts": accounts,
         "drugs": _seed_drugs(),
-        "partners": [],
+        "partners": __import__("pharmacy.services").services.seed_demo_partners(today),  # id, secret each
     }
 
 
-def _person(p: Any) -> dict[str, Any]:
+def _person(p: Any, diagnoses: list[Any]) -> dict[str, Any]:
     return {
         "id": str(p.id),
         "name": p.name,
         "birth_date": p.birth_date.isoformat(),
         "relation": p.relation.value,
-        "confirmed_diagnoses": [],
+        "confirmed_diagnoses": [{"id": str(d.id), "icd10": d.icd10, "department": d.department} for d in diagnoses],
     }
+
+
+def _record_image(title: str, lines: list[str]) -> bytes:
+    """A plain picture standing in for a scanned outpatient record."""
+    import io
+
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (800, 560), "white")
+    draw = ImageDraw.Draw(img)
+    draw.rectangle((10, 10, 790, 550), outline="black", width=3)
+    draw.text((40, 40), title, fill="black")
+    for i, line in enumerate(lines):
+        draw.text((40, 100 + 40 * i), line, fill="black")
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _confirmed(account: Any, patient: Any, icd10: str, where: str, on: date, by_dept: dict[str, str]) -> Any:
+    """A proof of an in-person diagnosis, confirmed by the demo physician of its department."""
+    from clinic.core.audit import Actor, acting_as
+
+    picture = _record_image("Outpatient record (demo)", [f"Patient: {patient.id}", f"ICD-10: {icd10}", f"Date: {on}"])
+    with acting_as(Actor(str(account.id), "patient")):
+        diag = visits.submit_diagnosis(account, str(patient.id), icd10, where, on, picture, "outpatient_record")
+    cond = visits.catalog_condition(diag.icd10)
+    assert cond is not None, icd10
+    physician = by_dept[cond.department]
+    with acting_as(Actor(physician, "physician")):
+        diag = visits.record_confirmation(diag, physician, cond)
+    return diag
 
 
 def _seed_drugs() -> dict[str, str]:

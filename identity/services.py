@@ -625,3 +625,14 @@ def enroll_demo_physicians(entries: list[dict[str, Any]]) -> None:
         path.write_bytes(data)
         enroll_face(get_account(entry["id"]), data)
         entry["face_image"] = str(path.resolve())
+        # The enrolled photo itself is refused as a replay (409 image_replayed); a different
+        # framing of the same person is what a demo client sends to pass the face check.
+        with Image.open(io.BytesIO(data)) as img:
+            w, h = img.size
+            probe = img.convert("RGB").crop((w // 10, h // 12, w - w // 8, h - h // 10))
+            probe = probe.resize((probe.width * 3 // 4, probe.height * 3 // 4))
+            buf = io.BytesIO()
+            probe.save(buf, "JPEG", quality=85)
+        probe_path = folder / f"{entry['username']}-{person}-probe.jpg"
+        probe_path.write_bytes(buf.getvalue())
+        entry["face_probe_image"] = str(probe_path.resolve())

@@ -90,7 +90,7 @@ def list_conditions() -> list[Condition]:
     return list(db.session.scalars(select(Condition).where(Condition.active).order_by(Condition.code)))
 
 
-def _catalog_condition(icd10: str) -> Condition | None:
+def catalog_condition(icd10: str) -> Condition | None:
     codes = list(db.session.scalars(select(Condition.code).where(Condition.active)))
     match = rules.match_condition(icd10, codes)
     return db.session.get(Condition, match) if match else None
@@ -130,7 +130,7 @@ def submit_diagnosis(
         raise Invalid("Unknown document kind.", fields=[{"loc": "document_kind", "message": "unknown"}])
     sniffed = rules.sniff_upload(document, max_bytes=int(current_app.config["MAX_DOCUMENT_BYTES"]), allow_pdf=True)
     path = storage.save("diagnoses", document, sniffed.ext)
-    cond = _catalog_condition(code)
+    cond = catalog_condition(code)
     diag = Diagnosis(
         patient_id=patient.id,
         submitted_by=account.id,
@@ -169,7 +169,7 @@ def confirm_diagnosis(physician_id: str, claims: dict[str, Any], diagnosis_id: s
     physician = _physician(physician_id)
     identity.require_fresh_face(claims)
     diag = _pending_diagnosis(diagnosis_id)
-    cond = _catalog_condition(diag.icd10)
+    cond = catalog_condition(diag.icd10)
     if cond is None:
         raise NotEligibleCondition(
             f"{diag.icd10} is not a common or chronic condition that may be followed up online; "
@@ -198,7 +198,7 @@ def reject_diagnosis(physician_id: str, diagnosis_id: str, reason: str) -> Diagn
     session = db.session()
     physician = _physician(physician_id)
     diag = _pending_diagnosis(diagnosis_id)
-    cond = _catalog_condition(diag.icd10)
+    cond = catalog_condition(diag.icd10)
     identity.require_qualified_physician(physician, department=cond.department if cond else None)
     diag.status = DiagnosisStatus.REJECTED
     diag.rejection_reason = reason

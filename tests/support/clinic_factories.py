@@ -67,7 +67,7 @@ def diagnosis(
         )
         if confirm_by is not None:
             diag.status = DiagnosisStatus.CONFIRMED
-            cond = services._catalog_condition(diag.icd10)
+            cond = services.catalog_condition(diag.icd10)
             assert cond is not None
             diag.condition_code, diag.department = cond.code, cond.department
             diag.reviewed_by = confirm_by.id
