@@ -22,6 +22,7 @@ migrate = Migrate()
 def load_models() -> None:
     """Import every domain's models so that the metadata is complete (Alembic, tests)."""
     import clinic.core.audit
+    import clinic.payments.models
     import clinic.visits.models  # noqa: F401
     import identity.models  # noqa: F401
     import prescriptions.models  # noqa: F401
@@ -46,8 +47,12 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     i18n.init_app(app)
     web.init_app(app)
 
+    from clinic import payments
     from clinic.admin import api as admin_api
+    from clinic.payments import api as payments_api
+    from clinic.payments.services import register_purpose
     from clinic.visits import api as visits_api
+    from clinic.visits import services as visits_services
     from identity import api as identity_api
     from identity import otp, views
     from identity.tokens import load_principal
@@ -64,12 +69,23 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     from prescriptions import signing as rx_signing
 
     api_bp, _ = build_blueprint(
-        [identity_api.router, admin_api.router, visits_api.router, rx_api.router, rx_signing.router], load_principal
+        [
+            identity_api.router,
+            admin_api.router,
+            visits_api.router,
+            payments_api.router,
+            rx_api.router,
+            rx_signing.router,
+        ],
+        load_principal,
     )
     app.register_blueprint(rx_signing.well_known)
     rx_cli.init_app(app)
     csrf.exempt(api_bp)  # the API takes Bearer tokens only, never cookies
     app.register_blueprint(api_bp)
+
+    payments.init_app(app)  # PAYMENTS=stripe: the fee port; the signed webhook
+    register_purpose("consultation", visits_services.mark_visit_paid)
 
     from clinic import cli
 
