@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
 
+from flask import Response
 from pydantic import Field
 
 from clinic.core.api import ApiRouter, Principal, RequestModel, ResponseModel
-from prescriptions import services
+from prescriptions import rules, services
 
 router = ApiRouter("prescriptions")
 STAFF = ["physician", "pharmacist", "admin"]
@@ -36,3 +40,140 @@ class DrugList(ResponseModel):
 @router.get("/drugs", summary="Search the drug catalog", query=DrugQuery, response=DrugList, roles=STAFF)
 def search(query: DrugQuery, principal: Principal) -> DrugList:
     return DrugList(items=[DrugOut.model_validate(d) for d in services.search_drugs(query.q)])
+
+
+# --- prescriptions ---------------------------------------------------------------------------
+
+
+class ItemIn(RequestModel):
+    drug_id: uuid.UUID
+    dose: Decimal = Field(gt=0, le=10000, max_digits=10, decimal_places=3)
+    unit: str = Field(min_length=1, max_length=16)
+    frequency: str = Field(min_length=1, max_length=32)
+    route: str = Field(min_length=1, max_length=32)
+    days: int = Field(ge=1, le=365)
+    quantity: Decimal = Field(gt=0, le=10000, max_digits=10, decimal_places=2)
+
+
+class GuardianIn(RequestModel):
+    name: str = Field(min_length=1, max_length=100)
+    id_number: str = Field(min_length=1, max_length=32)
+    relation: str = Field(min_length=1, max_length=32)
+
+
+class AccompanyingPhysicianIn(RequestModel):
+    name: str = Field(min_length=1, max_length=100)
+    license_no: str = Field(min_length=1, max_length=64)
+    specialty: str = Field(min_length=1, max_length=64)
+
+
+class PrescribeIn(RequestModel):
+    items: list[ItemIn] = Field(min_length=1, max_length=20)
+    weight_kg: Decimal | None = Field(default=None, gt=0, le=400, max_digits=5, decimal_places=2)
+    long_term: bool = False
+    assessment_note: str | None = Field(default=None, max_length=2000)
+    guardian: GuardianIn | None = None
+    accompanying_physician: AccompanyingPhysicianIn | None = None
+
+    def spec(self) -> services.PrescriptionSpec:
+        g, a = self.guardian, self.accompanying_physician
+        return services.PrescriptionSpec(
+            items=tuple(
+                services.ItemSpec(i.drug_id, i.dose, i.unit, i.frequency, i.route, i.days, i.quantity)
+                for i in self.items
+            ),
+            weight_kg=self.weight_kg,
+            long_term=self.long_term,
+            assessment_note=self.assessment_note,
+            guardian=rules.Guardian(g.name, g.id_number, g.relation) if g else None,
+            accompanying_physician=rules.AccompanyingPhysician(a.name, a.license_no, a.specialty) if a else None,
+        )
+
+
+class PrescribedOut(ResponseModel):
+    id: uuid.UUID
+    status: str
+    jws: str
+
+
+@router.post(
+    "/visits/<visit_id>/prescriptions",
+    summary="Prescribe: the visit's face-verified physician signs one prescription (all rules checked)",
+    body=PrescribeIn,
+    response=PrescribedOut,
+    status=201,
+    roles=["physician"],
+    errors={
+        403: ["face_verification_required"],
+        422: ["prescription_rejected", "unknown_drug"] + list(rules.VIOLATION_CODES),
+    },
+)
+def prescribe(visit_id: str, body: PrescribeIn, principal: Principal) -> PrescribedOut:
+    rx = services.create_prescription(principal.id, principal.claims, visit_id, body.spec())
+    return PrescribedOut(id=rx.id, status=rx.status.value, jws=rx.jws)
+
+
+class ItemOut(ResponseModel):
+    drug_id: uuid.UUID
+    drug_name: str
+    strength: str
+    dose: Decimal
+    unit: str
+    frequency: str
+    route: str
+    days: int
+    quantity: Decimal
+    cold_chain: bool
+
+
+class PrescriptionOut(ResponseModel):
+    id: uuid.UUID
+    status: str
+    visit_id: uuid.UUID
+    patient_id: uuid.UUID
+    physician_id: uuid.UUID
+    diagnosis_icd10: str
+    weight_kg: Decimal | None
+    long_term: bool
+    guardian: dict[str, Any] | None
+    accompanying_physician: dict[str, Any] | None
+    items: list[ItemOut]
+    jws: str
+    kid: str
+    signed_at: datetime
+    expires_at: datetime
+    dispensed_at: datetime | None
+
+
+VIEWERS = ["patient", "physician", "pharmacist"]
+
+
+@router.get(
+    "/prescriptions/<prescription_id>",
+    summary="A prescription and its signature (its patient, its physician, pharmacists)",
+    response=PrescriptionOut,
+    roles=VIEWERS,
+)
+def get_prescription(prescription_id: str, principal: Principal) -> PrescriptionOut:
+    rx = services.prescription_for(principal.id, principal.role, prescription_id)
+    out = PrescriptionOut.model_validate(rx)
+    out.status = rx.status.value
+    if out.guardian:
+        out.guardian = {k: v for k, v in out.guardian.items() if k != "id_number_hash"}
+    return out
+
+
+@router.get(
+    "/prescriptions/<prescription_id>/document",
+    summary="The printable prescription (PDF) with a QR code of its id and signature",
+    roles=VIEWERS,
+    raw_response="application/pdf",
+)
+def get_document(prescription_id: str, principal: Principal) -> Response:
+    rx = services.prescription_for(principal.id, principal.role, prescription_id)
+    pdf = services.document_for(rx)
+    return Response(
+        pdf,
+        mimetype="application/pdf",
+        headers={"Content-Disposition": f'inline; filename="prescription-{rx.id}.pdf"', "Cache-Control": "no-store"},
+    )

@@ -1,4 +1,4 @@
-"""`flask drugs import PATH` and `flask drugs seed`."""
+"""`flask drugs import PATH`, `flask drugs seed`, `flask drugs expire`."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ CLI_ACTOR = Actor(id=None, role="cli")
 def init_app(app: Flask) -> None:
     drugs = click.Group("drugs", help="The drug catalog and the official control lists.")
     app.cli.add_command(drugs)
+    init_expiry(drugs)
 
     @drugs.command("seed")
     def seed_cmd() -> None:
@@ -38,3 +39,12 @@ def init_app(app: Flask) -> None:
         click.echo(json.dumps(report.as_dict(), ensure_ascii=False) if as_json else report.summary())
         if report.fatal:
             sys.exit(1)
+
+
+def init_expiry(drugs: click.Group) -> None:
+    @drugs.command("expire")
+    def expire_cmd() -> None:
+        """Expire prescriptions not approved and dispensed within their validity (run from cron)."""
+        with acting_as(CLI_ACTOR), unit_of_work():
+            n = services.expire_overdue()
+        click.echo(json.dumps({"expired": n}))

@@ -1,13 +1,15 @@
-"""The drug catalog, the contraindicated-interaction table and physicians' signing keys."""
+"""The drug catalog, contraindicated interactions, physicians' signing keys, prescriptions."""
 
 from __future__ import annotations
 
+import enum
 import uuid
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, String, Text, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import JSON, Boolean, Enum, ForeignKey, Index, Integer, Numeric, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from clinic.core.crypto import EncryptedBytes
 from clinic.core.db import Base, new_id, utcnow
@@ -71,3 +73,71 @@ class SigningKey(Base):
     private_key: Mapped[bytes] = mapped_column(EncryptedBytes)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     retired_at: Mapped[datetime | None]
+
+
+class PrescriptionStatus(enum.StrEnum):
+    PENDING_REVIEW = "pending_review"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    RETURNED = "returned"
+    DISPENSED = "dispensed"
+    OUT_FOR_DELIVERY = "out_for_delivery"
+    DELIVERED = "delivered"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+
+def _values(e: type[enum.Enum]) -> list[str]:
+    return [str(m.value) for m in e]
+
+
+class Prescription(Base):
+    """A signed prescription. Its content is frozen at signing: `content` is what the JWS signs."""
+
+    __tablename__ = "prescriptions"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    visit_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("visits.id"), index=True)
+    patient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("patients.id"), index=True)
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id"), index=True)
+    physician_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id"), index=True)
+    status: Mapped[PrescriptionStatus] = mapped_column(
+        Enum(PrescriptionStatus, native_enum=False, length=24, values_callable=_values),
+        default=PrescriptionStatus.PENDING_REVIEW,
+        index=True,
+    )
+    diagnosis_icd10: Mapped[str] = mapped_column(String(16))
+    weight_kg: Mapped[Decimal | None] = mapped_column(Numeric(5, 2))
+    long_term: Mapped[bool] = mapped_column(Boolean, default=False)
+    assessment_note: Mapped[str | None] = mapped_column(Text)
+    guardian: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    accompanying_physician: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    content: Mapped[dict[str, Any]] = mapped_column(JSON)
+    jws: Mapped[str] = mapped_column(Text)
+    kid: Mapped[str] = mapped_column(ForeignKey("signing_keys.kid"))
+    signed_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    dispensed_at: Mapped[datetime | None]
+    status_changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    items: Mapped[list[PrescriptionItem]] = relationship(
+        order_by="PrescriptionItem.position", lazy="selectin", cascade="all, delete-orphan"
+    )
+
+
+class PrescriptionItem(Base):
+    __tablename__ = "prescription_items"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    prescription_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("prescriptions.id"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    drug_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("drugs.id"))
+    drug_name: Mapped[str] = mapped_column(String(200))
+    strength: Mapped[str] = mapped_column(String(100), default="")
+    dose: Mapped[Decimal] = mapped_column(Numeric(10, 3))
+    unit: Mapped[str] = mapped_column(String(16))
+    frequency: Mapped[str] = mapped_column(String(32))
+    route: Mapped[str] = mapped_column(String(32))
+    days: Mapped[int] = mapped_column(Integer)
+    quantity: Mapped[Decimal] = mapped_column(Numeric(10, 2))
+    cold_chain: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 
-from clinic.core.errors import Violation
+from clinic.core.errors import Conflict, Violation
 from identity.rules import IdNumberError, parse_id_number
 
 MAX_ITEMS = 5
@@ -384,3 +384,55 @@ def _supply_message(drug: DrugFacts, days: int, limit: int, rx: PrescriptionFact
 
 def interaction_table(pairs: Sequence[Interaction]) -> dict[frozenset[str], Interaction]:
     return {frozenset((p.a, p.b)): p for p in pairs}
+
+
+# --- lifecycle ----------------------------------------------------------------------------
+
+RX_STATUSES = (
+    "pending_review",
+    "approved",
+    "rejected",
+    "returned",
+    "dispensed",
+    "out_for_delivery",
+    "delivered",
+    "expired",
+    "cancelled",
+)
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "pending_review": frozenset({"approved", "rejected", "returned", "expired", "cancelled"}),
+    "approved": frozenset({"dispensed", "expired", "cancelled"}),
+    "dispensed": frozenset({"out_for_delivery", "delivered"}),
+    "out_for_delivery": frozenset({"delivered"}),
+    "returned": frozenset({"cancelled"}),
+    "rejected": frozenset(),
+    "delivered": frozenset(),
+    "expired": frozenset(),
+    "cancelled": frozenset(),
+}
+MIN_VALID_DAYS, MAX_VALID_DAYS = 1, 3
+
+
+class IllegalTransition(Conflict):
+    code = "illegal_transition"
+    default_message = "The prescription cannot move to that status from its current one."
+
+
+def next_status(current: str, target: str) -> str:
+    """The one transition function of the prescription lifecycle: `target`, or IllegalTransition.
+
+    Dispensing happens once: only an approved prescription is dispensed, and nothing
+    leads back to approved.
+    """
+    if target not in TRANSITIONS.get(current, frozenset()):
+        raise IllegalTransition(f"A prescription that is {current} cannot become {target}.", current=current)
+    return target
+
+
+def valid_days(configured: object) -> int:
+    """The validity in days (处方管理办法 Art. 18: one day; up to three when the physician notes it)."""
+    try:
+        days = int(str(configured))
+    except ValueError:
+        return MIN_VALID_DAYS
+    return min(max(days, MIN_VALID_DAYS), MAX_VALID_DAYS)

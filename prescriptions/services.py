@@ -11,21 +11,29 @@ import json
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
 from functools import cache
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, select
 
 from clinic.core import audit
-from clinic.core.db import db
-from clinic.core.errors import Invalid
+from clinic.core.crypto import lookup_hash
+from clinic.core.db import db, new_id, utcnow
+from clinic.core.errors import Invalid, NotFound, RuleRefusal, Violation
+from clinic.visits.models import Condition, Visit
+from identity.models import Account, Department, Institution
+from identity.services import require_fresh_face
 from prescriptions import ingredients as ing
-from prescriptions import rules
-from prescriptions.models import Drug, DrugInteraction
+from prescriptions import rules, signing
+from prescriptions.models import Drug, DrugInteraction, Prescription, PrescriptionItem, PrescriptionStatus
 
 DATA = ing.DATA
 SEARCH_LIMIT = 30
+CHINA = ZoneInfo("Asia/Shanghai")  # prescription dates and ages are Beijing dates
 IMPORT_REQUIRED = ("name", "form", "strength", "route")
 IMPORT_OPTIONAL = ("generic_name", "ingredients", "cold_chain", "generic_name_en", "atc_code")
 TRUE = {"true", "1", "yes", "y", "是", "t"}
@@ -435,16 +443,309 @@ def catalog_size() -> int:
     return int(db.session.scalar(select(func.count()).select_from(Drug)) or 0)
 
 
-__all__ = [
-    "ImportReport",
-    "ProductSpec",
-    "allergy_keys",
-    "catalog_size",
-    "drug_facts",
-    "get_drugs",
-    "import_formulary",
-    "interactions_among",
-    "search_drugs",
-    "seed_catalog",
-    "upsert_product",
-]
+# --- prescribing ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ItemSpec:
+    drug_id: uuid.UUID
+    dose: Decimal
+    unit: str
+    frequency: str
+    route: str
+    days: int
+    quantity: Decimal
+
+
+@dataclass(frozen=True)
+class PrescriptionSpec:
+    items: tuple[ItemSpec, ...]
+    weight_kg: Decimal | None = None
+    long_term: bool = False
+    assessment_note: str | None = None
+    guardian: rules.Guardian | None = None
+    accompanying_physician: rules.AccompanyingPhysician | None = None
+
+
+def _visit(visit_id: str | uuid.UUID) -> Visit:
+    try:
+        vid = visit_id if isinstance(visit_id, uuid.UUID) else uuid.UUID(str(visit_id))
+    except ValueError:
+        raise NotFound("No such visit.") from None
+    visit = db.session.get(Visit, vid)
+    if visit is None:
+        raise NotFound("No such visit.")
+    return visit
+
+
+def _mask(id_number: str) -> str:
+    return id_number[:3] + "*" * max(len(id_number) - 7, 0) + id_number[-4:]
+
+
+def _weight_age() -> int:
+    inst = db.session.get(Institution, 1)
+    raw = (inst.settings or {}).get("weight_required_under_age") if inst is not None else None
+    return int(raw) if isinstance(raw, int) and 0 < raw < 19 else rules.DEFAULT_WEIGHT_AGE
+
+
+def _valid_days() -> int:
+    from flask import current_app, has_app_context
+
+    return rules.valid_days(current_app.config.get("RX_VALID_DAYS", 1) if has_app_context() else 1)
+
+
+def evaluate_prescription(
+    physician_id: str | uuid.UUID, visit: Visit, spec: PrescriptionSpec, on: date | None = None
+) -> tuple[list[Violation], dict[uuid.UUID, Drug]]:
+    """Every rule's verdict on a draft prescription (the prescribing page shows it live)."""
+    drugs = get_drugs([i.drug_id for i in spec.items])
+    patient = visit.patient
+    diagnosis = visit.diagnosis
+    confirmed = diagnosis.status.value == "confirmed"
+    condition = diagnosis.condition if confirmed else None
+    items = [
+        rules.ItemFacts(drug_facts(drugs[i.drug_id]), i.dose, i.unit, i.frequency, i.route, i.days, i.quantity)
+        for i in spec.items
+    ]
+    all_ingredients = [k for it in items for k in it.drug.ingredients]
+    facts = rules.PrescriptionFacts(
+        patient=rules.PatientFacts(patient.birth_date, allergy_keys(patient.allergies or []), spec.weight_kg),
+        visit=rules.VisitFacts(
+            status=visit.status.value,
+            physician_id=str(visit.physician_id) if visit.physician_id else None,
+            diagnosis_icd10=diagnosis.icd10 if confirmed else None,
+            condition_chronic=condition.chronic if condition is not None else None,
+        ),
+        prescriber=rules.PrescriberFacts(str(physician_id)),
+        items=items,
+        on=on or utcnow().astimezone(CHINA).date(),
+        long_term=spec.long_term,
+        assessment_note=spec.assessment_note,
+        guardian=spec.guardian,
+        accompanying_physician=spec.accompanying_physician,
+        weight_age=_weight_age(),
+        interactions=interactions_among(all_ingredients),
+    )
+    return rules.evaluate(facts), drugs
+
+
+def create_prescription(
+    physician_id: str, claims: dict[str, Any], visit_id: str | uuid.UUID, spec: PrescriptionSpec
+) -> Prescription:
+    """The visit's face-fresh physician signs ONE prescription: rules, signature, record, audit."""
+    require_fresh_face(claims)
+    visit = _visit(visit_id)
+    now = utcnow()
+    violations, drugs = evaluate_prescription(physician_id, visit, spec, now.astimezone(CHINA).date())
+    if violations:
+        raise RuleRefusal("prescription_rejected", violations)
+    physician = db.session.get(Account, uuid.UUID(str(physician_id)))
+    assert physician is not None  # the token loader checked it
+    patient = visit.patient
+    rx_id = new_id()
+    guardian = (
+        {
+            "name": spec.guardian.name,
+            "relation": spec.guardian.relation,
+            "id_number_masked": _mask(spec.guardian.id_number),
+            "id_number_hash": lookup_hash(spec.guardian.id_number.strip().upper()),
+        }
+        if spec.guardian
+        else None
+    )
+    accompanying = (
+        {
+            "name": spec.accompanying_physician.name,
+            "license_no": spec.accompanying_physician.license_no,
+            "specialty": spec.accompanying_physician.specialty,
+        }
+        if spec.accompanying_physician
+        else None
+    )
+    age = rules.age_display(patient.birth_date, now.astimezone(CHINA).date())
+    content: dict[str, Any] = {
+        "prescription_id": str(rx_id),
+        "visit_id": str(visit.id),
+        "patient": {
+            "id": str(patient.id),
+            "name": patient.name,
+            "sex": patient.sex,
+            "birth_date": patient.birth_date.isoformat(),
+            "age": age.zh(),
+        },
+        "diagnosis": {"icd10": visit.diagnosis.icd10},
+        "weight_kg": str(spec.weight_kg) if spec.weight_kg is not None else None,
+        "long_term": spec.long_term,
+        "items": [
+            {
+                "drug_id": str(i.drug_id),
+                "name": drugs[i.drug_id].name,
+                "strength": drugs[i.drug_id].strength,
+                "dose": str(i.dose),
+                "unit": i.unit,
+                "frequency": i.frequency,
+                "route": i.route,
+                "days": i.days,
+                "quantity": str(i.quantity),
+            }
+            for i in spec.items
+        ],
+        "physician": {
+            "id": str(physician.id),
+            "name": physician.staff.name if physician.staff else physician.display_name,
+            "license_no": physician.staff.license_no if physician.staff else None,
+        },
+        "guardian": guardian,
+        "accompanying_physician": accompanying,
+        "signed_at": now.isoformat(),
+    }
+    token, kid = signing.sign(physician.id, content)
+    rx = Prescription(
+        id=rx_id,
+        visit_id=visit.id,
+        patient_id=patient.id,
+        account_id=visit.account_id,
+        physician_id=physician.id,
+        status=PrescriptionStatus.PENDING_REVIEW,
+        diagnosis_icd10=visit.diagnosis.icd10,
+        weight_kg=spec.weight_kg,
+        long_term=spec.long_term,
+        assessment_note=spec.assessment_note,
+        guardian=guardian,
+        accompanying_physician=accompanying,
+        content=content,
+        jws=token,
+        kid=kid,
+        signed_at=now,
+        expires_at=now + timedelta(days=_valid_days()),
+        status_changed_at=now,
+    )
+    for n, i in enumerate(spec.items):
+        d = drugs[i.drug_id]
+        rx.items.append(
+            PrescriptionItem(
+                position=n,
+                drug_id=d.id,
+                drug_name=d.name,
+                strength=d.strength,
+                dose=i.dose,
+                unit=i.unit,
+                frequency=i.frequency,
+                route=i.route,
+                days=i.days,
+                quantity=i.quantity,
+                cold_chain=d.cold_chain,
+            )
+        )
+    session = db.session()
+    session.add(rx)
+    session.flush()
+    audit.record(
+        session,
+        "prescription.signed",
+        subject_type="prescription",
+        subject_id=rx.id,
+        detail={"visit_id": str(visit.id), "kid": kid, "items": len(spec.items), "long_term": spec.long_term},
+    )
+    return rx
+
+
+def verify_prescription(rx: Prescription) -> dict[str, Any]:
+    """The JWS verifies with its published key AND signs exactly the stored content."""
+    return signing.verify(rx.jws, rx.content)
+
+
+def transition(
+    rx: Prescription, target: str, *, reason: str | None = None, now: datetime | None = None
+) -> Prescription:
+    """Move a prescription through its lifecycle (pharmacy review, dispensing, delivery, expiry)."""
+    now = now or utcnow()
+    before = rx.status.value
+    rx.status = PrescriptionStatus(rules.next_status(before, target))
+    rx.status_changed_at = now
+    if target == "dispensed":
+        rx.dispensed_at = now
+    audit.record(
+        db.session(),
+        f"prescription.{target}",
+        subject_type="prescription",
+        subject_id=rx.id,
+        detail={"from": before, "reason": reason},
+    )
+    db.session.flush()
+    return rx
+
+
+def expire_overdue(now: datetime | None = None) -> int:
+    """Prescriptions not approved and dispensed within their validity expire."""
+    now = now or utcnow()
+    overdue = db.session.scalars(
+        select(Prescription).where(
+            Prescription.status.in_([PrescriptionStatus.PENDING_REVIEW, PrescriptionStatus.APPROVED]),
+            Prescription.expires_at <= now,
+        )
+    ).all()
+    for rx in overdue:
+        transition(rx, "expired", reason="validity ended", now=now)
+    return len(overdue)
+
+
+def prescription_for(principal_id: str, role: str, prescription_id: str | uuid.UUID) -> Prescription:
+    """A prescription for its patient's account, its physician, or a pharmacist; 404 for anyone else."""
+    try:
+        pid = prescription_id if isinstance(prescription_id, uuid.UUID) else uuid.UUID(str(prescription_id))
+    except ValueError:
+        raise NotFound("No such prescription.") from None
+    rx = db.session.get(Prescription, pid)
+    allowed = rx is not None and (
+        role == "pharmacist"
+        or (role == "patient" and str(rx.account_id) == principal_id)
+        or (role == "physician" and str(rx.physician_id) == principal_id)
+    )
+    if rx is None or not allowed:
+        raise NotFound("No such prescription.")
+    return rx
+
+
+def document_for(rx: Prescription) -> bytes:
+    from prescriptions import document
+
+    inst = db.session.get(Institution, 1)
+    c = rx.content
+    condition = db.session.get(Condition, rx.diagnosis_icd10)
+    dept = visit_department(rx)
+    g = rx.guardian
+    a = rx.accompanying_physician
+    doc = document.PrescriptionDocument(
+        prescription_id=str(rx.id),
+        institution=inst.name if inst else "",
+        patient_name=c["patient"]["name"],
+        sex={"male": "男", "female": "女"}.get(c["patient"]["sex"], c["patient"]["sex"]),
+        age=c["patient"]["age"],
+        weight_kg=c.get("weight_kg"),
+        diagnosis=f"{rx.diagnosis_icd10} {condition.name_zh if condition else ''}".strip(),
+        department=dept,
+        items=[
+            document.DocumentLine(
+                i["name"], i["strength"], "", i["dose"], i["unit"], i["frequency"], i["route"], i["days"], i["quantity"]
+            )
+            for i in c["items"]
+        ],
+        physician_name=c["physician"]["name"],
+        signed_at=rx.signed_at,
+        kid=rx.kid,
+        review_status=rx.status.value,
+        jws=rx.jws,
+        long_term=rx.long_term,
+        guardian=f"{g['name']}（{g['relation']}，{g['id_number_masked']}）" if g else None,
+        accompanying_physician=f"{a['name']}（{a['specialty']}，{a['license_no']}）" if a else None,
+    )
+    return document.render_pdf(doc)
+
+
+def visit_department(rx: Prescription) -> str:
+    visit = db.session.get(Visit, rx.visit_id)
+    if visit is None:
+        return ""
+    dept = db.session.get(Department, visit.department)
+    return dept.name_zh if dept else visit.department
