@@ -9,7 +9,7 @@ from flask import Flask
 from flask_migrate import Migrate
 from flask_wtf.csrf import CSRFProtect
 
-from clinic.core import crypto, i18n, web
+from clinic.core import crypto, i18n, jobs, web
 from clinic.core.api import build_blueprint
 from clinic.core.config import PROJECT_ROOT, Config
 from clinic.core.db import db
@@ -22,9 +22,11 @@ migrate = Migrate()
 def load_models() -> None:
     """Import every domain's models so that the metadata is complete (Alembic, tests)."""
     import clinic.core.audit
+    import clinic.core.jobs
     import clinic.payments.models
     import clinic.visits.models  # noqa: F401
     import identity.models  # noqa: F401
+    import pharmacy.models  # noqa: F401
     import prescriptions.models  # noqa: F401
 
 
@@ -46,6 +48,7 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     limiter.init_app(app)
     i18n.init_app(app)
     web.init_app(app)
+    jobs.init_app(app)  # after web: outbox jobs run after the request's commit point
 
     from clinic import payments
     from clinic.admin import api as admin_api
@@ -64,9 +67,13 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
 
     visits_views.init_app(app)  # return-visit pages
 
+    from pharmacy import api as pharmacy_api
+    from pharmacy import services as pharmacy_services
     from prescriptions import api as rx_api
     from prescriptions import cli as rx_cli
     from prescriptions import signing as rx_signing
+
+    pharmacy_services.register_jobs()  # outbox handlers: partner dispatch, SMS
 
     api_bp, _ = build_blueprint(
         [
@@ -76,6 +83,7 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
             payments_api.router,
             rx_api.router,
             rx_signing.router,
+            pharmacy_api.router,
         ],
         load_principal,
     )

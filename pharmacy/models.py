@@ -1,0 +1,116 @@
+"""Delivery partners, deliveries with their partner events, and the SMS log."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, Date, Enum, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from clinic.core.crypto import EncryptedText
+from clinic.core.db import Base, new_id, utcnow
+from pharmacy.rules import DeliveryStatus, PartnerFacts
+
+
+def _values(e: Any) -> list[str]:
+    return [str(m.value) for m in e]
+
+
+class DeliveryPartner(Base):
+    """A qualified third party entrusted with delivery (Art. 18 of the 2018 measures)."""
+
+    __tablename__ = "delivery_partners"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(120), unique=True)
+    license_no: Mapped[str] = mapped_column(String(64))
+    license_valid_until: Mapped[date] = mapped_column(Date)
+    regions: Mapped[list[str]] = mapped_column(JSON, default=list)
+    cold_chain: Mapped[bool] = mapped_column(Boolean, default=False)
+    priority: Mapped[int] = mapped_column(Integer, default=100)
+    endpoint: Mapped[str] = mapped_column(String(500))
+    secret: Mapped[str] = mapped_column(EncryptedText)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    def facts(self) -> PartnerFacts:
+        return PartnerFacts(
+            id=str(self.id),
+            name=self.name,
+            license_no=self.license_no,
+            license_valid_until=self.license_valid_until,
+            regions=tuple(self.regions or ()),
+            cold_chain=self.cold_chain,
+            priority=self.priority,
+            active=self.active,
+        )
+
+
+class Delivery(Base):
+    """Getting one dispensed prescription to the patient's door (or to the pharmacy counter)."""
+
+    __tablename__ = "deliveries"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    prescription_id: Mapped[uuid.UUID] = mapped_column(unique=True)
+    partner_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("delivery_partners.id"), index=True)
+    status: Mapped[DeliveryStatus] = mapped_column(
+        Enum(DeliveryStatus, native_enum=False, length=24, values_callable=_values), index=True
+    )
+    recipient_name: Mapped[str] = mapped_column(EncryptedText)
+    recipient_phone: Mapped[str] = mapped_column(EncryptedText)
+    address: Mapped[str] = mapped_column(EncryptedText)
+    region_code: Mapped[str] = mapped_column(String(12))
+    items: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)  # {drug_id, name, quantity, cold_chain}
+    tried_partner_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    routing: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # why partners were passed over
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    dispatched_at: Mapped[datetime | None]
+    delivered_at: Mapped[datetime | None]
+
+    partner: Mapped[DeliveryPartner | None] = relationship(lazy="joined")
+    events: Mapped[list[DeliveryEvent]] = relationship(
+        back_populates="delivery", order_by="DeliveryEvent.received_at", lazy="selectin"
+    )
+
+    @property
+    def needs_cold_chain(self) -> bool:
+        return any(bool(i.get("cold_chain")) for i in self.items or [])
+
+
+class DeliveryEvent(Base):
+    """A status event: from a partner's callback (event_id unique per partner) or our own."""
+
+    __tablename__ = "delivery_events"
+    __table_args__ = (UniqueConstraint("partner_id", "event_id", name="uq_delivery_events_partner_event"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    delivery_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("deliveries.id"), index=True)
+    partner_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("delivery_partners.id"))
+    event_id: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(24))  # the event: picked_up, in_transit, delivered, failed, ...
+    at: Mapped[datetime]  # when it happened (the partner's time for callbacks)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    raw: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    delivery: Mapped[Delivery] = relationship(back_populates="events")
+
+
+class Notification(Base):
+    """Every SMS the pharmacy sends (or logs, with SMS_BACKEND=log), and how it went."""
+
+    __tablename__ = "notifications"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    kind: Mapped[str] = mapped_column(String(32))  # approved | rejected | returned | shipped | delivered | collect
+    subject_type: Mapped[str] = mapped_column(String(32), default="prescription")
+    subject_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    to_phone: Mapped[str] = mapped_column(EncryptedText)
+    body: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="queued")  # queued | sent | logged
+    provider_ref: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None]

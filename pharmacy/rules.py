@@ -1,0 +1,194 @@
+"""The pharmacy's rules, pure: routing to a delivery partner, the delivery lifecycle, and
+the partners' HMAC signatures. No Flask, no session.
+
+Art. 18 of the 2018 measures lets the institution entrust delivery to a qualified third
+party; here "qualified" means: active, a license number on file, the license valid on the
+delivery day, serving the delivery address's region, and able to carry every item
+(cold-chain items only with a cold-chain partner).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+
+from clinic.core.errors import Conflict
+
+# --- routing --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PartnerFacts:
+    id: str
+    name: str
+    license_no: str | None
+    license_valid_until: date | None
+    regions: tuple[str, ...]  # GB/T 2260 code prefixes: "31" (a province), "1101" (a city), "110105"
+    cold_chain: bool
+    priority: int  # smaller is preferred
+    active: bool = True
+
+
+@dataclass(frozen=True)
+class RouteDecision:
+    partner_id: str | None
+    match_length: int = 0
+    # why each partner was passed over: partner id -> reason codes
+    refused: dict[str, list[str]] = field(default_factory=dict)
+
+
+def region_match(regions: Iterable[str], region_code: str) -> int:
+    """Length of the longest of `regions` that prefixes `region_code` (0: not served)."""
+    return max((len(r) for r in regions if r and region_code.startswith(r)), default=0)
+
+
+def partner_refusals(p: PartnerFacts, region_code: str, needs_cold_chain: bool, today: date) -> list[str]:
+    reasons: list[str] = []
+    if not p.active:
+        reasons.append("inactive")
+    if not (p.license_no or "").strip():
+        reasons.append("no_license")
+    if p.license_valid_until is None or p.license_valid_until < today:
+        reasons.append("license_expired")
+    if region_match(p.regions, region_code) == 0:
+        reasons.append("region_not_served")
+    if needs_cold_chain and not p.cold_chain:
+        reasons.append("no_cold_chain")
+    return reasons
+
+
+def route(
+    partners: Sequence[PartnerFacts],
+    region_code: str,
+    needs_cold_chain: bool,
+    today: date,
+    exclude: Iterable[str] = (),
+) -> RouteDecision:
+    """Pick the partner for a delivery, or none (then the patient collects at the pharmacy).
+
+    Among qualified partners that serve the region and can carry every item: the most
+    specific region match first (longest prefix), then priority (smaller first), then name.
+    """
+    excluded = set(exclude)
+    refused: dict[str, list[str]] = {}
+    candidates: list[tuple[int, int, str, str]] = []
+    for p in partners:
+        reasons = partner_refusals(p, region_code, needs_cold_chain, today)
+        if p.id in excluded:
+            reasons.append("already_tried")
+        if reasons:
+            refused[p.id] = reasons
+        else:
+            candidates.append((-region_match(p.regions, region_code), p.priority, p.name, p.id))
+    if not candidates:
+        return RouteDecision(None, 0, refused)
+    best = min(candidates)
+    return RouteDecision(best[3], -best[0], refused)
+
+
+# --- the delivery lifecycle --------------------------------------------------------------
+
+
+class DeliveryStatus(enum.StrEnum):
+    ROUTED = "routed"  # a partner is chosen; the order is in the outbox
+    DISPATCHED = "dispatched"  # the partner accepted the order (2xx)
+    OUT_FOR_DELIVERY = "out_for_delivery"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    COLLECT_AT_PHARMACY = "collect_at_pharmacy"  # no partner can carry it: the patient collects
+    RETURNED = "returned"  # back at the pharmacy after a failed delivery
+
+
+class DeliveryEventKind(enum.StrEnum):
+    DISPATCHED = "dispatched"
+    PICKED_UP = "picked_up"
+    IN_TRANSIT = "in_transit"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    REROUTED = "rerouted"
+    RETURNED = "returned"
+    COLLECTED = "collected"  # handed over at the pharmacy
+
+
+CALLBACK_STATUSES = ("picked_up", "in_transit", "delivered", "failed")
+
+_S, _E = DeliveryStatus, DeliveryEventKind
+TRANSITIONS: dict[tuple[DeliveryStatus, DeliveryEventKind], DeliveryStatus] = {
+    (_S.ROUTED, _E.DISPATCHED): _S.DISPATCHED,
+    # the partner has the order even if its 2xx was lost (a worker killed mid-send)
+    (_S.ROUTED, _E.PICKED_UP): _S.OUT_FOR_DELIVERY,
+    (_S.ROUTED, _E.IN_TRANSIT): _S.OUT_FOR_DELIVERY,
+    (_S.ROUTED, _E.FAILED): _S.FAILED,
+    (_S.DISPATCHED, _E.DISPATCHED): _S.DISPATCHED,  # a resend after a lost answer
+    (_S.DISPATCHED, _E.PICKED_UP): _S.OUT_FOR_DELIVERY,
+    (_S.DISPATCHED, _E.IN_TRANSIT): _S.OUT_FOR_DELIVERY,
+    (_S.DISPATCHED, _E.FAILED): _S.FAILED,
+    (_S.OUT_FOR_DELIVERY, _E.DISPATCHED): _S.OUT_FOR_DELIVERY,
+    (_S.OUT_FOR_DELIVERY, _E.PICKED_UP): _S.OUT_FOR_DELIVERY,
+    (_S.OUT_FOR_DELIVERY, _E.IN_TRANSIT): _S.OUT_FOR_DELIVERY,
+    (_S.OUT_FOR_DELIVERY, _E.DELIVERED): _S.DELIVERED,
+    (_S.OUT_FOR_DELIVERY, _E.FAILED): _S.FAILED,
+    (_S.FAILED, _E.REROUTED): _S.ROUTED,
+    (_S.FAILED, _E.RETURNED): _S.RETURNED,
+    (_S.COLLECT_AT_PHARMACY, _E.COLLECTED): _S.DELIVERED,
+    (_S.RETURNED, _E.COLLECTED): _S.DELIVERED,
+}
+
+
+class IllegalDeliveryTransition(Conflict):
+    code = "illegal_status_transition"
+    default_message = "This status change is not allowed from the delivery's current status."
+
+
+def transition(current: DeliveryStatus | str, event: DeliveryEventKind | str) -> DeliveryStatus:
+    """The one place a delivery's status changes; an illegal jump is a named refusal."""
+    cur, ev = DeliveryStatus(current), DeliveryEventKind(event)
+    nxt = TRANSITIONS.get((cur, ev))
+    if nxt is None:
+        raise IllegalDeliveryTransition(
+            f"A delivery that is {cur.value} cannot take the event {ev.value}.", current=cur.value, event=ev.value
+        )
+    return nxt
+
+
+TERMINAL = frozenset({DeliveryStatus.DELIVERED})
+
+# --- partner signatures --------------------------------------------------------------------
+
+SIGNATURE_WINDOW_SECONDS = 300
+
+
+def signature(secret: str, timestamp: int | str, body: bytes) -> str:
+    """`sha256=<hex HMAC-SHA256 of "<timestamp>.<raw body>">`, as API.md says, both ways."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+def signed_headers(secret: str, body: bytes, now: int) -> dict[str, str]:
+    return {"X-Timestamp": str(now), "X-Signature": signature(secret, now, body), "Content-Type": "application/json"}
+
+
+def signature_problem(
+    secret: str,
+    timestamp: str | None,
+    sig: str | None,
+    body: bytes,
+    now: int,
+    window: int = SIGNATURE_WINDOW_SECONDS,
+) -> str | None:
+    """None when the signature is good and fresh; else why not (missing, malformed, stale, mismatch)."""
+    if not timestamp or not sig:
+        return "missing"
+    ts = timestamp.strip()
+    if not ts.isdigit() or len(ts) > 12:
+        return "malformed_timestamp"
+    if abs(now - int(ts)) > window:
+        return "stale"
+    expected = signature(secret, ts, body)
+    if not hmac.compare_digest(expected.encode(), sig.strip().encode("utf-8", "replace")):
+        return "mismatch"
+    return None

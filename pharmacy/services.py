@@ -1,0 +1,439 @@
+"""Pharmacy use cases: delivery partners, routing, dispatch, partner callbacks.
+
+One function per use case: load, apply the rules (pharmacy/rules.py), change state,
+audit, enqueue outside work in the outbox, flush. Never commit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+import requests
+from flask import current_app
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from clinic.core import audit, jobs
+from clinic.core.db import db, utcnow
+from clinic.core.errors import DomainError, NotFound, Unauthenticated
+from pharmacy import notify, rules
+from pharmacy.models import Delivery, DeliveryEvent, DeliveryPartner
+from pharmacy.rules import DeliveryEventKind, DeliveryStatus
+
+log = logging.getLogger("clinic.pharmacy")
+
+DISPATCH_JOB = "pharmacy.dispatch"
+
+
+class BadSignature(Unauthenticated):
+    code = "bad_signature"
+    default_message = "The partner signature is missing, wrong or too old."
+
+
+class DispatchFailed(Exception):
+    """The partner did not accept the order (no answer, or not 2xx): the job retries."""
+
+
+def _uuid(value: object) -> uuid.UUID | None:
+    try:
+        return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+    except ValueError:
+        return None
+
+
+def _refuse(err: DomainError, action: str, subject_type: str, subject_id: object, **detail: Any) -> DomainError:
+    """Audit a refusal with its reason and keep that record (callers raise before any write)."""
+    audit.record(db.session(), action, subject_type=subject_type, subject_id=subject_id, detail=detail)
+    err.persist = True
+    return err
+
+
+# --- partners --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PartnerSpec:
+    name: str
+    license_no: str
+    license_valid_until: date
+    regions: list[str]
+    cold_chain: bool
+    priority: int
+    endpoint: str
+    secret: str | None = None
+    active: bool = True
+
+
+def create_partner(spec: PartnerSpec) -> tuple[DeliveryPartner, str]:
+    """Register a delivery partner; answers it and its callback secret (shown this once)."""
+    session = db.session()
+    if session.scalar(select(DeliveryPartner.id).where(DeliveryPartner.name == spec.name)) is not None:
+        from clinic.core.errors import Conflict
+
+        raise Conflict(f"A partner named {spec.name} exists.", code="partner_exists")
+    secret = spec.secret or secrets.token_urlsafe(32)
+    partner = DeliveryPartner(
+        name=spec.name,
+        license_no=spec.license_no,
+        license_valid_until=spec.license_valid_until,
+        regions=sorted(set(spec.regions)),
+        cold_chain=spec.cold_chain,
+        priority=spec.priority,
+        endpoint=spec.endpoint,
+        secret=secret,
+        active=spec.active,
+    )
+    session.add(partner)
+    session.flush()
+    audit.record(
+        session,
+        "partner.created",
+        subject_type="delivery_partner",
+        subject_id=partner.id,
+        detail={
+            "name": spec.name,
+            "license_no": spec.license_no,
+            "license_valid_until": spec.license_valid_until.isoformat(),
+            "regions": partner.regions,
+            "cold_chain": spec.cold_chain,
+            "priority": spec.priority,
+        },
+    )
+    return partner, secret
+
+
+def list_partners() -> list[DeliveryPartner]:
+    return list(db.session.scalars(select(DeliveryPartner).order_by(DeliveryPartner.priority, DeliveryPartner.name)))
+
+
+def update_partner(
+    partner_id: str, changes: dict[str, Any], rotate_secret: bool = False
+) -> tuple[DeliveryPartner, str | None]:
+    session = db.session()
+    pid = _uuid(partner_id)
+    partner = session.get(DeliveryPartner, pid) if pid else None
+    if partner is None:
+        raise NotFound()
+    allowed = {"license_no", "license_valid_until", "regions", "cold_chain", "priority", "endpoint", "active"}
+    applied = {k: v for k, v in changes.items() if k in allowed and v is not None}
+    for key, value in applied.items():
+        setattr(partner, key, sorted(set(value)) if key == "regions" else value)
+    secret = None
+    if rotate_secret:
+        secret = partner.secret = secrets.token_urlsafe(32)
+    audit.record(
+        session,
+        "partner.updated",
+        subject_type="delivery_partner",
+        subject_id=partner.id,
+        detail={"changes": applied, "secret_rotated": rotate_secret},
+    )
+    session.flush()
+    return partner, secret
+
+
+DEMO_PARTNERS = [
+    # name, license, regions, cold chain, priority, endpoint (nothing listens there in the demo)
+    ("顺达医药配送", "YPJY-京-2024-0001", ["11", "12", "13"], False, 10, "http://127.0.0.1:9/partners/shunda/orders"),
+    ("冷链康运", "YPJY-沪-2024-0002", ["11", "31", "32", "33"], True, 20, "http://127.0.0.1:9/partners/kangyun/orders"),
+]
+
+
+def seed_demo_partners(today: date | None = None) -> list[dict[str, Any]]:
+    """Two demo partners (one with cold chain); their id and secret for callbacks."""
+    from datetime import timedelta
+
+    today = today or date.today()
+    out = []
+    for name, lic, regions, cold, prio, endpoint in DEMO_PARTNERS:
+        partner, secret = create_partner(
+            PartnerSpec(name, lic, today + timedelta(days=2 * 365), regions, cold, prio, endpoint)
+        )
+        out.append(
+            {
+                "id": str(partner.id),
+                "name": name,
+                "secret": secret,
+                "cold_chain": cold,
+                "regions": partner.regions,
+                "endpoint": endpoint,
+            }
+        )
+    log.warning(
+        "demo delivery partners point at %s, where nothing listens: dispatches to them will fail and "
+        "retry with backoff (see outbox_jobs); callbacks signed with their secrets still work",
+        ", ".join(p[5] for p in DEMO_PARTNERS),
+    )
+    return out
+
+
+# --- routing and dispatch ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Recipient:
+    name: str
+    phone: str
+    address: str
+    region_code: str
+
+
+def _own_event(delivery: Delivery, kind: DeliveryEventKind, detail: dict[str, Any] | None = None) -> None:
+    db.session.add(
+        DeliveryEvent(
+            delivery_id=delivery.id,
+            partner_id=None,
+            event_id=f"clinic-{uuid.uuid4()}",
+            status=kind.value,
+            at=utcnow(),
+            raw=detail or {},
+        )
+    )
+
+
+def _route(delivery: Delivery, today: date | None = None) -> bool:
+    """Choose a partner (not one already tried); True when one was found and the order queued."""
+    session = db.session()
+    partners = [p.facts() for p in session.scalars(select(DeliveryPartner))]
+    decision = rules.route(
+        partners, delivery.region_code, delivery.needs_cold_chain, today or date.today(), delivery.tried_partner_ids
+    )
+    delivery.routing = {"refused": decision.refused, "chosen": decision.partner_id}
+    if decision.partner_id is None:
+        delivery.partner_id = None
+        return False
+    delivery.partner_id = uuid.UUID(decision.partner_id)
+    delivery.tried_partner_ids = [*delivery.tried_partner_ids, decision.partner_id]
+    session.flush()
+    jobs.enqueue(session, DISPATCH_JOB, {"delivery_id": str(delivery.id), "partner_id": decision.partner_id})
+    return True
+
+
+def create_delivery(
+    prescription_id: uuid.UUID, recipient: Recipient, items: list[dict[str, Any]], today: date | None = None
+) -> Delivery:
+    """Route a dispensed prescription: to a qualified partner (order in the outbox) or the counter."""
+    session = db.session()
+    delivery = Delivery(
+        prescription_id=prescription_id,
+        status=DeliveryStatus.ROUTED,
+        recipient_name=recipient.name,
+        recipient_phone=recipient.phone,
+        address=recipient.address,
+        region_code=recipient.region_code,
+        items=items,
+        tried_partner_ids=[],
+    )
+    session.add(delivery)
+    session.flush()
+    if not _route(delivery, today):
+        delivery.status = DeliveryStatus.COLLECT_AT_PHARMACY
+        notify.notify(session, "collect", recipient.phone, prescription_id)
+    audit.record(
+        session,
+        "delivery.routed",
+        subject_type="prescription",
+        subject_id=prescription_id,
+        detail={"delivery": str(delivery.id), "status": delivery.status.value, **delivery.routing},
+    )
+    session.flush()
+    return delivery
+
+
+def order_document(delivery: Delivery, partner: DeliveryPartner) -> dict[str, Any]:
+    base = str(current_app.config.get("PUBLIC_BASE_URL", "")).rstrip("/")
+    return {
+        "order_id": str(delivery.id),
+        "prescription_id": str(delivery.prescription_id),
+        "recipient": {
+            "name": delivery.recipient_name,
+            "phone": delivery.recipient_phone,
+            "address": delivery.address,
+            "region_code": delivery.region_code,
+        },
+        "items": delivery.items,
+        "cold_chain": delivery.needs_cold_chain,
+        "callback_url": f"{base}/api/v1/partners/{partner.id}/callbacks",
+        "created_at": delivery.created_at.isoformat(),
+    }
+
+
+def dispatch_job(payload: dict[str, Any]) -> None:
+    """The outbox handler: POST the signed order to the partner; 2xx → dispatched, else retry."""
+    session = db.session()
+    delivery = session.get(Delivery, uuid.UUID(payload["delivery_id"]))
+    if delivery is None:
+        raise jobs.PermanentJobError("the delivery does not exist")
+    if delivery.status != DeliveryStatus.ROUTED or str(delivery.partner_id) != payload["partner_id"]:
+        log.info("dispatch of %s to %s superseded (now %s)", delivery.id, payload["partner_id"], delivery.status)
+        return
+    partner = delivery.partner
+    assert partner is not None
+    body = json.dumps(order_document(delivery, partner), ensure_ascii=False, sort_keys=True).encode()
+    headers = rules.signed_headers(partner.secret, body, int(time.time()))
+    headers["Idempotency-Key"] = f"{delivery.id}:{partner.id}"
+    timeout = float(current_app.config.get("PARTNER_HTTP_TIMEOUT", 10))
+    try:
+        resp = requests.post(partner.endpoint, data=body, headers=headers, timeout=timeout, allow_redirects=False)
+    except requests.RequestException as exc:
+        raise DispatchFailed(f"{partner.name} unreachable: {exc.__class__.__name__}") from exc
+    if not 200 <= resp.status_code < 300:
+        raise DispatchFailed(f"{partner.name} answered {resp.status_code}")
+    delivery.status = rules.transition(delivery.status, DeliveryEventKind.DISPATCHED)
+    delivery.dispatched_at = delivery.updated_at = utcnow()
+    _own_event(delivery, DeliveryEventKind.DISPATCHED, {"partner": str(partner.id), "http_status": resp.status_code})
+    audit.record(
+        session,
+        "delivery.dispatched",
+        subject_type="prescription",
+        subject_id=delivery.prescription_id,
+        detail={"delivery": str(delivery.id), "partner": str(partner.id), "http_status": resp.status_code},
+    )
+
+
+# --- partner callbacks -------------------------------------------------------------------
+
+# Hooks set by the layer above routing (the prescription's own lifecycle follows the delivery):
+# fn(session, delivery, new_status) called after each status change.
+_status_listeners: list[Any] = []
+
+
+def on_status_change(fn: Any) -> None:
+    _status_listeners.append(fn)
+
+
+@dataclass(frozen=True)
+class CallbackResult:
+    delivery: Delivery
+    duplicate: bool
+
+
+def verify_partner(partner_id: str, timestamp: str | None, signature: str | None, body: bytes) -> DeliveryPartner:
+    """The callback's authentication: the partner's HMAC over "<timestamp>.<raw body>"."""
+    pid = _uuid(partner_id)
+    partner = db.session.get(DeliveryPartner, pid) if pid else None
+    if partner is None or not partner.active:
+        problem = "unknown_partner"
+    else:
+        problem = rules.signature_problem(partner.secret, timestamp, signature, body, int(time.time())) or ""
+    if problem:
+        raise _refuse(
+            BadSignature(reason=problem),
+            "partner.callback_refused",
+            "delivery_partner",
+            partner_id[:64],
+            reason=problem,
+        )
+    assert partner is not None
+    return partner
+
+
+def apply_callback(
+    partner: DeliveryPartner, event_id: str, prescription_id: str, status: str, at: datetime
+) -> CallbackResult:
+    """A partner's status event: idempotent by event_id; moves the delivery; refuses jumps."""
+    session = db.session()
+    rx_id = _uuid(prescription_id)
+    stmt = select(Delivery).where(Delivery.prescription_id == rx_id)
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update(of=Delivery)
+    delivery = session.scalars(stmt).unique().one_or_none() if rx_id else None
+    if delivery is None or delivery.partner_id != partner.id:
+        # another partner's delivery is as unknown as a missing one
+        raise _refuse(
+            NotFound("No delivery of this prescription is assigned to you."),
+            "partner.callback_refused",
+            "delivery_partner",
+            partner.id,
+            reason="unknown_prescription",
+            prescription_id=prescription_id[:64],
+            event_id=event_id,
+        )
+    seen = session.scalar(
+        select(DeliveryEvent.id).where(DeliveryEvent.partner_id == partner.id, DeliveryEvent.event_id == event_id)
+    )
+    if seen is not None:
+        return CallbackResult(delivery, duplicate=True)
+    before = delivery.status
+    try:
+        after = rules.transition(before, status)
+    except rules.IllegalDeliveryTransition as err:
+        raise _refuse(
+            err,
+            "partner.callback_refused",
+            "prescription",
+            delivery.prescription_id,
+            reason="illegal_status_transition",
+            partner=str(partner.id),
+            event_id=event_id,
+            current=before.value,
+            event=status,
+        ) from None
+    session.add(
+        DeliveryEvent(
+            delivery_id=delivery.id,
+            partner_id=partner.id,
+            event_id=event_id,
+            status=status,
+            at=at,
+            raw={"event_id": event_id, "status": status, "at": at.isoformat()},
+        )
+    )
+    delivery.status, delivery.updated_at = after, utcnow()
+    audit.record(
+        session,
+        f"delivery.{status}",
+        subject_type="prescription",
+        subject_id=delivery.prescription_id,
+        detail={"delivery": str(delivery.id), "partner": str(partner.id), "event_id": event_id, "from": before.value},
+    )
+    if after == DeliveryStatus.OUT_FOR_DELIVERY and before != DeliveryStatus.OUT_FOR_DELIVERY:
+        notify.notify(session, "shipped", delivery.recipient_phone, delivery.prescription_id, partner=partner.name)
+    elif after == DeliveryStatus.DELIVERED:
+        delivery.delivered_at = at
+        notify.notify(session, "delivered", delivery.recipient_phone, delivery.prescription_id)
+    elif after == DeliveryStatus.FAILED:
+        _after_failure(session, delivery)
+    session.flush()
+    for fn in _status_listeners:
+        fn(session, delivery, delivery.status)
+    return CallbackResult(delivery, duplicate=False)
+
+
+def _after_failure(session: Session, delivery: Delivery) -> None:
+    """A failed delivery goes to the next qualified partner, else back to the pharmacy."""
+    failed_partner = delivery.partner_id
+    if _route(delivery):
+        delivery.status = rules.transition(delivery.status, DeliveryEventKind.REROUTED)
+        _own_event(delivery, DeliveryEventKind.REROUTED, {"from": str(failed_partner), "to": str(delivery.partner_id)})
+        action = "delivery.rerouted"
+    else:
+        delivery.status = rules.transition(delivery.status, DeliveryEventKind.RETURNED)
+        _own_event(delivery, DeliveryEventKind.RETURNED, {"from": str(failed_partner)})
+        notify.notify(session, "collect", delivery.recipient_phone, delivery.prescription_id)
+        action = "delivery.returned"
+    audit.record(
+        session,
+        action,
+        subject_type="prescription",
+        subject_id=delivery.prescription_id,
+        detail={"delivery": str(delivery.id), "failed_partner": str(failed_partner), **delivery.routing},
+    )
+
+
+def delivery_of(prescription_id: uuid.UUID) -> Delivery | None:
+    return (
+        db.session.scalars(select(Delivery).where(Delivery.prescription_id == prescription_id)).unique().one_or_none()
+    )
+
+
+def register_jobs() -> None:
+    jobs.register(DISPATCH_JOB, dispatch_job)
+    notify.register_jobs()
