@@ -498,6 +498,14 @@ def evaluate_prescription(
     physician_id: str | uuid.UUID, visit: Visit, spec: PrescriptionSpec, on: date | None = None
 ) -> tuple[list[Violation], dict[uuid.UUID, Drug]]:
     """Every rule's verdict on a draft prescription (the prescribing page shows it live)."""
+    facts, drugs = prescription_facts(physician_id, visit, spec, on)
+    return rules.evaluate(facts), drugs
+
+
+def prescription_facts(
+    physician_id: str | uuid.UUID, visit: Visit, spec: PrescriptionSpec, on: date | None = None
+) -> tuple[rules.PrescriptionFacts, dict[uuid.UUID, Drug]]:
+    """The plain facts the rules need: drugs, patient, visit, and only the relevant interaction pairs."""
     drugs = get_drugs([i.drug_id for i in spec.items])
     patient = visit.patient
     diagnosis = visit.diagnosis
@@ -526,7 +534,7 @@ def evaluate_prescription(
         weight_age=_weight_age(),
         interactions=interactions_among(all_ingredients),
     )
-    return rules.evaluate(facts), drugs
+    return facts, drugs
 
 
 def create_prescription(
