@@ -11,6 +11,7 @@ shown again with the refusal's status. The rules live in the services, not here.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 from datetime import date
 from typing import Any, TypeVar
@@ -34,6 +35,7 @@ from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
+from markupsafe import Markup, escape
 from werkzeug.datastructures import FileStorage
 from werkzeug.wrappers import Response
 from wtforms import DateField, HiddenField, SelectField, StringField, TextAreaField
@@ -225,14 +227,52 @@ def department_name(code: str | None) -> str:
     return dept.name_en if _english() else dept.name_zh
 
 
+def _catalog() -> dict[str, Condition]:
+    if "visit_conditions" not in g:
+        g.visit_conditions = {c.code: c for c in services.list_conditions()}
+    found: dict[str, Condition] = g.visit_conditions
+    return found
+
+
 def condition_label(diag: Diagnosis) -> str:
+    """The condition's name in the UI language; before review, the catalog entry it falls under."""
     cond: Condition | None = diag.condition
+    if cond is None:
+        catalog = _catalog()
+        match = rules.match_condition(diag.icd10, catalog)
+        cond = catalog.get(match) if match else None
     if cond is not None:
         return f"{cond.name_en if _english() else cond.name_zh} ({diag.icd10})"
     try:
         return f"{rules.icd10_name(diag.icd10)} ({diag.icd10})"
     except Exception:  # a code outside the ICD-10 tables: show it as entered
         return diag.icd10
+
+
+LIST_ITEM = re.compile(r"^(\d+\.|[-*])\s+")
+
+
+def consent_html(text: str) -> Markup:
+    """The consent text (a little Markdown: headings, **bold**, lines) as safe HTML."""
+    out: list[str] = []
+    for block in re.split(r"\n\s*\n", text.strip()):
+        lines = [line.rstrip() for line in block.splitlines() if line.strip()]
+        if not lines:
+            continue
+        heading = re.match(r"^(#{1,3})\s+(.*)$", lines[0])
+        if heading and len(lines) == 1:
+            level = len(heading.group(1)) + 1
+            out.append(f"<h{level}>{_inline(heading.group(2))}</h{level}>")
+        elif all(LIST_ITEM.match(line) for line in lines):
+            items = "".join("<li>" + _inline(LIST_ITEM.sub("", line)) + "</li>" for line in lines)
+            out.append(f"<ol>{items}</ol>" if lines[0][0].isdigit() else f"<ul>{items}</ul>")
+        else:
+            out.append("<p>" + "<br>".join(_inline(line) for line in lines) + "</p>")
+    return Markup("\n".join(out))
+
+
+def _inline(line: str) -> str:
+    return re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", str(escape(line)))
 
 
 def age_of(born: date, today: date | None = None) -> int:
@@ -340,7 +380,7 @@ def _consent_page(status: int = 200) -> Any:
     return render_template(
         "visits/consent.html",
         consent=text,
-        body=text.text_en if _english() else text.text_zh,
+        body=consent_html(text.text_en if _english() else text.text_zh),
         people=people,
         next=_safe_next(request.args.get("next")),
         form=ConsentForm(),
