@@ -66,6 +66,7 @@ class Config:
     TWILIO_BASE_URL: str = ""  # tests point the real SDK at a local stand-in
     PAYMENTS: str = "off"  # off | stripe
     CONSULTATION_FEE_FEN: int = 2000
+    RX_VALID_DAYS: int = 1  # a prescription not approved and dispensed within this many days expires (1-3)
     STRIPE_SECRET_KEY: str = ""
     STRIPE_WEBHOOK_SECRET: str = ""  # whsec_...: verifies Stripe-Signature on /webhooks/stripe
     STRIPE_API_BASE: str = ""  # empty: Stripe itself; tests point the real SDK at localstripe
@@ -96,6 +97,11 @@ class Config:
     FACE_REPLAY_MAX_BITS: int = 40  # dHash (256 bits) distance at or under which an image is a replay (copies <= 22, other photos >= 87 in the test set)
     FACE_PHOTO_DIR: str = ""  # reference photos (encrypted), default <instance>/face_photos: never under static
     FACE_RATE_LIMIT: str = "20 per minute"
+    # Regulators' interface (clinic/regulator): scoped-token lifetime, longest read window,
+    # and who is told at once of a data-security incident or adverse event (SMS)
+    REGULATOR_TOKEN_SECONDS: int = 300
+    REGULATOR_MAX_WINDOW_DAYS: int = 31
+    REGULATOR_CONTACT_PHONE: str = ""
     # Uploads
     MAX_CONTENT_LENGTH: int = 12 * 1024 * 1024
     BABEL_DEFAULT_LOCALE: str = "zh_CN"
