@@ -207,8 +207,7 @@ def _route(delivery: Delivery, today: date | None = None) -> bool:
     )
     delivery.routing = {"refused": decision.refused, "chosen": decision.partner_id}
     if decision.partner_id is None:
-        delivery.partner_id = None
-        return False
+        return False  # the last partner tried (if any) stays on record
     delivery.partner_id = uuid.UUID(decision.partner_id)
     delivery.tried_partner_ids = [*delivery.tried_partner_ids, decision.partner_id]
     session.flush()
