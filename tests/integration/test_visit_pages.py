@@ -228,3 +228,53 @@ def test_physician_accepts_replies_and_refers_the_patient_sees_the_advice(ctx: F
     login(outsider, f.patient(name="王五").account.username)
     assert outsider.get(f"/visits/{visit_id}").status_code == 404
     assert outsider.get(src[1]).status_code == 404
+
+
+class FakePayments:
+    """The payments port as the visit pages meet it (Stripe itself is tested with localstripe)."""
+
+    def __init__(self) -> None:
+        self.refunds: list[str] = []
+
+    def start(self, purpose: str, subject_id: Any, amount_fen: int, description: str) -> dict[str, Any]:
+        return {
+            "payment_intent_id": "pi_123",
+            "client_secret": "pi_123_secret_abc",
+            "amount_fen": amount_fen,
+            "currency": "cny",
+        }
+
+    def refund(self, purpose: str, subject_id: Any, reason: str) -> None:
+        self.refunds.append(str(subject_id))
+
+
+def test_with_payments_on_the_request_goes_to_a_pay_page_in_yuan(ctx: Flask, backend: dict[str, Any]) -> None:
+    from clinic.app import create_app
+    from tests.conftest import make_config
+
+    paying = create_app(make_config(backend, PAYMENTS="off", STRIPE_PUBLISHABLE_KEY="pk_test_123"))
+    port = FakePayments()
+    paying.extensions["payments"] = port
+    paying.config.update(PAYMENTS="stripe", CONSULTATION_FEE_FEN=2550)
+    cf.catalog()
+    doctor = f.staff(Role.PHYSICIAN, department="cardiology")
+    reg = f.patient()
+    diag = cf.diagnosis(reg.patient.id, reg.account, "I10", confirm_by=doctor)
+    api = Person(paying)
+    cf.consent(api, f.token(api, reg.account.username), reg.patient.id)
+    client = Person(paying)
+    login(client, reg.account.username)
+    csrf = csrf_of(client, "/visits/new")
+    resp = client.post("/visits/new", data={"csrf_token": csrf, "diagnosis_id": str(diag.id)})
+    visit = db.session.query(Visit).one()
+    assert visit.status == VisitStatus.AWAITING_PAYMENT
+    assert resp.status_code == 302 and resp.headers["Location"] == f"/visits/{visit.id}/pay"
+    pay = client.get(resp.headers["Location"]).get_data(as_text=True)
+    assert "¥25.50" in pay and "pi_123_secret_abc" in pay and "https://js.stripe.com/v3/" in pay
+    assert "pk_test_123" in pay
+    assert 'id="pay-link"' in client.get(f"/visits/{visit.id}").get_data(as_text=True)
+    resp = client.post(f"/visits/{visit.id}/cancel", data={"csrf_token": csrf})
+    assert resp.status_code == 302 and port.refunds == [str(visit.id)]
+    db.session.expire_all()
+    assert db.session.get(Visit, visit.id).status == VisitStatus.CANCELLED
+    assert client.get(f"/visits/{visit.id}/pay").status_code == 302  # nothing left to pay
