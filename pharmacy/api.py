@@ -10,9 +10,11 @@ from flask import request
 from pydantic import AwareDatetime, Field, ValidationError
 
 from clinic.core.api import ApiRouter, RequestModel, ResponseModel
+from clinic.core.db import db
 from clinic.core.errors import Invalid
-from pharmacy import services
-from pharmacy.models import DeliveryPartner
+from pharmacy import review, services
+from pharmacy.models import DeliveryPartner, Review
+from prescriptions.models import Prescription
 
 router = ApiRouter("pharmacy")
 
@@ -151,3 +153,213 @@ def partner_callback(partner_id: str) -> CallbackOut:
     at: datetime = body.at
     result = services.apply_callback(partner, body.event_id, body.prescription_id, body.status, at)
     return CallbackOut(status=result.delivery.status.value, duplicate=result.duplicate)
+
+
+# --- the review queue ---------------------------------------------------------------------------
+
+
+class Claimed(ResponseModel):
+    prescription_id: str
+
+
+@router.post(
+    "/pharmacy/queue/claim",
+    summary="Claim the oldest pending prescription nobody holds (claims expire after PHARMACY_CLAIM_SECONDS); "
+    "204 when the queue is empty. Never the same one to two pharmacists.",
+    response=Claimed,
+    empty_status=204,
+    roles=["pharmacist"],
+    errors={403: ["not_qualified"]},
+)
+def claim(principal: Any) -> Claimed | None:
+    rx_id = review.claim_next(principal.id)
+    return Claimed(prescription_id=str(rx_id)) if rx_id else None
+
+
+ReasonCode = Literal[
+    "legality",
+    "indication",
+    "dose",
+    "route",
+    "duplication",
+    "interaction",
+    "contraindication",
+    "allergy",
+    "special_population",
+    "quantity",
+    "other",
+]
+
+
+class ReasonIn(RequestModel):
+    code: ReasonCode
+    note: str = Field(default="", max_length=500)
+
+
+class ReviewIn(RequestModel):
+    decision: Literal["approve", "reject", "return"]
+    reasons: list[ReasonIn | ReasonCode] = Field(default_factory=list, max_length=20)
+
+    def reason_dicts(self) -> list[dict[str, str]]:
+        return [{"code": r, "note": ""} if isinstance(r, str) else r.model_dump() for r in self.reasons]
+
+
+class ReviewOut(ResponseModel):
+    status: str
+    pharmacist_jws: str | None = None
+
+
+@router.post(
+    "/pharmacy/prescriptions/<prescription_id>/review",
+    summary="The claiming pharmacist approves, rejects or returns the prescription, with structured reasons "
+    "from the review standard; rules are re-run and the physician's signature verified; an approval is "
+    "counter-signed by the pharmacist (JWS)",
+    body=ReviewIn,
+    response=ReviewOut,
+    roles=["pharmacist"],
+    errors={409: ["not_claimed"], 422: ["invalid_signature", "prescription_rejected"], 403: ["not_qualified"]},
+)
+def review_prescription(prescription_id: str, body: ReviewIn, principal: Any) -> ReviewOut:
+    rx = review.decide(principal.id, prescription_id, body.decision, body.reason_dicts())
+    record = db.session.get(Review, rx.id)
+    return ReviewOut(status=rx.status.value, pharmacist_jws=record.pharmacist_jws if record else None)
+
+
+class ReviewScreen(ResponseModel):
+    prescription_id: str
+    status: str
+    signed_at: datetime
+    expires_at: datetime
+    patient: dict[str, Any]
+    diagnosis: dict[str, Any]
+    physician: dict[str, Any]
+    items: list[dict[str, Any]]
+    cold_chain: bool
+    guardian: dict[str, Any] | None
+    accompanying_physician: dict[str, Any] | None
+    long_term: bool
+    rules: list[dict[str, Any]]
+    signature_valid: bool
+    signature_error: str | None
+    claimed_by_me: bool
+    claim_expires_at: datetime | None
+    decision: str | None
+    reasons: list[dict[str, Any]]
+
+
+@router.get(
+    "/pharmacy/prescriptions/<prescription_id>/review",
+    summary="What the pharmacist reviews: patient (age, weight, allergies), diagnosis, items, every rule "
+    "re-run now, and whether the physician's signature verifies",
+    response=ReviewScreen,
+    roles=["pharmacist"],
+)
+def review_screen(prescription_id: str, principal: Any) -> ReviewScreen:
+    return ReviewScreen(**review.review_screen(principal.id, prescription_id))
+
+
+class VerifyIn(RequestModel):
+    jws: str = Field(min_length=1, max_length=20000)
+
+
+class VerifyOut(ResponseModel):
+    valid: bool
+    prescription_id: str
+    kind: str  # prescription | pharmacist_review
+
+
+@router.post(
+    "/pharmacy/verify",
+    summary="Verify a prescription's JWS (the physician's) or a pharmacist's approval JWS",
+    body=VerifyIn,
+    response=VerifyOut,
+    roles=["pharmacist"],
+    errors={422: ["invalid_signature"]},
+)
+def verify(body: VerifyIn, principal: Any) -> VerifyOut:
+    return VerifyOut(**review.verify_jws(body.jws))
+
+
+class DispenseOut(ResponseModel):
+    status: str  # the prescription's
+    delivery_status: str
+    partner: str | None
+
+
+@router.post(
+    "/pharmacy/prescriptions/<prescription_id>/dispense",
+    summary="Dispense an approved and paid prescription (once) and route it to a delivery partner "
+    "or the pharmacy counter",
+    response=DispenseOut,
+    roles=["pharmacist"],
+    errors={409: ["drug_fee_unpaid", "no_delivery_address", "illegal_transition"]},
+)
+def dispense(prescription_id: str, principal: Any) -> DispenseOut:
+    delivery = review.dispense(principal.id, prescription_id)
+    rx = db.session.get(Prescription, delivery.prescription_id)
+    assert rx is not None
+    partner = db.session.get(DeliveryPartner, delivery.partner_id) if delivery.partner_id else None
+    return DispenseOut(
+        status=rx.status.value, delivery_status=delivery.status.value, partner=partner.name if partner else None
+    )
+
+
+class CheckoutIn(RequestModel):
+    collect_at_pharmacy: bool = False
+    recipient_name: str | None = Field(default=None, max_length=60)
+    phone: str | None = Field(default=None, pattern=r"^\+?[0-9]{6,20}$")
+    address: str | None = Field(default=None, max_length=300)
+    region_code: str | None = Field(default=None, pattern=REGION)
+
+
+class CheckoutOut(ResponseModel):
+    fee_fen: int
+    paid: bool
+    payment: dict[str, Any] | None
+
+
+@router.post(
+    "/prescriptions/<prescription_id>/checkout",
+    summary="The patient gives the delivery address (or collects at the pharmacy) and, with payments on, "
+    "starts paying the drug fee of an approved prescription",
+    body=CheckoutIn,
+    response=CheckoutOut,
+    roles=["patient"],
+    errors={409: ["not_approved"], 503: ["payments_unavailable"]},
+)
+def checkout(prescription_id: str, body: CheckoutIn, principal: Any) -> CheckoutOut:
+    record, payment = review.checkout(
+        principal.id,
+        prescription_id,
+        collect=body.collect_at_pharmacy,
+        recipient_name=body.recipient_name,
+        phone=body.phone,
+        address=body.address,
+        region_code=body.region_code,
+    )
+    return CheckoutOut(fee_fen=record.fee_fen, paid=record.paid_at is not None, payment=payment)
+
+
+class DeliveryEventOut(ResponseModel):
+    status: str
+    at: datetime
+
+
+class DeliveryOut(ResponseModel):
+    prescription_id: str
+    prescription_status: str
+    partner: dict[str, str] | None
+    status: str
+    events: list[DeliveryEventOut]
+    paid: bool
+    fee_fen: int
+
+
+@router.get(
+    "/prescriptions/<prescription_id>/delivery",
+    summary="Where the medicines are: partner, delivery status and its events",
+    response=DeliveryOut,
+    roles=["patient", "pharmacist"],
+)
+def delivery(prescription_id: str, principal: Any) -> DeliveryOut:
+    return DeliveryOut(**review.delivery_view(principal.id, principal.role, prescription_id))

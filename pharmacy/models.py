@@ -6,12 +6,13 @@ import uuid
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Date, Enum, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Date, Enum, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from clinic.core.crypto import EncryptedText
 from clinic.core.db import Base, new_id, utcnow
 from pharmacy.rules import DeliveryStatus, PartnerFacts
+from prescriptions.models import Prescription
 
 
 def _values(e: Any) -> list[str]:
@@ -114,3 +115,42 @@ class Notification(Base):
     provider_ref: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
+
+
+class Review(Base):
+    """A prescription's place in the pharmacists' review queue, the decision, and the drug fee.
+
+    Written in the same transaction as the prescription (see pharmacy.review): the queue row
+    is what claimers lock (`FOR UPDATE SKIP LOCKED` on PostgreSQL), so a claim committed by
+    one pharmacist is seen by every later claimer even under concurrency.
+    """
+
+    __tablename__ = "pharmacy_reviews"
+    __table_args__ = (Index("ix_pharmacy_reviews_state_queued_at", "state", "queued_at"),)
+
+    prescription_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("prescriptions.id"), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending | decided | closed
+    queued_at: Mapped[datetime]
+    claimed_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("accounts.id"), index=True)
+    claimed_at: Mapped[datetime | None]
+    claim_expires_at: Mapped[datetime | None]
+    decision: Mapped[str | None] = mapped_column(String(16))  # approve | reject | return
+    reasons: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    decided_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("accounts.id"))
+    decided_at: Mapped[datetime | None]
+    signature_valid: Mapped[bool | None] = mapped_column(Boolean)
+    rule_codes: Mapped[list[str]] = mapped_column(JSON, default=list)  # violations when decided
+    pharmacist_jws: Mapped[str | None] = mapped_column(Text)
+    pharmacist_kid: Mapped[str | None] = mapped_column(String(64))
+    # the drug fee: owed after approval; waived (paid_at set at approval) when payments are off
+    fee_fen: Mapped[int] = mapped_column(Integer, default=0)
+    fee_waived: Mapped[bool] = mapped_column(Boolean, default=False)
+    paid_at: Mapped[datetime | None]
+    # where it goes (the patient says so at checkout); collect: at the pharmacy counter
+    recipient_name: Mapped[str | None] = mapped_column(EncryptedText)
+    recipient_phone: Mapped[str | None] = mapped_column(EncryptedText)
+    address: Mapped[str | None] = mapped_column(EncryptedText)
+    region_code: Mapped[str | None] = mapped_column(String(12))
+    collect: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    prescription: Mapped[Prescription] = relationship(lazy="joined")

@@ -192,3 +192,44 @@ def signature_problem(
     if not hmac.compare_digest(expected.encode(), sig.strip().encode("utf-8", "replace")):
         return "mismatch"
     return None
+
+
+# --- pharmacist review (医疗机构处方审核规范, 2018) ------------------------------------------------
+
+# The structured reasons a pharmacist gives: what the review standard says is checked.
+REVIEW_REASONS: dict[str, tuple[str, str]] = {
+    "legality": ("处方合法性（开方资质、签名、处方格式）", "Legality (prescriber, signature, form)"),
+    "indication": ("适应症与诊断不符", "Indication does not fit the diagnosis"),
+    "dose": ("剂量、用法不适宜", "Dose or frequency not appropriate"),
+    "route": ("剂型、给药途径不适宜", "Dosage form or route not appropriate"),
+    "duplication": ("重复给药", "Duplicate therapy"),
+    "interaction": ("有相互作用", "Interaction"),
+    "contraindication": ("有配伍禁忌或禁忌症", "Incompatibility or contraindication"),
+    "allergy": ("过敏史", "Allergy"),
+    "special_population": ("特殊人群（儿童、老年、孕产妇、肝肾功能不全）", "Special population"),
+    "quantity": ("用量、疗程超限", "Quantity or duration over the limit"),
+    "other": ("其他", "Other"),
+}
+DECISIONS = ("approve", "reject", "return")
+DECISION_STATUS = {"approve": "approved", "reject": "rejected", "return": "returned"}
+# Rules of prescribing time that do not apply again at review: the visit has since ended, and
+# the guardian's ID number is kept only masked (both were checked when the physician signed).
+PRESCRIBING_ONLY_RULES = frozenset({"visit_not_active", "guardian_and_physician_required"})
+
+
+def decision_problems(decision: str, reasons: list[str], signature_valid: bool, rule_codes: list[str]) -> list[str]:
+    """Why this decision cannot be taken (empty: it can)."""
+    problems: list[str] = []
+    if decision not in DECISIONS:
+        problems.append("unknown_decision")
+    unknown = [r for r in reasons if r not in REVIEW_REASONS]
+    if unknown:
+        problems.append("unknown_reason")
+    if decision in ("reject", "return") and not reasons:
+        problems.append("reasons_required")
+    if decision == "approve":
+        if not signature_valid:
+            problems.append("invalid_signature")
+        if rule_codes:
+            problems.append("rules_failed")
+    return problems

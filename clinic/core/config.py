@@ -55,6 +55,7 @@ class Config:
     JOBS_LEASE_SECONDS: int = 300  # a running job whose lease passed (worker killed) is run again
     # Pharmacy: review-queue claims expire; partner HTTP calls; the address partners call back
     PHARMACY_CLAIM_SECONDS: int = 900
+    DRUG_FEE_FEN: int = 3000  # charged after approval when PAYMENTS=stripe (one fee per prescription)
     PARTNER_HTTP_TIMEOUT: int = 10
     PUBLIC_BASE_URL: str = "http://127.0.0.1:5000"
     TWILIO_SMS_FROM: str = "+10000000000"

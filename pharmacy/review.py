@@ -1,0 +1,514 @@
+"""The pharmacists' review queue, their decisions, the drug fee and dispensing.
+
+Art. 18 of the 2018 measures: an online prescription takes effect only after a pharmacist
+has reviewed it. Here:
+- every prescription signed into `pending_review` gets a queue row (`Review`) in the same
+  transaction (a flush hook below), so the queue is never behind the prescriptions;
+- `claim_next` hands the oldest unclaimed (or abandoned: claim expired) row to one
+  pharmacist: `SELECT ... FOR UPDATE SKIP LOCKED` on PostgreSQL, and a compare-and-set on
+  the claim columns on every backend, so two pharmacists never hold the same one;
+- `decide` re-runs every prescribing rule and verifies the physician's JWS; approval
+  needs both to pass and is counter-signed by the pharmacist (a second JWS over the same
+  content plus the decision);
+- the drug fee is owed after approval (PaymentsPort, purpose "drug_fee"); with payments
+  off it is waived at approval, i.e. payable on collection/delivery outside the system;
+- `dispense` needs approval AND payment (no 先药后方), happens once (the prescription's
+  transition function refuses a second), then routes the delivery.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import event, or_, select, update
+from sqlalchemy.orm import Session
+
+from clinic.core import audit
+from clinic.core.db import db, new_id, utcnow
+from clinic.core.errors import Conflict, Forbidden, Invalid, NotFound, RuleRefusal, Violation
+from clinic.visits.models import Visit
+from identity.models import Account
+from identity.services import require_qualified_pharmacist
+from pharmacy import notify, rules, services
+from pharmacy.models import Delivery, Review
+from pharmacy.rules import DeliveryStatus
+from prescriptions import services as rx_services
+from prescriptions import signing
+from prescriptions.models import Prescription, PrescriptionStatus
+from prescriptions.rules import age_display
+
+# --- the queue follows the prescriptions ------------------------------------------------------
+
+
+@event.listens_for(Session, "before_flush")
+def _queue_follows_prescriptions(session: Session, _ctx: Any, _instances: Any) -> None:
+    for obj in list(session.new):
+        if isinstance(obj, Prescription) and obj.status in (None, PrescriptionStatus.PENDING_REVIEW):
+            if obj.id is None:
+                obj.id = new_id()
+            session.add(Review(prescription_id=obj.id, state="pending", queued_at=obj.signed_at or utcnow()))
+    for obj in list(session.dirty):
+        if isinstance(obj, Prescription) and obj.status != PrescriptionStatus.PENDING_REVIEW:
+            review = session.get(Review, obj.id)
+            if review is not None and review.state == "pending":
+                review.state = "closed"  # expired or cancelled while waiting
+                review.claim_expires_at = None
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+class NotClaimed(Conflict):
+    code = "not_claimed"
+    default_message = "You have not claimed this prescription (or your claim has expired); claim it from the queue."
+
+
+class DrugFeeUnpaid(Conflict):
+    code = "drug_fee_unpaid"
+    default_message = "The drug fee is not paid: nothing is dispensed before an approved, paid prescription."
+
+
+class NoDeliveryAddress(Conflict):
+    code = "no_delivery_address"
+    default_message = "The patient has not said where the medicines go (delivery address or collection)."
+
+
+def _pharmacist(account_id: str) -> Account:
+    account = db.session.get(Account, uuid.UUID(account_id))
+    if account is None:
+        raise Forbidden()
+    require_qualified_pharmacist(account)
+    return account
+
+
+def _rx(prescription_id: str | uuid.UUID) -> Prescription:
+    try:
+        pid = prescription_id if isinstance(prescription_id, uuid.UUID) else uuid.UUID(str(prescription_id))
+    except ValueError:
+        raise NotFound("No such prescription.") from None
+    rx = db.session.get(Prescription, pid)
+    if rx is None:
+        raise NotFound("No such prescription.")
+    return rx
+
+
+def _locked_review(rx_id: uuid.UUID) -> Review | None:
+    stmt = select(Review).where(Review.prescription_id == rx_id).execution_options(populate_existing=True)
+    if db.session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update(of=Review)
+    return db.session.scalars(stmt).unique().one_or_none()
+
+
+# --- claiming -----------------------------------------------------------------------------------
+
+
+def claim_seconds() -> int:
+    return int(current_app.config.get("PHARMACY_CLAIM_SECONDS", 900))
+
+
+def claim_next(
+    pharmacist_id: str, *, check_qualification: bool = True, now: datetime | None = None
+) -> uuid.UUID | None:
+    """Claim the oldest pending prescription nobody holds; None when the queue is empty."""
+    session = db.session()
+    if check_qualification:
+        _pharmacist(pharmacist_id)
+    who = uuid.UUID(pharmacist_id)
+    postgres = session.get_bind().dialect.name == "postgresql"
+    for _ in range(5):  # SQLite: another claimer may win the compare-and-set; try the next one
+        now = now or utcnow()
+        free = or_(Review.claim_expires_at.is_(None), Review.claim_expires_at < now)
+        stmt = (
+            select(Review.prescription_id)
+            .join(Prescription, Prescription.id == Review.prescription_id)
+            .where(Review.state == "pending", free, Prescription.status == PrescriptionStatus.PENDING_REVIEW)
+            .where(Prescription.expires_at > now)
+            .order_by(Review.queued_at)
+            .limit(1)
+        )
+        if postgres:
+            stmt = stmt.with_for_update(of=Review, skip_locked=True)
+        rx_id = session.scalar(stmt)
+        if rx_id is None:
+            return None
+        won = session.execute(
+            update(Review)
+            .where(Review.prescription_id == rx_id, Review.state == "pending", free)
+            .values(claimed_by=who, claimed_at=now, claim_expires_at=now + timedelta(seconds=claim_seconds()))
+            .execution_options(synchronize_session=False)
+        )
+        if won.rowcount == 1:  # type: ignore[attr-defined]
+            audit.record(
+                session, "prescription.claimed", subject_type="prescription", subject_id=rx_id, detail={"by": str(who)}
+            )
+            return uuid.UUID(str(rx_id))
+    return None
+
+
+# --- what the review screen shows ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReviewChecks:
+    signature_valid: bool
+    signature_error: str | None
+    violations: list[Violation]
+
+
+def checks_for(rx: Prescription) -> ReviewChecks:
+    """Every prescribing rule re-run now, and whether the physician's JWS verifies."""
+    try:
+        rx_services.verify_prescription(rx)
+        valid, error = True, None
+    except signing.InvalidSignature as err:
+        valid, error = False, err.message
+    visit = db.session.get(Visit, rx.visit_id)
+    assert visit is not None
+    spec = rx_services.PrescriptionSpec(
+        items=tuple(
+            rx_services.ItemSpec(i.drug_id, i.dose, i.unit, i.frequency, i.route, i.days, i.quantity) for i in rx.items
+        ),
+        weight_kg=rx.weight_kg,
+        long_term=rx.long_term,
+        assessment_note=rx.assessment_note,
+        guardian=None,  # the guardian's ID number is kept masked only: that rule ran at signing
+        accompanying_physician=None,
+    )
+    violations, _ = rx_services.evaluate_prescription(rx.physician_id, visit, spec)
+    return ReviewChecks(valid, error, [v for v in violations if v.code not in rules.PRESCRIBING_ONLY_RULES])
+
+
+def review_screen(pharmacist_id: str, prescription_id: str) -> dict[str, Any]:
+    """Patient (age, weight, allergies), confirmed diagnosis, items, rules now, signature."""
+    _pharmacist(pharmacist_id)
+    rx = _rx(prescription_id)
+    review = db.session.get(Review, rx.id)
+    checks = checks_for(rx)
+    visit = db.session.get(Visit, rx.visit_id)
+    assert visit is not None
+    person = visit.patient
+    today = utcnow().date()
+    return {
+        "prescription_id": str(rx.id),
+        "status": rx.status.value,
+        "signed_at": rx.signed_at,
+        "expires_at": rx.expires_at,
+        "patient": {
+            "name": person.name,
+            "sex": person.sex,
+            "age": age_display(person.birth_date, today).zh(),
+            "birth_date": person.birth_date.isoformat(),
+            "weight_kg": str(rx.weight_kg) if rx.weight_kg is not None else None,
+            "allergies": list(person.allergies or []),
+        },
+        "diagnosis": {"icd10": rx.diagnosis_icd10, "status": visit.diagnosis.status.value},
+        "physician": rx.content.get("physician", {}),
+        "items": rx.content.get("items", []),
+        "cold_chain": any(i.cold_chain for i in rx.items),
+        "guardian": rx.guardian,
+        "accompanying_physician": rx.accompanying_physician,
+        "long_term": rx.long_term,
+        "rules": [v.as_dict() for v in checks.violations],
+        "signature_valid": checks.signature_valid,
+        "signature_error": checks.signature_error,
+        "claimed_by_me": bool(
+            review
+            and review.claimed_by == uuid.UUID(pharmacist_id)
+            and review.claim_expires_at
+            and review.claim_expires_at > utcnow()
+        ),
+        "claim_expires_at": review.claim_expires_at if review else None,
+        "decision": review.decision if review else None,
+        "reasons": review.reasons if review else [],
+    }
+
+
+# --- deciding ---------------------------------------------------------------------------------------
+
+
+def _patient_phone(rx: Prescription) -> str | None:
+    account = db.session.get(Account, rx.account_id)
+    return account.phone if account is not None else None
+
+
+def _refuse(err: Any, rx: Prescription, **detail: Any) -> Any:
+    audit.record(
+        db.session(), "prescription.review_refused", subject_type="prescription", subject_id=rx.id, detail=detail
+    )
+    err.persist = True
+    return err
+
+
+def decide(pharmacist_id: str, prescription_id: str, decision: str, reasons: list[dict[str, str]]) -> Prescription:
+    """Approve, reject or return a claimed prescription, with structured reasons."""
+    session = db.session()
+    pharmacist = _pharmacist(pharmacist_id)
+    rx = _rx(prescription_id)
+    review = _locked_review(rx.id)
+    now = utcnow()
+    held = (
+        review is not None
+        and review.state == "pending"
+        and review.claimed_by == pharmacist.id
+        and review.claim_expires_at is not None
+        and review.claim_expires_at > now
+    )
+    if not held or review is None:
+        raise _refuse(NotClaimed(), rx, reason="not_claimed", decision=decision)
+    codes = [r["code"] for r in reasons]
+    checks = checks_for(rx)
+    rule_codes = sorted({v.code for v in checks.violations})
+    problems = rules.decision_problems(decision, codes, checks.signature_valid, rule_codes)
+    if "invalid_signature" in problems:
+        raise _refuse(
+            signing.InvalidSignature(checks.signature_error or None), rx, reason="invalid_signature", decision=decision
+        )
+    if "rules_failed" in problems:
+        raise _refuse(
+            RuleRefusal(
+                "prescription_rejected",
+                checks.violations,
+                "Re-run at review, the prescribing rules refuse this prescription; reject or return it.",
+            ),
+            rx,
+            reason="rules_failed",
+            violations=rule_codes,
+        )
+    if problems:
+        raise Invalid(
+            "Reject and return need at least one reason from the review standard."
+            if "reasons_required" in problems
+            else f"Unknown reason code; use one of: {', '.join(rules.REVIEW_REASONS)}.",
+            code="invalid",
+            problems=problems,
+        )
+    target = rules.DECISION_STATUS[decision]
+    review.state = "decided"  # before the transition, so the queue hook leaves it alone
+    rx_services.transition(rx, target, reason=";".join(codes) or None, now=now)
+    review.decision, review.reasons = decision, [{"code": r["code"], "note": r.get("note", "")} for r in reasons]
+    review.decided_by, review.decided_at = pharmacist.id, now
+    review.signature_valid, review.rule_codes = checks.signature_valid, rule_codes
+    review.claim_expires_at = None
+    detail: dict[str, Any] = {"decision": decision, "reasons": codes, "signature_valid": checks.signature_valid}
+    if decision == "approve":
+        content = {
+            "type": "pharmacist_review",
+            "prescription": rx.content,
+            "prescription_jws_sha256": hashlib.sha256(rx.jws.encode()).hexdigest(),
+            "decision": "approve",
+            "reasons": review.reasons,
+            "pharmacist": {
+                "id": str(pharmacist.id),
+                "name": pharmacist.staff.name if pharmacist.staff else pharmacist.display_name,
+                "qualification_no": pharmacist.staff.qualification_no if pharmacist.staff else None,
+            },
+            "reviewed_at": now.isoformat(),
+        }
+        review.pharmacist_jws, review.pharmacist_kid = signing.sign(pharmacist.id, content)
+        detail["kid"] = review.pharmacist_kid
+        fee = int(current_app.config.get("DRUG_FEE_FEN", 0) or 0)
+        if current_app.extensions.get("payments") is not None and fee > 0:
+            review.fee_fen = fee
+        else:
+            review.fee_waived, review.paid_at = True, now
+    audit.record(session, "prescription.reviewed", subject_type="prescription", subject_id=rx.id, detail=detail)
+    kind = {"approve": "approved", "reject": "rejected", "return": "returned"}[decision]
+    labels = "、".join(rules.REVIEW_REASONS[c][0] for c in codes) or "—"
+    notify.notify(session, kind, _patient_phone(rx), rx.id, reasons=labels)
+    session.flush()
+    return rx
+
+
+def verify_jws(token: str) -> dict[str, Any]:
+    """A physician's prescription JWS or a pharmacist's approval JWS: valid and ours, or 422."""
+    content = signing.verify(token)
+    if content.get("type") == "pharmacist_review":
+        rx_id = str(content.get("prescription", {}).get("prescription_id", ""))
+        review = db.session.get(Review, uuid.UUID(rx_id)) if _is_uuid(rx_id) else None
+        if review is None or review.pharmacist_jws != token:
+            raise signing.InvalidSignature("This approval is not the one on record.")
+        return {"valid": True, "prescription_id": rx_id, "kind": "pharmacist_review"}
+    rx_id = str(content.get("prescription_id", ""))
+    rx = db.session.get(Prescription, uuid.UUID(rx_id)) if _is_uuid(rx_id) else None
+    if rx is None:
+        raise signing.InvalidSignature("The signed prescription is not on record.")
+    signing.verify(token, rx.content)
+    return {"valid": True, "prescription_id": rx_id, "kind": "prescription"}
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+# --- the drug fee and where it goes ------------------------------------------------------------------
+
+
+def checkout(
+    account_id: str,
+    prescription_id: str,
+    *,
+    collect: bool,
+    recipient_name: str | None,
+    phone: str | None,
+    address: str | None,
+    region_code: str | None,
+) -> tuple[Review, dict[str, Any] | None]:
+    """The patient says where the medicines go and (payments on) starts paying the drug fee."""
+    rx = rx_services.prescription_for(account_id, "patient", prescription_id)
+    review = _locked_review(rx.id)
+    if review is None or rx.status != PrescriptionStatus.APPROVED:
+        raise Conflict("Only an approved prescription that is not dispensed yet can be paid.", code="not_approved")
+    if not collect and not (recipient_name and phone and address and region_code):
+        raise Invalid("A delivery needs recipient_name, phone, address and region_code (or collect_at_pharmacy).")
+    review.collect = collect
+    review.recipient_name, review.recipient_phone = recipient_name, phone
+    review.address, review.region_code = address, region_code
+    payment = None
+    port = current_app.extensions.get("payments")
+    if review.paid_at is None and port is not None and review.fee_fen > 0:
+        payment = port.start("drug_fee", rx.id, review.fee_fen, f"药费 处方 {str(rx.id)[:8]}")
+    audit.record(
+        db.session(),
+        "prescription.checkout",
+        subject_type="prescription",
+        subject_id=rx.id,
+        detail={"collect": collect, "region_code": region_code, "payment": bool(payment)},
+    )
+    db.session.flush()
+    return review, payment
+
+
+def mark_drug_fee_paid(prescription_id: uuid.UUID) -> Review | None:
+    """Called by payments once the drug fee has been paid."""
+    review = _locked_review(prescription_id)
+    if review is None or review.paid_at is not None:
+        return review
+    review.paid_at = utcnow()
+    audit.record(db.session(), "prescription.drug_fee_paid", subject_type="prescription", subject_id=prescription_id)
+    return review
+
+
+def dispense(pharmacist_id: str, prescription_id: str) -> Delivery:
+    """Dispense an approved, paid prescription once, and route it to the patient's door."""
+    _pharmacist(pharmacist_id)
+    rx = _rx(prescription_id)
+    review = _locked_review(rx.id)
+    if rx.status == PrescriptionStatus.APPROVED:
+        if review is None or review.paid_at is None:
+            raise DrugFeeUnpaid()
+        if not review.collect and not review.address:
+            raise NoDeliveryAddress()
+    rx_services.transition(rx, "dispensed", reason="dispensed by pharmacist")  # once: refuses any other status
+    assert review is not None
+    items = [
+        {
+            "drug_id": str(i.drug_id),
+            "name": i.drug_name,
+            "quantity": str(Decimal(i.quantity)),
+            "cold_chain": i.cold_chain,
+        }
+        for i in rx.items
+    ]
+    if review.collect:
+        delivery = Delivery(
+            prescription_id=rx.id,
+            status=DeliveryStatus.COLLECT_AT_PHARMACY,
+            recipient_name=review.recipient_name or "",
+            recipient_phone=review.recipient_phone or _patient_phone(rx) or "",
+            address="",
+            region_code="",
+            items=items,
+            tried_partner_ids=[],
+        )
+        db.session.add(delivery)
+        notify.notify(db.session(), "collect", delivery.recipient_phone, rx.id)
+        db.session.flush()
+        return delivery
+    return services.create_delivery(
+        rx.id,
+        services.Recipient(
+            review.recipient_name or "", review.recipient_phone or "", review.address or "", review.region_code or ""
+        ),
+        items,
+    )
+
+
+def _follow_delivery(session: Session, delivery: Delivery, status: DeliveryStatus) -> None:
+    """The prescription's own status follows its delivery to the door."""
+    rx = session.get(Prescription, delivery.prescription_id)
+    if rx is None:
+        return
+    if status == DeliveryStatus.OUT_FOR_DELIVERY and rx.status == PrescriptionStatus.DISPENSED:
+        rx_services.transition(rx, "out_for_delivery")
+    elif status == DeliveryStatus.DELIVERED and rx.status in (
+        PrescriptionStatus.DISPENSED,
+        PrescriptionStatus.OUT_FOR_DELIVERY,
+    ):
+        rx_services.transition(rx, "delivered")
+
+
+services.on_status_change(_follow_delivery)
+
+
+def delivery_view(principal_id: str, role: str, prescription_id: str) -> dict[str, Any]:
+    rx = rx_services.prescription_for(principal_id, role, prescription_id)
+    delivery = services.delivery_of(rx.id)
+    review = db.session.get(Review, rx.id)
+    if delivery is None:
+        return {
+            "prescription_id": str(rx.id),
+            "prescription_status": rx.status.value,
+            "partner": None,
+            "status": "not_dispensed",
+            "events": [],
+            "paid": bool(review and review.paid_at),
+            "fee_fen": review.fee_fen if review else 0,
+        }
+    return {
+        "prescription_id": str(rx.id),
+        "prescription_status": rx.status.value,
+        "partner": {"id": str(delivery.partner.id), "name": delivery.partner.name} if delivery.partner else None,
+        "status": delivery.status.value,
+        "events": [{"status": e.status, "at": e.at} for e in delivery.events],
+        "paid": bool(review and review.paid_at),
+        "fee_fen": review.fee_fen if review else 0,
+    }
+
+
+def queue_summary(pharmacist_id: str) -> dict[str, Any]:
+    """For the queue page: how many wait, and what this pharmacist holds now."""
+    from sqlalchemy import func
+
+    now = utcnow()
+    waiting = db.session.scalar(
+        select(func.count())
+        .select_from(Review)
+        .where(Review.state == "pending", or_(Review.claim_expires_at.is_(None), Review.claim_expires_at < now))
+    )
+    mine = db.session.scalars(
+        select(Review)
+        .where(
+            Review.state == "pending",
+            Review.claimed_by == uuid.UUID(pharmacist_id),
+            Review.claim_expires_at > now,
+        )
+        .order_by(Review.queued_at)
+    ).all()
+    to_dispense = db.session.scalars(
+        select(Review)
+        .join(Prescription, Prescription.id == Review.prescription_id)
+        .where(Prescription.status == PrescriptionStatus.APPROVED)
+        .order_by(Review.decided_at)
+        .limit(50)
+    ).all()
+    return {"waiting": int(waiting or 0), "mine": list(mine), "to_dispense": list(to_dispense)}
