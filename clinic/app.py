@@ -68,6 +68,7 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     visits_views.init_app(app)  # return-visit pages
 
     from pharmacy import api as pharmacy_api
+    from pharmacy import review as pharmacy_review
     from pharmacy import services as pharmacy_services
     from prescriptions import api as rx_api
     from prescriptions import cli as rx_cli
@@ -94,6 +95,7 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
 
     payments.init_app(app)  # PAYMENTS=stripe: the fee port; the signed webhook
     register_purpose("consultation", visits_services.mark_visit_paid)
+    register_purpose("drug_fee", pharmacy_review.mark_drug_fee_paid)  # approved prescription, fee paid
 
     from clinic import cli
 
