@@ -281,6 +281,16 @@ STANDARD_MESSAGES = {
 }
 
 
+def _references_records(op: Operation, schemas: dict[str, Any]) -> bool:
+    """Does the request name a stored record by id (a `*_id` field of its body, form or query)?"""
+    for model in (op.body, op.form, op.query):
+        if model is not None and any(
+            name == "id" or name.endswith("_id") for name in schemas.get(model.__name__, {}).get("properties", {})
+        ):
+            return True
+    return False
+
+
 def openapi_document(operations: list[Operation]) -> dict[str, Any]:
     models: list[type[BaseModel]] = [ErrorEnvelope]
     for op in operations:
@@ -353,7 +363,9 @@ def openapi_document(operations: list[Operation]) -> dict[str, Any]:
             errors.setdefault(422, []).append("invalid")
         if op.files:
             errors.setdefault(413, []).append("too_large")
-        if op.path_params:
+        if op.path_params or (op.roles is not None and _references_records(op, schemas)):
+            # API.md: a record the caller may not see (another patient's, or none) is 404
+            # not_found, whether it is named in the path or in the body (`patient_id`, …).
             errors.setdefault(404, []).append("not_found")
         errors.setdefault(429, []).append("rate_limited")
         for status, codes in sorted(errors.items()):
