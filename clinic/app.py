@@ -67,6 +67,10 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
 
     visits_views.init_app(app)  # return-visit pages
 
+    from prescriptions import views as rx_views
+
+    rx_views.init_app(app)  # prescribing pages, formulary import
+
     from pharmacy import api as pharmacy_api
     from pharmacy import review as pharmacy_review
     from pharmacy import services as pharmacy_services

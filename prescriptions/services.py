@@ -757,3 +757,23 @@ def visit_department(rx: Prescription) -> str:
         return ""
     dept = db.session.get(Department, visit.department)
     return dept.name_zh if dept else visit.department
+
+
+# --- reads for the prescribing pages ----------------------------------------------------------
+
+
+def prescribing_visit(physician_id: str | uuid.UUID, visit_id: str | uuid.UUID) -> Visit:
+    """The visit a physician prescribes in: theirs, else 404 (whether it is in progress is a rule)."""
+    visit = _visit(visit_id)
+    if visit.physician_id is None or str(visit.physician_id) != str(physician_id):
+        raise NotFound("No such visit.")
+    return visit
+
+
+def visit_prescriptions(visit_id: uuid.UUID) -> list[Prescription]:
+    """The prescriptions already signed in a visit, newest first."""
+    return list(
+        db.session.scalars(
+            select(Prescription).where(Prescription.visit_id == visit_id).order_by(Prescription.signed_at.desc())
+        )
+    )

@@ -1,0 +1,616 @@
+"""Prescribing pages.
+
+Physicians (`physician_page`: logged in, face checked since this login): the prescribing
+page of a visit in progress — catalog search, up to 5 items, weight, long-term flag,
+guardian and accompanying physician for a child under 6 — with every rule's verdict shown
+live (`check`, which calls `services.evaluate_prescription`), signing through
+`services.create_prescription`, the signed prescription and its PDF. The draft lives in
+the page session (encrypted, since it may hold a guardian's ID number) so that a face
+check in the middle of signing loses nothing.
+
+Administrators: the formulary import (CSV, API.md `drugs import`) runs in a background
+thread; its page polls the progress every second, then shows the summary. Runs are kept
+in memory, per process (the development server, one worker); each import is audited by
+the service itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    abort,
+    current_app,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask_babel import get_locale, gettext
+from flask_babel import lazy_gettext as _l
+from flask_login import current_user, login_required
+from flask_wtf import FlaskForm
+from flask_wtf.file import FileField, FileRequired
+from pydantic import ValidationError
+
+from clinic.core import crypto
+from clinic.core.audit import Actor, acting_as, set_actor
+from clinic.core.db import db, unit_of_work, utcnow
+from clinic.core.errors import DomainError, RuleRefusal, Violation
+from clinic.core.web import handle_refusal
+from clinic.visits.models import Visit
+from identity.views import page_face_claims, physician_page
+from prescriptions import api, rules, services
+from prescriptions.models import Drug, Prescription
+
+log = logging.getLogger("clinic.prescriptions")
+
+bp = Blueprint(
+    "prescriptions",
+    __name__,
+    template_folder="templates",
+    static_folder="static",
+    static_url_path="/static/prescriptions",
+)
+
+FACE_REQUIRED = "face_verification_required"
+ITEM_FIELDS = ("drug_id", "dose", "unit", "frequency", "route", "days", "quantity")
+MAX_ROWS = 20  # rows read from a form; the rule (at most 5) reports more than 5
+DRAFT_KEY = "rx_draft"
+
+RX_STATUS = {
+    "pending_review": _l("Pending pharmacist review"),
+    "approved": _l("Approved"),
+    "rejected": _l("Rejected by the pharmacist"),
+    "returned": _l("Returned to the physician"),
+    "dispensed": _l("Dispensed"),
+    "out_for_delivery": _l("Out for delivery"),
+    "delivered": _l("Delivered"),
+    "expired": _l("Expired"),
+    "cancelled": _l("Cancelled"),
+}
+FREQUENCIES = ("每日一次", "每日两次", "每日三次", "每晚一次", "每周一次", "必要时")
+UNITS = ("片", "粒", "mg", "g", "ml", "袋", "支", "U", "喷")
+
+
+@bp.before_request
+def _actor() -> None:
+    if current_user.is_authenticated:
+        set_actor(Actor(id=str(current_user.id), role=current_user.role.value, client_ip=request.remote_addr))
+
+
+# --- the draft: form fields <-> a PrescriptionSpec ---------------------------------------------
+
+
+def empty_draft() -> dict[str, Any]:
+    return {
+        "items": [],
+        "weight_kg": "",
+        "long_term": False,
+        "assessment_note": "",
+        "guardian": {"name": "", "id_number": "", "relation": ""},
+        "accompanying_physician": {"name": "", "license_no": "", "specialty": ""},
+    }
+
+
+def draft_from_form(form: Mapping[str, str]) -> dict[str, Any]:
+    """The page's form as a draft (strings as typed; rows without a drug are dropped)."""
+    draft = empty_draft()
+    for n in range(MAX_ROWS):
+        row = {k: (form.get(f"items-{n}-{k}") or "").strip()[:64] for k in ITEM_FIELDS}
+        if row["drug_id"]:
+            row["name"] = (form.get(f"items-{n}-name") or "").strip()[:200]
+            draft["items"].append(row)
+    draft["weight_kg"] = (form.get("weight_kg") or "").strip()[:16]
+    draft["long_term"] = form.get("long_term") in ("1", "on", "true", "y")
+    draft["assessment_note"] = (form.get("assessment_note") or "").strip()[:2000]
+    for key in ("name", "id_number", "relation"):
+        draft["guardian"][key] = (form.get(f"guardian_{key}") or "").strip()[:100]
+    for key in ("name", "license_no", "specialty"):
+        draft["accompanying_physician"][key] = (form.get(f"physician_{key}") or "").strip()[:100]
+    return draft
+
+
+def _field_name(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc]
+    if parts[:1] == ["items"] and len(parts) >= 3:
+        return f"items-{parts[1]}-{parts[2]}"
+    if parts[:1] == ["guardian"] and len(parts) >= 2:
+        return f"guardian_{parts[1]}"
+    if parts[:1] == ["accompanying_physician"] and len(parts) >= 2:
+        return f"physician_{parts[1]}"
+    return parts[0] if parts else "form"
+
+
+def spec_from_draft(draft: Mapping[str, Any]) -> tuple[services.PrescriptionSpec | None, dict[str, str]]:
+    """Validate the draft like the API does (the same request model); field errors by field name."""
+    if not draft["items"]:
+        return None, {"items": gettext("Add at least one drug.")}
+    data: dict[str, Any] = {
+        "items": [{k: (i.get(k) or None) for k in ITEM_FIELDS} for i in draft["items"]],
+        "long_term": bool(draft["long_term"]),
+        "assessment_note": draft["assessment_note"] or None,
+    }
+    if draft["weight_kg"]:
+        data["weight_kg"] = draft["weight_kg"]
+    for key in ("guardian", "accompanying_physician"):
+        if any(draft[key].values()):
+            data[key] = {k: v or None for k, v in draft[key].items()}
+    try:
+        body = api.PrescribeIn.model_validate(data)
+    except ValidationError as exc:
+        errors: dict[str, str] = {}
+        for e in exc.errors():
+            errors.setdefault(_field_name(tuple(e["loc"])), gettext("Missing or not a valid value."))
+        return None, errors
+    return body.spec(), {}
+
+
+def save_draft(visit_id: str, draft: dict[str, Any]) -> None:
+    token = crypto.encrypt(json.dumps({"visit": visit_id, "draft": draft}).encode()).decode()
+    session[DRAFT_KEY] = token
+
+
+def load_draft(visit_id: str) -> dict[str, Any]:
+    token = session.get(DRAFT_KEY)
+    if not isinstance(token, str):
+        return empty_draft()
+    try:
+        saved = json.loads(crypto.decrypt(token.encode()))
+    except Exception:  # another key, a damaged cookie: start again
+        return empty_draft()
+    if saved.get("visit") != visit_id:
+        return empty_draft()
+    draft = empty_draft()
+    draft.update(saved.get("draft") or {})
+    return draft
+
+
+# --- violations in the UI language -------------------------------------------------------------
+
+# (English source for the catalog, the Chinese text used until the catalog has it)
+MESSAGES: dict[str, tuple[str, str]] = {
+    "controlled_substance": (
+        "%(drug)s: specially controlled drugs (%(control)s) are never prescribed online (Art. 19).",
+        "%(drug)s：特殊管理药品（%(control)s）不得在互联网诊疗中开具（《互联网诊疗管理办法（试行）》第十九条）。",
+    ),
+    "guardian_and_physician_required": (
+        "A child under 6 needs a guardian (name, valid ID number, relation) and an accompanying "
+        "physician (name, license number, specialty) (Art. 19). Check: %(missing)s.",
+        "6岁以下儿童须有监护人（姓名、有效身份证号、关系）和陪伴的相关专业医师（姓名、执业证号、专业）"
+        "（第十九条）。请检查：%(missing)s。",
+    ),
+    "diagnosis_mismatch": (
+        "%(drug)s is not indicated for the visit's confirmed diagnosis %(diagnosis)s (Art. 16).",
+        "%(drug)s 不适用于本次复诊的确诊诊断 %(diagnosis)s（第十六条）。",
+    ),
+    "too_many_items": (
+        "A prescription holds at most %(limit)s items; this one has %(count)s.",
+        "每张处方不得超过%(limit)s种药品，本处方有%(count)s种（《处方管理办法》第六条）。",
+    ),
+    "supply_exceeds_limit": (
+        "%(drug)s: %(days)s days' supply exceeds the limit of %(limit)s days.",
+        "%(drug)s：%(days)s天的用量超过%(limit)s天的限制（《处方管理办法》第十九条；急性病不超过3天，"
+        "慢性病长期处方须勾选并最多12周，超过4周须填写评估）。",
+    ),
+    "weight_required": (
+        "The patient's weight is required under %(weight_age)s years.",
+        "%(weight_age)s岁以下患者须填写体重。",
+    ),
+    "allergy_conflict": (
+        "%(drug)s contains %(ingredients)s, recorded as an allergy of the patient.",
+        "%(drug)s 含 %(ingredients)s，患者对其有过敏记录。",
+    ),
+    "duplicate_therapy": (
+        "%(ingredient)s is already prescribed in item %(other)s.",
+        "%(ingredient)s 已在第%(other)s项中开具（重复用药）。",
+    ),
+    "interaction_contraindicated": (
+        "%(pair)s: contraindicated together (%(source)s).",
+        "%(pair)s 配伍禁忌（%(source)s）。",
+    ),
+    "visit_not_active": (
+        "Only the attending physician of a visit in progress may prescribe (Art. 18).",
+        "只有进行中复诊的接诊医师可以开具处方（第十八条）。",
+    ),
+}
+
+
+def _english() -> bool:
+    return str(get_locale()) == "en"
+
+
+def violation_message(v: Violation, names: list[str]) -> str:
+    """A violation in the UI language: English shows the rule's own message."""
+    if _english() or v.code not in MESSAGES:
+        return v.message
+    source, zh = MESSAGES[v.code]
+    d = v.detail
+    params = {
+        "drug": names[v.item] if v.item is not None and v.item < len(names) else "",
+        "control": d.get("control_class", ""),
+        "missing": "、".join(str(m) for m in d.get("missing", [])),
+        "diagnosis": d.get("diagnosis") or "—",
+        "limit": d.get("limit", ""),
+        "count": d.get("count", ""),
+        "days": d.get("days", ""),
+        "weight_age": d.get("weight_age", ""),
+        "ingredients": "、".join(d.get("ingredients", [])),
+        "ingredient": d.get("ingredient", ""),
+        "other": (d["other_item"] + 1) if isinstance(d.get("other_item"), int) else "",
+        "pair": " + ".join(d.get("ingredients", [])),
+        "source": d.get("source", ""),
+    }
+    translated = gettext(source)
+    template = translated if translated != source else zh
+    try:
+        return template % params
+    except (KeyError, ValueError, TypeError):
+        return v.message
+
+
+def violations_out(violations: list[Violation], draft: Mapping[str, Any]) -> list[dict[str, Any]]:
+    names = [i.get("name") or "" for i in draft["items"]]
+    return [
+        {"code": v.code, "item": v.item, "message": violation_message(v, names), "detail": v.detail} for v in violations
+    ]
+
+
+# --- the physician's prescribing page ----------------------------------------------------------
+
+
+def _visit(visit_id: str) -> Visit:
+    return services.prescribing_visit(str(current_user.id), visit_id)
+
+
+def _today() -> date:
+    return utcnow().astimezone(services.CHINA).date()
+
+
+def _evaluate(visit: Visit, draft: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Every rule's verdict on the draft (and the fields that are not valid yet)."""
+    spec, errors = spec_from_draft(draft)
+    if spec is None:
+        return [], errors
+    try:
+        violations, drugs = services.evaluate_prescription(str(current_user.id), visit, spec)
+    except DomainError as err:  # an unknown drug id
+        return [], {"items": gettext(err.message)}
+    for row, i in zip(draft["items"], spec.items, strict=True):
+        row["name"] = _drug_label(drugs[i.drug_id])
+    return violations_out(violations, draft), {}
+
+
+def _drug_label(d: Drug) -> str:
+    return " ".join(p for p in (d.name, d.strength) if p)
+
+
+def _page(visit: Visit, draft: dict[str, Any], status: int = 200, **extra: Any) -> Any:
+    today = _today()
+    born = visit.patient.birth_date
+    violations, errors = extra.pop("checked", None) or _evaluate(visit, draft)
+    ctx = {
+        "visit": visit,
+        "draft": draft,
+        "violations": violations,
+        "errors": errors,
+        "age": rules.age_display(born, today),
+        "english": _english(),
+        "child": rules.is_under(born, today, rules.GUARDIAN_AGE),
+        "weight_age": services._weight_age(),
+        "max_items": rules.MAX_ITEMS,
+        "frequencies": FREQUENCIES,
+        "units": UNITS,
+        "signed": services.visit_prescriptions(visit.id),
+        "rx_status": RX_STATUS,
+        "results": extra.pop("results", None),
+        "q": extra.pop("q", ""),
+        **extra,
+    }
+    return render_template("prescriptions/prescribe.html", **ctx), status
+
+
+def _new_row(drug: Drug) -> dict[str, Any]:
+    unit = "粒" if "胶囊" in drug.form else ("片" if "片" in drug.form else "")
+    return {
+        "drug_id": str(drug.id),
+        "name": _drug_label(drug),
+        "dose": "1",
+        "unit": unit,
+        "frequency": FREQUENCIES[0],
+        "route": drug.route or "口服",
+        "days": "7",
+        "quantity": "7",
+    }
+
+
+@bp.get("/physician/visits/<visit_id>/prescribe")
+@physician_page
+def prescribe(visit_id: str) -> Any:
+    visit = _visit(visit_id)
+    draft = load_draft(visit_id)
+    q = (request.args.get("q") or "").strip()[:50]
+    results = _search(q) if q else None
+    return _page(visit, draft, results=results, q=q)
+
+
+def _search(q: str) -> list[Drug]:
+    try:
+        return services.search_drugs(q)
+    except DomainError:
+        return []
+
+
+@bp.post("/physician/visits/<visit_id>/prescribe")
+@physician_page
+def prescribe_post(visit_id: str) -> Any:
+    """The form without JavaScript (search, add, remove, check) and signing."""
+    visit = _visit(visit_id)
+    draft = draft_from_form(request.form)
+    action = request.form.get("action", "check")
+    q = (request.form.get("q") or "").strip()[:50]
+    if request.form.get("add"):
+        try:
+            drug = services.get_drugs([request.form["add"]])
+        except DomainError:
+            abort(422)
+        if len(draft["items"]) < rules.MAX_ITEMS:
+            draft["items"].append(_new_row(next(iter(drug.values()))))
+        else:
+            flash(_l("A prescription holds at most 5 items."), "error")
+        action = "check"
+    elif request.form.get("remove"):
+        with contextlib.suppress(ValueError, IndexError):
+            del draft["items"][int(request.form["remove"])]
+        action = "check"
+    save_draft(visit_id, draft)
+    if action == "search":
+        return _page(visit, draft, results=_search(q) if q else None, q=q)
+    if action != "sign":
+        return _page(visit, draft, q=q)
+    spec, errors = spec_from_draft(draft)
+    if spec is None:
+        return _page(visit, draft, 422, checked=([], errors))
+    try:
+        rx = services.create_prescription(str(current_user.id), page_face_claims(), visit_id, spec)
+    except DomainError as err:
+        message = handle_refusal(err)
+        if err.code == FACE_REQUIRED:
+            flash(message, "error")  # the draft is kept: the face page comes back here
+            return redirect(url_for("identity.face", next=url_for(".prescribe", visit_id=visit_id)))
+        if isinstance(err, RuleRefusal):
+            flash(gettext("Not signed: fix what the rules below say."), "error")
+            return _page(visit, draft, err.status, checked=(violations_out(err.violations, draft), {}))
+        flash(message, "error")
+        return _page(visit, draft, err.status)
+    session.pop(DRAFT_KEY, None)
+    flash(_l("Signed. The prescription goes to a pharmacist for review."), "ok")
+    return redirect(url_for(".prescription", prescription_id=rx.id))
+
+
+@bp.post("/physician/visits/<visit_id>/prescribe/check")
+@physician_page
+def check(visit_id: str) -> Any:
+    """The live verdict (the page posts its form here as it changes); the draft is kept too."""
+    visit = _visit(visit_id)
+    draft = draft_from_form(request.form)
+    save_draft(visit_id, draft)
+    violations, errors = _evaluate(visit, draft)
+    resp = jsonify(
+        {
+            "ok": not violations and not errors,
+            "violations": violations,
+            "errors": errors,
+            "names": [i.get("name", "") for i in draft["items"]],
+        }
+    )
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+@bp.get("/physician/visits/<visit_id>/prescribe/drugs")
+@physician_page
+def drugs(visit_id: str) -> Any:
+    """Catalog search for the page (the session's own JSON, not the Bearer API)."""
+    _visit(visit_id)
+    q = (request.args.get("q") or "").strip()[:50]
+    found = _search(q) if q else []
+    resp = jsonify(
+        {
+            "items": [
+                {
+                    "id": str(d.id),
+                    "name": d.name,
+                    "label": _drug_label(d),
+                    "generic_name": d.generic_name,
+                    "generic_name_en": d.generic_name_en,
+                    "form": d.form,
+                    "strength": d.strength,
+                    "route": d.route,
+                    "control_class": d.control_class,
+                    "cold_chain": d.cold_chain,
+                    "row": _new_row(d),
+                }
+                for d in found
+            ]
+        }
+    )
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+def _my_prescription(prescription_id: str) -> Prescription:
+    return services.prescription_for(str(current_user.id), "physician", prescription_id)
+
+
+@bp.get("/physician/prescriptions/<prescription_id>")
+@physician_page
+def prescription(prescription_id: str) -> Any:
+    rx = _my_prescription(prescription_id)
+    return render_template("prescriptions/prescription.html", rx=rx, rx_status=RX_STATUS)
+
+
+@bp.get("/physician/prescriptions/<prescription_id>/document")
+@physician_page
+def document(prescription_id: str) -> Response:
+    rx = _my_prescription(prescription_id)
+    return Response(
+        services.document_for(rx),
+        mimetype="application/pdf",
+        headers={"Content-Disposition": f'inline; filename="prescription-{rx.id}.pdf"', "Cache-Control": "no-store"},
+    )
+
+
+# --- administrators: formulary import with progress ---------------------------------------------
+
+
+@dataclass
+class ImportRun:
+    id: str
+    filename: str
+    started_by: str
+    started_at: datetime
+    total: int = 0
+    done: int = 0
+    state: str = "running"  # running | done | failed
+    report: dict[str, Any] | None = None
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "filename": self.filename,
+            "state": self.state,
+            "total": self.total,
+            "done": self.done,
+            "report": self.report,
+            "error": self.error,
+        }
+
+
+@dataclass
+class ImportRuns:
+    """The runs of this process (newest last), safe to update from the import threads."""
+
+    keep: int = 20
+    runs: dict[str, ImportRun] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self, filename: str, started_by: str) -> ImportRun:
+        run = ImportRun(uuid.uuid4().hex, filename, started_by, utcnow())
+        with self.lock:
+            self.runs[run.id] = run
+            while len(self.runs) > self.keep:
+                self.runs.pop(next(iter(self.runs)))
+        return run
+
+    def get(self, run_id: str) -> ImportRun | None:
+        with self.lock:
+            return self.runs.get(run_id)
+
+    def recent(self) -> list[ImportRun]:
+        with self.lock:
+            return list(reversed(self.runs.values()))
+
+    def progress(self, run: ImportRun, done: int, total: int) -> None:
+        with self.lock:
+            run.done, run.total = done, total
+
+    def finish(self, run: ImportRun, report: dict[str, Any] | None, error: str | None = None) -> None:
+        with self.lock:
+            run.report, run.error = report, error
+            run.state = "failed" if error else "done"
+            if report is not None:
+                run.total = max(run.total, int(report.get("rows_read") or 0))
+                run.done = run.total
+
+
+RUNS = ImportRuns()
+
+
+class ImportForm(FlaskForm):
+    file = FileField(_l("Formulary (UTF-8 CSV with a header)"), validators=[FileRequired()])
+
+
+def _require_admin() -> None:
+    if getattr(current_user, "role", None) is None or current_user.role.value != "admin":
+        abort(403)
+
+
+def _import(app: Flask, run: ImportRun, path: Path, actor: Actor) -> None:
+    with app.app_context():
+        try:
+            with acting_as(actor), unit_of_work():
+                report = services.import_formulary(path, progress=lambda done, total: RUNS.progress(run, done, total))
+            out = report.as_dict()
+            out["path"] = run.filename
+            RUNS.finish(run, out)
+        except Exception as exc:  # the run must end visibly whatever happens
+            log.exception("formulary import %s failed", run.id)
+            RUNS.finish(run, None, f"{exc.__class__.__name__}: nothing imported")
+        finally:
+            db.session.remove()
+            path.unlink(missing_ok=True)
+
+
+@bp.route("/admin/formulary", methods=["GET", "POST"])
+@login_required
+def formulary() -> Any:
+    _require_admin()
+    form = ImportForm()
+    if form.validate_on_submit():
+        upload = form.file.data
+        filename = Path(upload.filename or "formulary.csv").name[:200]
+        run = RUNS.start(filename, str(current_user.id))
+        folder = Path(current_app.instance_path) / "imports"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{run.id}.csv"
+        upload.save(str(path))
+        actor = Actor(id=str(current_user.id), role="admin", client_ip=request.remote_addr)
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        threading.Thread(target=_import, args=(app, run, path, actor), name=f"import-{run.id}", daemon=True).start()
+        return redirect(url_for(".import_run", run_id=run.id))
+    status = 422 if form.errors else 200
+    return render_template("prescriptions/formulary.html", form=form, runs=RUNS.recent()), status
+
+
+def _run(run_id: str) -> ImportRun:
+    run = RUNS.get(run_id)
+    if run is None:
+        abort(404)
+    return run
+
+
+@bp.get("/admin/formulary/runs/<run_id>")
+@login_required
+def import_run(run_id: str) -> Any:
+    _require_admin()
+    return render_template("prescriptions/import_run.html", run=_run(run_id))
+
+
+@bp.get("/admin/formulary/runs/<run_id>/progress")
+@login_required
+def import_run_json(run_id: str) -> Any:
+    _require_admin()
+    resp = jsonify(_run(run_id).as_dict())
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+def init_app(app: Flask) -> None:
+    app.register_blueprint(bp)
