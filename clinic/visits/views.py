@@ -45,7 +45,7 @@ from clinic.core import storage
 from clinic.core.audit import Actor, set_actor
 from clinic.core.db import db
 from clinic.core.errors import DomainError, RuleRefusal
-from clinic.core.web import handle_refusal
+from clinic.core.web import handle_refusal, localized
 from clinic.visits import rules, services
 from clinic.visits.models import Condition, Diagnosis, DiagnosisStatus, VisitStatus
 from identity.models import Account, Department, Patient, Role
@@ -193,8 +193,6 @@ def _refused(err: DomainError) -> str:
     """The refusal's message, with every broken rule when there are several."""
     message = handle_refusal(err)
     if isinstance(err, RuleRefusal) and len(err.violations) > 1:
-        from clinic.core.web import localized
-
         return " ".join(localized(v.message) for v in err.violations)
     return message
 
@@ -472,7 +470,8 @@ def request_visit() -> Any:
             return _request_page(form, confirmed, err.status)
         visit = new.visit
         if new.payment is not None:
-            payments = session.get("visit_payments", {})
+            # What the pay page needs to resume the PaymentIntent (the last few visits only).
+            payments = dict(list(session.get("visit_payments", {}).items())[-4:])
             payments[str(visit.id)] = {
                 "client_secret": new.payment.get("client_secret"),
                 "amount_fen": new.payment.get("amount_fen", visit.fee_fen),
