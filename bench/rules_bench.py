@@ -1,11 +1,12 @@
 """Prescription-rules benchmark: `.venv/bin/python bench/rules_bench.py`.
 
 Prints, from one run (median of several timed repetitions each):
-1. rule evaluation for a 5-item prescription (loading the 5 drugs, querying the
-   interaction pairs among their ingredients, and the pure rules) divided by the time of
+1. rule evaluation for a 5-item prescription INCLUDING its database look-ups (loading the
+   5 drugs, querying the interaction pairs among their ingredients, and the pure rules;
+   the pure rules alone are printed beside it) divided by the time of
    the whole `POST /api/v1/visits/{id}/prescriptions` request through the Flask test
    client (parsing, rules, signing, storing, audit, commit) — target <= 5 %;
-2. the same evaluation against a 20,000-drug catalog divided by a 1,000-drug one, both
+2. the same evaluation (with its look-ups) against a 20,000-drug catalog divided by a 1,000-drug one, both
    with a 50,000-pair interaction table — target <= 1.2.
 
 The catalog is the seed formulary padded with synthetic ordinary products; the
@@ -168,8 +169,8 @@ def main() -> None:
             pad_interactions(50000)
             facts, _ = services.prescription_facts(str(v["doc"].id), visit, spec)
             pure[size] = median_time(pure_rules, 200)
-            looked[size] = median_time(lookups_and_rules)
-        whole = median_time(request)
+            looked[size] = median_time(lookups_and_rules, 60)
+        whole = median_time(request, 30)
         print(
             f"pure rules (rules.evaluate):      1,000 drugs {pure[1000] * 1e3:.3f} ms, 20,000 drugs {pure[20000] * 1e3:.3f} ms"
         )
@@ -177,13 +178,15 @@ def main() -> None:
             f"with DB look-ups (drugs, pairs): 1,000 drugs {looked[1000] * 1e3:.2f} ms, 20,000 drugs {looked[20000] * 1e3:.2f} ms"
         )
         print(f"whole POST /visits/{{id}}/prescriptions (20,000 drugs, 50,000 pairs): {whole * 1e3:.2f} ms")
-        r1 = pure[20000] / whole
-        print(f"1. rule evaluation / request = {r1:.4f} (target <= 0.05) {'OK' if r1 <= 0.05 else 'OVER'}")
-        print(f"   (with the look-ups: {looked[20000] / whole:.3f})")
-        r2 = pure[20000] / pure[1000]
+        r1 = looked[20000] / whole
         print(
-            f"2. 20,000 / 1,000 catalog = {r2:.3f} (target <= 1.2) {'OK' if r2 <= 1.2 else 'OVER'}"
-            f"; with look-ups {looked[20000] / looked[1000]:.3f}"
+            f"1. rule evaluation incl. the DB look-ups / request = {r1:.3f} (target <= 0.05) "
+            f"{'OK' if r1 <= 0.05 else 'OVER'}; pure rules alone {pure[20000] / whole:.4f}"
+        )
+        r2 = looked[20000] / looked[1000]
+        print(
+            f"2. 20,000 / 1,000 catalog, incl. the look-ups = {r2:.3f} (target <= 1.2) "
+            f"{'OK' if r2 <= 1.2 else 'OVER'}; pure rules alone {pure[20000] / pure[1000]:.3f}"
         )
 
 

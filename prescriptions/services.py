@@ -418,14 +418,13 @@ def interactions_among(ingredients: Iterable[str]) -> dict[frozenset[str], rules
     keys = sorted(set(ingredients))
     if len(keys) < 2:
         return {}
-    rows = db.session.scalars(
-        select(DrugInteraction).where(
-            and_(DrugInteraction.ingredient_a.in_(keys), DrugInteraction.ingredient_b.in_(keys))
+    t = DrugInteraction.__table__.c  # plain rows: no ORM objects for a read-only look-up
+    rows = db.session.execute(
+        select(t.ingredient_a, t.ingredient_b, t.severity, t.source).where(
+            and_(t.ingredient_a.in_(keys), t.ingredient_b.in_(keys))
         )
     )
-    return rules.interaction_table(
-        [rules.Interaction(r.ingredient_a, r.ingredient_b, r.severity, r.source) for r in rows]
-    )
+    return rules.interaction_table([rules.Interaction(a, b, severity, source) for a, b, severity, source in rows])
 
 
 def allergy_keys(allergies: Iterable[str]) -> tuple[str, ...]:
@@ -516,6 +515,7 @@ def prescription_facts(
         for i in spec.items
     ]
     all_ingredients = [k for it in items for k in it.drug.ingredients]
+    on_day = on or utcnow().astimezone(CHINA).date()
     facts = rules.PrescriptionFacts(
         patient=rules.PatientFacts(patient.birth_date, allergy_keys(patient.allergies or []), spec.weight_kg),
         visit=rules.VisitFacts(
@@ -526,12 +526,13 @@ def prescription_facts(
         ),
         prescriber=rules.PrescriberFacts(str(physician_id)),
         items=items,
-        on=on or utcnow().astimezone(CHINA).date(),
+        on=on_day,
         long_term=spec.long_term,
         assessment_note=spec.assessment_note,
         guardian=spec.guardian,
         accompanying_physician=spec.accompanying_physician,
-        weight_age=_weight_age(),
+        # the institution's weight age is at most 18: an adult's prescription needs no look-up
+        weight_age=_weight_age() if rules.is_under(patient.birth_date, on_day, 18) else rules.DEFAULT_WEIGHT_AGE,
         interactions=interactions_among(all_ingredients),
     )
     return facts, drugs
