@@ -74,11 +74,13 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     from pharmacy import api as pharmacy_api
     from pharmacy import review as pharmacy_review
     from pharmacy import services as pharmacy_services
+    from pharmacy import views as pharmacy_views
     from prescriptions import api as rx_api
     from prescriptions import cli as rx_cli
     from prescriptions import signing as rx_signing
 
     pharmacy_services.register_jobs()  # outbox handlers: partner dispatch, SMS
+    pharmacy_views.init_app(app)  # review queue and screen, prescription tracking
 
     api_bp, _ = build_blueprint(
         [

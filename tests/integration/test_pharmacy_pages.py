@@ -1,0 +1,52 @@
+"""The pharmacist's queue and review screen, and the patient's tracking page, over the session login."""
+
+from __future__ import annotations
+
+from flask import Flask
+from flask.testing import FlaskClient
+
+from identity.models import Role
+from tests.conftest import extract_csrf
+from tests.support import factories as f
+from tests.support.rx_factories import item, visit_in_progress
+
+
+def login(app: Flask, username: str) -> FlaskClient:
+    c = app.test_client()
+    csrf = extract_csrf(c.get("/login").get_data(as_text=True))
+    resp = c.post("/login", data={"username": username, "password": f.PASSWORD, "csrf_token": csrf})
+    assert resp.status_code in (302, 303), resp.get_data(as_text=True)[:300]
+    return c
+
+
+def test_pharmacist_claims_reviews_and_patient_tracks(client: FlaskClient, ctx: Flask) -> None:
+    v = visit_in_progress(client)
+    resp = client.post(
+        f"/api/v1/visits/{v['visit_id']}/prescriptions",
+        json={"items": [item(v["drugs"]["amlodipine"])]},
+        headers=f.auth(v["face"]),
+    )
+    rx = resp.get_json()["id"]
+    ph = login(ctx, f.staff(Role.PHARMACIST).username)
+    page = ph.get("/pharmacy/queue").get_data(as_text=True)
+    assert 'id="waiting"' in page and "<strong>1</strong>" in page
+    claimed = ph.post("/pharmacy/queue/claim", data={"csrf_token": extract_csrf(page)})
+    assert claimed.status_code == 302 and claimed.headers["Location"].endswith(f"/pharmacy/review/{rx}")
+    screen = ph.get(f"/pharmacy/review/{rx}").get_data(as_text=True)
+    assert "苯磺酸氨氯地平片" in screen and 'id="signature" class="flash success"' in screen and "I10" in screen
+    done = ph.post(
+        f"/pharmacy/review/{rx}",
+        data={"csrf_token": extract_csrf(screen), "decision": "approve"},
+        follow_redirects=True,
+    )
+    assert done.status_code == 200 and 'id="to-dispense"' in done.get_data(as_text=True)
+
+    patient = login(ctx, v["reg"].account.username)
+    track = patient.get(f"/prescriptions/{rx}/track")
+    assert track.status_code == 200 and 'id="checkout"' in track.get_data(as_text=True)
+    saved = patient.post(
+        f"/prescriptions/{rx}/track",
+        data={"csrf_token": extract_csrf(track.get_data(as_text=True)), "collect": "1"},
+    )
+    assert saved.status_code == 200 and 'id="paid"' in saved.get_data(as_text=True)
+    assert ph.get(f"/prescriptions/{rx}/track").status_code == 403
