@@ -24,6 +24,7 @@ def load_models() -> None:
     import clinic.core.audit
     import clinic.core.jobs
     import clinic.payments.models
+    import clinic.regulator.models  # noqa: F401
     import clinic.visits.models  # noqa: F401
     import identity.models  # noqa: F401
     import pharmacy.models  # noqa: F401
@@ -52,8 +53,11 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
 
     from clinic import payments
     from clinic.admin import api as admin_api
+    from clinic.admin import audit_log
     from clinic.payments import api as payments_api
     from clinic.payments.services import register_purpose
+    from clinic.regulator import api as regulator_api
+    from clinic.regulator import cli as regulator_cli
     from clinic.visits import api as visits_api
     from clinic.visits import services as visits_services
     from identity import api as identity_api
@@ -90,6 +94,8 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
             payments_api.router,
             rx_api.router,
             rx_signing.router,
+            regulator_api.router,
+            audit_log.router,
             pharmacy_api.router,
         ],
         load_principal,
@@ -98,6 +104,8 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     rx_cli.init_app(app)
     csrf.exempt(api_bp)  # the API takes Bearer tokens only, never cookies
     app.register_blueprint(api_bp)
+    audit_log.init_app(app)  # the audit viewer (admin pages)
+    regulator_cli.init_app(app)  # keys, retention, regulator scopes
 
     payments.init_app(app)  # PAYMENTS=stripe: the fee port; the signed webhook
     register_purpose("consultation", visits_services.mark_visit_paid)

@@ -1,0 +1,145 @@
+"""Incidents: recorded by an administrator, the regulator contact told at once by SMS (the
+real twilio SDK against the local stand-in), an adverse event can stop the service; all audited."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select
+
+from clinic.app import create_app
+from clinic.core.audit import AuditEntry
+from clinic.core.db import db
+from clinic.regulator.models import Incident
+from clinic.visits import services as visits
+from identity.models import Role
+from tests.conftest import make_config
+from tests.support import factories as f
+from tests.support.twilio_standin import TwilioStandin
+
+CONTACT = "+8613900139000"
+FROM = "+15005550006"
+
+
+@pytest.fixture(scope="module")
+def standin() -> Iterator[TwilioStandin]:
+    server = TwilioStandin().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def sms_app(app: Flask, backend: dict[str, Any], standin: TwilioStandin) -> Flask:
+    cfg = make_config(
+        backend,
+        SMS_BACKEND="twilio",
+        TWILIO_ACCOUNT_SID=standin.account_sid,
+        TWILIO_AUTH_TOKEN=standin.auth_token,
+        TWILIO_VERIFY_SERVICE_SID=standin.verify_service_sid,
+        TWILIO_BASE_URL=standin.base_url,
+        TWILIO_SMS_FROM=FROM,
+        REGULATOR_CONTACT_PHONE=CONTACT,
+    )
+    return create_app(cfg)
+
+
+@pytest.fixture
+def sclient(ctx: Flask, sms_app: Flask, standin: TwilioStandin) -> Iterator[FlaskClient]:
+    standin.reset()
+    with sms_app.app_context():
+        yield sms_app.test_client()
+
+
+def incident(**kw: Any) -> dict[str, Any]:
+    body = {
+        "kind": "data_security",
+        "severity": "high",
+        "what": "Laptop with an export of 120 patients' phone numbers stolen",
+        "scope": "120 patients: names and phone numbers",
+        "found_at": "2025-01-05T09:00:00+08:00",
+    }
+    body.update(kw)
+    return body
+
+
+def actions() -> list[str]:
+    return [e.action for e in db.session.scalars(select(AuditEntry).order_by(AuditEntry.seq))]
+
+
+def test_data_security_incident_is_reported_to_the_regulator_at_once(
+    sclient: FlaskClient, standin: TwilioStandin
+) -> None:
+    admin = f.staff(Role.ADMIN)
+    tok = f.token(sclient, admin.username)
+    resp = sclient.post("/api/v1/admin/incidents", json=incident(), headers=f.auth(tok))
+    assert resp.status_code == 201, resp.get_json()
+    body = resp.get_json()
+    assert body["regulator_notified"] is True and body["regulator_notified_at"]
+    assert body["kind"] == "data_security" and body["suspension_triggered"] is False
+    sms = [m for m in standin.outbox if m["kind"] == "message"]
+    assert len(sms) == 1 and sms[0]["to"] == CONTACT and sms[0]["from"] == FROM
+    assert "120 patients" in sms[0]["body"] and body["id"] in sms[0]["body"]
+    assert "incident.recorded" in actions() and "incident.regulator_notified" in actions()
+    notified = db.session.scalars(select(AuditEntry).where(AuditEntry.action == "incident.regulator_notified")).one()
+    assert notified.actor_id == str(admin.id) and CONTACT not in str(notified.detail)  # masked
+    listed = sclient.get("/api/v1/admin/incidents", headers=f.auth(tok)).get_json()["items"]
+    assert [i["id"] for i in listed] == [body["id"]]
+
+
+def test_an_sms_outage_keeps_the_incident_and_says_so(sclient: FlaskClient, standin: TwilioStandin) -> None:
+    admin = f.staff(Role.ADMIN)
+    tok = f.token(sclient, admin.username)
+    standin.failure = 503
+    resp = sclient.post("/api/v1/admin/incidents", json=incident(), headers=f.auth(tok))
+    assert resp.status_code == 201
+    assert resp.get_json()["regulator_notified"] is False and resp.get_json()["notification_error"]
+    row = db.session.get(Incident, __import__("uuid").UUID(resp.get_json()["id"]))
+    assert row is not None and row.regulator_notified_at is None
+    assert "incident.notification_failed" in actions()
+
+
+def test_adverse_event_can_suspend_all_online_services(sclient: FlaskClient, standin: TwilioStandin) -> None:
+    admin = f.staff(Role.ADMIN)
+    tok = f.token(sclient, admin.username)
+    resp = sclient.post(
+        "/api/v1/admin/incidents",
+        json=incident(kind="adverse_event", severity="critical", what="Wrong dose dispensed", suspend=True),
+        headers=f.auth(tok),
+    )
+    assert resp.status_code == 201 and resp.get_json()["suspension_triggered"] is True
+    assert visits.suspension() is not None and "Wrong dose dispensed" in visits.suspension().reason  # type: ignore[union-attr]
+    assert {"incident.recorded", "service.suspended", "incident.regulator_notified"} <= set(actions())
+
+
+def test_refusals(sclient: FlaskClient, standin: TwilioStandin) -> None:
+    admin = f.staff(Role.ADMIN)
+    tok = f.token(sclient, admin.username)
+    cases = [
+        (incident(suspend=True), "suspension_not_applicable"),
+        (incident(found_at="2999-01-01T00:00:00Z"), "invalid"),
+        (incident(found_at="2025-01-05T09:00:00"), "invalid"),
+        (incident(kind="rumour"), "invalid"),
+        (incident(what=""), "invalid"),
+    ]
+    for body, code in cases:
+        resp = sclient.post("/api/v1/admin/incidents", json=body, headers=f.auth(tok))
+        assert resp.status_code == 422 and resp.get_json()["error"]["code"] == code, (body, resp.get_json())
+    assert db.session.scalars(select(Incident)).first() is None
+    assert visits.suspension() is None
+    assert not [m for m in standin.outbox if m["kind"] == "message"]
+    for role in (Role.REGULATOR, Role.PHYSICIAN, Role.PHARMACIST):
+        other = f.token(sclient, f.staff(role).username)
+        resp = sclient.post("/api/v1/admin/incidents", json=incident(), headers=f.auth(other))
+        assert resp.status_code == 403 and resp.get_json()["error"]["code"] == "forbidden"
+
+
+def test_without_a_contact_the_incident_is_kept_and_the_gap_recorded(client: FlaskClient) -> None:
+    admin = f.staff(Role.ADMIN)
+    resp = client.post("/api/v1/admin/incidents", json=incident(), headers=f.auth(f.token(client, admin.username)))
+    assert resp.status_code == 201 and resp.get_json()["regulator_notified"] is False
+    assert "REGULATOR_CONTACT_PHONE" in resp.get_json()["notification_error"]
+    assert "incident.notification_skipped" in actions()
