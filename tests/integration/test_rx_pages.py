@@ -42,6 +42,7 @@ def physician(ctx: Flask) -> tuple[Person, dict[str, Any], str]:
 
 def test_the_check_shows_every_rule_live_and_signing_needs_a_fresh_face(ctx: Flask) -> None:
     doc, v, url = physician(ctx)
+    assert f'href="{url}"' in doc.get(f"/visits/{v['visit_id']}").get_data(as_text=True)  # the room links here
     page = doc.get(url)
     assert page.status_code == 200 and 'id="rx-form"' in page.get_data(as_text=True)
     csrf = csrf_of(doc, url)
