@@ -50,6 +50,11 @@ def upgrade():
         batch_op.create_index(batch_op.f('ix_pharmacy_reviews_claimed_by'), ['claimed_by'], unique=False)
         batch_op.create_index('ix_pharmacy_reviews_state_queued_at', ['state', 'queued_at'], unique=False)
 
+    # prescriptions already waiting for review join the queue
+    op.execute(
+        "INSERT INTO pharmacy_reviews (prescription_id, state, queued_at, reasons, rule_codes, fee_fen, fee_waived, collect) "
+        "SELECT id, 'pending', signed_at, '[]', '[]', 0, false, false FROM prescriptions WHERE status = 'pending_review'"
+    )
     # ### end Alembic commands ###
 
 
