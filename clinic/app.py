@@ -24,7 +24,7 @@ def load_models() -> None:
     import clinic.core.audit
     import clinic.core.jobs
     import clinic.payments.models
-    import clinic.regulator.models  # noqa: F401
+    import clinic.regulator.models
     import clinic.visits.models  # noqa: F401
     import identity.models  # noqa: F401
     import pharmacy.models  # noqa: F401
@@ -106,6 +106,11 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     app.register_blueprint(api_bp)
     audit_log.init_app(app)  # the audit viewer (admin pages)
     regulator_cli.init_app(app)  # keys, retention, regulator scopes
+    from clinic.regulator.fhir import register_resource
+    from pharmacy.models import Review as PharmacyReview
+    from prescriptions.fhir import MedicationRequestSource
+
+    register_resource("MedicationRequest", MedicationRequestSource(review_model=PharmacyReview))
 
     payments.init_app(app)  # PAYMENTS=stripe: the fee port; the signed webhook
     register_purpose("consultation", visits_services.mark_visit_paid)
