@@ -319,7 +319,21 @@ def face_unlock_cmd(username: str) -> None:
     click.echo(json.dumps({"username": username, "unlocked": True}))
 
 
+def _page_actor() -> None:
+    """Audit entries written by any page name who acted (the API sets its own from the token)."""
+    from clinic.core.api import API_PREFIX
+    from clinic.core.audit import Actor, set_actor
+
+    if request.path.startswith(API_PREFIX):
+        return
+    if current_user.is_authenticated:
+        set_actor(Actor(id=str(current_user.id), role=current_user.role.value, client_ip=request.remote_addr))
+    else:
+        set_actor(Actor(id=None, role="anonymous", client_ip=request.remote_addr))
+
+
 def init_app(app: Flask) -> None:
     login_manager.init_app(app)
+    app.before_request(_page_actor)
     app.register_blueprint(bp)
     app.cli.add_command(face_cli)

@@ -9,6 +9,7 @@ tables (they are emptied after it), so the app's own commits are exercised for r
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import re
 import uuid
@@ -79,11 +80,21 @@ def make_config(backend: dict[str, Any], **extra: Any) -> Config:
     return cfg
 
 
+class IsolatedClient(FlaskClient):
+    """Each request runs in a fresh context, as in production: nothing the test holds in
+    its own app context (`g`, Flask-Login's cached user, the audit actor) leaks into a
+    request, and nothing one request leaves in `g` reaches the next."""
+
+    def open(self, *args: Any, **kwargs: Any) -> Any:
+        return contextvars.Context().run(super().open, *args, **kwargs)
+
+
 @pytest.fixture(scope="session")
 def app(backend: dict[str, Any]) -> Iterator[Flask]:
     from flask_migrate import upgrade
 
     application = create_app(make_config(backend))
+    application.test_client_class = IsolatedClient
     with application.app_context():
         upgrade(revision="heads")
     yield application

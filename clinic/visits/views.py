@@ -42,7 +42,6 @@ from wtforms import DateField, HiddenField, SelectField, StringField, TextAreaFi
 from wtforms.validators import DataRequired, Length, Optional
 
 from clinic.core import storage
-from clinic.core.audit import Actor, set_actor
 from clinic.core.db import db
 from clinic.core.errors import DomainError, RuleRefusal
 from clinic.core.web import handle_refusal, localized
@@ -135,15 +134,6 @@ class TerminateForm(FlaskForm):
 
 
 # --- access -----------------------------------------------------------------------------
-
-
-@bp.before_request
-def _actor() -> None:
-    """Audit entries written by these pages name who acted."""
-    if current_user.is_authenticated:
-        set_actor(Actor(id=str(current_user.id), role=current_user.role.value, client_ip=request.remote_addr))
-    else:
-        set_actor(Actor(id=None, role="anonymous", client_ip=request.remote_addr))
 
 
 def _me() -> Account:
