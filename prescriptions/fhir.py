@@ -20,7 +20,7 @@ from typing import Any
 
 from fhir.resources.R4B.medicationrequest import MedicationRequest
 from fhir.resources.R4B.resource import Resource
-from sqlalchemy import Select, func, select
+from sqlalchemy import func, select
 
 from clinic.regulator import fhir as base
 from prescriptions.models import Prescription, PrescriptionItem, PrescriptionStatus
@@ -51,7 +51,7 @@ STATUS = {
 class MedicationRequestSource:
     review_model: Any = None
 
-    def _query(self, ctx: base.FhirContext) -> Select[Any]:
+    def _query(self, ctx: base.FhirContext) -> Any:  # a Select of (item, prescription) rows
         w = ctx.window
         return (
             select(PrescriptionItem, Prescription)

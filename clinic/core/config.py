@@ -103,11 +103,6 @@ class Config:
     REGULATOR_TOKEN_SECONDS: int = 300
     REGULATOR_MAX_WINDOW_DAYS: int = 31
     REGULATOR_CONTACT_PHONE: str = ""
-    # Regulators' interface (clinic/regulator): scoped-token lifetime, longest read window,
-    # and who is told at once of a data-security incident or adverse event (SMS)
-    REGULATOR_TOKEN_SECONDS: int = 300
-    REGULATOR_MAX_WINDOW_DAYS: int = 31
-    REGULATOR_CONTACT_PHONE: str = ""
     # Uploads
     MAX_CONTENT_LENGTH: int = 12 * 1024 * 1024
     BABEL_DEFAULT_LOCALE: str = "zh_CN"
