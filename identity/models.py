@@ -47,7 +47,8 @@ class Account(UserMixin, Base):
     role: Mapped[Role] = mapped_column(Enum(Role, native_enum=False, length=16, values_callable=_values))
     display_name: Mapped[str] = mapped_column(String(100))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
-    phone: Mapped[str | None] = mapped_column(EncryptedText)
+    # Encrypted columns are deferred: decrypted only by the code paths that read them.
+    phone: Mapped[str | None] = mapped_column(EncryptedText, deferred=True)
     phone_hash: Mapped[str | None] = mapped_column(String(64), index=True)
     phone_verified_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -74,7 +75,7 @@ class Patient(Base):
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id"), index=True)
     name: Mapped[str] = mapped_column(String(100))
-    id_number: Mapped[str] = mapped_column(EncryptedText)
+    id_number: Mapped[str] = mapped_column(EncryptedText, deferred=True)
     id_number_hash: Mapped[str] = mapped_column(String(64), index=True)
     birth_date: Mapped[date] = mapped_column(Date)
     sex: Mapped[str] = mapped_column(String(8))

@@ -64,4 +64,4 @@ def load_principal(token: str) -> Principal:
     account = db.session.get(Account, account_id)
     if account is None or not account.active or account.role.value != claims.get("role"):
         raise Unauthenticated("The token's account is unknown or disabled.")
-    return Principal(id=str(account.id), role=account.role.value, claims=claims)
+    return Principal(id=str(account.id), role=account.role.value, claims=claims, subject=account)

@@ -133,21 +133,32 @@ def _write_pending(session: Session) -> None:
     pending = session.info.pop("audit_pending", None)
     if not pending:
         return
-    # Take the chain head's write lock first (an UPDATE locks on every backend,
-    # SQLite included), then read it: no two transactions can fork the chain.
-    result = session.execute(update(AuditHead).where(AuditHead.id == 1).values(last_seq=AuditHead.last_seq))
-    if result.rowcount == 0:  # type: ignore[attr-defined]
+    # Take the chain head's write lock first (an UPDATE locks on every backend, SQLite
+    # included) and read it in the same statement: no two transactions can fork the chain.
+    row = session.execute(
+        update(AuditHead)
+        .where(AuditHead.id == 1)
+        .values(last_seq=AuditHead.last_seq)
+        .returning(AuditHead.last_seq, AuditHead.last_hash)
+        .execution_options(synchronize_session=False)
+    ).first()
+    if row is None:
         raise RuntimeError("the audit chain head is missing: run the migrations (flask db upgrade)")
-    head = session.execute(select(AuditHead).where(AuditHead.id == 1)).scalar_one()
-    session.refresh(head)
-    seq, prev = head.last_seq, head.last_hash
+    seq, prev = row
+    entries = []
     for item in pending:
         seq += 1
         entry = AuditEntry(seq=seq, prev_hash=prev, hash="", **item)
         entry.hash = entry_hash(prev, entry.content())
         prev = entry.hash
-        session.add(entry)
-    head.last_seq, head.last_hash = seq, prev
+        entries.append(entry)
+    session.add_all(entries)
+    session.execute(
+        update(AuditHead)
+        .where(AuditHead.id == 1)
+        .values(last_seq=seq, last_hash=prev)
+        .execution_options(synchronize_session=False)
+    )
     session.flush()
 
 

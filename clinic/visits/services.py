@@ -262,7 +262,9 @@ def _consent(version: str) -> ConsentText:
     )
 
 
+@lru_cache(maxsize=1)
 def current_consent() -> ConsentText:
+    """The newest version shipped with the code (a new version is a new file and a deploy)."""
     versions = sorted(p.name.split(".")[0] for p in CONSENT_DIR.glob("*.zh.md"))
     return _consent(versions[-1])
 
