@@ -73,9 +73,18 @@ def _parse_id(id_number: str) -> rules.IdNumber:
         raise InvalidIdNumber(exc.reason) from None
 
 
+def login_name(typed: str) -> str:
+    """A patient's username is their phone in E.164 (+86…); they type it as they know it."""
+    typed = typed.strip()
+    try:
+        return rules.normalize_phone(typed)
+    except ValueError:
+        return typed
+
+
 def authenticate(username: str, password: str) -> Account:
     session = db.session()
-    account = session.scalars(select(Account).where(Account.username == username.strip())).first()
+    account = session.scalars(select(Account).where(Account.username == login_name(username))).first()
     ok = False
     try:
         ok = _hasher.verify(account.password_hash if account else _DUMMY_HASH, password)

@@ -234,3 +234,11 @@ def test_api_ignores_session_cookies(client: FlaskClient) -> None:
     )
     assert client.get("/").status_code == 200
     assert client.get("/api/v1/me").status_code == 401
+
+
+@pytest.mark.parametrize("typed", ["{n}", "+86{n}", "+86 {n}", "86{n}", " {n} "])
+def test_patients_log_in_with_their_phone_as_they_type_it(client: FlaskClient, typed: str) -> None:
+    reg = f.patient()
+    number = reg.account.username.removeprefix("+86")
+    resp = client.post("/api/v1/auth/token", json={"username": typed.format(n=number), "password": f.PASSWORD})
+    assert resp.status_code == 200 and resp.get_json()["role"] == "patient"

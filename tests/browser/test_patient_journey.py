@@ -9,7 +9,6 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import pytest
 from playwright.sync_api import expect
 
 from tests.support import factories as f
@@ -56,8 +55,8 @@ def test_patient_registers_confirms_phone_adds_a_child_and_switches_language(
     expect(page.locator("main")).not_to_contain_text("请确认您的手机号")
     shoot("04-home-verified")
 
-    # log out, then log in with the phone number (as stored: +86…; the bare number is
-    # test_login_with_the_phone_number_as_typed below)
+    # log out, then log in with the phone number in its stored form (+86…; the number as a
+    # patient types it is test_login_with_the_phone_number_as_typed below)
     page.locator("nav.menu form button").click()
     expect(page).to_have_url(re.compile(r"/login$"))
     page.fill("#username", "+86" + phone)
@@ -90,11 +89,6 @@ def test_patient_registers_confirms_phone_adds_a_child_and_switches_language(
     shoot("08-home-zh")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="identity.services.authenticate looks the username up verbatim; a patient's username is the "
-    "E.164 phone (+86…), so the 11-digit number a patient types into 手机号或用户名 is refused",
-)
 def test_login_with_the_phone_number_as_typed(page: Any) -> None:
     f_reg = f.patient(name="王强")  # a verified patient with a known password
     phone = f_reg.account.username.removeprefix("+86")
