@@ -43,7 +43,7 @@ install:
 # PAYMENTS=off, SMS codes written to the log. Secrets are generated into instance/.
 run: install
 	@echo "== Migrating the database (Alembic)"
-	$(FLASK) db upgrade heads
+	$(FLASK) db upgrade
 	if $(PY) scripts/devdemo.py is-empty; then
 		echo "== Loading the demo world into the empty database (saved to instance/demo.json)"
 		$(FLASK) demo > instance/demo.json.tmp
@@ -85,6 +85,7 @@ translations: install
 		-k _l -k lazy_gettext -k N_ \
 		-k Invalid -k Conflict -k NotFound -k Forbidden -k Unauthenticated -k RateLimited \
 		-k ServiceUnavailable -k DomainError -k IdNumberError -k AlreadyRegistered -k Violation:2 \
+		-k BadUpload -k NotAnImage -k ImageTooLarge -k InvalidSignature \
 		-o build/messages.pot .
 	for loc in $(LOCALES); do
 		po=$(TRANSLATIONS)/$$loc/LC_MESSAGES/messages.po

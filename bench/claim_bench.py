@@ -100,7 +100,7 @@ def run(args: Any, url: str) -> int:
     logging.getLogger().setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     with app.app_context():
-        upgrade(revision="heads")
+        upgrade()
     with app.test_request_context():
         client = app.test_client()
         v = visit_in_progress(client)

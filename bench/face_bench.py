@@ -74,7 +74,7 @@ def main() -> None:
     cfg.finalize()
     app = create_app(cfg)
     with app.app_context():
-        upgrade(revision="heads")
+        upgrade()
         with acting_as(Actor(None, "bench")), unit_of_work():
             from tests.support.factories import PASSWORD, institution
 

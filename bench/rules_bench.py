@@ -108,7 +108,7 @@ def main() -> None:
 
     app = create_app(make_config({"url": url, "instance": tmp, "name": "bench"}))
     with app.app_context(), app.test_request_context():
-        upgrade(revision="heads")
+        upgrade()
         from clinic.core.db import db
         from prescriptions import rules, services
         from tests.support import factories as f

@@ -5,7 +5,7 @@
 What it does, in one run:
 1. makes a scratch database (a SQLite file in a temporary folder, or a fresh PostgreSQL
    database on 127.0.0.1:5432 that is dropped at the end) and migrates it with
-   `flask db upgrade heads`;
+   `flask db upgrade`;
 2. seeds it through the services: the institution, the condition catalog, a physician and
    a few hundred patients, each with a confirmed diagnosis and the current consent; access
    tokens are issued directly (no login, so the login rate limit plays no part);
@@ -95,7 +95,7 @@ class Scratch:
 
 def migrate(env: dict[str, str]) -> None:
     proc = subprocess.run(
-        [str(BIN / "flask"), "--app", "wsgi", "db", "upgrade", "heads"],
+        [str(BIN / "flask"), "--app", "wsgi", "db", "upgrade"],
         cwd=ROOT,
         env=env,
         capture_output=True,

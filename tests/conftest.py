@@ -96,7 +96,7 @@ def app(backend: dict[str, Any]) -> Iterator[Flask]:
     application = create_app(make_config(backend))
     application.test_client_class = IsolatedClient
     with application.app_context():
-        upgrade(revision="heads")
+        upgrade()
     yield application
 
 

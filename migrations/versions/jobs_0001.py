@@ -1,7 +1,7 @@
 """jobs: the transactional outbox (outbox_jobs)
 
 Revision ID: jobs_0001
-Revises: visits_0001
+Revises: payments_0001
 """
 from alembic import op
 import sqlalchemy as sa
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = 'jobs_0001'
-down_revision = 'visits_0001'
+down_revision = 'payments_0001'
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """payments: one row per Stripe PaymentIntent, and the provider events already applied
 
 Revision ID: payments_0001
-Revises: visits_0001
+Revises: prescriptions_0002
 Create Date: 2026-11-23 04:31:36.959841
 
 """
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = "payments_0001"
-down_revision = "visits_0001"
+down_revision = 'prescriptions_0002'
 branch_labels = None
 depends_on = None
 

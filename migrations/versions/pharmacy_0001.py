@@ -1,7 +1,7 @@
 """pharmacy: delivery partners, deliveries and their events, SMS notifications
 
 Revision ID: pharmacy_0001
-Revises: visits_0001
+Revises: jobs_0001
 """
 from alembic import op
 import sqlalchemy as sa
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = 'pharmacy_0001'
-down_revision = 'visits_0001'
+down_revision = 'jobs_0001'
 branch_labels = None
 depends_on = None
 

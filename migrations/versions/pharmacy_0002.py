@@ -13,7 +13,7 @@ import sqlalchemy as sa
 revision = 'pharmacy_0002'
 down_revision = 'pharmacy_0001'
 branch_labels = None
-depends_on = 'prescriptions_0002'
+depends_on = None
 
 
 def upgrade():

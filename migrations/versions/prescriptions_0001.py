@@ -1,7 +1,7 @@
 """prescriptions: drug catalog, contraindicated interactions, physicians' signing keys
 
 Revision ID: prescriptions_0001
-Revises: 6cab0d2f2f50
+Revises: visits_0001
 Create Date: 2026-11-23 05:00:00
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = 'prescriptions_0001'
-down_revision = '6cab0d2f2f50'
+down_revision = 'visits_0001'
 branch_labels = None
 depends_on = None
 

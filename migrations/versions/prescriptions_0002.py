@@ -13,7 +13,7 @@ import sqlalchemy as sa
 revision = 'prescriptions_0002'
 down_revision = 'prescriptions_0001'
 branch_labels = None
-depends_on = 'visits_0001'
+depends_on = None
 
 
 def upgrade():

@@ -1,7 +1,7 @@
 """regulators' interface: regulator account scopes, incidents
 
 Revision ID: regulator_0001
-Revises: visits_0001
+Revises: pharmacy_0002
 Create Date: 2026-11-23 06:00:00
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = 'regulator_0001'
-down_revision = 'visits_0001'
+down_revision = 'pharmacy_0002'
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """visits
 
 Revision ID: visits_0001
-Revises: 6cab0d2f2f50
+Revises: face_0001
 Create Date: 2026-11-23 04:23:44.853727
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = 'visits_0001'
-down_revision = '6cab0d2f2f50'
+down_revision = 'face_0001'
 branch_labels = None
 depends_on = None
 
