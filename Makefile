@@ -90,9 +90,9 @@ translations: install
 	for loc in $(LOCALES); do
 		po=$(TRANSLATIONS)/$$loc/LC_MESSAGES/messages.po
 		if [ -f $$po ]; then
-			$(VENV)/bin/pybabel -q update --no-fuzzy-matching -i build/messages.pot -d $(TRANSLATIONS) -l $$loc
+			$(VENV)/bin/pybabel -q update --no-fuzzy-matching --ignore-obsolete --width 120 -i build/messages.pot -d $(TRANSLATIONS) -l $$loc
 		else
-			$(VENV)/bin/pybabel -q init -i build/messages.pot -d $(TRANSLATIONS) -l $$loc
+			$(VENV)/bin/pybabel -q init --width 120 -i build/messages.pot -d $(TRANSLATIONS) -l $$loc
 		fi
 	done
 	$(PY) -c "from babel.messages.pofile import read_po; import sys; \

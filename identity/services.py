@@ -63,7 +63,7 @@ def hash_password(password: str) -> str:
 def _check_password_policy(password: str) -> None:
     problems = rules.password_problems(password)
     if problems:
-        raise Invalid("The password needs " + ", ".join(problems) + ".", code="weak_password")
+        raise Invalid("A password needs 8 to 128 characters, with both letters and digits.", code="weak_password")
 
 
 def _parse_id(id_number: str) -> rules.IdNumber:

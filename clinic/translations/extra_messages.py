@@ -45,6 +45,40 @@ MESSAGES = (
     # clinic/visits/rules.py, prescriptions/signing.py
     N_("The visit is closed."),
     N_("The prescription's signature does not verify."),
+    # clinic/regulator/services.py
+    N_(
+        "The regulators' data interface needs a scoped token: POST /api/v1/regulator/token with "
+        '{"scope": ["read:deidentified"]} (or "read:identified" where allowed) using your login token.'
+    ),
+    # clinic/payments/services.py and clinic/payments/gateway.py
+    N_("The webhook body is not a Stripe event."),
+    N_("The payment provider cannot be reached; nothing was charged or changed. Try again later."),
+    N_("The webhook signature is missing, wrong or too old."),
+    # prescriptions/rules.py
+    N_("The prescription cannot move to that status from its current one."),
+    # prescriptions/views.py MESSAGES: the rule violations on the prescribing page (formatted with %)
+    N_("%(drug)s: specially controlled drugs (%(control)s) are never prescribed online (Art. 19)."),
+    N_(
+        "A child under 6 needs a guardian (name, valid ID number, relation) and an accompanying "
+        "physician (name, license number, specialty) (Art. 19). Check: %(missing)s."
+    ),
+    N_("%(drug)s is not indicated for the visit's confirmed diagnosis %(diagnosis)s (Art. 16)."),
+    N_("A prescription holds at most %(limit)s items; this one has %(count)s."),
+    N_("%(drug)s: %(days)s days' supply exceeds the limit of %(limit)s days."),
+    N_("The patient's weight is required under %(weight_age)s years."),
+    N_("%(drug)s contains %(ingredients)s, recorded as an allergy of the patient."),
+    N_("%(ingredient)s is already prescribed in item %(other)s."),
+    N_("%(pair)s: contraindicated together (%(source)s)."),
+    # pharmacy/review.py, pharmacy/rules.py, pharmacy/services.py
+    N_("You have not claimed this prescription (or your claim has expired); claim it from the queue."),
+    N_("The drug fee is not paid: nothing is dispensed before an approved, paid prescription."),
+    N_("The patient has not said where the medicines go (delivery address or collection)."),
+    N_("This status change is not allowed from the delivery's current status."),
+    N_("The partner signature is missing, wrong or too old."),
+    N_("Re-run at review, the prescribing rules refuse this prescription; reject or return it."),
+    # pharmacy/review.py raises this inside a conditional expression, which the extractor
+    # reads as one string glued to the next literal; listed here whole.
+    N_("Reject and return need at least one reason from the review standard."),
     # relations of the people on an account (templates: _(p.relation.value))
     N_("self"),
     N_("child"),

@@ -75,14 +75,13 @@ def visit_request_violations(f: VisitRequestFacts) -> list[Violation]:
                 "Online care is only a return visit: first upload proof of an in-person diagnosis for this patient.",
             )
         )
+    elif d.status == "pending":
+        v.append(
+            Violation("diagnosis_not_confirmed", "The in-person diagnosis has not been confirmed by a physician yet.")
+        )
     elif d.status != "confirmed":
         v.append(
-            Violation(
-                "diagnosis_not_confirmed",
-                "The in-person diagnosis has not been confirmed by a physician yet."
-                if d.status == "pending"
-                else "The in-person diagnosis was not accepted; see the reason given.",
-            )
+            Violation("diagnosis_not_confirmed", "The in-person diagnosis was not accepted; see the reason given.")
         )
     elif not d.condition_active:
         v.append(Violation("diagnosis_not_confirmed", "This condition is no longer followed up online."))
@@ -180,8 +179,10 @@ def sniff_upload(data: bytes, *, max_bytes: int, allow_pdf: bool) -> SniffedFile
     try:
         with Image.open(io.BytesIO(data)) as img:
             fmt = img.format or ""
+            if fmt not in IMAGE_FORMATS and allow_pdf:
+                raise BadUpload("Only JPEG, PNG or WebP images or PDF are accepted.")
             if fmt not in IMAGE_FORMATS:
-                raise BadUpload("Only JPEG, PNG or WebP images" + (" or PDF" if allow_pdf else "") + " are accepted.")
+                raise BadUpload("Only JPEG, PNG or WebP images are accepted.")
             if img.width * img.height > MAX_IMAGE_PIXELS:
                 raise BadUpload("The image has too many pixels.")
             img.verify()
@@ -190,8 +191,8 @@ def sniff_upload(data: bytes, *, max_bytes: int, allow_pdf: bool) -> SniffedFile
     except BadUpload:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-        raise BadUpload(
-            "The file is not a readable image" + (" or PDF" if allow_pdf else "") + ", or it is damaged."
-        ) from None
+        if allow_pdf:
+            raise BadUpload("The file is not a readable image or PDF, or it is damaged.") from None
+        raise BadUpload("The file is not a readable image, or it is damaged.") from None
     mime, ext = IMAGE_FORMATS[fmt]
     return SniffedFile(mime, ext)
