@@ -54,7 +54,7 @@ class Account(UserMixin, Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     patients: Mapped[list[Patient]] = relationship(
-        back_populates="account", order_by="Patient.created_at", lazy="selectin"
+        back_populates="account", order_by="Patient.created_at", lazy="select"
     )
     staff: Mapped[StaffProfile | None] = relationship(back_populates="account", lazy="joined")
 

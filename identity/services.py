@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from clinic.core import audit, crypto
 from clinic.core.crypto import lookup_hash
-from clinic.core.db import db, utcnow
+from clinic.core.db import as_uuid, db, get_or_404, utcnow
 from clinic.core.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, RuleRefusal
 from identity import face, rules
 from identity.models import (
@@ -165,14 +165,7 @@ def register_patient(name: str, id_number: str, phone: str, password: str) -> Re
 
 
 def get_account(account_id: str | uuid.UUID) -> Account:
-    try:
-        key = account_id if isinstance(account_id, uuid.UUID) else uuid.UUID(str(account_id))
-    except ValueError:
-        raise NotFound() from None
-    account = db.session.get(Account, key)
-    if account is None:
-        raise NotFound()
-    return account
+    return get_or_404(Account, account_id)
 
 
 def send_phone_code(account: Account) -> None:
@@ -231,14 +224,11 @@ def add_family_member(account: Account, name: str, id_number: str, relation: str
 
 def patient_of_account(account: Account, patient_id: str | uuid.UUID) -> Patient:
     """A person on this account, or 404 (another account's people are never revealed)."""
-    try:
-        key = patient_id if isinstance(patient_id, uuid.UUID) else uuid.UUID(str(patient_id))
-    except ValueError:
-        raise NotFound() from None
-    for p in account.patients:
-        if p.id == key:
-            return p
-    raise NotFound()
+    key = as_uuid(patient_id)
+    patient = db.session.scalars(select(Patient).where(Patient.id == key, Patient.account_id == account.id)).first()
+    if patient is None:
+        raise NotFound()
+    return patient
 
 
 # --- face freshness ----------------------------------------------------------------
@@ -281,9 +271,16 @@ def institution() -> Institution:
 
 
 def institution_status() -> rules.InstitutionStatus:
-    inst = db.session.get(Institution, 1)
-    approved = frozenset(db.session.scalars(select(Department.code).where(Department.approved)))
-    return rules.InstitutionStatus(inst.approval_valid_until if inst else None, approved)
+    """The institution's approval and its approved departments, in one statement."""
+    rows = db.session.execute(
+        select(Institution.approval_valid_until, Department.code)
+        .select_from(Institution)
+        .outerjoin(Department, Department.approved.is_(True))
+        .where(Institution.id == 1)
+    ).all()
+    if not rows:
+        return rules.InstitutionStatus(None, frozenset())
+    return rules.InstitutionStatus(rows[0][0], frozenset(code for _, code in rows if code is not None))
 
 
 def physician_credentials(account: Account) -> rules.PhysicianCredentials:
@@ -583,11 +580,8 @@ def verify_face(account: Account, data: bytes) -> datetime:
 
 
 def face_locked(account_id: object) -> bool:
-    try:
-        key = account_id if isinstance(account_id, uuid.UUID) else uuid.UUID(str(account_id))
-    except ValueError:
-        return False
-    enrollment = db.session.get(FaceEnrollment, key)
+    key = as_uuid(account_id)
+    enrollment = db.session.get(FaceEnrollment, key) if key is not None else None
     return enrollment is not None and enrollment.locked_at is not None
 
 

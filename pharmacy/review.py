@@ -30,8 +30,8 @@ from sqlalchemy import event, or_, select, update
 from sqlalchemy.orm import Session
 
 from clinic.core import audit
-from clinic.core.db import db, new_id, utcnow
-from clinic.core.errors import Conflict, Forbidden, Invalid, NotFound, RuleRefusal, Violation
+from clinic.core.db import db, get_or_404, new_id, utcnow
+from clinic.core.errors import Conflict, Forbidden, Invalid, RuleRefusal, Violation
 from clinic.visits.models import Visit
 from identity.models import Account
 from identity.services import require_qualified_pharmacist
@@ -88,14 +88,7 @@ def _pharmacist(account_id: str) -> Account:
 
 
 def _rx(prescription_id: str | uuid.UUID) -> Prescription:
-    try:
-        pid = prescription_id if isinstance(prescription_id, uuid.UUID) else uuid.UUID(str(prescription_id))
-    except ValueError:
-        raise NotFound("No such prescription.") from None
-    rx = db.session.get(Prescription, pid)
-    if rx is None:
-        raise NotFound("No such prescription.")
-    return rx
+    return get_or_404(Prescription, prescription_id, "No such prescription.")
 
 
 def _locked_review(rx_id: uuid.UUID) -> Review | None:

@@ -22,7 +22,7 @@ from sqlalchemy import and_, select
 
 from clinic.core import audit
 from clinic.core.crypto import lookup_hash
-from clinic.core.db import db, new_id, utcnow
+from clinic.core.db import as_uuid, db, get_or_404, new_id, utcnow
 from clinic.core.errors import Invalid, NotFound, RuleRefusal, Violation
 from clinic.visits.models import Condition, Visit
 from identity.models import Account, Department, Institution
@@ -467,14 +467,7 @@ class PrescriptionSpec:
 
 
 def _visit(visit_id: str | uuid.UUID) -> Visit:
-    try:
-        vid = visit_id if isinstance(visit_id, uuid.UUID) else uuid.UUID(str(visit_id))
-    except ValueError:
-        raise NotFound("No such visit.") from None
-    visit = db.session.get(Visit, vid)
-    if visit is None:
-        raise NotFound("No such visit.")
-    return visit
+    return get_or_404(Visit, visit_id, "No such visit.")
 
 
 def _mask(id_number: str) -> str:
@@ -701,11 +694,8 @@ def expire_overdue(now: datetime | None = None) -> int:
 
 def prescription_for(principal_id: str, role: str, prescription_id: str | uuid.UUID) -> Prescription:
     """A prescription for its patient's account, its physician, or a pharmacist; 404 for anyone else."""
-    try:
-        pid = prescription_id if isinstance(prescription_id, uuid.UUID) else uuid.UUID(str(prescription_id))
-    except ValueError:
-        raise NotFound("No such prescription.") from None
-    rx = db.session.get(Prescription, pid)
+    pid = as_uuid(prescription_id)
+    rx = db.session.get(Prescription, pid) if pid is not None else None
     allowed = rx is not None and (
         role == "pharmacist"
         or (role == "patient" and str(rx.account_id) == principal_id)

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import DateTime, MetaData, create_engine, event
 from sqlalchemy.engine import Engine
@@ -108,6 +108,29 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 db = Database()
+
+M = TypeVar("M")
+
+
+def as_uuid(value: object) -> uuid.UUID | None:
+    """An id from a path, body or token as a UUID, or None when it is not one."""
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None
+
+
+def get_or_404(model: type[M], key: object, message: str | None = None) -> M:
+    """Load a row by its UUID primary key; a malformed or unknown id is the same 404."""
+    from clinic.core.errors import NotFound
+
+    ident = as_uuid(key)
+    obj = db.session.get(model, ident) if ident is not None else None
+    if obj is None:
+        raise NotFound(message)
+    return obj
 
 
 @contextmanager

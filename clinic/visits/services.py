@@ -14,7 +14,7 @@ from flask import current_app
 from sqlalchemy import select
 
 from clinic.core import audit, storage
-from clinic.core.db import db, utcnow
+from clinic.core.db import as_uuid, db, get_or_404, utcnow
 from clinic.core.errors import Conflict, Forbidden, Invalid, NotFound, RuleRefusal, ServiceUnavailable
 from clinic.visits import rules
 from clinic.visits.models import (
@@ -100,12 +100,10 @@ def catalog_condition(icd10: str) -> Condition | None:
 
 
 def _uuid(value: str | uuid.UUID) -> uuid.UUID:
-    if isinstance(value, uuid.UUID):
-        return value
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        raise NotFound() from None
+    key = as_uuid(value)
+    if key is None:
+        raise NotFound()
+    return key
 
 
 def submit_diagnosis(
@@ -441,10 +439,7 @@ def mark_visit_paid(visit_id: uuid.UUID) -> Visit | None:
 
 
 def _load_visit(visit_id: str) -> Visit:
-    visit = db.session.get(Visit, _uuid(visit_id))
-    if visit is None:
-        raise NotFound()
-    return visit
+    return get_or_404(Visit, visit_id)
 
 
 def visit_for(account: Account, visit_id: str) -> Visit:
