@@ -86,6 +86,8 @@ translations: install
 		-k Invalid -k Conflict -k NotFound -k Forbidden -k Unauthenticated -k RateLimited \
 		-k ServiceUnavailable -k DomainError -k IdNumberError -k AlreadyRegistered -k Violation:2 \
 		-k BadUpload -k NotAnImage -k ImageTooLarge -k InvalidSignature \
+		-k FaceVerificationRequired -k VisitClosed -k IllegalVisitTransition -k StaleConsent \
+		-k ServiceSuspended -k NotEligibleCondition \
 		-o build/messages.pot .
 	for loc in $(LOCALES); do
 		po=$(TRANSLATIONS)/$$loc/LC_MESSAGES/messages.po

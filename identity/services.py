@@ -256,7 +256,8 @@ def require_fresh_face(claims: dict[str, object]) -> None:
         raise FaceLocked()
     if not isinstance(face_at, int | float) or not face_is_fresh(face_at, utcnow().timestamp(), window):
         raise FaceVerificationRequired(
-            f"Verify your face first: these acts need a face check within the last {window // 60} minutes."
+            "Verify your face first: these acts need a face check within the last %(minutes)s minutes.",
+            params={"minutes": window // 60},
         )
 
 
@@ -303,11 +304,7 @@ def require_qualified_physician(account: Account, department: str | None = None,
         physician_credentials(account), institution_status(), today or date.today(), department
     )
     if violations:
-        raise RuleRefusal(
-            "not_qualified",
-            violations,
-            message="The physician may not practise online: " + "; ".join(v.message for v in violations),
-        ).with_status(403)
+        raise RuleRefusal("not_qualified", violations, lead="The physician may not practise online:").with_status(403)
 
 
 def require_qualified_pharmacist(account: Account, today: date | None = None) -> None:

@@ -408,10 +408,15 @@ def openapi_document(operations: list[Operation]) -> dict[str, Any]:
     }
 
 
-def error_response(err: DomainError, message: str | None = None) -> Response:
+def error_response(
+    err: DomainError, message: str | None = None, translate: Callable[[str], str] | None = None
+) -> Response:
     body = err.envelope()
     if message is not None:
         body["error"]["message"] = message
+    if translate is not None:
+        for violation in body["error"].get("violations", []):
+            violation["message"] = translate(violation["message"])
     resp = jsonify(body)
     resp.status_code = err.status
     return resp

@@ -45,9 +45,14 @@ class DomainError(Exception):
         *,
         code: str | None = None,
         persist: bool = False,
+        params: dict[str, Any] | None = None,
         **extra: Any,
     ) -> None:
-        self.message = message or self.default_message
+        # `message` is an English template; `params` fill its %(name)s placeholders. The
+        # template (not the filled text) is what the translation catalog knows.
+        self.template = message or self.default_message
+        self.params = params or {}
+        self.message = self.template % self.params if self.params else self.template
         if code:
             self.code = code
         self.persist = persist
@@ -110,12 +115,15 @@ class ServiceUnavailable(DomainError):
 class RuleRefusal(Invalid):
     """Several rules broken at once: all violations are listed, each with its code."""
 
-    def __init__(self, code: str, violations: list[Violation], message: str | None = None) -> None:
+    def __init__(
+        self, code: str, violations: list[Violation], message: str | None = None, *, lead: str | None = None
+    ) -> None:
+        """`lead` (optional) introduces the violations: 'lead: first; second'."""
         self.violations = violations
-        super().__init__(
-            message or "; ".join(v.message for v in violations) or "Refused by rule.",
-            code=code,
-        )
+        self.lead = lead
+        self.from_violations = message is None
+        joined = "; ".join(v.message for v in violations) or "Refused by rule."
+        super().__init__(message or (f"{lead} {joined}" if lead else joined), code=code)
 
     def envelope(self) -> dict[str, Any]:
         body = super().envelope()

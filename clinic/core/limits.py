@@ -20,7 +20,7 @@ limiter = Limiter(key_func=get_remote_address, default_limits=[])
 def check(limit: str, scope: str, *key_parts: str) -> None:
     item = parse(current_app.config.get(limit, limit))
     if not limiter.limiter.hit(item, scope, *key_parts):
-        raise RateLimited(f"Too many attempts ({item}); try again later.")
+        raise RateLimited("Too many attempts (%(limit)s); try again later.", params={"limit": str(item)})
 
 
 def reset() -> None:

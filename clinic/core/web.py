@@ -19,7 +19,7 @@ from werkzeug.exceptions import HTTPException
 from clinic.core import audit
 from clinic.core.api import API_PREFIX, error_response
 from clinic.core.db import db
-from clinic.core.errors import DomainError, RateLimited
+from clinic.core.errors import DomainError, RateLimited, RuleRefusal
 
 log = logging.getLogger("clinic")
 
@@ -41,11 +41,29 @@ def is_api_request() -> bool:
     return request.path.startswith(API_PREFIX + "/") or request.path == API_PREFIX
 
 
-def localized(message: str) -> str:
+def localized(message: str, params: dict[str, Any] | None = None) -> str:
+    """The message in the user's language; `params` fill the translated template."""
     try:
-        return gettext(message)
+        text = gettext(message)
     except Exception:  # outside a request with Babel (e.g. CLI) keep the source text
-        return message
+        text = message
+    if params:
+        # Words among the parameters (a status, an event) are translated too; free text
+        # (e.g. an administrator's reason) is not in the catalog and stays as written.
+        params = {k: localized(v) if isinstance(v, str) else v for k, v in params.items()}
+        try:
+            return text % params
+        except (KeyError, ValueError, TypeError):  # a translation that lost a placeholder
+            return message % params
+    return text
+
+
+def localized_error(err: DomainError) -> str:
+    """A refusal's message in the user's language (a rule refusal: each violation's)."""
+    if isinstance(err, RuleRefusal) and err.from_violations and err.violations:
+        joined = "; ".join(localized(v.message) for v in err.violations)
+        return f"{localized(err.lead)} {joined}" if err.lead else joined
+    return localized(err.template, err.params)
 
 
 def _record_refusal(err: DomainError) -> None:
@@ -72,7 +90,7 @@ def handle_refusal(err: DomainError) -> str:
         session.rollback()
     _record_refusal(err)
     g.keep_writes = True
-    return localized(err.message)
+    return localized_error(err)
 
 
 def init_app(app: Flask) -> None:
@@ -93,7 +111,7 @@ def init_app(app: Flask) -> None:
     def _domain_error(err: DomainError) -> Any:
         message = handle_refusal(err)
         if is_api_request():
-            return error_response(err, message)
+            return error_response(err, message, localized)
         return render_template("error.html", code=err.code, message=message), err.status
 
     @app.errorhandler(HTTPException)

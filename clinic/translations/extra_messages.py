@@ -91,4 +91,21 @@ MESSAGES = (
     N_("pharmacist"),
     N_("admin"),
     N_("regulator"),
+    # RuleRefusal(lead=...) introductions
+    N_("The physician may not practise online:"),
+    # visit and diagnosis statuses shown inside messages
+    N_("awaiting_payment"),
+    N_("waiting"),
+    N_("in_progress"),
+    N_("completed"),
+    N_("referred"),
+    N_("cancelled"),
+    N_("pending"),
+    N_("confirmed"),
+    N_("rejected"),
+    # visit lifecycle events named in refusals
+    N_("accept"),
+    N_("complete"),
+    N_("terminate"),
+    N_("cancel"),
 )

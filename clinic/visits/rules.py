@@ -138,8 +138,13 @@ def transition(status: str, event: VisitEvent) -> str:
     nxt = _MOVES.get((status, event))
     if nxt is None:
         if status in CLOSED:
-            raise VisitClosed(f"The visit is {status}; it cannot {event.value}.")
-        raise IllegalVisitTransition(f"A visit that is {status} cannot {event.value}.")
+            raise VisitClosed(
+                "The visit is closed (%(status)s); it cannot %(event)s.",
+                params={"status": status, "event": event.value},
+            )
+        raise IllegalVisitTransition(
+            "A visit that is %(status)s cannot %(event)s.", params={"status": status, "event": event.value}
+        )
     return nxt
 
 
@@ -169,7 +174,9 @@ def sniff_upload(data: bytes, *, max_bytes: int, allow_pdf: bool) -> SniffedFile
     if not data:
         raise BadUpload("The file is empty.")
     if len(data) > max_bytes:
-        raise BadUpload(f"The file is larger than {max_bytes // (1024 * 1024)} MB.", code="too_large").with_status(413)
+        raise BadUpload(
+            "The file is larger than %(mb)s MB.", code="too_large", params={"mb": max_bytes // (1024 * 1024)}
+        ).with_status(413)
     if data.startswith(b"%PDF-"):
         if not allow_pdf:
             raise BadUpload("Only images (JPEG, PNG, WebP) are accepted here.")

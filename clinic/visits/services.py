@@ -159,7 +159,11 @@ def _pending_diagnosis(diagnosis_id: str) -> Diagnosis:
     if diag is None:
         raise NotFound()
     if diag.status != DiagnosisStatus.PENDING:
-        raise Conflict(f"The diagnosis is already {diag.status.value}.", code="already_reviewed")
+        raise Conflict(
+            "The diagnosis has already been reviewed (%(status)s).",
+            code="already_reviewed",
+            params={"status": diag.status.value},
+        )
     return diag
 
 
@@ -170,8 +174,9 @@ def confirm_diagnosis(physician_id: str, claims: dict[str, Any], diagnosis_id: s
     cond = catalog_condition(diag.icd10)
     if cond is None:
         raise NotEligibleCondition(
-            f"{diag.icd10} is not a common or chronic condition that may be followed up online; "
-            "the patient needs an in-person visit."
+            "%(icd10)s is not a common or chronic condition that may be followed up online; "
+            "the patient needs an in-person visit.",
+            params={"icd10": diag.icd10},
         )
     identity.require_qualified_physician(physician, department=cond.department)
     return record_confirmation(diag, physician.id, cond)
@@ -276,7 +281,9 @@ def accept_consent(account: Account, patient_id: str, version: str) -> ConsentAc
     patient = identity.patient_of_account(account, patient_id)
     current = current_consent()
     if version != current.version:
-        raise StaleConsent(f"The consent text has changed; the current version is {current.version}.")
+        raise StaleConsent(
+            "The consent text has changed; the current version is %(version)s.", params={"version": current.version}
+        )
     acc = ConsentAcceptance(
         account_id=account.id,
         patient_id=patient.id,
@@ -341,7 +348,9 @@ def set_suspension(admin_id: str, suspended: bool, reason: str) -> ServiceSwitch
 def _refuse_if_suspended() -> None:
     row = suspension()
     if row is not None:
-        raise ServiceSuspended(f"Online services are suspended: {row.reason}", reason=row.reason)
+        raise ServiceSuspended(
+            "Online services are suspended: %(reason)s", params={"reason": row.reason}, reason=row.reason
+        )
 
 
 # --- payments port --------------------------------------------------------------------
@@ -504,7 +513,9 @@ def post_message(account: Account, visit_id: str, text: str | None, image: bytes
     if account.role == Role.PHYSICIAN and visit.physician_id != account.id:
         raise Forbidden("Accept the visit before writing in it.")
     if not rules.can_message(visit.status.value):
-        raise rules.VisitClosed(f"The visit is {visit.status.value}; no more messages.")
+        raise rules.VisitClosed(
+            "The visit is %(status)s; no more messages can be sent.", params={"status": visit.status.value}
+        )
     if not text and image is None:
         raise Invalid("A message needs text or an image.")
     msg = VisitMessage(visit_id=visit.id, sender_id=account.id, sender_role=account.role.value, text=text or None)
