@@ -29,11 +29,15 @@ babel = Babel()
 
 
 def select_locale() -> str:
+    """Pages: Chinese unless the person chose English with the switch (the `lang` cookie).
+    The JSON API: the client's Accept-Language (zh-CN when it names neither)."""
     chosen = request.cookies.get("lang")
     if chosen in LOCALES:
         return chosen
-    best = request.accept_languages.best_match(["zh-CN", "zh", "en"], default="zh-CN")
-    return "en" if best == "en" else "zh_CN"
+    if request.path.startswith("/api/"):
+        best = request.accept_languages.best_match(["zh-CN", "zh", "en"], default="zh-CN")
+        return "en" if best == "en" else "zh_CN"
+    return "zh_CN"
 
 
 def compile_catalogs(root: Path = TRANSLATIONS, target: Path | None = None) -> Path:

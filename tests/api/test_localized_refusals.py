@@ -60,3 +60,11 @@ def test_status_words_inside_a_message_are_translated(client: FlaskClient, pendi
         headers={**f.auth(v["token"]), "Accept-Language": "zh-CN"},
     ).get_json()["error"]
     assert err["code"] == "visit_closed" and "已完成" in err["message"] and "completed" not in err["message"]
+
+
+def test_pages_are_chinese_whatever_the_browser_says_until_english_is_chosen(client: FlaskClient) -> None:
+    page = client.get("/login", headers={"Accept-Language": "en-US,en;q=0.9"}).get_data(as_text=True)
+    assert 'lang="zh-CN"' in page and "登录" in page
+    client.get("/lang/en")
+    page = client.get("/login", headers={"Accept-Language": "zh-CN"}).get_data(as_text=True)
+    assert 'lang="en"' in page and "Log in" in page

@@ -56,8 +56,10 @@ def test_the_check_shows_every_rule_live_and_signing_needs_a_fresh_face(ctx: Fla
     assert body["ok"] is False
     assert [x["code"] for x in body["violations"]] == ["supply_exceeds_limit"]
     assert "10天" in body["violations"][0]["message"]
+    doc.client.set_cookie("lang", "en")  # the language switch; pages ignore the browser's Accept-Language
     en = doc.post(f"{url}/check", data=form(v["drugs"]["amlodipine"], 10), headers={**headers, "Accept-Language": "en"})
     assert "exceeds the limit of 7" in en.get_json()["violations"][0]["message"]
+    doc.client.delete_cookie("lang")
     # a field that is not valid is named, nothing is evaluated
     bad = doc.post(f"{url}/check", data=form(v["drugs"]["amlodipine"], 0), headers=headers).get_json()
     assert "items-0-days" in bad["errors"] and bad["ok"] is False
