@@ -59,6 +59,12 @@ def summary(url: str) -> int:
     print(_line("regulator", acc["regulator"]))
     print("Patients log in on the web pages; staff and regulators also get API tokens at POST /api/v1/auth/token.")
     print("SMS codes (registration) are written to this log: look for 'verification code'.")
+    probes = [(d["username"], d.get("face_probe_image")) for d in acc["physicians"] if d.get("face_probe_image")]
+    if probes:
+        print("Physicians log in with the password, then by face: on the face page upload (or show the camera)")
+        for username, path in probes:
+            print(f"  {username}: {path}")
+        print("  (the enrolled reference photo itself is refused as a replay, by design)")
     print()
     return 0
 
