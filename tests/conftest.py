@@ -148,3 +148,13 @@ def extract_csrf(html: str) -> str:
 @pytest.fixture(scope="session")
 def project_root() -> Path:
     return Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def twilio_standin() -> Iterator[Any]:
+    """The local Twilio stand-in (Verify v2, Messages) that the real SDK is pointed at."""
+    from tests.support.twilio_standin import TwilioStandin
+
+    server = TwilioStandin().start()
+    yield server
+    server.stop()

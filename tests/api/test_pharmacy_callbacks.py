@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import date, timedelta
 from typing import Any
 
@@ -28,24 +27,12 @@ from tests.support.twilio_standin import TwilioStandin
 PHONE = "+8613800000077"
 
 
-@pytest.fixture(scope="module")
-def twilio() -> Iterator[TwilioStandin]:
-    server = TwilioStandin().start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
-def sms(ctx: Flask, twilio: TwilioStandin, monkeypatch: pytest.MonkeyPatch) -> TwilioStandin:
-    twilio.reset()
-    for key, value in {
-        "SMS_BACKEND": "twilio",
-        "TWILIO_ACCOUNT_SID": twilio.account_sid,
-        "TWILIO_AUTH_TOKEN": twilio.auth_token,
-        "TWILIO_BASE_URL": twilio.base_url,
-    }.items():
+def sms(ctx: Flask, twilio_standin: TwilioStandin, monkeypatch: pytest.MonkeyPatch) -> TwilioStandin:
+    twilio_standin.reset()
+    for key, value in twilio_standin.app_settings().items():
         monkeypatch.setitem(ctx.config, key, value)
-    return twilio
+    return twilio_standin
 
 
 def partner(name: str = "A", **kw: Any) -> tuple[str, str]:

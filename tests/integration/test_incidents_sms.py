@@ -26,24 +26,13 @@ FROM = "+15005550006"
 
 
 @pytest.fixture(scope="module")
-def standin() -> Iterator[TwilioStandin]:
-    server = TwilioStandin().start()
-    yield server
-    server.stop()
+def standin(twilio_standin: TwilioStandin) -> TwilioStandin:
+    return twilio_standin
 
 
 @pytest.fixture(scope="module")
 def sms_app(app: Flask, backend: dict[str, Any], standin: TwilioStandin) -> Flask:
-    cfg = make_config(
-        backend,
-        SMS_BACKEND="twilio",
-        TWILIO_ACCOUNT_SID=standin.account_sid,
-        TWILIO_AUTH_TOKEN=standin.auth_token,
-        TWILIO_VERIFY_SERVICE_SID=standin.verify_service_sid,
-        TWILIO_BASE_URL=standin.base_url,
-        TWILIO_SMS_FROM=FROM,
-        REGULATOR_CONTACT_PHONE=CONTACT,
-    )
+    cfg = make_config(backend, **standin.app_settings(), TWILIO_SMS_FROM=FROM, REGULATOR_CONTACT_PHONE=CONTACT)
     return create_app(cfg)
 
 

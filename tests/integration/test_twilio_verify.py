@@ -28,32 +28,20 @@ PASSWORD = "Secret123x"
 
 
 @pytest.fixture(scope="module")
-def standin() -> Iterator[TwilioStandin]:
-    server = TwilioStandin().start()
-    yield server
-    server.stop()
+def standin(twilio_standin: TwilioStandin) -> TwilioStandin:
+    return twilio_standin
 
 
 @pytest.fixture(scope="module")
 def twilio_app(app: Flask, backend: dict[str, Any], standin: TwilioStandin) -> Flask:
     """The app with SMS_BACKEND=twilio on the harness's (migrated) database."""
-    cfg = make_config(
-        backend,
-        SMS_BACKEND="twilio",
-        TWILIO_ACCOUNT_SID=standin.account_sid,
-        TWILIO_AUTH_TOKEN=standin.auth_token,
-        TWILIO_VERIFY_SERVICE_SID=standin.verify_service_sid,
-        TWILIO_BASE_URL=standin.base_url,
-    )
-    return create_app(cfg)
+    return create_app(make_config(backend, **standin.app_settings()))
 
 
 @pytest.fixture
 def tclient(ctx: Flask, twilio_app: Flask, standin: TwilioStandin) -> Iterator[FlaskClient]:
     """A client of the Twilio-configured app; `ctx` empties the tables afterwards."""
     standin.reset()
-    if not standin.server.running:
-        standin.start()
     with twilio_app.app_context():
         yield twilio_app.test_client()
 

@@ -91,7 +91,20 @@ class TwilioStandin:
     def base_url(self) -> str:
         return self.server.url
 
+    def app_settings(self) -> dict[str, str]:
+        """The app's settings that send SMS and phone codes through this stand-in."""
+        return {
+            "SMS_BACKEND": "twilio",
+            "TWILIO_ACCOUNT_SID": self.account_sid,
+            "TWILIO_AUTH_TOKEN": self.auth_token,
+            "TWILIO_VERIFY_SERVICE_SID": self.verify_service_sid,
+            "TWILIO_BASE_URL": self.base_url,
+        }
+
     def reset(self) -> None:
+        """A fresh Twilio for the next test: no state, no failure, and up again if a test stopped it."""
+        if not self.server.running:
+            self.server.start()  # same port as before
         with self._lock:
             self.verifications.clear()
             self.outbox.clear()
