@@ -474,7 +474,7 @@ def _mask(id_number: str) -> str:
     return id_number[:3] + "*" * max(len(id_number) - 7, 0) + id_number[-4:]
 
 
-def _weight_age() -> int:
+def weight_required_age() -> int:
     inst = db.session.get(Institution, 1)
     raw = (inst.settings or {}).get("weight_required_under_age") if inst is not None else None
     return int(raw) if isinstance(raw, int) and 0 < raw < 19 else rules.DEFAULT_WEIGHT_AGE
@@ -525,7 +525,9 @@ def prescription_facts(
         guardian=spec.guardian,
         accompanying_physician=spec.accompanying_physician,
         # the institution's weight age is at most 18: an adult's prescription needs no look-up
-        weight_age=_weight_age() if rules.is_under(patient.birth_date, on_day, 18) else rules.DEFAULT_WEIGHT_AGE,
+        weight_age=weight_required_age()
+        if rules.is_under(patient.birth_date, on_day, 18)
+        else rules.DEFAULT_WEIGHT_AGE,
         interactions=interactions_among(all_ingredients),
     )
     return facts, drugs

@@ -303,6 +303,7 @@ def _drug_label(d: Drug) -> str:
 def _page(visit: Visit, draft: dict[str, Any], status: int = 200, **extra: Any) -> Any:
     today = _today()
     born = visit.patient.birth_date
+    weight_age = services.weight_required_age()
     violations, errors = extra.pop("checked", None) or _evaluate(visit, draft)
     ctx = {
         "visit": visit,
@@ -312,7 +313,8 @@ def _page(visit: Visit, draft: dict[str, Any], status: int = 200, **extra: Any) 
         "age": rules.age_display(born, today),
         "english": _english(),
         "child": rules.is_under(born, today, rules.GUARDIAN_AGE),
-        "weight_age": services._weight_age(),
+        "weight_age": weight_age,
+        "weight_needed": rules.is_under(born, today, weight_age),
         "max_items": rules.MAX_ITEMS,
         "frequencies": FREQUENCIES,
         "units": UNITS,
