@@ -9,11 +9,12 @@ import time
 from typing import Any
 
 from flask import Flask
+from flask.testing import FlaskClient
 
 from clinic.core.db import db
 from identity.models import Role
 from prescriptions.models import Prescription
-from tests.integration.test_visit_pages import Person, csrf_of, face_checked, login
+from tests.integration.test_visit_pages import csrf_of, face_checked, login
 from tests.support import factories as f
 from tests.support.rx_factories import visit_in_progress
 
@@ -31,9 +32,9 @@ def form(drug_id: str, days: int = 7, **extra: str) -> dict[str, str]:
     }
 
 
-def physician(ctx: Flask) -> tuple[Person, dict[str, Any], str]:
+def physician(ctx: Flask) -> tuple[FlaskClient, dict[str, Any], str]:
     v = visit_in_progress(ctx.test_client())
-    doc = Person(ctx)
+    doc = ctx.test_client()
     login(doc, v["doc"].username)
     face_checked(doc)
     url = f"/physician/visits/{v['visit_id']}/prescribe"
@@ -56,10 +57,10 @@ def test_the_check_shows_every_rule_live_and_signing_needs_a_fresh_face(ctx: Fla
     assert body["ok"] is False
     assert [x["code"] for x in body["violations"]] == ["supply_exceeds_limit"]
     assert "10天" in body["violations"][0]["message"]
-    doc.client.set_cookie("lang", "en")  # the language switch; pages ignore the browser's Accept-Language
+    doc.set_cookie("lang", "en")  # the language switch; pages ignore the browser's Accept-Language
     en = doc.post(f"{url}/check", data=form(v["drugs"]["amlodipine"], 10), headers={**headers, "Accept-Language": "en"})
     assert "exceeds the limit of 7" in en.get_json()["violations"][0]["message"]
-    doc.client.delete_cookie("lang")
+    doc.delete_cookie("lang")
     # a field that is not valid is named, nothing is evaluated
     bad = doc.post(f"{url}/check", data=form(v["drugs"]["amlodipine"], 0), headers=headers).get_json()
     assert "items-0-days" in bad["errors"] and bad["ok"] is False
@@ -97,7 +98,7 @@ def test_the_check_shows_every_rule_live_and_signing_needs_a_fresh_face(ctx: Fla
 
     # another physician sees neither the visit nor the prescription
     other = f.staff(Role.PHYSICIAN, department="cardiology")
-    them = Person(ctx)
+    them = ctx.test_client()
     login(them, other.username)
     face_checked(them)
     assert them.get(url).status_code == 404
@@ -121,11 +122,11 @@ def test_the_page_works_without_javascript_search_add_remove(ctx: Flask) -> None
 
 def test_pages_refuse_other_roles(ctx: Flask) -> None:
     v = visit_in_progress(ctx.test_client())
-    patient = Person(ctx)
+    patient = ctx.test_client()
     login(patient, v["reg"].account.username)
     assert patient.get(f"/physician/visits/{v['visit_id']}/prescribe").status_code == 403
     assert patient.get("/admin/formulary").status_code == 403
-    anonymous = Person(ctx)
+    anonymous = ctx.test_client()
     assert anonymous.get("/admin/formulary").status_code == 302
 
 
@@ -141,7 +142,7 @@ CSV = (
 def test_admin_imports_a_formulary_and_sees_progress_then_the_summary(ctx: Flask) -> None:
     f.institution()
     admin = f.staff(Role.ADMIN)
-    page = Person(ctx)
+    page = ctx.test_client()
     login(page, admin.username)
     assert page.get("/admin/formulary").status_code == 200
     csrf = csrf_of(page, "/admin/formulary")

@@ -11,7 +11,7 @@ from datetime import date
 from typing import Any
 
 from flask import Flask
-from werkzeug.test import TestResponse
+from flask.testing import FlaskClient
 
 from clinic.core.db import db
 from clinic.visits.models import Diagnosis, DiagnosisStatus, Visit, VisitStatus
@@ -21,46 +21,23 @@ from tests.support import clinic_factories as cf
 from tests.support import factories as f
 
 
-def login(client: Person, username: str) -> None:
+def login(client: FlaskClient, username: str) -> None:
     csrf = extract_csrf(client.get("/login").get_data(as_text=True))
     resp = client.post("/login", data={"username": username, "password": f.PASSWORD, "csrf_token": csrf})
     assert resp.status_code == 302, resp.get_data(as_text=True)[-1500:]
 
 
-class Person:
-    """A test client whose every request gets an app context (and `g`) of its own.
-
-    The `ctx` fixture keeps an app context pushed for the whole test, and Flask reuses it
-    for the client's requests: `g` (Flask-WTF's CSRF token, Flask-Login's user) would
-    leak from one person's request into the next person's."""
-
-    def __init__(self, app: Flask) -> None:
-        self.app = app
-        self.client = app.test_client()
-
-    def get(self, *args: Any, **kw: Any) -> TestResponse:
-        with self.app.app_context():
-            return self.client.get(*args, **kw)
-
-    def post(self, *args: Any, **kw: Any) -> TestResponse:
-        with self.app.app_context():
-            return self.client.post(*args, **kw)
-
-    def session_transaction(self) -> Any:
-        return self.client.session_transaction()
-
-
-def face_checked(client: Person, at: float | None = None) -> None:
+def face_checked(client: FlaskClient, at: float | None = None) -> None:
     """The face check itself is tested with real photos elsewhere; here its session mark."""
     with client.session_transaction() as sess:
         sess["face_at"] = int(at if at is not None else time.time())
 
 
-def csrf_of(client: Person, path: str) -> str:
+def csrf_of(client: FlaskClient, path: str) -> str:
     return extract_csrf(client.get(path).get_data(as_text=True))
 
 
-def upload(client: Person, patient_id: str, icd10: str = "I10", **extra: object) -> tuple[int, str]:
+def upload(client: FlaskClient, patient_id: str, icd10: str = "I10", **extra: object) -> tuple[int, str]:
     data = {
         "csrf_token": csrf_of(client, "/diagnoses"),
         "patient_id": patient_id,
@@ -77,7 +54,7 @@ def upload(client: Person, patient_id: str, icd10: str = "I10", **extra: object)
 
 def test_patient_uploads_a_proof_and_bad_input_is_refused_with_its_status(ctx: Flask) -> None:
     cf.catalog()
-    client = Person(ctx)
+    client = ctx.test_client()
     reg = f.patient()
     login(client, reg.account.username)
     page = client.get("/diagnoses").get_data(as_text=True)
@@ -102,7 +79,7 @@ def test_patient_uploads_a_proof_and_bad_input_is_refused_with_its_status(ctx: F
 
     # another account never sees it, and no form goes through without its CSRF token
     other = f.patient(name="李四")
-    other_client = Person(ctx)
+    other_client = ctx.test_client()
     login(other_client, other.account.username)
     assert other_client.get(f"/diagnoses/{diag.id}/document").status_code == 404
     resp = client.post("/consent", data={"patient_id": str(reg.patient.id), "version": "x"})
@@ -111,7 +88,7 @@ def test_patient_uploads_a_proof_and_bad_input_is_refused_with_its_status(ctx: F
 
 def test_request_sends_to_consent_first_then_the_room_and_its_live_feed(ctx: Flask) -> None:
     cf.catalog()
-    client = Person(ctx)
+    client = ctx.test_client()
     doctor = f.staff(Role.PHYSICIAN, department="cardiology")
     reg = f.patient()
     diag = cf.diagnosis(reg.patient.id, reg.account, "I10", confirm_by=doctor)
@@ -151,7 +128,7 @@ def test_request_sends_to_consent_first_then_the_room_and_its_live_feed(ctx: Fla
 
 def test_physician_acts_need_a_fresh_face_check_and_stale_ones_go_to_the_face_page(ctx: Flask) -> None:
     cf.catalog()
-    client = Person(ctx)
+    client = ctx.test_client()
     doctor = f.staff(Role.PHYSICIAN, department="cardiology")
     reg = f.patient()
     pending = cf.diagnosis(reg.patient.id, reg.account, "I10")
@@ -182,7 +159,7 @@ def test_physician_acts_need_a_fresh_face_check_and_stale_ones_go_to_the_face_pa
     assert resp.status_code == 422
     resp = client.post(f"/physician/proofs/{odd.id}/reject", data={"csrf_token": csrf, "reason": "骨折需门诊复查"})
     assert resp.status_code == 302
-    patient = Person(ctx)
+    patient = ctx.test_client()
     login(patient, reg.account.username)
     assert "骨折需门诊复查" in patient.get("/diagnoses").get_data(as_text=True)
 
@@ -193,9 +170,9 @@ def test_physician_acts_need_a_fresh_face_check_and_stale_ones_go_to_the_face_pa
 
 def test_physician_accepts_replies_and_refers_the_patient_sees_the_advice(ctx: Flask) -> None:
     cf.catalog()
-    client = Person(ctx)
+    client = ctx.test_client()
     doctor = f.staff(Role.PHYSICIAN, department="cardiology")
-    api = Person(ctx)
+    api = ctx.test_client()
     p = cf.open_visit(api, doctor)
     visit_id = p["visit_id"]
     login(client, doctor.username)
@@ -219,12 +196,12 @@ def test_physician_accepts_replies_and_refers_the_patient_sees_the_advice(ctx: F
     )
     assert resp.status_code == 302
 
-    patient = Person(ctx)
+    patient = ctx.test_client()
     login(patient, p["reg"].account.username)
     room = patient.get(f"/visits/{visit_id}").get_data(as_text=True)
     assert 'id="referral"' in room and "今天到心内科门诊就诊" in room and 'id="send"' not in room
     assert patient.get(src[1]).status_code == 200
-    outsider = Person(ctx)
+    outsider = ctx.test_client()
     login(outsider, f.patient(name="王五").account.username)
     assert outsider.get(f"/visits/{visit_id}").status_code == 404
     assert outsider.get(src[1]).status_code == 404
@@ -260,9 +237,9 @@ def test_with_payments_on_the_request_goes_to_a_pay_page_in_yuan(ctx: Flask, bac
     doctor = f.staff(Role.PHYSICIAN, department="cardiology")
     reg = f.patient()
     diag = cf.diagnosis(reg.patient.id, reg.account, "I10", confirm_by=doctor)
-    api = Person(paying)
+    api = FlaskClient(paying)
     cf.consent(api, f.token(api, reg.account.username), reg.patient.id)
-    client = Person(paying)
+    client = FlaskClient(paying)
     login(client, reg.account.username)
     csrf = csrf_of(client, "/visits/new")
     resp = client.post("/visits/new", data={"csrf_token": csrf, "diagnosis_id": str(diag.id)})
