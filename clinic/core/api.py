@@ -53,9 +53,6 @@ class Principal:
     id: str
     role: str
     claims: dict[str, Any]
-    # The loaded account, kept for the request: the session's identity map holds objects
-    # weakly, and handlers look the caller up again by id.
-    subject: Any = field(default=None, compare=False, repr=False)
 
 
 TokenLoader = Callable[[str], Principal]

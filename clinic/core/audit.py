@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Integer, String, event, select, update
+from sqlalchemy import JSON, Integer, String, bindparam, event, insert, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from clinic.core.db import Base, utcnow
@@ -71,17 +71,34 @@ class AuditEntry(Base):
     hash: Mapped[str] = mapped_column(String(64))
 
     def content(self) -> dict[str, Any]:
-        return {
-            "seq": self.seq,
-            "at": self.at.isoformat(),
-            "actor_id": self.actor_id,
-            "actor_role": self.actor_role,
-            "action": self.action,
-            "subject_type": self.subject_type,
-            "subject_id": self.subject_id,
-            "detail": self.detail,
-            "client_ip": self.client_ip,
-        }
+        return _content(
+            {
+                "seq": self.seq,
+                "at": self.at,
+                "actor_id": self.actor_id,
+                "actor_role": self.actor_role,
+                "action": self.action,
+                "subject_type": self.subject_type,
+                "subject_id": self.subject_id,
+                "detail": self.detail,
+                "client_ip": self.client_ip,
+            }
+        )
+
+
+def _content(entry: dict[str, Any]) -> dict[str, Any]:
+    """What an entry's hash covers (everything but the hashes themselves)."""
+    return {
+        "seq": entry["seq"],
+        "at": entry["at"].isoformat(),
+        "actor_id": entry["actor_id"],
+        "actor_role": entry["actor_role"],
+        "action": entry["action"],
+        "subject_type": entry["subject_type"],
+        "subject_id": entry["subject_id"],
+        "detail": entry["detail"],
+        "client_ip": entry["client_ip"],
+    }
 
 
 class AuditHead(Base):
@@ -129,37 +146,40 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str, ensure_ascii=False))
 
 
+# Prebuilt Core statements: the append runs on every audited request, so it skips the
+# ORM's unit of work (the entries are never read back through the session).
+_LOCK_HEAD = (
+    update(AuditHead)
+    .where(AuditHead.id == 1)
+    .values(last_seq=AuditHead.last_seq)
+    .returning(AuditHead.last_seq, AuditHead.last_hash)
+)
+_MOVE_HEAD = (
+    update(AuditHead).where(AuditHead.id == 1).values(last_seq=bindparam("new_seq"), last_hash=bindparam("new_hash"))
+)
+_INSERT_ENTRIES = insert(AuditEntry)
+
+
 def _write_pending(session: Session) -> None:
     pending = session.info.pop("audit_pending", None)
     if not pending:
         return
+    conn = session.connection()
     # Take the chain head's write lock first (an UPDATE locks on every backend, SQLite
     # included) and read it in the same statement: no two transactions can fork the chain.
-    row = session.execute(
-        update(AuditHead)
-        .where(AuditHead.id == 1)
-        .values(last_seq=AuditHead.last_seq)
-        .returning(AuditHead.last_seq, AuditHead.last_hash)
-        .execution_options(synchronize_session=False)
-    ).first()
+    row = conn.execute(_LOCK_HEAD).first()
     if row is None:
         raise RuntimeError("the audit chain head is missing: run the migrations (flask db upgrade)")
     seq, prev = row
     entries = []
     for item in pending:
         seq += 1
-        entry = AuditEntry(seq=seq, prev_hash=prev, hash="", **item)
-        entry.hash = entry_hash(prev, entry.content())
-        prev = entry.hash
+        entry = {"seq": seq, **item}
+        entry["prev_hash"] = prev
+        entry["hash"] = prev = entry_hash(prev, _content(entry))
         entries.append(entry)
-    session.add_all(entries)
-    session.execute(
-        update(AuditHead)
-        .where(AuditHead.id == 1)
-        .values(last_seq=seq, last_hash=prev)
-        .execution_options(synchronize_session=False)
-    )
-    session.flush()
+    conn.execute(_INSERT_ENTRIES, entries)
+    conn.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": prev})
 
 
 @event.listens_for(Session, "before_commit")

@@ -283,15 +283,17 @@ class VisitCreatedOut(ResponseModel):
 )
 def request_visit(body: VisitIn, principal: Principal) -> VisitCreatedOut:
     new = services.request_visit(
-        identity.get_account(principal.id),
+        principal.id,
         str(body.patient_id),
         str(body.diagnosis_id),
         body.department,
         body.complaint,
     )
-    v = new.visit
     return VisitCreatedOut(
-        id=v.id, status=v.status.value, fee_fen=v.fee_fen, payment=PaymentOut(**new.payment) if new.payment else None
+        id=new.id,
+        status=new.status.value,
+        fee_fen=new.fee_fen,
+        payment=PaymentOut(**new.payment) if new.payment else None,
     )
 
 

@@ -60,7 +60,7 @@ class DiagnosisFacts:
 class VisitRequestFacts:
     diagnosis: DiagnosisFacts
     department: str
-    approved_departments: frozenset[str]
+    department_approved: bool  # the institution is approved for online care in `department`
     consent_current: bool
 
 
@@ -87,7 +87,7 @@ def visit_request_violations(f: VisitRequestFacts) -> list[Violation]:
         v.append(Violation("diagnosis_not_confirmed", "This condition is no longer followed up online."))
     if not f.consent_current:
         v.append(Violation("consent_required", "Accept the current informed consent first."))
-    if f.department not in f.approved_departments:
+    if not f.department_approved:
         v.append(
             Violation("department_not_approved", "The institution is not approved for online care in this department.")
         )

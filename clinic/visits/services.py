@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import Select, and_, bindparam, exists, insert, select
 
 from clinic.core import audit, storage
-from clinic.core.db import as_uuid, db, get_or_404, utcnow
+from clinic.core.db import as_uuid, db, get_or_404, new_id, utcnow
 from clinic.core.errors import Conflict, Forbidden, Invalid, NotFound, RuleRefusal, ServiceUnavailable
 from clinic.visits import rules
 from clinic.visits.models import (
@@ -29,7 +29,7 @@ from clinic.visits.models import (
     VisitStatus,
 )
 from identity import services as identity
-from identity.models import Account, Department, Role
+from identity.models import Account, Department, Patient, Role
 
 # --- the condition catalog ------------------------------------------------------------
 
@@ -374,63 +374,118 @@ def _payments() -> PaymentsPort | None:
 
 @dataclass(frozen=True)
 class NewVisit:
-    visit: Visit
+    id: uuid.UUID
+    status: VisitStatus
+    fee_fen: int
     payment: dict[str, Any] | None
 
 
+def _build_gate_query() -> Select[Any]:
+    """Every fact a visit request is judged on, in one statement (one round trip).
+
+    The caller's patient (no row when it is not on the caller's account), that patient's
+    diagnosis and its catalog condition (outer-joined: absent when the diagnosis is not
+    this patient's), the newest suspension switch, consent and department approval.
+    Shaped so that PostgreSQL keeps one generic plan for the prepared statement.
+    """
+    sw = ServiceSwitch.__table__
+    p = Patient.__table__
+    d = Diagnosis.__table__
+    c = Condition.__table__
+    ca = ConsentAcceptance.__table__
+    dep = Department.__table__
+    suspended = select(sw.c.suspended).order_by(sw.c.id.desc()).limit(1).scalar_subquery()
+    consent = exists().where(ca.c.patient_id == p.c.id, ca.c.version_hash == bindparam("consent_hash"))
+    approved = exists().where(dep.c.code == bindparam("department"), dep.c.approved.is_(True))
+    return (
+        select(
+            suspended.label("suspended"),
+            p.c.id.label("patient_id"),
+            d.c.id.label("diagnosis_id"),
+            d.c.status.label("diagnosis_status"),
+            d.c.department.label("diagnosis_department"),
+            c.c.code.label("condition_code"),
+            c.c.department.label("condition_department"),
+            c.c.active.label("condition_active"),
+            consent.label("consent_current"),
+            approved.label("department_approved"),
+        )
+        .select_from(
+            p.outerjoin(d, and_(d.c.id == bindparam("diagnosis_id"), d.c.patient_id == p.c.id)).outerjoin(
+                c, c.c.code == d.c.condition_code
+            )
+        )
+        .where(p.c.id == bindparam("patient_id"), p.c.account_id == bindparam("account_id"))
+    )
+
+
+_GATE_QUERY = _build_gate_query()
+_INSERT_VISIT = insert(Visit)
+
+
 def request_visit(
-    account: Account, patient_id: str, diagnosis_id: str, department: str, complaint: str = ""
+    account_id: str | uuid.UUID, patient_id: str, diagnosis_id: str, department: str, complaint: str = ""
 ) -> NewVisit:
     session = db.session()
-    _refuse_if_suspended()
-    patient = identity.patient_of_account(account, patient_id)
-    diag = None
-    try:
-        diag = session.get(Diagnosis, uuid.UUID(str(diagnosis_id)))
-    except ValueError:
-        diag = None
-    if diag is not None and diag.patient_id != patient.id:
-        diag = None  # another person's record is treated as absent, never revealed
-    cond = diag.condition if diag is not None else None
+    account_key = as_uuid(account_id)
+    conn = session.connection()
+    params = {
+        "account_id": account_key,
+        "patient_id": as_uuid(patient_id),
+        "diagnosis_id": as_uuid(diagnosis_id),  # not an id: judged as absent, a first visit
+        "consent_hash": current_consent().sha256,
+        "department": department,
+    }
+    gate = conn.execute(_GATE_QUERY, params).first()
+    if gate is None or gate.suspended:
+        _refuse_if_suspended()  # 503 with the switch's reason, before anything else is said
+        if gate is None:
+            raise NotFound()  # another account's people are never revealed
+    has_condition = gate.condition_code is not None
     facts = rules.VisitRequestFacts(
         diagnosis=rules.DiagnosisFacts(
-            exists_for_patient=diag is not None,
-            status=diag.status.value if diag is not None else None,
-            condition_department=cond.department if cond else (diag.department if diag else None),
-            condition_active=bool(cond.active) if cond else False,
+            exists_for_patient=gate.diagnosis_id is not None,
+            status=gate.diagnosis_status.value if gate.diagnosis_status is not None else None,
+            condition_department=gate.condition_department if has_condition else gate.diagnosis_department,
+            condition_active=bool(gate.condition_active) if has_condition else False,
         ),
         department=department,
-        approved_departments=identity.institution_status().approved_departments,
-        consent_current=has_current_consent(patient.id),
+        department_approved=bool(gate.department_approved),
+        consent_current=bool(gate.consent_current),
     )
     violations = rules.visit_request_violations(facts)
     if violations:
         raise RuleRefusal(violations[0].code, violations)
-    assert diag is not None
     fee = int(current_app.config["CONSULTATION_FEE_FEN"])
     port = _payments()
-    visit = Visit(
-        patient_id=patient.id,
-        account_id=account.id,
-        diagnosis_id=diag.id,
-        department=department,
-        status=VisitStatus.AWAITING_PAYMENT if port and fee > 0 else VisitStatus.WAITING,
-        complaint=complaint,
-        fee_fen=fee if port else 0,
+    status = VisitStatus.AWAITING_PAYMENT if port and fee > 0 else VisitStatus.WAITING
+    visit_id = new_id()
+    # A plain INSERT, not the unit of work: nothing in this request reads the visit back
+    # as an object, and this is the busiest write of the clinic.
+    conn.execute(
+        _INSERT_VISIT,
+        {
+            "id": visit_id,
+            "patient_id": gate.patient_id,
+            "account_id": account_key,
+            "diagnosis_id": gate.diagnosis_id,
+            "department": department,
+            "status": status,
+            "complaint": complaint,
+            "fee_fen": fee if port else 0,
+        },
     )
-    session.add(visit)
-    session.flush()
     audit.record(
         session,
         "visit.requested",
         subject_type="visit",
-        subject_id=visit.id,
-        detail={"patient": str(patient.id), "diagnosis": str(diag.id), "department": department},
+        subject_id=visit_id,
+        detail={"patient": str(gate.patient_id), "diagnosis": str(gate.diagnosis_id), "department": department},
     )
     payment = None
-    if visit.status == VisitStatus.AWAITING_PAYMENT and port is not None:
-        payment = port.start("consultation", visit.id, fee, f"复诊 {visit.id}")
-    return NewVisit(visit, payment)
+    if status == VisitStatus.AWAITING_PAYMENT and port is not None:
+        payment = port.start("consultation", visit_id, fee, f"复诊 {visit_id}")
+    return NewVisit(visit_id, status, fee if port else 0, payment)
 
 
 def _move(visit: Visit, event: rules.VisitEvent) -> None:

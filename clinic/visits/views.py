@@ -446,7 +446,7 @@ def request_visit() -> Any:
         back = url_for("visits.request_visit", diagnosis=str(chosen.id))
         try:
             new = services.request_visit(
-                account, str(chosen.patient_id), str(chosen.id), chosen.department or "", form.complaint.data or ""
+                account.id, str(chosen.patient_id), str(chosen.id), chosen.department or "", form.complaint.data or ""
             )
         except RuleRefusal as err:
             message = _refused(err)
@@ -458,19 +458,18 @@ def request_visit() -> Any:
         except DomainError as err:
             flash(_refused(err), "error")
             return _request_page(form, confirmed, err.status)
-        visit = new.visit
         if new.payment is not None:
             # What the pay page needs to resume the PaymentIntent (the last few visits only).
             payments = dict(list(session.get("visit_payments", {}).items())[-4:])
-            payments[str(visit.id)] = {
+            payments[str(new.id)] = {
                 "client_secret": new.payment.get("client_secret"),
-                "amount_fen": new.payment.get("amount_fen", visit.fee_fen),
+                "amount_fen": new.payment.get("amount_fen", new.fee_fen),
             }
             session["visit_payments"] = payments
-        if visit.status == VisitStatus.AWAITING_PAYMENT:
-            return redirect(url_for("visits.pay", visit_id=visit.id))
+        if new.status == VisitStatus.AWAITING_PAYMENT:
+            return redirect(url_for("visits.pay", visit_id=new.id))
         flash(_l("Your visit is requested. A physician of the department will take it shortly."), "ok")
-        return redirect(url_for("visits.room", visit_id=visit.id))
+        return redirect(url_for("visits.room", visit_id=new.id))
     return _request_page(form, confirmed)
 
 

@@ -461,3 +461,49 @@ def test_admin_edits_the_condition_catalog(world: dict) -> None:
     assert bad.status_code == 422 and bad.get_json()["error"]["code"] == "invalid_icd10"
     listed = client.get("/api/v1/conditions", headers=f.auth(atok)).get_json()["items"]
     assert "G40" in [c["code"] for c in listed] and "I10" in [c["code"] for c in listed]
+
+
+def visit_request(client: FlaskClient, p: dict, **over: str):
+    body = {"patient_id": str(p["reg"].patient.id), "diagnosis_id": str(p["diag"].id), "department": "cardiology"}
+    return client.post("/api/v1/visits", json={**body, **over}, headers=f.auth(p["token"]))
+
+
+def test_withdrawn_condition_closes_the_door_to_new_visits(world: dict) -> None:
+    client, cardio = world["client"], world["cardio"]
+    p = cf.ready_patient(client, cardio, "I10")
+    atok = f.token(client, f.staff(Role.ADMIN).username)
+    withdrawn = client.post(
+        "/api/v1/admin/conditions",
+        json={"code": "I10", "name_zh": "原发性高血压", "department": "cardiology", "active": False},
+        headers=f.auth(atok),
+    )
+    assert withdrawn.status_code == 200
+    resp = visit_request(client, p)
+    err = resp.get_json()["error"]
+    assert resp.status_code == 422 and err["code"] == "diagnosis_not_confirmed"
+    assert err["violations"][0]["message"] == "该病情已不适合在线复诊。"  # "no longer followed up online"
+    assert n(Visit) == 0
+
+
+def test_another_accounts_patient_is_404_and_suspension_is_said_first(world: dict) -> None:
+    client, cardio = world["client"], world["cardio"]
+    mine, theirs = cf.ready_patient(client, cardio), cf.ready_patient(client, cardio)
+    stranger = visit_request(client, mine, patient_id=str(theirs["reg"].patient.id))
+    assert stranger.status_code == 404 and stranger.get_json()["error"]["code"] == "not_found"
+
+    atok = f.token(client, f.staff(Role.ADMIN).username)
+    client.post("/api/v1/admin/suspension", json={"suspended": True, "reason": "停机维护"}, headers=f.auth(atok))
+    for p in (mine, {**mine, "reg": theirs["reg"]}):  # own patient, and another account's
+        resp = visit_request(client, mine, patient_id=str(p["reg"].patient.id))
+        assert resp.status_code == 503 and "停机维护" in resp.get_json()["error"]["message"]
+    assert n(Visit) == 0
+
+
+def test_department_without_online_approval_is_refused(world: dict) -> None:
+    client, cardio = world["client"], world["cardio"]
+    p = cf.ready_patient(client, cardio)
+    resp = visit_request(client, p, department="psychiatry")  # not approved for online care
+    err = resp.get_json()["error"]
+    assert resp.status_code == 422 and err["code"] == "department_not_approved"
+    assert [v["code"] for v in err["violations"]] == ["department_not_approved"]
+    assert n(Visit) == 0

@@ -19,10 +19,11 @@ def facts(**kw: object) -> VisitRequestFacts:
         "condition_active": True,
     }
     d.update({k: v for k, v in kw.items() if k in d})
+    department = str(kw.get("department", "cardiology"))
     return VisitRequestFacts(
         diagnosis=DiagnosisFacts(**d),  # type: ignore[arg-type]
-        department=str(kw.get("department", "cardiology")),
-        approved_departments=APPROVED,
+        department=department,
+        department_approved=department in APPROVED,
         consent_current=bool(kw.get("consent_current", True)),
     )
 
