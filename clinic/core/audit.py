@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Integer, String, bindparam, event, insert, select, update
+from sqlalchemy import JSON, Integer, String, event, insert, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from clinic.core.db import Base, utcnow
@@ -154,9 +154,6 @@ _LOCK_HEAD = (
     .values(last_seq=AuditHead.last_seq)
     .returning(AuditHead.last_seq, AuditHead.last_hash)
 )
-_MOVE_HEAD = (
-    update(AuditHead).where(AuditHead.id == 1).values(last_seq=bindparam("new_seq"), last_hash=bindparam("new_hash"))
-)
 _INSERT_ENTRIES = insert(AuditEntry)
 
 
@@ -178,8 +175,9 @@ def _write_pending(session: Session) -> None:
         entry["prev_hash"] = prev
         entry["hash"] = prev = entry_hash(prev, _content(entry))
         entries.append(entry)
-    conn.execute(_INSERT_ENTRIES, entries)
-    conn.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": prev})
+    # The trigger audit_entries_move_head (migration audit_0002) moves the head to the
+    # last entry inserted, inside this statement.
+    conn.execute(_INSERT_ENTRIES, entries[0] if len(entries) == 1 else entries)  # one row: no executemany
 
 
 @event.listens_for(Session, "before_commit")
