@@ -71,34 +71,17 @@ class AuditEntry(Base):
     hash: Mapped[str] = mapped_column(String(64))
 
     def content(self) -> dict[str, Any]:
-        return _content(
-            {
-                "seq": self.seq,
-                "at": self.at,
-                "actor_id": self.actor_id,
-                "actor_role": self.actor_role,
-                "action": self.action,
-                "subject_type": self.subject_type,
-                "subject_id": self.subject_id,
-                "detail": self.detail,
-                "client_ip": self.client_ip,
-            }
-        )
+        return _content({name: getattr(self, name) for name in _HASHED})
+
+
+# What an entry's hash covers: everything but the hashes themselves.
+_HASHED = ("seq", "at", "actor_id", "actor_role", "action", "subject_type", "subject_id", "detail", "client_ip")
 
 
 def _content(entry: dict[str, Any]) -> dict[str, Any]:
-    """What an entry's hash covers (everything but the hashes themselves)."""
-    return {
-        "seq": entry["seq"],
-        "at": entry["at"].isoformat(),
-        "actor_id": entry["actor_id"],
-        "actor_role": entry["actor_role"],
-        "action": entry["action"],
-        "subject_type": entry["subject_type"],
-        "subject_id": entry["subject_id"],
-        "detail": entry["detail"],
-        "client_ip": entry["client_ip"],
-    }
+    content = {name: entry[name] for name in _HASHED}
+    content["at"] = content["at"].isoformat()
+    return content
 
 
 class AuditHead(Base):
@@ -171,13 +154,12 @@ def _write_pending(session: Session) -> None:
     entries = []
     for item in pending:
         seq += 1
-        entry = {"seq": seq, **item}
-        entry["prev_hash"] = prev
+        entry = {"seq": seq, "prev_hash": prev, **item}
         entry["hash"] = prev = entry_hash(prev, _content(entry))
         entries.append(entry)
     # The trigger audit_entries_move_head (migration audit_0002) moves the head to the
     # last entry inserted, inside this statement.
-    conn.execute(_INSERT_ENTRIES, entries[0] if len(entries) == 1 else entries)  # one row: no executemany
+    conn.execute(_INSERT_ENTRIES, entries)
 
 
 @event.listens_for(Session, "before_commit")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from flask import current_app
-from sqlalchemy import Select, and_, bindparam, exists, insert, select
+from sqlalchemy import Exists, Select, and_, bindparam, exists, insert, select
 
 from clinic.core import audit, storage
 from clinic.core.db import as_uuid, db, get_or_404, new_id, utcnow
@@ -303,16 +303,13 @@ def accept_consent(account: Account, patient_id: str, version: str) -> ConsentAc
     return acc
 
 
+def _consent_accepted(patient_id: Any, version_hash: Any) -> Exists:
+    """The patient accepted this consent version (shared by the pages and the visit gate)."""
+    return exists().where(ConsentAcceptance.patient_id == patient_id, ConsentAcceptance.version_hash == version_hash)
+
+
 def has_current_consent(patient_id: uuid.UUID) -> bool:
-    current = current_consent()
-    return (
-        db.session.scalars(
-            select(ConsentAcceptance.id).where(
-                ConsentAcceptance.patient_id == patient_id, ConsentAcceptance.version_hash == current.sha256
-            )
-        ).first()
-        is not None
-    )
+    return bool(db.session.scalar(select(_consent_accepted(patient_id, current_consent().sha256))))
 
 
 # --- suspension -----------------------------------------------------------------------
@@ -322,8 +319,13 @@ class ServiceSuspended(ServiceUnavailable):
     code = "service_suspended"
 
 
+def _newest_switch(*what: Any) -> Select[Any]:
+    """The newest row of the switch is its current state."""
+    return select(*what).order_by(ServiceSwitch.id.desc()).limit(1)
+
+
 def suspension() -> ServiceSwitch | None:
-    row = db.session.scalars(select(ServiceSwitch).order_by(ServiceSwitch.id.desc()).limit(1)).first()
+    row = db.session.scalars(_newest_switch(ServiceSwitch)).first()
     return row if row is not None and row.suspended else None
 
 
@@ -388,14 +390,12 @@ def _build_gate_query() -> Select[Any]:
     this patient's), the newest suspension switch, consent and department approval.
     Shaped so that PostgreSQL keeps one generic plan for the prepared statement.
     """
-    sw = ServiceSwitch.__table__
     p = Patient.__table__
     d = Diagnosis.__table__
     c = Condition.__table__
-    ca = ConsentAcceptance.__table__
     dep = Department.__table__
-    suspended = select(sw.c.suspended).order_by(sw.c.id.desc()).limit(1).scalar_subquery()
-    consent = exists().where(ca.c.patient_id == p.c.id, ca.c.version_hash == bindparam("consent_hash"))
+    suspended = _newest_switch(ServiceSwitch.suspended).scalar_subquery()
+    consent = _consent_accepted(p.c.id, bindparam("consent_hash"))
     approved = exists().where(dep.c.code == bindparam("department"), dep.c.approved.is_(True))
     return (
         select(
