@@ -1,8 +1,8 @@
 """The tamper-evident audit trail.
 
 Every security and clinical event is recorded through `record()`. Entries are buffered
-in the session and written at commit time, in one place, after taking the chain head's
-row lock: each entry carries the hash of the one before it and a gapless sequence
+in the session and written at commit time, in one place, by a statement that locks the
+chain head's row: each entry carries the hash of the one before it and a gapless sequence
 number, so a changed, inserted or deleted entry breaks the chain at that point.
 A rolled-back transaction leaves no audit entry; refusals that must be kept are
 recorded by the commit point in a transaction of their own.
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Integer, String, event, insert, select, update
+from sqlalchemy import JSON, Integer, String, bindparam, cast, event, func, insert, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from clinic.core.db import Base, utcnow
@@ -94,9 +94,25 @@ class AuditHead(Base):
     last_hash: Mapped[str] = mapped_column(String(64), default=GENESIS)
 
 
+def _canonical(content: dict[str, Any]) -> str:
+    return json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
 def entry_hash(prev_hash: str, content: dict[str, Any]) -> str:
-    canonical = json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256((prev_hash + canonical).encode()).hexdigest()
+    return hashlib.sha256((prev_hash + _canonical(content)).encode()).hexdigest()
+
+
+def _canonical_around_seq(item: dict[str, Any]) -> tuple[str, str]:
+    """An entry's canonical text in two parts, for the database to put its seq between.
+
+    `before + str(seq) + after == _canonical(content)`: the keys are sorted, so those
+    before "seq" and those after it each make one object, joined at the seq key.
+    """
+    content = _content({**item, "seq": 0})
+    del content["seq"]
+    lower = {k: v for k, v in content.items() if k < "seq"}
+    upper = {k: v for k, v in content.items() if k > "seq"}
+    return _canonical(lower)[:-1] + ',"seq":', "," + _canonical(upper)[1:]
 
 
 def record(
@@ -129,37 +145,52 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str, ensure_ascii=False))
 
 
-# Prebuilt Core statements: the append runs on every audited request, so it skips the
-# ORM's unit of work (the entries are never read back through the session).
-_LOCK_HEAD = (
-    update(AuditHead)
-    .where(AuditHead.id == 1)
-    .values(last_seq=AuditHead.last_seq)
-    .returning(AuditHead.last_seq, AuditHead.last_hash)
+# The append, one prebuilt Core statement per entry (it runs on every audited request, so
+# it skips the ORM's unit of work; the entries are never read back through the session).
+# It locks the chain head (FOR UPDATE; SQLite has one writer at a time anyway), takes the
+# next sequence number and the last hash from it, and hashes the canonical text around
+# that sequence number: no two transactions can fork the chain, and the head is held
+# only from this statement to the commit. The trigger audit_entries_move_head (migration
+# audit_0002) then moves the head to the entry just inserted, inside the same statement.
+# The rows it inserts are counted (preserve_rowcount), executemany included.
+_head = AuditHead.__table__
+_entries = AuditEntry.__table__
+_NEXT_SEQ = _head.c.last_seq + 1
+_GIVEN = tuple(name for name in _HASHED if name != "seq")
+_APPEND = (
+    insert(AuditEntry)
+    .from_select(
+        ["seq", "prev_hash", "hash", *_GIVEN],
+        select(
+            _NEXT_SEQ,
+            _head.c.last_hash,
+            func.sha256_hex(
+                _head.c.last_hash
+                + bindparam("text_before", type_=String())
+                + cast(_NEXT_SEQ, String)
+                + bindparam("text_after", type_=String())
+            ),
+            *(bindparam(name, type_=_entries.c[name].type) for name in _GIVEN),
+        )
+        .where(_head.c.id == 1)
+        .with_for_update(),
+    )
+    .execution_options(preserve_rowcount=True)
 )
-_INSERT_ENTRIES = insert(AuditEntry)
 
 
 def _write_pending(session: Session) -> None:
     pending = session.info.pop("audit_pending", None)
     if not pending:
         return
-    conn = session.connection()
-    # Take the chain head's write lock first (an UPDATE locks on every backend, SQLite
-    # included) and read it in the same statement: no two transactions can fork the chain.
-    row = conn.execute(_LOCK_HEAD).first()
-    if row is None:
-        raise RuntimeError("the audit chain head is missing: run the migrations (flask db upgrade)")
-    seq, prev = row
-    entries = []
+    rows = []
     for item in pending:
-        seq += 1
-        entry = {"seq": seq, "prev_hash": prev, **item}
-        entry["hash"] = prev = entry_hash(prev, _content(entry))
-        entries.append(entry)
-    # The trigger audit_entries_move_head (migration audit_0002) moves the head to the
-    # last entry inserted, inside this statement.
-    conn.execute(_INSERT_ENTRIES, entries)
+        before, after = _canonical_around_seq(item)
+        rows.append({**item, "text_before": before, "text_after": after})
+    # In order, each row after the one before it (executemany runs them one by one).
+    result = session.connection().execute(_APPEND, rows[0] if len(rows) == 1 else rows)
+    if result.rowcount != len(rows):
+        raise RuntimeError("the audit chain head is missing: run the migrations (flask db upgrade)")
 
 
 @event.listens_for(Session, "before_commit")

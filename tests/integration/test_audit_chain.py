@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 from click.testing import CliRunner
 from flask import Flask
 from flask.testing import FlaskClient
@@ -107,3 +108,32 @@ def test_entries_name_actor_role_and_address(client: FlaskClient) -> None:
     )
     entry = db.session.scalars(select(AuditEntry).where(AuditEntry.action == "auth.login")).one()
     assert entry.actor_id == str(reg.account.id) and entry.actor_role == "patient" and entry.client_ip == "10.1.2.3"
+
+
+def test_hashes_written_by_the_database_verify_in_python(ctx: Flask) -> None:
+    """The append hashes in SQL (sha256_hex); verify_chain recomputes every one in Python."""
+    _write(1)
+    _write(3)  # one entry alone, then several in one transaction
+    entries = db.session.scalars(select(AuditEntry).order_by(AuditEntry.seq)).all()
+    assert [e.seq for e in entries] == [1, 2, 3, 4]
+    prev = audit.GENESIS
+    for entry in entries:
+        assert entry.prev_hash == prev and entry.hash == audit.entry_hash(prev, entry.content())
+        prev = entry.hash
+    head = db.session.get(audit.AuditHead, 1)
+    assert head is not None and (head.last_seq, head.last_hash) == (4, prev)
+
+
+def test_missing_head_refuses_the_commit_and_writes_nothing(ctx: Flask) -> None:
+    head = db.session.get(audit.AuditHead, 1)
+    assert head is not None
+    saved = (head.last_seq, head.last_hash)
+    with unit_of_work() as s:
+        s.execute(audit.AuditHead.__table__.delete())
+    try:
+        with pytest.raises(RuntimeError, match="audit chain head is missing"):
+            _write(2)
+        assert db.session.scalars(select(AuditEntry)).all() == []
+    finally:
+        with unit_of_work() as s:
+            s.execute(audit.AuditHead.__table__.insert().values(id=1, last_seq=saved[0], last_hash=saved[1]))
