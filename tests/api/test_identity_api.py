@@ -201,6 +201,53 @@ def test_expired_token_is_refused(client: FlaskClient) -> None:
     assert client.get("/api/v1/me", headers=f.auth(tok)).status_code == 401
 
 
+def test_a_token_already_accepted_is_refused_once_it_expires(
+    client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Signatures are remembered per process; the token's times are checked on every call."""
+    from datetime import timedelta
+
+    from identity import tokens
+
+    reg = f.patient()
+    tok = f.token(client, reg.account.username)
+    assert client.get("/api/v1/me", headers=f.auth(tok)).status_code == 200
+    assert client.get("/api/v1/me", headers=f.auth(tok)).status_code == 200  # the remembered signature
+    later = tokens.utcnow() + timedelta(seconds=int(client.application.config["JWT_EXPIRES_SECONDS"]) + 1)
+    monkeypatch.setattr(tokens, "utcnow", lambda: later)
+    resp = client.get("/api/v1/me", headers=f.auth(tok))
+    assert resp.status_code == 401 and resp.get_json()["error"]["code"] == "unauthenticated"
+
+
+def test_a_remembered_token_is_not_accepted_under_another_secret(client: FlaskClient) -> None:
+    reg = f.patient()
+    tok = f.token(client, reg.account.username)
+    assert client.get("/api/v1/me", headers=f.auth(tok)).status_code == 200
+    app = client.application
+    saved = app.config["JWT_SECRET"]
+    app.config["JWT_SECRET"] = "a-rotated-secret-that-is-long-enough-111"
+    try:
+        assert client.get("/api/v1/me", headers=f.auth(tok)).status_code == 401
+    finally:
+        app.config["JWT_SECRET"] = saved
+
+
+def test_tokens_without_expiry_or_with_a_future_start_are_refused(client: FlaskClient) -> None:
+    from jose import jwt
+
+    from identity import tokens
+
+    reg = f.patient()
+    secret = "test-jwt-secret-that-is-long-enough-000"
+    now = int(tokens.utcnow().timestamp())
+    base = {"sub": str(reg.account.id), "role": "patient", "typ": "access"}
+    no_exp = jwt.encode(base, secret, algorithm="HS256")
+    not_yet = jwt.encode({**base, "exp": now + 600, "nbf": now + 300}, secret, algorithm="HS256")
+    float_exp = jwt.encode({**base, "exp": now + 600.5}, secret, algorithm="HS256")
+    for tok in (no_exp, not_yet, float_exp):
+        assert client.get("/api/v1/me", headers=f.auth(tok)).status_code == 401
+
+
 def test_disabled_account_token_stops_working(client: FlaskClient) -> None:
     reg = f.patient()
     tok = f.token(client, reg.account.username)
