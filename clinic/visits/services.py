@@ -6,7 +6,7 @@ import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import date
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -251,7 +251,7 @@ class ConsentText:
     text_zh: str
     text_en: str
 
-    @property
+    @cached_property  # read by every visit request
     def sha256(self) -> str:
         return hashlib.sha256(f"{self.version}\n{self.text_zh}\n---\n{self.text_en}".encode()).hexdigest()
 
