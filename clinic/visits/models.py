@@ -6,7 +6,7 @@ import enum
 import uuid
 from datetime import date, datetime
 
-from sqlalchemy import Boolean, Date, Enum, ForeignKey, Integer, String, Text
+from sqlalchemy import Boolean, Date, Enum, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from clinic.core.db import Base, new_id, utcnow
@@ -92,14 +92,16 @@ class Visit(Base):
     """A return visit (复诊) for one confirmed diagnosis of one patient."""
 
     __tablename__ = "visits"
+    # A department's waiting queue, oldest first (and any lookup by department alone).
+    __table_args__ = (Index("ix_visits_queue", "department", "status", "created_at"),)
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     patient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("patients.id"), index=True)
     account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id"), index=True)
     diagnosis_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("diagnoses.id"))
-    department: Mapped[str] = mapped_column(ForeignKey("departments.code"), index=True)
+    department: Mapped[str] = mapped_column(ForeignKey("departments.code"))
     status: Mapped[VisitStatus] = mapped_column(
-        Enum(VisitStatus, native_enum=False, length=24, values_callable=_values), index=True
+        Enum(VisitStatus, native_enum=False, length=24, values_callable=_values)
     )
     physician_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("accounts.id"), index=True)
     complaint: Mapped[str] = mapped_column(Text, default="")
