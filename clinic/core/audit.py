@@ -187,8 +187,8 @@ def _write_pending(session: Session) -> None:
     for item in pending:
         before, after = _canonical_around_seq(item)
         rows.append({**item, "text_before": before, "text_after": after})
-    # In order, each row after the one before it (executemany runs them one by one).
-    result = session.connection().execute(_APPEND, rows[0] if len(rows) == 1 else rows)
+    # In order, each row after the one before it (several rows: executemany, one by one).
+    result = session.connection().execute(_APPEND, rows)
     if result.rowcount != len(rows):
         raise RuntimeError("the audit chain head is missing: run the migrations (flask db upgrade)")
 

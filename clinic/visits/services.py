@@ -459,6 +459,7 @@ def request_visit(
     fee = int(current_app.config["CONSULTATION_FEE_FEN"])
     port = _payments()
     status = VisitStatus.AWAITING_PAYMENT if port and fee > 0 else VisitStatus.WAITING
+    fee_fen = fee if port else 0  # with payments off, visits are free
     visit_id = new_id()
     # A plain INSERT, not the unit of work: nothing in this request reads the visit back
     # as an object, and this is the busiest write of the clinic.
@@ -472,7 +473,7 @@ def request_visit(
             "department": department,
             "status": status,
             "complaint": complaint,
-            "fee_fen": fee if port else 0,
+            "fee_fen": fee_fen,
         },
     )
     audit.record(
@@ -485,7 +486,7 @@ def request_visit(
     payment = None
     if status == VisitStatus.AWAITING_PAYMENT and port is not None:
         payment = port.start("consultation", visit_id, fee, f"复诊 {visit_id}")
-    return NewVisit(visit_id, status, fee if port else 0, payment)
+    return NewVisit(visit_id, status, fee_fen, payment)
 
 
 def _move(visit: Visit, event: rules.VisitEvent) -> None:
