@@ -328,16 +328,14 @@ def import_formulary(path: str | Path, progress: Any = None) -> ImportReport:
         except ValueError as exc:
             report.refused.append({"row": index, "reason": str(exc)})
             continue
-        try:
-            with session.begin_nested():
-                if spec.atc_code is None:
-                    probe = ing.classify(spec.name, ingredients=spec.ingredients, generic_name=spec.generic_name)
-                    spec = ProductSpec(**{**spec.__dict__, "atc_code": _infer_atc(probe)})
-                drug, c, created = upsert_product(spec)
-                session.flush()
-        except Exception as exc:  # a database refusal of this row only
-            report.refused.append({"row": index, "reason": f"not stored: {exc.__class__.__name__}"})
-            continue
+        # No savepoint per row: a row is refused above, by validation, or the import stops.
+        # (pysqlite does not begin a transaction before SAVEPOINT, so on SQLite a per-row
+        # savepoint committed each row on its own, whatever the caller's transaction.)
+        if spec.atc_code is None:
+            probe = ing.classify(spec.name, ingredients=spec.ingredients, generic_name=spec.generic_name)
+            spec = ProductSpec(**{**spec.__dict__, "atc_code": _infer_atc(probe)})
+        drug, c, created = upsert_product(spec)
+        session.flush()
         if created:
             report.created += 1
         else:
