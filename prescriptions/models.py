@@ -58,6 +58,38 @@ class DrugInteraction(Base):
 Index("ix_drug_interactions_b", DrugInteraction.ingredient_b)
 
 
+class ImportState(enum.StrEnum):
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class FormularyImport(Base):
+    """An administrator's formulary import started from the pages: who, which file, how far.
+
+    Kept in the database, not in the process that runs it, so that every gunicorn worker
+    (and every host) shows the same progress and report. `updated_at` moves with every
+    batch committed: a run still `running` long after it stopped moving was interrupted.
+    """
+
+    __tablename__ = "formulary_imports"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    filename: Mapped[str] = mapped_column(String(200))
+    started_by: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id"))
+    started_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+    state: Mapped[ImportState] = mapped_column(
+        Enum(ImportState, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e]),
+        default=ImportState.RUNNING,
+    )
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    done: Mapped[int] = mapped_column(Integer, default=0)
+    report: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
 class SigningKey(Base):
     """A physician's EC P-256 key pair; the private key is encrypted at rest (Fernet).
 

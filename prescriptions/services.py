@@ -29,7 +29,15 @@ from identity.models import Account, Department, Institution
 from identity.services import require_fresh_face
 from prescriptions import ingredients as ing
 from prescriptions import rules, signing
-from prescriptions.models import Drug, DrugInteraction, Prescription, PrescriptionItem, PrescriptionStatus
+from prescriptions.models import (
+    Drug,
+    DrugInteraction,
+    FormularyImport,
+    ImportState,
+    Prescription,
+    PrescriptionItem,
+    PrescriptionStatus,
+)
 
 DATA = ing.DATA
 SEARCH_LIMIT = 30
@@ -361,6 +369,86 @@ def import_formulary(path: str | Path, progress: Any = None) -> ImportReport:
         },
     )
     return report
+
+
+# --- formulary imports started from the pages ------------------------------------------
+
+IMPORT_BATCH_ROWS = 200  # rows committed together with the run's progress
+IMPORT_STALE_AFTER = timedelta(minutes=2)  # a running import that has not moved for this long stopped
+
+
+def start_import(admin_id: str, filename: str) -> FormularyImport:
+    """Record that an administrator started importing a file (the runner does the rows)."""
+    session = db.session()
+    run = FormularyImport(
+        filename=filename[:200] or "formulary.csv",
+        started_by=uuid.UUID(str(admin_id)),
+        state=ImportState.RUNNING,
+        total=0,
+        done=0,
+    )
+    session.add(run)
+    session.flush()
+    audit.record(
+        session,
+        "catalog.import_started",
+        subject_type="formulary_import",
+        subject_id=run.id,
+        detail={"file": run.filename},
+    )
+    return run
+
+
+def formulary_import(run_id: str | uuid.UUID) -> FormularyImport | None:
+    key = as_uuid(run_id)
+    return db.session.get(FormularyImport, key, populate_existing=True) if key is not None else None
+
+
+def recent_imports(limit: int = 20) -> list[FormularyImport]:
+    return list(db.session.scalars(select(FormularyImport).order_by(FormularyImport.started_at.desc()).limit(limit)))
+
+
+def import_status(run: FormularyImport, now: datetime | None = None) -> str:
+    """running | done | failed, or interrupted: still marked running but not moving any more."""
+    if run.state == ImportState.RUNNING and run.updated_at < (now or utcnow()) - IMPORT_STALE_AFTER:
+        return "interrupted"
+    return run.state.value
+
+
+def record_import_progress(run_id: uuid.UUID, done: int, total: int) -> None:
+    run = db.session.get(FormularyImport, run_id)
+    if run is None:
+        raise NotFound()
+    run.done, run.total, run.updated_at = done, total, utcnow()
+
+
+def finish_import(run_id: uuid.UUID, report: ImportReport) -> FormularyImport:
+    run = db.session.get(FormularyImport, run_id)
+    if run is None:
+        raise NotFound()
+    out = report.as_dict()
+    out["path"] = run.filename  # not the temporary copy's path
+    run.report, run.state = out, ImportState.DONE
+    run.done = run.total = report.rows_read
+    run.updated_at = run.finished_at = utcnow()
+    return run
+
+
+def fail_import(run_id: uuid.UUID, error: str, saved: int) -> FormularyImport:
+    """The import stopped on `error` (an exception's name); its first `saved` rows were committed."""
+    run = db.session.get(FormularyImport, run_id)
+    if run is None:
+        raise NotFound()
+    run.state, run.error, run.done = ImportState.FAILED, error[:2000], saved
+    run.updated_at = run.finished_at = utcnow()
+    audit.record(
+        db.session(),
+        "catalog.import_failed",
+        subject_type="formulary_import",
+        subject_id=run.id,
+        detail={"error": error, "rows_saved": saved},
+    )
+    return run
 
 
 # --- search and lookup ------------------------------------------------------------------

@@ -9,9 +9,9 @@ the page session (encrypted, since it may hold a guardian's ID number) so that a
 check in the middle of signing loses nothing.
 
 Administrators: the formulary import (CSV, API.md `drugs import`) runs in a background
-thread; its page polls the progress every second, then shows the summary. Runs are kept
-in memory, per process (the development server, one worker); each import is audited by
-the service itself.
+thread once the upload has committed (`prescriptions.imports`); its page polls the
+progress every second, then shows the summary. Runs are rows in the database, so any
+worker answers for any run; each import is audited (started, imported or failed).
 """
 
 from __future__ import annotations
@@ -19,11 +19,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import threading
-import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -49,14 +46,14 @@ from flask_wtf.file import FileField, FileRequired
 from pydantic import ValidationError
 
 from clinic.core import crypto
-from clinic.core.audit import Actor, acting_as, set_actor
-from clinic.core.db import db, unit_of_work, utcnow
+from clinic.core.audit import Actor, set_actor
+from clinic.core.db import db, utcnow
 from clinic.core.errors import DomainError, RuleRefusal, Violation
 from clinic.core.web import handle_refusal
 from clinic.visits.models import Visit
 from identity.views import page_face_claims, physician_page
-from prescriptions import api, rules, services
-from prescriptions.models import Drug, Prescription
+from prescriptions import api, imports, rules, services
+from prescriptions.models import Drug, FormularyImport, Prescription
 
 log = logging.getLogger("clinic.prescriptions")
 
@@ -481,70 +478,6 @@ def document(prescription_id: str) -> Response:
 # --- administrators: formulary import with progress ---------------------------------------------
 
 
-@dataclass
-class ImportRun:
-    id: str
-    filename: str
-    started_by: str
-    started_at: datetime
-    total: int = 0
-    done: int = 0
-    state: str = "running"  # running | done | failed
-    report: dict[str, Any] | None = None
-    error: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "filename": self.filename,
-            "state": self.state,
-            "total": self.total,
-            "done": self.done,
-            "report": self.report,
-            "error": self.error,
-        }
-
-
-@dataclass
-class ImportRuns:
-    """The runs of this process (newest last), safe to update from the import threads."""
-
-    keep: int = 20
-    runs: dict[str, ImportRun] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def start(self, filename: str, started_by: str) -> ImportRun:
-        run = ImportRun(uuid.uuid4().hex, filename, started_by, utcnow())
-        with self.lock:
-            self.runs[run.id] = run
-            while len(self.runs) > self.keep:
-                self.runs.pop(next(iter(self.runs)))
-        return run
-
-    def get(self, run_id: str) -> ImportRun | None:
-        with self.lock:
-            return self.runs.get(run_id)
-
-    def recent(self) -> list[ImportRun]:
-        with self.lock:
-            return list(reversed(self.runs.values()))
-
-    def progress(self, run: ImportRun, done: int, total: int) -> None:
-        with self.lock:
-            run.done, run.total = done, total
-
-    def finish(self, run: ImportRun, report: dict[str, Any] | None, error: str | None = None) -> None:
-        with self.lock:
-            run.report, run.error = report, error
-            run.state = "failed" if error else "done"
-            if report is not None:
-                run.total = max(run.total, int(report.get("rows_read") or 0))
-                run.done = run.total
-
-
-RUNS = ImportRuns()
-
-
 class ImportForm(FlaskForm):
     file = FileField(_l("Formulary (UTF-8 CSV with a header)"), validators=[FileRequired()])
 
@@ -554,20 +487,28 @@ def _require_admin() -> None:
         abort(403)
 
 
-def _import(app: Flask, run: ImportRun, path: Path, actor: Actor) -> None:
-    with app.app_context():
-        try:
-            with acting_as(actor), unit_of_work():
-                report = services.import_formulary(path, progress=lambda done, total: RUNS.progress(run, done, total))
-            out = report.as_dict()
-            out["path"] = run.filename
-            RUNS.finish(run, out)
-        except Exception as exc:  # the run must end visibly whatever happens
-            log.exception("formulary import %s failed", run.id)
-            RUNS.finish(run, None, f"{exc.__class__.__name__}: nothing imported")
-        finally:
-            db.session.remove()
-            path.unlink(missing_ok=True)
+IMPORT_STATUS = {
+    "running": _l("Running"),
+    "done": _l("Done"),
+    "failed": _l("Failed"),
+    "interrupted": _l("Interrupted"),
+}
+
+
+def _run_view(run: FormularyImport) -> dict[str, Any]:
+    """What the pages and the progress poll show of a run, whichever worker answers."""
+    status = services.import_status(run)
+    return {
+        "id": str(run.id),
+        "filename": run.filename,
+        "started_at": run.started_at,
+        "state": status,
+        "state_label": str(IMPORT_STATUS.get(status, status)),
+        "total": run.total,
+        "done": run.done,
+        "report": run.report,
+        "error": run.error,
+    }
 
 
 @bp.route("/admin/formulary", methods=["GET", "POST"])
@@ -577,25 +518,25 @@ def formulary() -> Any:
     form = ImportForm()
     if form.validate_on_submit():
         upload = form.file.data
-        filename = Path(upload.filename or "formulary.csv").name[:200]
-        run = RUNS.start(filename, str(current_user.id))
+        run = services.start_import(str(current_user.id), Path(upload.filename or "formulary.csv").name)
         folder = Path(current_app.instance_path) / "imports"
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{run.id}.csv"
         upload.save(str(path))
         actor = Actor(id=str(current_user.id), role="admin", client_ip=request.remote_addr)
         app = current_app._get_current_object()  # type: ignore[attr-defined]
-        threading.Thread(target=_import, args=(app, run, path, actor), name=f"import-{run.id}", daemon=True).start()
+        imports.run_after_commit(db.session(), app, run.id, path, actor)
         return redirect(url_for(".import_run", run_id=run.id))
     status = 422 if form.errors else 200
-    return render_template("prescriptions/formulary.html", form=form, runs=RUNS.recent()), status
+    runs = [_run_view(r) for r in services.recent_imports()]
+    return render_template("prescriptions/formulary.html", form=form, runs=runs), status
 
 
-def _run(run_id: str) -> ImportRun:
-    run = RUNS.get(run_id)
+def _run(run_id: str) -> dict[str, Any]:
+    run = services.formulary_import(run_id)
     if run is None:
         abort(404)
-    return run
+    return _run_view(run)
 
 
 @bp.get("/admin/formulary/runs/<run_id>")
@@ -609,7 +550,9 @@ def import_run(run_id: str) -> Any:
 @login_required
 def import_run_json(run_id: str) -> Any:
     _require_admin()
-    resp = jsonify(_run(run_id).as_dict())
+    data = _run(run_id)
+    data["started_at"] = data["started_at"].isoformat()
+    resp = jsonify(data)
     resp.headers["Cache-Control"] = "no-store"
     return resp
 
