@@ -71,7 +71,9 @@ class OutboxJob(Base):
 
 
 Handler = Callable[[dict[str, Any]], None]
+FailureHandler = Callable[[dict[str, Any], str, bool], None]
 _handlers: dict[str, Handler] = {}
+_failure_handlers: dict[str, FailureHandler] = {}
 _app: Flask | None = None
 
 
@@ -79,9 +81,18 @@ class PermanentJobError(Exception):
     """Raised by a handler when trying again cannot help: the job goes straight to `dead`."""
 
 
-def register(kind: str, fn: Handler) -> None:
-    """Register the handler of a kind. It gets the payload, uses `db.session`, never commits."""
+def register(kind: str, fn: Handler, on_failure: FailureHandler | None = None) -> None:
+    """Register the handler of a kind. It gets the payload, uses `db.session`, never commits.
+
+    `on_failure(payload, error, final)` runs in the transaction that records a failed try
+    (the handler's own writes are gone): the place to make the failure visible on the
+    domain's row. `final` is true when no retry follows (the job is dead).
+    """
     _handlers[kind] = fn
+    if on_failure is not None:
+        _failure_handlers[kind] = on_failure
+    else:
+        _failure_handlers.pop(kind, None)
 
 
 def backoff_seconds(attempts: int, base: int, cap: int) -> int:
@@ -180,7 +191,11 @@ def _execute(jid: uuid.UUID, lease: datetime) -> str:
         job.last_error = f"{type(error).__name__}: {error}"[:2000]
         job.locked_until = None
         permanent = isinstance(error, PermanentJobError)
-        if permanent or job.attempts >= int(_cfg("JOBS_MAX_ATTEMPTS", 12)):
+        final = permanent or job.attempts >= int(_cfg("JOBS_MAX_ATTEMPTS", 12))
+        on_failure = _failure_handlers.get(job.kind)
+        if on_failure is not None:
+            on_failure(dict(job.payload), job.last_error, final)
+        if final:
             job.status, job.finished_at = JobStatus.DEAD, utcnow()
             audit.record(
                 s,

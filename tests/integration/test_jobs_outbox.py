@@ -46,11 +46,22 @@ jobs.register("test.record", _record)
 jobs.register("test.flaky", _flaky)
 jobs.register("test.permanent", _permanent)
 jobs.register("test.chain", _chain)
+FAILED: list[tuple[Any, str, bool]] = []
+
+
+def _failed(payload: dict[str, Any], error: str, final: bool) -> None:
+    # runs in the transaction that records the failure: its writes stay
+    FAILED.append((payload["n"], error, final))
+    db.session.add(OutboxJob(kind="test.failure_note", payload={"n": payload["n"]}, status=JobStatus.DONE))
+
+
+jobs.register("test.noted", _flaky, on_failure=_failed)
 
 
 @pytest.fixture(autouse=True)
 def _reset(ctx: Flask) -> None:
     CALLS.clear()
+    FAILED.clear()
     FAILURES["left"] = 0
 
 
@@ -207,3 +218,18 @@ def test_redis_down_loses_nothing(ctx: Flask, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setitem(ctx.config, "REDIS_URL", "")
     assert jobs.run_due() == {"done": 1}  # the sweeper runs it
     assert CALLS == [{"n": 9}]
+
+
+def test_on_failure_sees_each_failed_try_and_knows_the_last(ctx: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(ctx.config, "JOBS_MAX_ATTEMPTS", 2)
+    FAILURES["left"] = 99
+    jid = enqueue("test.noted", n=5)
+    jobs.drain()
+    _make_due(jid)
+    jobs.run_due()
+    assert job(jid).status == JobStatus.DEAD
+    assert [(n, final) for n, _, final in FAILED] == [(5, False), (5, True)]
+    assert all("ConnectionError: partner down" in error for _, error, _ in FAILED)
+    notes = db.session.scalars(select(OutboxJob).where(OutboxJob.kind == "test.failure_note")).all()
+    assert len(notes) == 2  # kept, unlike the handler's own writes
+    assert db.session.scalars(select(OutboxJob).where(OutboxJob.kind == "test.marker")).all() == []
