@@ -58,6 +58,7 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     from clinic.payments.services import register_purpose
     from clinic.regulator import api as regulator_api
     from clinic.regulator import cli as regulator_cli
+    from clinic.regulator import services as regulator_services
     from clinic.visits import api as visits_api
     from clinic.visits import services as visits_services
     from identity import api as identity_api
@@ -84,6 +85,7 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     from prescriptions import signing as rx_signing
 
     pharmacy_services.register_jobs()  # outbox handlers: partner dispatch, SMS
+    regulator_services.register_jobs()  # outbox handler: the incident SMS to the regulator
     pharmacy_views.init_app(app)  # review queue and screen, prescription tracking
 
     api_bp, _ = build_blueprint(

@@ -92,7 +92,9 @@ class IncidentOut(ResponseModel):
     scope: str
     found_at: datetime
     reported_at: datetime
-    regulator_notified: bool
+    regulator_notified: bool = Field(
+        description="False while the SMS is queued or retried; notification_error says why"
+    )
     regulator_notified_at: datetime | None
     notification_error: str | None
     suspension_triggered: bool
@@ -123,7 +125,8 @@ def _out(i: object) -> IncidentOut:
 
 @router.post(
     "/admin/incidents",
-    summary="Record a data-security incident or clinical adverse event; the regulator is told at once by SMS",
+    summary="Record a data-security incident or clinical adverse event; the regulator is told by SMS right after "
+    "it is recorded (outbox, retried until it goes through)",
     body=IncidentIn,
     response=IncidentOut,
     status=201,

@@ -1,8 +1,8 @@
 """Telling the regulator: one small SMS function, chosen by configuration.
 
 SMS_BACKEND=twilio sends through the real Twilio SDK (Messages API); otherwise the
-message goes to the application log (development default). Kept behind this one
-function so it can move to the job outbox without touching its callers.
+message goes to the application log (development default). Called by the outbox job
+`incident.notify_regulator` (clinic.regulator.services), after the incident's commit.
 """
 
 from __future__ import annotations
