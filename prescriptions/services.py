@@ -380,13 +380,7 @@ IMPORT_STALE_AFTER = timedelta(minutes=2)  # a running import that has not moved
 def start_import(admin_id: str, filename: str) -> FormularyImport:
     """Record that an administrator started importing a file (the runner does the rows)."""
     session = db.session()
-    run = FormularyImport(
-        filename=filename[:200] or "formulary.csv",
-        started_by=uuid.UUID(str(admin_id)),
-        state=ImportState.RUNNING,
-        total=0,
-        done=0,
-    )
+    run = FormularyImport(filename=filename[:200] or "formulary.csv", started_by=uuid.UUID(str(admin_id)))
     session.add(run)
     session.flush()
     audit.record(
@@ -401,7 +395,7 @@ def start_import(admin_id: str, filename: str) -> FormularyImport:
 
 def formulary_import(run_id: str | uuid.UUID) -> FormularyImport | None:
     key = as_uuid(run_id)
-    return db.session.get(FormularyImport, key, populate_existing=True) if key is not None else None
+    return db.session.get(FormularyImport, key) if key is not None else None
 
 
 def recent_imports(limit: int = 20) -> list[FormularyImport]:
@@ -416,16 +410,12 @@ def import_status(run: FormularyImport, now: datetime | None = None) -> str:
 
 
 def record_import_progress(run_id: uuid.UUID, done: int, total: int) -> None:
-    run = db.session.get(FormularyImport, run_id)
-    if run is None:
-        raise NotFound()
+    run = get_or_404(FormularyImport, run_id)
     run.done, run.total, run.updated_at = done, total, utcnow()
 
 
 def finish_import(run_id: uuid.UUID, report: ImportReport) -> FormularyImport:
-    run = db.session.get(FormularyImport, run_id)
-    if run is None:
-        raise NotFound()
+    run = get_or_404(FormularyImport, run_id)
     out = report.as_dict()
     out["path"] = run.filename  # not the temporary copy's path
     run.report, run.state = out, ImportState.DONE
@@ -436,9 +426,7 @@ def finish_import(run_id: uuid.UUID, report: ImportReport) -> FormularyImport:
 
 def fail_import(run_id: uuid.UUID, error: str, saved: int) -> FormularyImport:
     """The import stopped on `error` (an exception's name); its first `saved` rows were committed."""
-    run = db.session.get(FormularyImport, run_id)
-    if run is None:
-        raise NotFound()
+    run = get_or_404(FormularyImport, run_id)
     run.state, run.error, run.done = ImportState.FAILED, error[:2000], saved
     run.updated_at = run.finished_at = utcnow()
     audit.record(

@@ -348,9 +348,9 @@ def notify_regulator_job(payload: dict[str, Any]) -> None:
     if not contact:
         raise jobs.PermanentJobError("no regulator contact configured (REGULATOR_CONTACT_PHONE)")
     sent = notify.send_sms(contact, _notice_body(incident))
-    detail = {"to": notify.mask_phone(contact), "channel": sent.channel, "reference": sent.reference}
     if not sent.ok:
         raise NoticeNotSent(sent.error or "the SMS was not accepted")
+    detail = {"to": notify.mask_phone(contact), "channel": sent.channel, "reference": sent.reference}
     incident.regulator_notified_at, incident.notification_error = utcnow(), None
     audit.record(session, "incident.regulator_notified", subject_type="incident", subject_id=incident.id, detail=detail)
 
