@@ -10,7 +10,7 @@ from sqlalchemy import JSON, Boolean, Date, Enum, ForeignKey, Index, Integer, St
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from clinic.core.crypto import EncryptedText
-from clinic.core.db import Base, new_id, utcnow
+from clinic.core.db import Base, Versioned, new_id, utcnow
 from pharmacy.rules import DeliveryStatus, PartnerFacts
 from prescriptions.models import Prescription
 
@@ -49,7 +49,7 @@ class DeliveryPartner(Base):
         )
 
 
-class Delivery(Base):
+class Delivery(Versioned, Base):
     """Getting one dispensed prescription to the patient's door (or to the pharmacy counter)."""
 
     __tablename__ = "deliveries"

@@ -12,7 +12,7 @@ from sqlalchemy import JSON, Boolean, Enum, ForeignKey, Index, Integer, Numeric,
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from clinic.core.crypto import EncryptedBytes
-from clinic.core.db import Base, new_id, utcnow
+from clinic.core.db import Base, Versioned, new_id, utcnow
 
 
 class Drug(Base):
@@ -123,7 +123,7 @@ def _values(e: type[enum.Enum]) -> list[str]:
     return [str(m.value) for m in e]
 
 
-class Prescription(Base):
+class Prescription(Versioned, Base):
     """A signed prescription. Its content is frozen at signing: `content` is what the JWS signs."""
 
     __tablename__ = "prescriptions"

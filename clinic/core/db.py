@@ -14,9 +14,17 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import DateTime, MetaData, create_engine, event
+from sqlalchemy import DateTime, Integer, MetaData, create_engine, event
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Session, scoped_session, sessionmaker
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    Session,
+    declared_attr,
+    mapped_column,
+    scoped_session,
+    sessionmaker,
+)
 from sqlalchemy.types import TypeDecorator
 
 NAMING = {
@@ -61,6 +69,24 @@ class UTCDateTime(TypeDecorator[datetime]):
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
     type_annotation_map = {datetime: UTCDateTime()}
+
+
+class Versioned:
+    """Optimistic concurrency for records that people change one after another.
+
+    Each row carries a version; every UPDATE the ORM issues names the version it loaded
+    (`WHERE id = ... AND version = ...`) and counts it up. When someone else changed and
+    committed the row in between, the UPDATE matches nothing and SQLAlchemy raises
+    StaleDataError instead of writing over their change; requests answer it with 409
+    `conflict` (clinic.core.web) and save nothing. Works the same on SQLite and PostgreSQL,
+    whatever the isolation level. Core INSERTs get version 1 from the column default.
+    """
+
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+
+    @declared_attr.directive
+    def __mapper_args__(cls) -> dict[str, Any]:
+        return {"version_id_col": cls.__table__.c.version}  # type: ignore[attr-defined]
 
 
 class Database:

@@ -12,14 +12,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, g, render_template, request
+from flask import Flask, Response, g, make_response, render_template, request
 from flask_babel import gettext
+from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.exceptions import HTTPException
 
 from clinic.core import audit
 from clinic.core.api import API_PREFIX, error_response
 from clinic.core.db import db
-from clinic.core.errors import DomainError, RateLimited, RuleRefusal
+from clinic.core.errors import Conflict, DomainError, RateLimited, RuleRefusal
 
 log = logging.getLogger("clinic")
 
@@ -93,14 +94,34 @@ def handle_refusal(err: DomainError) -> str:
     return localized_error(err)
 
 
+def changed_meanwhile() -> Conflict:
+    """The refusal for a write that lost a race (see clinic.core.db.Versioned)."""
+    return Conflict("Someone else changed this record at the same time; nothing was saved. Reload it and try again.")
+
+
+def refusal_response(err: DomainError) -> Response:
+    """Roll back, audit the refusal and answer it: the envelope on the API, a page elsewhere."""
+    message = handle_refusal(err)
+    if is_api_request():
+        return error_response(err, message, localized)
+    return make_response(render_template("error.html", code=err.code, message=message), err.status)
+
+
 def init_app(app: Flask) -> None:
     @app.after_request
     def _commit_point(response: Response) -> Response:
         session = db.session()
-        if response.status_code < 400 or g.get("keep_writes"):
-            session.commit()
-        else:
+        if response.status_code >= 400 and not g.get("keep_writes"):
             session.rollback()
+            return response
+        try:
+            session.commit()
+        except StaleDataError:
+            # The last flush runs here: a record this request changed was changed and
+            # committed by someone else since it was loaded. Nothing of this request is kept.
+            session.rollback()
+            response = refusal_response(changed_meanwhile())
+            session.commit()  # the refusal's own audit entry
         return response
 
     @app.teardown_request
@@ -109,10 +130,11 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(DomainError)
     def _domain_error(err: DomainError) -> Any:
-        message = handle_refusal(err)
-        if is_api_request():
-            return error_response(err, message, localized)
-        return render_template("error.html", code=err.code, message=message), err.status
+        return refusal_response(err)
+
+    @app.errorhandler(StaleDataError)
+    def _changed_meanwhile(_exc: StaleDataError) -> Any:
+        return refusal_response(changed_meanwhile())  # a flush inside the request lost the race
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Any:

@@ -9,7 +9,7 @@ from datetime import date, datetime
 from sqlalchemy import Boolean, Date, Enum, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from clinic.core.db import Base, new_id, utcnow
+from clinic.core.db import Base, Versioned, new_id, utcnow
 from identity.models import Account, Patient
 
 
@@ -36,7 +36,7 @@ class DiagnosisStatus(enum.StrEnum):
     REJECTED = "rejected"
 
 
-class Diagnosis(Base):
+class Diagnosis(Versioned, Base):
     """A patient's proof of a diagnosis made in person at a physical institution."""
 
     __tablename__ = "diagnoses"
@@ -88,7 +88,7 @@ class VisitStatus(enum.StrEnum):
     CANCELLED = "cancelled"
 
 
-class Visit(Base):
+class Visit(Versioned, Base):
     """A return visit (复诊) for one confirmed diagnosis of one patient."""
 
     __tablename__ = "visits"

@@ -1,0 +1,199 @@
+"""Two people changing the same record at the same moment: one wins, the other is told.
+
+Each test lets request A load its record, then has request B (another thread, its own
+session and connection) change that record and commit, then lets A go on from what it
+loaded. Without a check, A would write over B's committed change (two physicians would
+both "accept" one visit, a prescription would be dispensed twice). With the row version
+check A's write matches no row: A answers 409 `conflict`, saves nothing, and B's change
+stands. On both databases.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import func, select
+
+from clinic.core.audit import AuditEntry
+from clinic.core.db import db
+from clinic.visits import services as visit_services
+from clinic.visits.models import Diagnosis, DiagnosisStatus, Visit
+from identity.models import Role
+from pharmacy import review
+from pharmacy.models import Delivery
+from prescriptions.models import Prescription
+from tests.support import clinic_factories as cf
+from tests.support import factories as f
+from tests.support.rx_factories import item, visit_in_progress
+
+
+def interleave(monkeypatch: pytest.MonkeyPatch, module: Any, loader: str, competing: Callable[[], Any]) -> list[Any]:
+    """Patch `module.loader` so that, the first time it has loaded its record, `competing`
+    runs to completion in another thread before the caller goes on. Returns its result."""
+    original = getattr(module, loader)
+    out: list[Any] = []
+    started = threading.Event()
+
+    def loaded_then_overtaken(*args: Any, **kwargs: Any) -> Any:
+        record = original(*args, **kwargs)
+        if not started.is_set():  # the competing request loads through here too
+            started.set()
+            failures: list[BaseException] = []
+
+            def run() -> None:
+                try:
+                    out.append(competing())
+                except BaseException as exc:  # surfaced below
+                    failures.append(exc)
+                finally:
+                    db.session.remove()
+
+            thread = threading.Thread(target=run)
+            thread.start()
+            thread.join(60)
+            if failures:
+                raise failures[0]
+        return record
+
+    monkeypatch.setattr(module, loader, loaded_then_overtaken)
+    return out
+
+
+def audit_count(action: str) -> int:
+    return int(db.session.scalar(select(func.count()).where(AuditEntry.action == action)) or 0)
+
+
+CHANGED_MEANWHILE = "其他人同时修改了这条记录，您的操作未保存。请刷新后重试。"  # zh-CN, the default
+
+
+def assert_conflict(resp: Any) -> None:
+    assert resp.status_code == 409, resp.get_data(as_text=True)
+    assert resp.get_json()["error"] == {"code": "conflict", "message": CHANGED_MEANWHILE}
+
+
+def test_two_physicians_accepting_one_visit_at_once(
+    client: FlaskClient, ctx: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cf.catalog()
+    first, second = (f.staff(Role.PHYSICIAN, department="cardiology") for _ in range(2))
+    second_id = second.id
+    v = cf.open_visit(client, first)
+    url = f"/api/v1/visits/{v['visit_id']}/accept"
+    second_face, first_face = cf.face_token(second), cf.face_token(first)
+    other = ctx.test_client()
+    overtaken = interleave(
+        monkeypatch, visit_services, "_load_visit", lambda: other.post(url, headers=f.auth(second_face))
+    )
+
+    resp = client.post(url, headers={**f.auth(first_face), "Accept-Language": "en"})
+
+    assert overtaken[0].status_code == 200, overtaken[0].get_json()
+    assert resp.status_code == 409 and resp.get_json()["error"] == {
+        "code": "conflict",
+        "message": "Someone else changed this record at the same time; nothing was saved. Reload it and try again.",
+    }
+    db.session.remove()
+    visit = db.session.get(Visit, uuid.UUID(v["visit_id"]))
+    assert visit is not None and visit.physician_id == second_id and visit.status.value == "in_progress"
+    assert audit_count("visit.accepted") == 1
+    # The refusal is on the record, like every other refusal.
+    refused = db.session.scalars(select(AuditEntry).where(AuditEntry.action == "request.refused")).all()
+    assert [e.detail["code"] for e in refused] == ["conflict"]
+    # The loser sees the visit is taken: it is no longer in the waiting queue for anyone else.
+    again = client.post(url, headers=f.auth(first_face))
+    assert again.status_code in (404, 409, 422), again.get_json()
+
+
+def test_cancel_and_accept_at_once_do_not_both_happen(
+    client: FlaskClient, ctx: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cf.catalog()
+    doc = f.staff(Role.PHYSICIAN, department="cardiology")
+    v = cf.open_visit(client, doc)
+    other = ctx.test_client()
+    cancel = f"/api/v1/visits/{v['visit_id']}/cancel"
+    overtaken = interleave(
+        monkeypatch,
+        visit_services,
+        "_load_visit",
+        lambda: other.post(cancel, json={"reason": "不需要了"}, headers=f.auth(v["token"])),
+    )
+
+    resp = client.post(f"/api/v1/visits/{v['visit_id']}/accept", headers=f.auth(cf.face_token(doc)))
+
+    assert overtaken[0].status_code == 200, overtaken[0].get_json()
+    assert_conflict(resp)
+    db.session.remove()
+    visit = db.session.get(Visit, uuid.UUID(v["visit_id"]))
+    assert visit is not None and visit.status.value == "cancelled" and visit.physician_id is None
+
+
+def test_confirm_and_reject_of_one_diagnosis_at_once(
+    client: FlaskClient, ctx: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cf.catalog()
+    first, second = (f.staff(Role.PHYSICIAN, department="cardiology") for _ in range(2))
+    second_id = second.id
+    reg = f.patient()
+    diag_id = cf.diagnosis(reg.patient.id, reg.account).id
+    other = ctx.test_client()
+    second_face = cf.face_token(second)
+    overtaken = interleave(
+        monkeypatch,
+        visit_services,
+        "_pending_diagnosis",
+        lambda: other.post(
+            f"/api/v1/diagnoses/{diag_id}/reject", json={"reason": "病历模糊，请重新上传"}, headers=f.auth(second_face)
+        ),
+    )
+
+    resp = client.post(f"/api/v1/diagnoses/{diag_id}/confirm", headers=f.auth(cf.face_token(first)))
+
+    assert overtaken[0].status_code == 200, overtaken[0].get_json()
+    assert_conflict(resp)
+    db.session.remove()
+    saved = db.session.get(Diagnosis, diag_id)
+    assert saved is not None and saved.status == DiagnosisStatus.REJECTED and saved.reviewed_by == second_id
+    assert audit_count("diagnosis.confirmed") == 0 and audit_count("diagnosis.rejected") == 1
+
+
+def test_one_prescription_dispensed_twice_at_once(
+    client: FlaskClient, ctx: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    v = visit_in_progress(client)
+    rx = client.post(
+        f"/api/v1/visits/{v['visit_id']}/prescriptions",
+        json={"items": [item(v["drugs"]["amlodipine"])]},
+        headers=f.auth(v["face"]),
+    ).get_json()["id"]
+    a = f.auth(f.token(client, f.staff(Role.PHARMACIST).username))
+    b = f.auth(f.token(client, f.staff(Role.PHARMACIST).username))
+    assert client.post("/api/v1/pharmacy/queue/claim", headers=a).status_code == 200
+    decided = client.post(f"/api/v1/pharmacy/prescriptions/{rx}/review", json={"decision": "approve"}, headers=a)
+    assert decided.status_code == 200, decided.get_json()
+    checkout = client.post(
+        f"/api/v1/prescriptions/{rx}/checkout", json={"collect_at_pharmacy": True}, headers=f.auth(v["token"])
+    )
+    assert checkout.status_code == 200 and checkout.get_json()["paid"] is True, checkout.get_json()
+    url = f"/api/v1/pharmacy/prescriptions/{rx}/dispense"
+    other = ctx.test_client()
+    overtaken = interleave(monkeypatch, review, "_rx", lambda: other.post(url, headers=b))
+
+    resp = client.post(url, headers=a)
+
+    assert overtaken[0].status_code == 200, overtaken[0].get_json()
+    # Dispensing re-reads the prescription with its review (locked on PostgreSQL), so the
+    # later request sees it dispensed already and names that rule rather than the race.
+    assert resp.status_code == 409, resp.get_json()
+    assert resp.get_json()["error"]["code"] in ("illegal_transition", "conflict")
+    db.session.remove()
+    assert db.session.scalar(select(func.count()).select_from(Delivery)) == 1
+    saved = db.session.get(Prescription, uuid.UUID(rx))
+    assert saved is not None and saved.status.value == "dispensed"
+    assert audit_count("prescription.dispensed") == 1
