@@ -643,6 +643,7 @@ def cancel_visit(account: Account, visit_id: str, reason: str) -> Visit:
     if port is not None and visit.fee_fen > 0:
         # Written first: if a physician accepted the visit meanwhile, this flush is refused
         # (409) before any money moves.
+        session.flush()
         port.refund("consultation", visit.id, reason)  # refunds a paid fee, voids an unpaid one
     return visit
 

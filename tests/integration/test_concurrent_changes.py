@@ -20,8 +20,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
-from clinic.core.audit import AuditEntry
-from clinic.core.db import db
+from clinic.core.audit import Actor, AuditEntry, acting_as
+from clinic.core.db import db, unit_of_work
 from clinic.visits import services as visit_services
 from clinic.visits.models import Diagnosis, DiagnosisStatus, Visit
 from identity.models import Role
@@ -132,6 +132,49 @@ def test_cancel_and_accept_at_once_do_not_both_happen(
     db.session.remove()
     visit = db.session.get(Visit, uuid.UUID(v["visit_id"]))
     assert visit is not None and visit.status.value == "cancelled" and visit.physician_id is None
+
+
+class RecordingPayments:
+    """The payments port, recording what would reach Stripe."""
+
+    def __init__(self) -> None:
+        self.refunds: list[uuid.UUID] = []
+
+    def start(self, purpose: str, subject_id: uuid.UUID, amount_fen: int, description: str) -> dict[str, Any]:
+        return {"payment_intent_id": f"pi_{subject_id.hex}", "client_secret": "secret", "amount_fen": amount_fen}
+
+    def refund(self, purpose: str, subject_id: uuid.UUID, reason: str) -> None:
+        self.refunds.append(subject_id)
+
+
+def test_a_cancel_that_loses_to_an_accept_refunds_nothing(
+    client: FlaskClient, ctx: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cf.catalog()
+    doc = f.staff(Role.PHYSICIAN, department="cardiology")
+    payments = RecordingPayments()
+    monkeypatch.setitem(ctx.extensions, "payments", payments)
+    v = cf.open_visit(client, doc)
+    visit_id = uuid.UUID(v["visit_id"])
+    with acting_as(Actor(None, "payments")), unit_of_work():
+        assert visit_services.mark_visit_paid(visit_id) is not None
+    doc_face = cf.face_token(doc)
+    other = ctx.test_client()
+    overtaken = interleave(
+        monkeypatch,
+        visit_services,
+        "_load_visit",
+        lambda: other.post(f"/api/v1/visits/{visit_id}/accept", headers=f.auth(doc_face)),
+    )
+
+    resp = client.post(f"/api/v1/visits/{visit_id}/cancel", json={"reason": "不想等了"}, headers=f.auth(v["token"]))
+
+    assert overtaken[0].status_code == 200, overtaken[0].get_json()
+    assert_conflict(resp)
+    assert payments.refunds == []  # the paid fee stays paid: the visit goes ahead
+    db.session.remove()
+    visit = db.session.get(Visit, visit_id)
+    assert visit is not None and visit.status.value == "in_progress" and visit.cancel_reason is None
 
 
 def test_confirm_and_reject_of_one_diagnosis_at_once(
