@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 from flask import Blueprint, Flask, abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from werkzeug.wrappers import Response
 
@@ -18,9 +19,27 @@ from clinic.core.web import handle_refusal
 from identity.models import Role
 from pharmacy import review, rules
 from prescriptions import services as rx_services
+from prescriptions.views import RX_STATUS
 
 bp = Blueprint("pharmacy", __name__, template_folder="templates")
 F = TypeVar("F", bound=Callable[..., Any])
+
+# What the patient reads for a delivery's status and each of its events (rules.DeliveryStatus,
+# rules.DeliveryEventKind); the codes themselves stay in the API.
+DELIVERY_STATUS = {
+    "not_dispensed": _l("Not dispensed yet"),
+    "routed": _l("Handed to a delivery partner"),
+    "dispatched": _l("Accepted by the delivery partner"),
+    "picked_up": _l("Picked up"),
+    "in_transit": _l("On the way"),
+    "out_for_delivery": _l("Out for delivery"),
+    "delivered": _l("Delivered"),
+    "failed": _l("Delivery failed"),
+    "rerouted": _l("Passed to another delivery partner"),
+    "returned": _l("Back at the pharmacy"),
+    "collect_at_pharmacy": _l("To be collected at the pharmacy"),
+    "collected": _l("Collected at the pharmacy"),
+}
 
 
 @bp.before_request
@@ -95,7 +114,13 @@ def dispense(prescription_id: str) -> Response:
     except DomainError as err:
         flash(handle_refusal(err), "error")
     else:
-        flash(_("Dispensed; delivery: %(status)s", status=delivery.status.value), "success")
+        flash(
+            _(
+                "Dispensed; delivery: %(status)s",
+                status=DELIVERY_STATUS.get(delivery.status.value, delivery.status.value),
+            ),
+            "success",
+        )
     return redirect(url_for("pharmacy.queue"))
 
 
@@ -122,7 +147,14 @@ def track(prescription_id: str) -> Any:
             flash(_("Saved."), "success")
     rx = rx_services.prescription_for(me, "patient", prescription_id)
     view = review.delivery_view(me, "patient", prescription_id)
-    return render_template("pharmacy/track.html", rx=rx, d=view, payment=payment)
+    return render_template(
+        "pharmacy/track.html",
+        rx=rx,
+        d=view,
+        payment=payment,
+        rx_status=RX_STATUS,
+        delivery_status=DELIVERY_STATUS,
+    )
 
 
 def init_app(app: Flask) -> None:

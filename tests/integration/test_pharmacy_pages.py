@@ -50,3 +50,15 @@ def test_pharmacist_claims_reviews_and_patient_tracks(client: FlaskClient, ctx: 
     )
     assert saved.status_code == 200 and 'id="paid"' in saved.get_data(as_text=True)
     assert ph.get(f"/prescriptions/{rx}/track").status_code == 403
+    # The patient reads the statuses in Chinese, not the API's codes.
+    page = saved.get_data(as_text=True)
+    assert '<span class="badge approved">审核通过</span>' in page
+    assert '<p id="delivery-status" data-status="not_dispensed">尚未发药' in page
+    queue = ph.get("/pharmacy/queue").get_data(as_text=True)
+    dispensed = ph.post(f"/pharmacy/dispense/{rx}", data={"csrf_token": extract_csrf(queue)})
+    assert dispensed.status_code == 302
+    assert "已发药；配送状态：请到药房自取" in ph.get("/pharmacy/queue").get_data(as_text=True)
+    page = patient.get(f"/prescriptions/{rx}/track").get_data(as_text=True)
+    assert '<span class="badge dispensed">已发药</span>' in page
+    assert '<p id="delivery-status" data-status="collect_at_pharmacy">请到药房自取' in page
+    assert "collect_at_pharmacy<" not in page and ">dispensed<" not in page
