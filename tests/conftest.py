@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, text, update
 from sqlalchemy.engine import make_url
 
 from clinic.app import create_app
@@ -115,7 +115,7 @@ def _empty_tables() -> None:
         else:
             for t in tables:
                 conn.execute(t.delete())
-        conn.execute(AuditHead.__table__.update().values(last_seq=0, last_hash=GENESIS))
+        conn.execute(update(AuditHead).values(last_seq=0, last_hash=GENESIS))
 
 
 @pytest.fixture
