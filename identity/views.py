@@ -28,6 +28,7 @@ from flask_login import LoginManager, current_user, login_required, login_user, 
 from flask_wtf import FlaskForm
 from werkzeug.wrappers import Response
 from wtforms import PasswordField, SelectField, StringField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, EqualTo, Length
 
 from clinic.core import limits
@@ -76,7 +77,12 @@ class FamilyForm(FlaskForm):
     id_number = StringField(_l("Resident ID number"), validators=[DataRequired(), Length(max=32)])
     relation = SelectField(
         _l("Relation to you"),
-        choices=[("child", _l("Child")), ("parent", _l("Parent")), ("spouse", _l("Spouse")), ("other", _l("Other"))],
+        choices=[
+            SelectChoice("child", _l("Child")),
+            SelectChoice("parent", _l("Parent")),
+            SelectChoice("spouse", _l("Spouse")),
+            SelectChoice("other", _l("Other")),
+        ],
     )
 
 

@@ -39,6 +39,7 @@ from markupsafe import Markup, escape
 from werkzeug.datastructures import FileStorage
 from werkzeug.wrappers import Response
 from wtforms import DateField, HiddenField, SelectField, StringField, TextAreaField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, Optional
 
 from clinic.core import storage
@@ -91,7 +92,11 @@ class DiagnosisForm(FlaskForm):
     )
     institution = StringField(_l("Hospital that diagnosed it"), validators=[DataRequired(), Length(min=2, max=200)])
     diagnosed_on = DateField(_l("Date of the diagnosis"), validators=[DataRequired()])
-    document_kind = SelectField(_l("Kind of document"), choices=DOCUMENT_KINDS, default="outpatient_record")
+    document_kind = SelectField(
+        _l("Kind of document"),
+        choices=[SelectChoice(kind, label) for kind, label in DOCUMENT_KINDS],
+        default="outpatient_record",
+    )
     document = FileField(_l("Photo or PDF of the document"), validators=[FileRequired()])
 
 
@@ -297,8 +302,8 @@ def _helpers() -> dict[str, Any]:
 # --- patients: proofs of in-person diagnoses --------------------------------------------
 
 
-def _patient_choices(account: Account) -> list[tuple[str, str]]:
-    return [(str(p.id), p.name) for p in account.patients]
+def _patient_choices(account: Account) -> list[SelectChoice]:
+    return [SelectChoice(str(p.id), p.name) for p in account.patients]
 
 
 def _diagnoses_page(form: DiagnosisForm, status: int = 200) -> Any:
@@ -411,10 +416,12 @@ def _confirmed(account: Account) -> list[Diagnosis]:
 
 def _request_form(account: Account, confirmed: list[Diagnosis]) -> VisitRequestForm:
     form = VisitRequestForm()
-    groups: dict[str, list[tuple[str, str]]] = {}
-    for d in confirmed:
-        groups.setdefault(d.patient.name, []).append((str(d.id), condition_label(d)))
-    form.diagnosis_id.choices = groups  # optgroups: one per person
+    # One optgroup per person (wtforms groups adjacent choices with the same optgroup).
+    first_seen = {pid: i for i, pid in reversed(list(enumerate(d.patient_id for d in confirmed)))}
+    by_person = sorted(confirmed, key=lambda d: first_seen[d.patient_id])
+    form.diagnosis_id.choices = [
+        SelectChoice(str(d.id), condition_label(d), optgroup=d.patient.name) for d in by_person
+    ]
     if request.method == "GET" and request.args.get("diagnosis"):
         form.diagnosis_id.data = request.args["diagnosis"]
     return form

@@ -13,9 +13,11 @@ from typing import Any
 from flask import Flask
 from flask.testing import FlaskClient
 
-from clinic.core.db import db
+from clinic.core.audit import Actor, acting_as
+from clinic.core.db import db, unit_of_work
 from clinic.visits.models import Diagnosis, DiagnosisStatus, Visit, VisitStatus
-from identity.models import Role
+from identity import services as identity_services
+from identity.models import Account, Role
 from tests.conftest import extract_csrf
 from tests.support import clinic_factories as cf
 from tests.support import factories as f
@@ -124,6 +126,28 @@ def test_request_sends_to_consent_first_then_the_room_and_its_live_feed(ctx: Fla
     assert live["status"] == "waiting" and live["count"] == 1 and "你好" in live["html"]
     resp = client.post(f"/visits/{visit.id}/messages", data={"csrf_token": csrf, "text": ""})
     assert resp.status_code == 422  # neither text nor image
+
+
+def test_the_request_form_groups_the_confirmed_diagnoses_by_person(ctx: Flask) -> None:
+    cf.catalog()
+    client = ctx.test_client()
+    doctor = f.staff(Role.PHYSICIAN, department="cardiology")
+    reg = f.patient(name="王芳")
+    with acting_as(Actor(str(reg.account.id), "patient")), unit_of_work():
+        account = db.session.get(Account, reg.account.id)
+        assert account is not None
+        child = identity_services.add_family_member(account, "王小明", f.id_number(date(2019, 6, 1)), "child")
+        child_id = child.id
+    own = cf.diagnosis(reg.patient.id, reg.account, "I10", confirm_by=doctor)
+    kid = cf.diagnosis(child_id, reg.account, "J45", confirm_by=doctor)
+    later = cf.diagnosis(reg.patient.id, reg.account, "E11", confirm_by=doctor)
+    cf.diagnosis(reg.patient.id, reg.account, "M10")  # not confirmed: not offered
+    login(client, reg.account.username)
+    page = client.get("/visits/new").get_data(as_text=True)
+    groups = re.findall(r'<optgroup label="([^"]+)">(.*?)</optgroup>', page, re.S)
+    assert [name for name, _ in groups] == ["王芳", "王小明"]  # one group per person, in order
+    assert sorted(re.findall(r'value="([^"]+)"', groups[0][1])) == sorted([str(own.id), str(later.id)])
+    assert re.findall(r'value="([^"]+)"', groups[1][1]) == [str(kid.id)]
 
 
 def test_physician_acts_need_a_fresh_face_check_and_stale_ones_go_to_the_face_page(ctx: Flask) -> None:
