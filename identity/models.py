@@ -8,7 +8,7 @@ from datetime import date, datetime
 from typing import Any
 
 from flask_login import UserMixin
-from sqlalchemy import JSON, Boolean, Date, Enum, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Date, Enum, ForeignKey, Index, Integer, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from clinic.core.crypto import EncryptedBytes, EncryptedText
@@ -70,7 +70,17 @@ class Patient(Base):
     """A person who receives care, held by an account (themself or a family member)."""
 
     __tablename__ = "patients"
-    __table_args__ = (UniqueConstraint("account_id", "id_number_hash", name="uq_patients_account_person"),)
+    __table_args__ = (
+        UniqueConstraint("account_id", "id_number_hash", name="uq_patients_account_person"),
+        # Real name: one person holds one account of their own (as family, on any number).
+        Index(
+            "uq_patients_self_id_number",
+            "id_number_hash",
+            unique=True,
+            postgresql_where=text("relation = 'self'"),
+            sqlite_where=text("relation = 'self'"),
+        ),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id"), index=True)

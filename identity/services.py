@@ -13,6 +13,7 @@ from typing import Any
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from clinic.core import audit, crypto
 from clinic.core.crypto import lookup_hash
@@ -117,6 +118,14 @@ class Registration:
     patient: Patient
 
 
+def _flush_or(refusal: DomainError) -> None:
+    """Flush; a unique index refusing the rows (someone was quicker) becomes `refusal`."""
+    try:
+        db.session.flush()
+    except IntegrityError:
+        raise refusal from None
+
+
 def register_patient(name: str, id_number: str, phone: str, password: str) -> Registration:
     session = db.session()
     person = _parse_id(id_number)
@@ -144,10 +153,7 @@ def register_patient(name: str, id_number: str, phone: str, password: str) -> Re
         phone=phone_e164,
         phone_hash=phone_hash,
     )
-    session.add(account)
-    session.flush()
     patient = Patient(
-        account_id=account.id,
         name=name,
         id_number=person.number,
         id_number_hash=id_hash,
@@ -155,8 +161,11 @@ def register_patient(name: str, id_number: str, phone: str, password: str) -> Re
         sex=person.sex,
         relation=Relation.SELF,
     )
-    session.add(patient)
-    session.flush()
+    account.patients.append(patient)
+    session.add(account)
+    # The checks above read; a registration of the same phone or ID number committed since
+    # then is caught by the unique indexes instead, with the same answer.
+    _flush_or(AlreadyRegistered("A patient with this ID number or phone number is already registered."))
     who = audit.Actor(str(account.id), "patient", audit.current_actor().client_ip)
     audit.record(session, "patient.registered", subject_type="account", subject_id=account.id, actor=who)
     verifier().start(phone_e164)
@@ -214,7 +223,7 @@ def add_family_member(account: Account, name: str, id_number: str, relation: str
         relation=rel,
     )
     session.add(patient)
-    session.flush()
+    _flush_or(Conflict("This person is already on the account.", code="already_on_account"))  # added meanwhile
     account.patients.append(patient)
     audit.record(
         session, "patient.family_added", subject_type="patient", subject_id=patient.id, detail={"relation": rel.value}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Callable
+from datetime import date
 from typing import Any
 
 import pytest
@@ -24,7 +25,8 @@ from clinic.core.audit import Actor, AuditEntry, acting_as
 from clinic.core.db import db, unit_of_work
 from clinic.visits import services as visit_services
 from clinic.visits.models import Diagnosis, DiagnosisStatus, Visit
-from identity.models import Role
+from identity import services as identity_services
+from identity.models import Account, Patient, Relation, Role
 from pharmacy import review
 from pharmacy.models import Delivery
 from prescriptions.models import Prescription
@@ -240,3 +242,45 @@ def test_one_prescription_dispensed_twice_at_once(
     saved = db.session.get(Prescription, uuid.UUID(rx))
     assert saved is not None and saved.status.value == "dispensed"
     assert audit_count("prescription.dispensed") == 1
+
+
+@pytest.mark.parametrize("second_phone", [False, True], ids=["double-submitted", "same-person-other-phone"])
+def test_one_person_registering_twice_at_once(
+    client: FlaskClient, ctx: Flask, monkeypatch: pytest.MonkeyPatch, second_phone: bool
+) -> None:
+    """Registration reads (is this ID number or phone taken?) then writes; the unique
+    indexes refuse the slower of two, and it is answered like any taken ID number."""
+    number = f.id_number(date(1985, 2, 3))
+    phone = f.phone()
+    body = {"name": "李雷", "id_number": number, "phone": phone, "password": "Zhang-san-2024"}
+    other = ctx.test_client()
+    other_body = {**body, "phone": f.phone() if second_phone else phone}
+    overtaken = interleave(
+        monkeypatch, identity_services, "hash_password", lambda: other.post("/api/v1/patients", json=other_body)
+    )
+
+    resp = client.post("/api/v1/patients", json=body, headers={"Accept-Language": "en"})
+
+    assert overtaken[0].status_code == 201, overtaken[0].get_json()
+    assert resp.status_code == 409, resp.get_json()
+    assert resp.get_json()["error"] == {
+        "code": "already_registered",
+        "message": "A patient with this ID number or phone number is already registered.",
+    }
+    db.session.remove()
+    holders = db.session.scalars(select(Patient).where(Patient.relation == Relation.SELF)).all()
+    assert len(holders) == 1 and db.session.scalar(select(func.count()).select_from(Account)) == 1
+    assert audit_count("patient.registered") == 1
+
+
+def test_a_child_on_both_parents_accounts_is_still_allowed(client: FlaskClient) -> None:
+    """The real-name index is on account holders only: family members may be on several accounts."""
+    child = f.id_number(date(2021, 9, 9))
+    for parent in (f.patient("王强"), f.patient("刘丽")):
+        tok = f.token(client, parent.account.username)
+        resp = client.post(
+            "/api/v1/accounts/me/patients",
+            json={"name": "王小宝", "id_number": child, "relation": "child"},
+            headers=f.auth(tok),
+        )
+        assert resp.status_code == 201, resp.get_json()
