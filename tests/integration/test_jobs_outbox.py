@@ -233,3 +233,34 @@ def test_on_failure_sees_each_failed_try_and_knows_the_last(ctx: Flask, monkeypa
     notes = db.session.scalars(select(OutboxJob).where(OutboxJob.kind == "test.failure_note")).all()
     assert len(notes) == 2  # kept, unlike the handler's own writes
     assert db.session.scalars(select(OutboxJob).where(OutboxJob.kind == "test.marker")).all() == []
+
+
+SEEN: list[str | None] = []
+
+
+def _read_marker(payload: dict[str, Any]) -> None:
+    row = db.session.get(OutboxJob, uuid.UUID(payload["marker"]))
+    SEEN.append(row.last_error if row is not None else None)
+
+
+jobs.register("test.read_marker", _read_marker)
+
+
+def test_a_handler_reads_the_rows_as_committed_not_as_the_session_cached_them() -> None:
+    """Jobs run in the session of whoever drained them (a request's teardown, the sweeper's
+    loop), and that session may still hold a row a handler loads. The handler must see the
+    row as it is in the database: a sweeper deciding from a stale copy would, say, text
+    the regulator again about an incident another runner has already reported."""
+    SEEN.clear()
+    with unit_of_work() as s:
+        marker = OutboxJob(kind="test.marker", payload={}, status=JobStatus.DONE, last_error="as loaded")
+        s.add(marker)
+    held = db.session.get(OutboxJob, marker.id)  # still in this session's identity map
+    assert held is not None and held.last_error == "as loaded"
+    with db.engine.begin() as conn:  # another runner changes it meanwhile
+        conn.execute(
+            OutboxJob.__table__.update().where(OutboxJob.id == marker.id).values(last_error="changed by another")
+        )
+    enqueue("test.read_marker", marker=str(marker.id))
+    jobs.drain()
+    assert SEEN == ["changed by another"]
