@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, g, make_response, render_template, request
+from flask import session as flask_session
 from flask_babel import gettext
 from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.exceptions import HTTPException
@@ -118,8 +119,10 @@ def init_app(app: Flask) -> None:
             session.commit()
         except StaleDataError:
             # The last flush runs here: a record this request changed was changed and
-            # committed by someone else since it was loaded. Nothing of this request is kept.
+            # committed by someone else since it was loaded. Nothing of this request is kept,
+            # nor what its page flashed for the next one ("you have taken this visit").
             session.rollback()
+            flask_session.pop("_flashes", None)
             response = refusal_response(changed_meanwhile())
             session.commit()  # the refusal's own audit entry
         return response

@@ -10,9 +10,7 @@ stands. On both databases.
 
 from __future__ import annotations
 
-import threading
 import uuid
-from collections.abc import Callable
 from datetime import date
 from typing import Any
 
@@ -32,39 +30,8 @@ from pharmacy.models import Delivery
 from prescriptions.models import Prescription
 from tests.support import clinic_factories as cf
 from tests.support import factories as f
+from tests.support.races import interleave
 from tests.support.rx_factories import item, visit_in_progress
-
-
-def interleave(monkeypatch: pytest.MonkeyPatch, module: Any, loader: str, competing: Callable[[], Any]) -> list[Any]:
-    """Patch `module.loader` so that, the first time it has loaded its record, `competing`
-    runs to completion in another thread before the caller goes on. Returns its result."""
-    original = getattr(module, loader)
-    out: list[Any] = []
-    started = threading.Event()
-
-    def loaded_then_overtaken(*args: Any, **kwargs: Any) -> Any:
-        record = original(*args, **kwargs)
-        if not started.is_set():  # the competing request loads through here too
-            started.set()
-            failures: list[BaseException] = []
-
-            def run() -> None:
-                try:
-                    out.append(competing())
-                except BaseException as exc:  # surfaced below
-                    failures.append(exc)
-                finally:
-                    db.session.remove()
-
-            thread = threading.Thread(target=run)
-            thread.start()
-            thread.join(60)
-            if failures:
-                raise failures[0]
-        return record
-
-    monkeypatch.setattr(module, loader, loaded_then_overtaken)
-    return out
 
 
 def audit_count(action: str) -> int:

@@ -10,17 +10,20 @@ import time
 from datetime import date
 from typing import Any
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
 from clinic.core.audit import Actor, acting_as
 from clinic.core.db import db, unit_of_work
+from clinic.visits import services as visit_services
 from clinic.visits.models import Diagnosis, DiagnosisStatus, Visit, VisitStatus
 from identity import services as identity_services
 from identity.models import Account, Role
 from tests.conftest import extract_csrf
 from tests.support import clinic_factories as cf
 from tests.support import factories as f
+from tests.support.races import interleave
 
 
 def login(client: FlaskClient, username: str) -> None:
@@ -229,6 +232,34 @@ def test_physician_accepts_replies_and_refers_the_patient_sees_the_advice(ctx: F
     login(outsider, f.patient(name="王五").account.username)
     assert outsider.get(f"/visits/{visit_id}").status_code == 404
     assert outsider.get(src[1]).status_code == 404
+
+
+def test_a_physician_who_loses_the_race_for_a_visit_gets_a_conflict_page(
+    ctx: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cf.catalog()
+    first, second = (f.staff(Role.PHYSICIAN, department="cardiology") for _ in range(2))
+    visit_id = cf.open_visit(ctx.test_client(), first)["visit_id"]
+    page = ctx.test_client()
+    login(page, first.username)
+    face_checked(page)
+    csrf = csrf_of(page, "/physician/visits")
+    other, second_face = ctx.test_client(), cf.face_token(second)
+    taken = interleave(
+        monkeypatch,
+        visit_services,
+        "_load_visit",
+        lambda: other.post(f"/api/v1/visits/{visit_id}/accept", headers=f.auth(second_face)),
+    )
+
+    resp = page.post(f"/physician/visits/{visit_id}/accept", data={"csrf_token": csrf})
+
+    assert taken[0].status_code == 200
+    html = resp.get_data(as_text=True)
+    assert resp.status_code == 409 and 'data-code="conflict"' in html
+    assert "其他人同时修改了这条记录，您的操作未保存。请刷新后重试。" in html
+    # The "you have taken this visit" note the view flashed before the commit failed is gone.
+    assert "您已接诊" not in html and "您已接诊" not in page.get("/physician/visits").get_data(as_text=True)
 
 
 class FakePayments:
