@@ -19,6 +19,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, select
+from sqlalchemy.orm.attributes import flag_modified
 
 from clinic.core import audit
 from clinic.core.crypto import lookup_hash
@@ -617,6 +618,10 @@ def create_prescription(
     violations, drugs = evaluate_prescription(physician_id, visit, spec, now.astimezone(CHINA).date())
     if violations:
         raise RuleRefusal("prescription_rejected", violations)
+    # Written against the visit as it was judged (in progress): the visit's row version is
+    # counted up with this prescription, so if it was completed or referred meanwhile (in
+    # another window) the prescription is refused with 409 instead of following it.
+    flag_modified(visit, "status")
     physician = db.session.get(Account, uuid.UUID(str(physician_id)))
     assert physician is not None  # the token loader checked it
     patient = visit.patient

@@ -27,6 +27,7 @@ from identity import services as identity_services
 from identity.models import Account, Patient, Relation, Role
 from pharmacy import review
 from pharmacy.models import Delivery
+from prescriptions import services as rx_services
 from prescriptions.models import Prescription
 from tests.support import clinic_factories as cf
 from tests.support import factories as f
@@ -251,3 +252,36 @@ def test_a_child_on_both_parents_accounts_is_still_allowed(client: FlaskClient) 
             headers=f.auth(tok),
         )
         assert resp.status_code == 201, resp.get_json()
+
+
+def test_a_prescription_signed_as_the_visit_is_closed_is_refused(
+    client: FlaskClient, ctx: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The prescription is judged on an open visit; if the physician refers the patient in
+    another window at that moment, the prescription must not follow the closed visit."""
+    v = visit_in_progress(client)
+    other = ctx.test_client()
+    overtaken = interleave(
+        monkeypatch,
+        rx_services,
+        "_visit",
+        lambda: other.post(
+            f"/api/v1/visits/{v['visit_id']}/terminate",
+            json={"reason": "胸痛加重", "referral_advice": "今天到心内科门诊就诊"},
+            headers=f.auth(v["face"]),
+        ),
+    )
+
+    resp = client.post(
+        f"/api/v1/visits/{v['visit_id']}/prescriptions",
+        json={"items": [item(v["drugs"]["amlodipine"])]},
+        headers=f.auth(v["face"]),
+    )
+
+    assert overtaken[0].status_code == 200, overtaken[0].get_json()
+    assert_conflict(resp)
+    db.session.remove()
+    assert db.session.scalar(select(func.count()).select_from(Prescription)) == 0
+    visit = db.session.get(Visit, uuid.UUID(v["visit_id"]))
+    assert visit is not None and visit.status.value == "referred"
+    assert audit_count("prescription.signed") == 0
