@@ -172,8 +172,8 @@ def _execute(jid: uuid.UUID, lease: datetime) -> str:
     error: BaseException | None = None
     try:
         with unit_of_work() as s:
-            # The session is whoever drained the job's (a request's teardown, the sweeper's
-            # loop) and may still hold rows the handler loads: they are read afresh.
+            # The session belongs to whoever drained the job (a request's teardown, the
+            # sweeper's loop) and may still hold rows the handler loads: read them afresh.
             s.expire_all()
             job = s.get(OutboxJob, jid, populate_existing=True)
             assert job is not None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import re
+import uuid
 from collections.abc import Callable
 from datetime import date
 from typing import Any, TypeVar
@@ -417,8 +418,10 @@ def _confirmed(account: Account) -> list[Diagnosis]:
 def _request_form(account: Account, confirmed: list[Diagnosis]) -> VisitRequestForm:
     form = VisitRequestForm()
     # One optgroup per person (wtforms groups adjacent choices with the same optgroup).
-    first_seen = {pid: i for i, pid in reversed(list(enumerate(d.patient_id for d in confirmed)))}
-    by_person = sorted(confirmed, key=lambda d: first_seen[d.patient_id])
+    person_order: dict[uuid.UUID, int] = {}
+    for d in confirmed:
+        person_order.setdefault(d.patient_id, len(person_order))
+    by_person = sorted(confirmed, key=lambda d: person_order[d.patient_id])
     form.diagnosis_id.choices = [
         SelectChoice(str(d.id), condition_label(d), optgroup=d.patient.name) for d in by_person
     ]
