@@ -367,6 +367,10 @@ def openapi_document(operations: list[Operation]) -> dict[str, Any]:
             # API.md: a record the caller may not see (another patient's, or none) is 404
             # not_found, whether it is named in the path or in the body (`patient_id`, …).
             errors.setdefault(404, []).append("not_found")
+        if op.method != "GET":
+            # A write can lose a race with someone changing the same record at that moment
+            # (clinic.core.db.Versioned): 409 conflict, nothing saved.
+            errors.setdefault(409, []).append("conflict")
         errors.setdefault(429, []).append("rate_limited")
         for status, codes in sorted(errors.items()):
             doc["responses"][str(status)] = {

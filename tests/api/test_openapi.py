@@ -113,3 +113,13 @@ def test_document_is_valid_openapi_3(api_app: Flask) -> None:
     # the contract's identity section is all there, generated from the code
     for path in ("/auth/token", "/patients", "/patients/verify-phone", "/accounts/me/patients", "/me"):
         assert path in paths, path
+
+
+def test_writes_document_the_conflict_of_a_lost_race(api_app: Flask) -> None:
+    """Any write may meet someone changing the same record at that moment (409 conflict)."""
+    paths = api_app.test_client().get("/api/v1/openapi.json").get_json()["paths"]
+    accept = paths["/visits/{visit_id}/accept"]["post"]["responses"]
+    assert "409" in accept and "conflict" in accept["409"]["description"]
+    visits = paths["/visits"]
+    assert "conflict" in visits["post"]["responses"]["409"]["description"]
+    assert "409" not in visits["get"]["responses"]  # a read never conflicts
