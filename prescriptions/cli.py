@@ -7,9 +7,10 @@ import sys
 
 import click
 from flask import Flask
+from sqlalchemy.orm.exc import StaleDataError
 
 from clinic.core.audit import Actor, acting_as
-from clinic.core.db import unit_of_work
+from clinic.core.db import unit_of_work, utcnow
 from prescriptions import services
 
 CLI_ACTOR = Actor(id=None, role="cli")
@@ -44,7 +45,21 @@ def init_app(app: Flask) -> None:
 def init_expiry(drugs: click.Group) -> None:
     @drugs.command("expire")
     def expire_cmd() -> None:
-        """Expire prescriptions not approved and dispensed within their validity (run from cron)."""
-        with acting_as(CLI_ACTOR), unit_of_work():
-            n = services.expire_overdue()
-        click.echo(json.dumps({"expired": n}))
+        """Expire prescriptions not approved and dispensed within their validity (run from cron).
+
+        Each in its own transaction: one that a pharmacist acts on at this very moment is
+        left to that pharmacist (409 for whichever is later) and judged again next run;
+        the others expire.
+        """
+        now = utcnow()
+        expired = changed = 0
+        with acting_as(CLI_ACTOR):
+            with unit_of_work():
+                due = services.overdue_prescriptions(now)
+            for rx_id in due:
+                try:
+                    with unit_of_work():
+                        expired += services.expire_if_overdue(rx_id, now)
+                except StaleDataError:
+                    changed += 1
+        click.echo(json.dumps({"expired": expired, "changed_meanwhile": changed}))

@@ -759,18 +759,33 @@ def transition(
     return rx
 
 
-def expire_overdue(now: datetime | None = None) -> int:
-    """Prescriptions not approved and dispensed within their validity expire."""
-    now = now or utcnow()
-    overdue = db.session.scalars(
-        select(Prescription).where(
-            Prescription.status.in_([PrescriptionStatus.PENDING_REVIEW, PrescriptionStatus.APPROVED]),
-            Prescription.expires_at <= now,
+_EXPIRING = (PrescriptionStatus.PENDING_REVIEW, PrescriptionStatus.APPROVED)
+
+
+def overdue_prescriptions(now: datetime) -> list[uuid.UUID]:
+    """Prescriptions not approved and dispensed within their validity, oldest first."""
+    return list(
+        db.session.scalars(
+            select(Prescription.id)
+            .where(Prescription.status.in_(_EXPIRING), Prescription.expires_at <= now)
+            .order_by(Prescription.expires_at)
         )
-    ).all()
-    for rx in overdue:
-        transition(rx, "expired", reason="validity ended", now=now)
-    return len(overdue)
+    )
+
+
+def expire_if_overdue(rx_id: uuid.UUID, now: datetime) -> bool:
+    """Expire one prescription if it is (still) overdue; False if it moved on meanwhile."""
+    rx = db.session.get(Prescription, rx_id)
+    if rx is None or rx.status not in _EXPIRING or rx.expires_at > now:
+        return False
+    transition(rx, "expired", reason="validity ended", now=now)
+    return True
+
+
+def expire_overdue(now: datetime | None = None) -> int:
+    """Expire every overdue prescription in this transaction (`flask drugs expire` commits each)."""
+    now = now or utcnow()
+    return sum(expire_if_overdue(rx_id, now) for rx_id in overdue_prescriptions(now))
 
 
 def prescription_for(principal_id: str, role: str, prescription_id: str | uuid.UUID) -> Prescription:

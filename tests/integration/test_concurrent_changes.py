@@ -10,17 +10,19 @@ stands. On both databases.
 
 from __future__ import annotations
 
+import json
 import uuid
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select, update
+from sqlalchemy.orm import Session
 
 from clinic.core.audit import Actor, AuditEntry, acting_as
-from clinic.core.db import db, unit_of_work
+from clinic.core.db import db, unit_of_work, utcnow
 from clinic.visits import services as visit_services
 from clinic.visits.models import Diagnosis, DiagnosisStatus, Visit
 from identity import services as identity_services
@@ -28,7 +30,7 @@ from identity.models import Account, Patient, Relation, Role
 from pharmacy import review
 from pharmacy.models import Delivery
 from prescriptions import services as rx_services
-from prescriptions.models import Prescription
+from prescriptions.models import Prescription, PrescriptionStatus
 from tests.support import clinic_factories as cf
 from tests.support import factories as f
 from tests.support.races import interleave
@@ -285,3 +287,44 @@ def test_a_prescription_signed_as_the_visit_is_closed_is_refused(
     visit = db.session.get(Visit, uuid.UUID(v["visit_id"]))
     assert visit is not None and visit.status.value == "referred"
     assert audit_count("prescription.signed") == 0
+
+
+def test_the_expiry_run_leaves_a_prescription_a_pharmacist_acts_on_meanwhile(client: FlaskClient, ctx: Flask) -> None:
+    """`flask drugs expire` expires each overdue prescription in its own transaction: the one
+    a pharmacist rejects at that very moment stays rejected, the others expire."""
+    v = visit_in_progress(client)
+    ids = []
+    for _ in range(3):
+        resp = client.post(
+            f"/api/v1/visits/{v['visit_id']}/prescriptions",
+            json={"items": [item(v["drugs"]["amlodipine"])]},
+            headers=f.auth(v["face"]),
+        )
+        assert resp.status_code == 201, resp.get_json()
+        ids.append(uuid.UUID(resp.get_json()["id"]))
+    with db.engine.begin() as conn:  # all three past their validity
+        conn.execute(update(Prescription).values(expires_at=utcnow() - timedelta(minutes=1)))
+    target, fired = ids[1], list[bool]()
+
+    def pharmacist_rejects_it_now(session: Session, *_: Any) -> None:
+        if not fired and any(isinstance(o, Prescription) and o.id == target for o in session.dirty):
+            fired.append(True)
+            with db.engine.begin() as conn:
+                conn.execute(
+                    update(Prescription)
+                    .where(Prescription.id == target)
+                    .values(status=PrescriptionStatus.REJECTED, version=Prescription.version + 1)
+                )
+
+    event.listen(Session, "before_flush", pharmacist_rejects_it_now)
+    try:
+        result = ctx.test_cli_runner().invoke(args=["drugs", "expire"])
+    finally:
+        event.remove(Session, "before_flush", pharmacist_rejects_it_now)
+
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == {"expired": 2, "changed_meanwhile": 1}
+    db.session.remove()
+    statuses = {rx.id: rx.status.value for rx in db.session.scalars(select(Prescription))}
+    assert statuses == {ids[0]: "expired", target: "rejected", ids[2]: "expired"}
+    assert audit_count("prescription.expired") == 2
