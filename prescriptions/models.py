@@ -58,6 +58,10 @@ class DrugInteraction(Base):
 Index("ix_drug_interactions_b", DrugInteraction.ingredient_b)
 
 
+def _values(e: type[enum.Enum]) -> list[str]:
+    return [str(m.value) for m in e]
+
+
 class ImportState(enum.StrEnum):
     RUNNING = "running"
     DONE = "done"
@@ -81,7 +85,7 @@ class FormularyImport(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
     state: Mapped[ImportState] = mapped_column(
-        Enum(ImportState, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e]),
+        Enum(ImportState, native_enum=False, length=16, values_callable=_values),
         default=ImportState.RUNNING,
     )
     total: Mapped[int] = mapped_column(Integer, default=0)
@@ -117,10 +121,6 @@ class PrescriptionStatus(enum.StrEnum):
     DELIVERED = "delivered"
     EXPIRED = "expired"
     CANCELLED = "cancelled"
-
-
-def _values(e: type[enum.Enum]) -> list[str]:
-    return [str(m.value) for m in e]
 
 
 class Prescription(Versioned, Base):

@@ -121,9 +121,8 @@ def init_app(app: Flask) -> None:
             # The last flush runs here: a record this request changed was changed and
             # committed by someone else since it was loaded. Nothing of this request is kept,
             # nor what its page flashed for the next one ("you have taken this visit").
-            session.rollback()
             flask_session.pop("_flashes", None)
-            response = refusal_response(changed_meanwhile())
+            response = refusal_response(changed_meanwhile())  # rolls back, audits the refusal
             session.commit()  # the refusal's own audit entry
         return response
 
