@@ -9,7 +9,7 @@ from flask import Flask
 from flask_migrate import Migrate
 from flask_wtf.csrf import CSRFProtect
 
-from clinic.core import crypto, i18n, jobs, web
+from clinic.core import crypto, i18n, jobs, pages, web
 from clinic.core.api import build_blueprint
 from clinic.core.config import PROJECT_ROOT, Config
 from clinic.core.db import db
@@ -49,6 +49,7 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     limiter.init_app(app)
     i18n.init_app(app)
     web.init_app(app)
+    pages.init_app(app)  # role decorators' hooks: the page actor, labels, Beijing time, favicon
     jobs.init_app(app)  # after web: outbox jobs run after the request's commit point
 
     from clinic import payments
@@ -117,6 +118,14 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     payments.init_app(app)  # PAYMENTS=stripe: the fee port; the signed webhook
     register_purpose("consultation", visits_services.mark_visit_paid)
     register_purpose("drug_fee", pharmacy_review.mark_drug_fee_paid)  # approved prescription, fee paid
+
+    from clinic.visits import labels as visit_labels
+    from identity import labels as identity_labels
+    from pharmacy import labels as pharmacy_labels
+    from prescriptions import labels as rx_labels
+
+    for domain in (identity_labels, visit_labels, rx_labels, pharmacy_labels):
+        domain.register()  # one mapping of codes to words per domain
 
     from clinic import cli
 

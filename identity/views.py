@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
 import click
@@ -35,6 +33,7 @@ from clinic.core import limits
 from clinic.core.audit import Actor, acting_as
 from clinic.core.db import db, unit_of_work
 from clinic.core.errors import DomainError, Invalid
+from clinic.core.pages import face_checked, page_face_claims, physician_page
 from clinic.core.web import handle_refusal
 from identity import services
 from identity.face import ImageTooLarge
@@ -212,39 +211,9 @@ def set_language(code: str) -> Response:
     return resp
 
 
-# --- physicians' face check on pages ----------------------------------------------
+# --- physicians' face check on pages: the decorators live in clinic.core.pages ------------
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def face_checked() -> bool:
-    """Has this login session passed a face check (a physician's pages need one)?"""
-    return isinstance(session.get("face_at"), int)
-
-
-def page_face_claims() -> dict[str, Any]:
-    """The page session's face claims, for `services.require_fresh_face(page_face_claims())`."""
-    claims: dict[str, Any] = {"face_at": session.get("face_at")}
-    if current_user.is_authenticated:
-        claims["sub"] = str(current_user.id)
-    return claims
-
-
-def physician_page(view: F) -> F:
-    """A physician's page: logged in, a physician, and a face check done since this login
-    (else to the face page, coming back here afterwards)."""
-
-    @functools.wraps(view)
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
-        if not current_user.is_authenticated:
-            return login_manager.unauthorized()
-        if current_user.role != Role.PHYSICIAN:
-            abort(403)
-        if not face_checked():
-            return redirect(url_for("identity.face", next=request.full_path.rstrip("?")))
-        return view(*args, **kwargs)
-
-    return wrapped  # type: ignore[return-value]
+__all__ = ["bp", "face_checked", "login_manager", "page_face_claims", "physician_page"]
 
 
 def _wants_json() -> bool:
@@ -325,21 +294,7 @@ def face_unlock_cmd(username: str) -> None:
     click.echo(json.dumps({"username": username, "unlocked": True}))
 
 
-def _page_actor() -> None:
-    """Audit entries written by any page name who acted (the API sets its own from the token)."""
-    from clinic.core.api import API_PREFIX
-    from clinic.core.audit import Actor, set_actor
-
-    if request.path.startswith(API_PREFIX):
-        return
-    if current_user.is_authenticated:
-        set_actor(Actor(id=str(current_user.id), role=current_user.role.value, client_ip=request.remote_addr))
-    else:
-        set_actor(Actor(id=None, role="anonymous", client_ip=request.remote_addr))
-
-
 def init_app(app: Flask) -> None:
     login_manager.init_app(app)
-    app.before_request(_page_actor)
     app.register_blueprint(bp)
     app.cli.add_command(face_cli)

@@ -3,64 +3,24 @@ prescription tracking page (phone). Thin: parse, call one service, render."""
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from flask import Blueprint, Flask, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, Flask, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
-from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from werkzeug.wrappers import Response
 
-from clinic.core.audit import Actor, set_actor
 from clinic.core.errors import DomainError
+from clinic.core.pages import patient_page, pharmacist_page
 from clinic.core.web import handle_refusal
-from identity.models import Role
 from pharmacy import review, rules
+from pharmacy.labels import DELIVERY_STATUS
 from prescriptions import services as rx_services
 from prescriptions.views import RX_STATUS
 
 bp = Blueprint("pharmacy", __name__, template_folder="templates")
 F = TypeVar("F", bound=Callable[..., Any])
-
-# What the patient reads for a delivery's status and each of its events (rules.DeliveryStatus,
-# rules.DeliveryEventKind); the codes themselves stay in the API.
-DELIVERY_STATUS = {
-    "not_dispensed": _l("Not dispensed yet"),
-    "routed": _l("Handed to a delivery partner"),
-    "dispatched": _l("Accepted by the delivery partner"),
-    "picked_up": _l("Picked up"),
-    "in_transit": _l("On the way"),
-    "out_for_delivery": _l("Out for delivery"),
-    "delivered": _l("Delivered"),
-    "failed": _l("Delivery failed"),
-    "rerouted": _l("Passed to another delivery partner"),
-    "returned": _l("Back at the pharmacy"),
-    "collect_at_pharmacy": _l("To be collected at the pharmacy"),
-    "collected": _l("Collected at the pharmacy"),
-}
-
-
-@bp.before_request
-def _actor() -> None:
-    if current_user.is_authenticated:
-        set_actor(Actor(id=str(current_user.id), role=current_user.role.value, client_ip=request.remote_addr))
-
-
-def role_page(role: Role) -> Callable[[F], F]:
-    def decorate(view: F) -> F:
-        @functools.wraps(view)
-        def wrapped(*args: Any, **kwargs: Any) -> Any:
-            if not current_user.is_authenticated:
-                return redirect(url_for("identity.login", next=request.path))
-            if current_user.role != role:
-                abort(403)
-            return view(*args, **kwargs)
-
-        return wrapped  # type: ignore[return-value]
-
-    return decorate
 
 
 def _reason_labels() -> list[tuple[str, str]]:
@@ -69,13 +29,13 @@ def _reason_labels() -> list[tuple[str, str]]:
 
 
 @bp.get("/pharmacy/queue")
-@role_page(Role.PHARMACIST)
+@pharmacist_page
 def queue() -> str:
     return render_template("pharmacy/queue.html", summary=review.queue_summary(str(current_user.id)))
 
 
 @bp.post("/pharmacy/queue/claim")
-@role_page(Role.PHARMACIST)
+@pharmacist_page
 def claim() -> Response:
     try:
         rx_id = review.claim_next(str(current_user.id))
@@ -89,7 +49,7 @@ def claim() -> Response:
 
 
 @bp.route("/pharmacy/review/<prescription_id>", methods=["GET", "POST"])
-@role_page(Role.PHARMACIST)
+@pharmacist_page
 def review_page(prescription_id: str) -> Any:
     if request.method == "POST":
         decision = request.form.get("decision", "")
@@ -107,7 +67,7 @@ def review_page(prescription_id: str) -> Any:
 
 
 @bp.post("/pharmacy/dispense/<prescription_id>")
-@role_page(Role.PHARMACIST)
+@pharmacist_page
 def dispense(prescription_id: str) -> Response:
     try:
         delivery = review.dispense(str(current_user.id), prescription_id)
@@ -125,7 +85,7 @@ def dispense(prescription_id: str) -> Response:
 
 
 @bp.route("/prescriptions/<prescription_id>/track", methods=["GET", "POST"])
-@role_page(Role.PATIENT)
+@patient_page
 def track(prescription_id: str) -> Any:
     me = str(current_user.id)
     payment = None

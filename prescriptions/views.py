@@ -40,19 +40,20 @@ from flask import (
 )
 from flask_babel import get_locale, gettext
 from flask_babel import lazy_gettext as _l
-from flask_login import current_user, login_required
+from flask_login import current_user
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
 from pydantic import ValidationError
 
 from clinic.core import crypto
-from clinic.core.audit import Actor, set_actor
+from clinic.core.audit import Actor
 from clinic.core.db import db, utcnow
 from clinic.core.errors import DomainError, RuleRefusal, Violation
+from clinic.core.pages import admin_page, page_face_claims, physician_page
 from clinic.core.web import handle_refusal
 from clinic.visits.models import Visit
-from identity.views import page_face_claims, physician_page
 from prescriptions import api, imports, rules, services
+from prescriptions.labels import RX_STATUS
 from prescriptions.models import Drug, FormularyImport, Prescription
 
 log = logging.getLogger("clinic.prescriptions")
@@ -70,25 +71,8 @@ ITEM_FIELDS = ("drug_id", "dose", "unit", "frequency", "route", "days", "quantit
 MAX_ROWS = 20  # rows read from a form; the rule (at most 5) reports more than 5
 DRAFT_KEY = "rx_draft"
 
-RX_STATUS = {
-    "pending_review": _l("Pending pharmacist review"),
-    "approved": _l("Approved"),
-    "rejected": _l("Rejected by the pharmacist"),
-    "returned": _l("Returned to the physician"),
-    "dispensed": _l("Dispensed"),
-    "out_for_delivery": _l("Out for delivery"),
-    "delivered": _l("Delivered"),
-    "expired": _l("Expired"),
-    "cancelled": _l("Cancelled"),
-}
 FREQUENCIES = ("每日一次", "每日两次", "每日三次", "每晚一次", "每周一次", "必要时")
 UNITS = ("片", "粒", "mg", "g", "ml", "袋", "支", "U", "喷")
-
-
-@bp.before_request
-def _actor() -> None:
-    if current_user.is_authenticated:
-        set_actor(Actor(id=str(current_user.id), role=current_user.role.value, client_ip=request.remote_addr))
 
 
 # --- the draft: form fields <-> a PrescriptionSpec ---------------------------------------------
@@ -482,11 +466,6 @@ class ImportForm(FlaskForm):
     file = FileField(_l("Formulary (UTF-8 CSV with a header)"), validators=[FileRequired()])
 
 
-def _require_admin() -> None:
-    if getattr(current_user, "role", None) is None or current_user.role.value != "admin":
-        abort(403)
-
-
 IMPORT_STATUS = {
     "running": _l("Running"),
     "done": _l("Done"),
@@ -512,9 +491,8 @@ def _run_view(run: FormularyImport) -> dict[str, Any]:
 
 
 @bp.route("/admin/formulary", methods=["GET", "POST"])
-@login_required
+@admin_page
 def formulary() -> Any:
-    _require_admin()
     form = ImportForm()
     if form.validate_on_submit():
         upload = form.file.data
@@ -540,16 +518,14 @@ def _run(run_id: str) -> dict[str, Any]:
 
 
 @bp.get("/admin/formulary/runs/<run_id>")
-@login_required
+@admin_page
 def import_run(run_id: str) -> Any:
-    _require_admin()
     return render_template("prescriptions/import_run.html", run=_run(run_id))
 
 
 @bp.get("/admin/formulary/runs/<run_id>/progress")
-@login_required
+@admin_page
 def import_run_json(run_id: str) -> Any:
-    _require_admin()
     data = _run(run_id)
     data["started_at"] = data["started_at"].isoformat()
     resp = jsonify(data)

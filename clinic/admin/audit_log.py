@@ -12,7 +12,6 @@ from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Flask, Response, abort, render_template, request
-from flask_login import current_user, login_required
 from pydantic import Field
 
 from clinic.core import audit
@@ -20,6 +19,7 @@ from clinic.core.api import ApiRouter, Principal, RequestModel, ResponseModel
 from clinic.core.audit import AuditEntry
 from clinic.core.db import db
 from clinic.core.errors import DomainError
+from clinic.core.pages import admin_page
 from clinic.core.web import handle_refusal
 from clinic.regulator import services
 
@@ -100,21 +100,14 @@ CSV_FIELDS = [
 ]
 
 
-def _require_admin() -> None:
-    if getattr(current_user, "role", None) is None or current_user.role.value != "admin":
-        abort(403)
-    audit.set_actor(audit.Actor(str(current_user.id), "admin", request.remote_addr))
-
-
 def _args() -> dict[str, Any]:
     keys = ("actor", "subject", "action", "since", "until")
     return {k: request.args.get(k, "").strip()[:80] for k in keys}
 
 
 @bp.get("/audit")
-@login_required
+@admin_page
 def audit_page() -> Any:
-    _require_admin()
     args = _args()
     try:
         page = max(1, int(request.args.get("page", "1")))
@@ -132,9 +125,8 @@ def audit_page() -> Any:
 
 
 @bp.get("/audit.csv")
-@login_required
+@admin_page
 def audit_csv() -> Response:
-    _require_admin()
     args = _args()
     try:
         rows = [

@@ -39,6 +39,22 @@ HTTP_CODES = {
 }
 
 
+# What a person reads on an error page (the API keeps its envelope and codes).
+def N_(message: str) -> str:
+    """Mark a string for the catalog; it is translated when shown (`localized`)."""
+    return message
+
+
+PAGE_MESSAGES = {
+    400: N_("The request could not be understood. Go back and try again."),
+    403: N_("You do not have permission to open this page."),
+    404: N_("This page does not exist, or it is not yours to see."),
+    405: N_("This page cannot be used that way. Go back and use its buttons."),
+    413: N_("The file is too large."),
+    429: N_("Too many attempts. Wait a moment, then try again."),
+}
+
+
 def is_api_request() -> bool:
     return request.path.startswith(API_PREFIX + "/") or request.path == API_PREFIX
 
@@ -105,7 +121,7 @@ def refusal_response(err: DomainError) -> Response:
     message = handle_refusal(err)
     if is_api_request():
         return error_response(err, message, localized)
-    return make_response(render_template("error.html", code=err.code, message=message), err.status)
+    return make_response(render_template("error.html", code=err.code, status=err.status, message=message), err.status)
 
 
 def init_app(app: Flask) -> None:
@@ -148,12 +164,15 @@ def init_app(app: Flask) -> None:
             err = DomainError(exc.description or exc.name, code=code)
             err.status = status
         db.session().rollback()
-        if is_api_request():
-            resp = error_response(err, localized(err.message))
-            if status == 405 and exc.get_response().headers.get("Allow"):
-                resp.headers["Allow"] = exc.get_response().headers["Allow"]
-            return resp
-        return render_template("error.html", code=code, message=localized(err.message)), status
+        if not is_api_request():
+            # werkzeug's own English descriptions are replaced by ours; a view's own words stay
+            default = exc.description == type(exc).description
+            message = PAGE_MESSAGES[status] if default and status in PAGE_MESSAGES else err.message
+            return render_template("error.html", code=code, status=status, message=localized(message)), status
+        resp = error_response(err, localized(err.message))
+        if status == 405 and exc.get_response().headers.get("Allow"):
+            resp.headers["Allow"] = exc.get_response().headers["Allow"]
+        return resp
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Any:
@@ -163,4 +182,4 @@ def init_app(app: Flask) -> None:
         err.status = 500
         if is_api_request():
             return error_response(err, localized(err.message))
-        return render_template("error.html", code="internal", message=localized(err.message)), 500
+        return render_template("error.html", code="internal", status=500, message=localized(err.message)), 500

@@ -10,7 +10,6 @@ shown again with the refusal's status. The rules live in the services, not here.
 
 from __future__ import annotations
 
-import functools
 import re
 import uuid
 from collections.abc import Callable
@@ -46,11 +45,11 @@ from wtforms.validators import DataRequired, Length, Optional
 from clinic.core import storage
 from clinic.core.db import db
 from clinic.core.errors import DomainError, RuleRefusal
+from clinic.core.pages import label_for, page_face_claims, participant_page, patient_page, physician_page
 from clinic.core.web import handle_refusal, localized
 from clinic.visits import rules, services
 from clinic.visits.models import Condition, Diagnosis, DiagnosisStatus, VisitStatus
 from identity.models import Account, Department, Patient, Role
-from identity.views import login_manager, page_face_claims, physician_page
 
 bp = Blueprint("visits", __name__, template_folder="templates")
 
@@ -64,21 +63,6 @@ DOCUMENT_KINDS = [
     ("discharge_summary", _l("Discharge summary")),
     ("diagnosis_certificate", _l("Diagnosis certificate")),
 ]
-
-DIAGNOSIS_STATUS = {
-    "pending": _l("Waiting for a physician's review"),
-    "confirmed": _l("Confirmed"),
-    "rejected": _l("Not accepted"),
-}
-
-VISIT_STATUS = {
-    "awaiting_payment": _l("Awaiting payment"),
-    "waiting": _l("Waiting for a physician"),
-    "in_progress": _l("In progress"),
-    "completed": _l("Completed"),
-    "referred": _l("Referred to an in-person clinic"),
-    "cancelled": _l("Cancelled"),
-}
 
 
 # --- forms ------------------------------------------------------------------------------
@@ -145,38 +129,6 @@ class TerminateForm(FlaskForm):
 def _me() -> Account:
     account: Account = current_user._get_current_object()
     return account
-
-
-def patient_page(view: F) -> F:
-    """A patient's page (the account holder acts for the people on the account)."""
-
-    @functools.wraps(view)
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
-        if not current_user.is_authenticated:
-            return login_manager.unauthorized()
-        if current_user.role != Role.PATIENT:
-            abort(403)
-        return view(*args, **kwargs)
-
-    return wrapped  # type: ignore[return-value]
-
-
-def participant_page(view: F) -> F:
-    """A page both sides use (the visit room, its files): patients as they are,
-    physicians through `physician_page` (logged in, face checked since this login)."""
-    as_physician = physician_page(view)
-
-    @functools.wraps(view)
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
-        if not current_user.is_authenticated:
-            return login_manager.unauthorized()
-        if current_user.role == Role.PHYSICIAN:
-            return as_physician(*args, **kwargs)
-        if current_user.role != Role.PATIENT:
-            abort(403)
-        return view(*args, **kwargs)
-
-    return wrapped  # type: ignore[return-value]
 
 
 def _read(upload: FileStorage | None, limit: int) -> bytes | None:
@@ -274,11 +226,8 @@ def age_of(born: date, today: date | None = None) -> int:
     return today.year - born.year - ((today.month, today.day) < (born.month, born.day))
 
 
-SEX = {"male": _l("male"), "female": _l("female")}
-
-
 def person_facts(patient: Patient) -> str:
-    return str(_l("%(sex)s, %(age)s years", sex=SEX.get(patient.sex, patient.sex), age=age_of(patient.birth_date)))
+    return str(_l("%(sex)s, %(age)s years", sex=label_for("sex", patient.sex), age=age_of(patient.birth_date)))
 
 
 def yuan(fen: int) -> str:
@@ -288,9 +237,9 @@ def yuan(fen: int) -> str:
 @bp.app_context_processor
 def _helpers() -> dict[str, Any]:
     return {
-        "visit_status_label": lambda s: VISIT_STATUS.get(str(s), str(s)),
-        "diagnosis_status_label": lambda s: DIAGNOSIS_STATUS.get(str(s), str(s)),
-        "document_kind_label": lambda k: dict(DOCUMENT_KINDS).get(k, k),
+        "visit_status_label": lambda s: label_for("visit", s),
+        "diagnosis_status_label": lambda s: label_for("diagnosis", s),
+        "document_kind_label": lambda k: label_for("document", k),
         "department_name": department_name,
         "condition_label": condition_label,
         "age_of": age_of,
