@@ -229,15 +229,30 @@ def pending_diagnoses_for(physician_id: str) -> list[Diagnosis]:
 
 
 def diagnosis_for(account: Account, diagnosis_id: str) -> Diagnosis:
-    """A diagnosis the caller may see: their own people's, or (physicians) any pending/their reviews."""
+    """A diagnosis the caller may see; anyone else gets 404 (its existence is not revealed).
+
+    Patients: their own people's. Physicians: a pending proof in their department's queue
+    (the same rows `pending_diagnoses_for` lists), one they reviewed themselves, or one of
+    a patient they treat or have treated (a visit of theirs for that patient).
+    """
     diag = db.session.get(Diagnosis, _uuid(diagnosis_id))
     if diag is None:
         raise NotFound()
     if account.role == Role.PATIENT and any(p.id == diag.patient_id for p in account.patients):
         return diag
-    if account.role == Role.PHYSICIAN:
+    if account.role == Role.PHYSICIAN and _physician_may_read(account, diag):
         return diag
     raise NotFound()
+
+
+def _physician_may_read(physician: Account, diag: Diagnosis) -> bool:
+    dept = physician.staff.department_code if physician.staff else None
+    if diag.status == DiagnosisStatus.PENDING and (diag.department is None or diag.department == dept):
+        return True
+    if diag.reviewed_by == physician.id:
+        return True
+    treats = exists().where(Visit.patient_id == diag.patient_id, Visit.physician_id == physician.id)
+    return bool(db.session.scalar(select(treats)))
 
 
 # --- informed consent -----------------------------------------------------------------
