@@ -114,6 +114,8 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     from prescriptions.fhir import MedicationRequestSource
 
     register_resource("MedicationRequest", MedicationRequestSource(review_model=PharmacyReview))
+    # GET /visits/{id} lists the visit's prescriptions: the visit domain cannot import them.
+    app.extensions.setdefault("visit_extras", []).append(rx_api.visit_prescriptions)
 
     payments.init_app(app)  # PAYMENTS=stripe: the fee port; the signed webhook
     register_purpose("consultation", visits_services.mark_visit_paid)

@@ -11,6 +11,7 @@ from flask import Response
 from pydantic import Field
 
 from clinic.core.api import ApiRouter, Principal, RequestModel, ResponseModel
+from clinic.visits.models import Visit
 from prescriptions import rules, services
 
 router = ApiRouter("prescriptions")
@@ -177,3 +178,24 @@ def get_document(prescription_id: str, principal: Principal) -> Response:
         mimetype="application/pdf",
         headers={"Content-Disposition": f'inline; filename="prescription-{rx.id}.pdf"', "Cache-Control": "no-store"},
     )
+
+
+class VisitPrescriptionOut(ResponseModel):
+    id: uuid.UUID
+    status: str
+    signed_at: datetime
+    items: list[ItemOut]
+
+
+def visit_prescriptions(visit: Visit) -> list[dict[str, Any]]:
+    """GET /visits/{id} lists the visit's prescriptions (the clinic's `visit_extras` hook;
+    the factory registers it, the visit's access rule has already been applied)."""
+    return [
+        VisitPrescriptionOut(
+            id=rx.id,
+            status=rx.status.value,
+            signed_at=rx.signed_at,
+            items=[ItemOut.model_validate(i) for i in rx.items],
+        ).model_dump(mode="json")
+        for rx in services.visit_prescriptions(visit.id)
+    ]
