@@ -21,6 +21,7 @@ from werkzeug.datastructures import FileStorage
 
 from clinic.core.audit import Actor, set_actor
 from clinic.core.errors import DomainError, Forbidden, Invalid, Unauthenticated
+from clinic.core.text import unclean_fields
 
 API_PREFIX = "/api/v1"
 
@@ -161,7 +162,18 @@ def _validation_fields(exc: ValidationError) -> list[dict[str, Any]]:
     ]
 
 
+def refuse_control_characters(names: list[str]) -> None:
+    """422 `invalid` naming each field that carries a control character (clinic.core.text)."""
+    if names:
+        raise Invalid(
+            "The field %(field)s contains a control character (such as NUL); remove it and send it again.",
+            params={"field": ", ".join(names)},
+            fields=[{"loc": name, "message": "control character", "type": "control_character"} for name in names],
+        )
+
+
 def _parse(model: type[BaseModel], data: Any, where: str) -> BaseModel:
+    refuse_control_characters(list(dict.fromkeys(unclean_fields(data))))
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -21,7 +21,8 @@ from werkzeug.exceptions import HTTPException
 from clinic.core import audit
 from clinic.core.api import API_PREFIX, error_response
 from clinic.core.db import db
-from clinic.core.errors import Conflict, DomainError, RateLimited, RuleRefusal
+from clinic.core.errors import Conflict, DomainError, Invalid, RateLimited, RuleRefusal
+from clinic.core.text import unclean_multidict
 
 log = logging.getLogger("clinic")
 
@@ -124,7 +125,24 @@ def refusal_response(err: DomainError) -> Response:
     return make_response(render_template("error.html", code=err.code, status=err.status, message=message), err.status)
 
 
+def refuse_unclean_page_input() -> None:
+    """Pages: a form field or query parameter with a control character is refused (422) before
+    any view reads it (the API does the same per field in clinic.core.api, naming the field)."""
+    if is_api_request():
+        return
+    fields = unclean_multidict(request.args.items(multi=True))
+    if request.method == "POST" and request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        fields += unclean_multidict(request.form.items(multi=True))
+    if fields:
+        raise Invalid(
+            "The form contains a control character (such as NUL) that cannot be saved; remove it and send it again.",
+            fields=[{"loc": name, "message": "control character"} for name in fields],
+        )
+
+
 def init_app(app: Flask) -> None:
+    app.before_request(refuse_unclean_page_input)
+
     @app.after_request
     def _commit_point(response: Response) -> Response:
         session = db.session()
