@@ -102,6 +102,8 @@ def home_for(account: Account) -> str:
 def home() -> Any:
     if current_user.is_authenticated and current_user.role == Role.PHYSICIAN and not face_checked():
         return redirect(url_for("identity.face"))
+    if current_user.is_authenticated and current_user.role == Role.PHARMACIST:
+        return redirect(url_for("pharmacy.queue"))  # the pharmacist's day starts at the queue
     return render_template("identity/home.html")
 
 

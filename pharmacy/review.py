@@ -505,3 +505,132 @@ def queue_summary(pharmacist_id: str) -> dict[str, Any]:
         .limit(50)
     ).all()
     return {"waiting": int(waiting or 0), "mine": list(mine), "to_dispense": list(to_dispense)}
+
+
+# --- the pharmacist's workspace: lists -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueueRow:
+    """One prescription as the queue, the reviewed list and the dispensing list show it."""
+
+    prescription_id: uuid.UUID
+    status: str
+    patient_name: str
+    sex: str
+    age: Any  # prescriptions.rules.Age
+    department: str  # code; the page shows its name
+    icd10: str
+    drugs: list[str]
+    queued_at: datetime
+    claimed_by_me: bool
+    claimed_by_other: bool
+    decision: str | None
+    decided_at: datetime | None
+    reasons: list[str]
+    paid: bool
+    collect: bool
+    has_address: bool
+
+
+def _rows(reviews: list[Review], pharmacist_id: str, now: datetime) -> list[QueueRow]:
+    if not reviews:
+        return []
+    ids = [r.prescription_id for r in reviews]
+    rxs = {rx.id: rx for rx in db.session.scalars(select(Prescription).where(Prescription.id.in_(ids)))}
+    visits = {
+        v.id: v for v in db.session.scalars(select(Visit).where(Visit.id.in_([rx.visit_id for rx in rxs.values()])))
+    }
+    me = uuid.UUID(pharmacist_id)
+    rows = []
+    for r in reviews:
+        rx = rxs[r.prescription_id]
+        visit = visits[rx.visit_id]
+        held = r.state == "pending" and r.claim_expires_at is not None and r.claim_expires_at > now
+        rows.append(
+            QueueRow(
+                prescription_id=rx.id,
+                status=rx.status.value,
+                patient_name=visit.patient.name,
+                sex=visit.patient.sex,
+                age=age_display(visit.patient.birth_date, now.date()),
+                department=visit.department,
+                icd10=rx.diagnosis_icd10,
+                drugs=[" ".join(p for p in (i.drug_name, i.strength) if p) for i in rx.items],
+                queued_at=r.queued_at,
+                claimed_by_me=held and r.claimed_by == me,
+                claimed_by_other=held and r.claimed_by != me,
+                decision=r.decision,
+                decided_at=r.decided_at,
+                reasons=[x.get("code", "") for x in (r.reasons or [])],
+                paid=r.paid_at is not None,
+                collect=bool(r.collect),
+                has_address=bool(r.collect or r.address),
+            )
+        )
+    return rows
+
+
+def queue_rows(pharmacist_id: str, limit: int = 100) -> list[QueueRow]:
+    """Every prescription waiting for review, oldest first (who holds one is shown, not hidden)."""
+    _pharmacist(pharmacist_id)
+    now = utcnow()
+    reviews = db.session.scalars(
+        select(Review)
+        .join(Prescription, Prescription.id == Review.prescription_id)
+        .where(Review.state == "pending", Prescription.status == PrescriptionStatus.PENDING_REVIEW)
+        .order_by(Review.queued_at)
+        .limit(limit)
+    ).all()
+    return _rows(list(reviews), pharmacist_id, now)
+
+
+def reviewed_rows(pharmacist_id: str, limit: int = 100) -> list[QueueRow]:
+    """The prescriptions this pharmacist decided, newest first."""
+    _pharmacist(pharmacist_id)
+    reviews = db.session.scalars(
+        select(Review)
+        .where(Review.decided_by == uuid.UUID(pharmacist_id))
+        .order_by(Review.decided_at.desc())
+        .limit(limit)
+    ).all()
+    return _rows(list(reviews), pharmacist_id, utcnow())
+
+
+def dispense_rows(pharmacist_id: str, limit: int = 100) -> list[QueueRow]:
+    """Approved prescriptions not dispensed yet, oldest decision first."""
+    _pharmacist(pharmacist_id)
+    reviews = db.session.scalars(
+        select(Review)
+        .join(Prescription, Prescription.id == Review.prescription_id)
+        .where(Prescription.status == PrescriptionStatus.APPROVED)
+        .order_by(Review.decided_at)
+        .limit(limit)
+    ).all()
+    return _rows(list(reviews), pharmacist_id, utcnow())
+
+
+def dispensing_label(pharmacist_id: str, prescription_id: str) -> dict[str, Any]:
+    """What the label on the bag says: the patient, each drug and how to take it."""
+    pharmacist = _pharmacist(pharmacist_id)
+    rx = _rx(prescription_id)
+    if rx.status not in (
+        PrescriptionStatus.APPROVED,
+        PrescriptionStatus.DISPENSED,
+        PrescriptionStatus.OUT_FOR_DELIVERY,
+        PrescriptionStatus.DELIVERED,
+    ):
+        raise Conflict("Only an approved prescription gets a dispensing label.", code="not_approved")
+    c = rx.content
+    review = db.session.get(Review, rx.id)
+    decider = db.session.get(Account, review.decided_by) if review and review.decided_by else None
+    return {
+        "prescription_id": str(rx.id),
+        "patient": c.get("patient", {}),
+        "items": c.get("items", []),
+        "physician": c.get("physician", {}).get("name", ""),
+        "pharmacist": (decider.staff.name if decider and decider.staff else "")
+        or (pharmacist.staff.name if pharmacist.staff else pharmacist.display_name),
+        "approved_at": review.decided_at if review else None,
+        "cold_chain": any(i.cold_chain for i in rx.items),
+    }

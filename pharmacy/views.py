@@ -1,37 +1,40 @@
-"""Pharmacy pages: the pharmacist's queue and review screen (desktop), the patient's
-prescription tracking page (phone). Thin: parse, call one service, render."""
+"""Pharmacy pages. The pharmacist's workspace at a desk (1366×768): the review queue as a
+list with "claim the next one", the review screen, the prescriptions reviewed, the ones to
+dispense and their printable dispensing labels. The patient's tracking page (phone).
+Thin: parse, call one service, render."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
-from flask import Blueprint, Flask, flash, redirect, render_template, request, url_for
+from flask import Blueprint, Flask, flash, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
 from flask_login import current_user
 from werkzeug.wrappers import Response
 
+from clinic.core.db import utcnow
 from clinic.core.errors import DomainError
-from clinic.core.pages import patient_page, pharmacist_page
+from clinic.core.pages import label_for, patient_page, pharmacist_page
 from clinic.core.web import handle_refusal
-from pharmacy import review, rules
+from pharmacy import review
+from pharmacy.forms import ReviewForm
 from pharmacy.labels import DELIVERY_STATUS
 from prescriptions import services as rx_services
 from prescriptions.views import RX_STATUS
 
 bp = Blueprint("pharmacy", __name__, template_folder="templates")
-F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _reason_labels() -> list[tuple[str, str]]:
-    english = str(request.accept_languages.best or "").startswith("en")
-    return [(code, en if english else zh) for code, (zh, en) in rules.REVIEW_REASONS.items()]
+DECISIONS = ("approve", "return", "reject")
 
 
 @bp.get("/pharmacy/queue")
 @pharmacist_page
 def queue() -> str:
-    return render_template("pharmacy/queue.html", summary=review.queue_summary(str(current_user.id)))
+    me = str(current_user.id)
+    return render_template(
+        "pharmacy/queue.html", summary=review.queue_summary(me), rows=review.queue_rows(me), now=utcnow()
+    )
 
 
 @bp.post("/pharmacy/queue/claim")
@@ -48,22 +51,45 @@ def claim() -> Response:
     return redirect(url_for("pharmacy.review_page", prescription_id=rx_id))
 
 
+def _review_screen(prescription_id: str, form: ReviewForm, status: int = 200) -> Any:
+    screen = review.review_screen(str(current_user.id), prescription_id)
+    return render_template("pharmacy/review.html", s=screen, form=form), status
+
+
 @bp.route("/pharmacy/review/<prescription_id>", methods=["GET", "POST"])
 @pharmacist_page
 def review_page(prescription_id: str) -> Any:
+    form = ReviewForm()
     if request.method == "POST":
         decision = request.form.get("decision", "")
-        note = request.form.get("note", "").strip()[:500]
-        reasons = [{"code": c, "note": note} for c in request.form.getlist("reasons")]
+        if decision not in DECISIONS or not form.validate_on_submit():
+            flash(_("Choose one of the three decisions; reasons come from the list."), "error")
+            return _review_screen(prescription_id, form, 422)
+        note = (form.note.data or "").strip()
+        reasons = [{"code": c, "note": note} for c in form.reasons.data or []]
+        if decision != "approve" and not reasons:
+            form.reasons.errors = [_("Returning or rejecting needs at least one reason from the review standard.")]
+            return _review_screen(prescription_id, form, 422)
         try:
             rx = review.decide(str(current_user.id), prescription_id, decision, reasons)
         except DomainError as err:
             flash(handle_refusal(err), "error")
-        else:
-            flash(_("Decision recorded: %(status)s", status=rx.status.value), "success")
-            return redirect(url_for("pharmacy.queue"))
-    screen = review.review_screen(str(current_user.id), prescription_id)
-    return render_template("pharmacy/review.html", s=screen, reasons=_reason_labels())
+            return _review_screen(prescription_id, form, err.status)
+        flash(_("Decision recorded: %(status)s", status=label_for("rx", rx.status)), "success")
+        return redirect(url_for("pharmacy.queue"))
+    return _review_screen(prescription_id, form)
+
+
+@bp.get("/pharmacy/reviewed")
+@pharmacist_page
+def reviewed() -> str:
+    return render_template("pharmacy/reviewed.html", rows=review.reviewed_rows(str(current_user.id)))
+
+
+@bp.get("/pharmacy/to-dispense")
+@pharmacist_page
+def to_dispense() -> str:
+    return render_template("pharmacy/to_dispense.html", rows=review.dispense_rows(str(current_user.id)))
 
 
 @bp.post("/pharmacy/dispense/<prescription_id>")
@@ -74,14 +100,15 @@ def dispense(prescription_id: str) -> Response:
     except DomainError as err:
         flash(handle_refusal(err), "error")
     else:
-        flash(
-            _(
-                "Dispensed; delivery: %(status)s",
-                status=DELIVERY_STATUS.get(delivery.status.value, delivery.status.value),
-            ),
-            "success",
-        )
-    return redirect(url_for("pharmacy.queue"))
+        flash(_("Dispensed; delivery: %(status)s", status=label_for("delivery", delivery.status)), "success")
+        session["dispensed"] = prescription_id  # the next page offers its label
+    return redirect(url_for("pharmacy.to_dispense"))
+
+
+@bp.get("/pharmacy/label/<prescription_id>")
+@pharmacist_page
+def dispensing_label(prescription_id: str) -> str:
+    return render_template("pharmacy/label.html", sheet=review.dispensing_label(str(current_user.id), prescription_id))
 
 
 @bp.route("/prescriptions/<prescription_id>/track", methods=["GET", "POST"])

@@ -195,6 +195,26 @@ def condition_label(diag: Diagnosis) -> str:
         return diag.icd10
 
 
+def icd10_words(code: str | None) -> str:
+    """A diagnosis code in words with the code after it: 原发性高血压 (I10)."""
+    if not code:
+        return "—"
+    cond = _catalog().get(code) or _catalog().get(rules.match_condition(code, _catalog()) or "")
+    if cond is not None:
+        return f"{cond.name_en if _english() else cond.name_zh} ({code})"
+    if not _english():
+        return code  # the ICD-10 tables here are in English: no English words on a Chinese page
+    try:
+        return f"{rules.icd10_name(code)} ({code})"
+    except Exception:  # a code outside the ICD-10 tables: show it as entered
+        return code
+
+
+def age_text(age: Any) -> str:
+    """A prescriptions.rules.Age in the page's language."""
+    return str(age.en() if _english() else age.zh())
+
+
 LIST_ITEM = re.compile(r"^(\d+\.|[-*])\s+")
 
 
@@ -242,6 +262,8 @@ def _helpers() -> dict[str, Any]:
         "document_kind_label": lambda k: label_for("document", k),
         "department_name": department_name,
         "condition_label": condition_label,
+        "icd10_words": icd10_words,
+        "age_text": age_text,
         "age_of": age_of,
         "person_facts": person_facts,
         "yuan": yuan,

@@ -33,13 +33,14 @@ def test_pharmacist_claims_reviews_and_patient_tracks(client: FlaskClient, ctx: 
     claimed = ph.post("/pharmacy/queue/claim", data={"csrf_token": extract_csrf(page)})
     assert claimed.status_code == 302 and claimed.headers["Location"].endswith(f"/pharmacy/review/{rx}")
     screen = ph.get(f"/pharmacy/review/{rx}").get_data(as_text=True)
-    assert "苯磺酸氨氯地平片" in screen and 'id="signature" class="flash success"' in screen and "I10" in screen
+    assert "苯磺酸氨氯地平片" in screen and 'id="signature" class="verdict ok"' in screen and "I10" in screen
     done = ph.post(
         f"/pharmacy/review/{rx}",
         data={"csrf_token": extract_csrf(screen), "decision": "approve"},
         follow_redirects=True,
     )
-    assert done.status_code == 200 and 'id="to-dispense"' in done.get_data(as_text=True)
+    assert done.status_code == 200 and "审核通过" in done.get_data(as_text=True)
+    assert 'id="to-dispense"' in ph.get("/pharmacy/to-dispense").get_data(as_text=True)  # the menu's 待发药
 
     patient = login(ctx, v["reg"].account.username)
     track = patient.get(f"/prescriptions/{rx}/track")
@@ -57,7 +58,10 @@ def test_pharmacist_claims_reviews_and_patient_tracks(client: FlaskClient, ctx: 
     queue = ph.get("/pharmacy/queue").get_data(as_text=True)
     dispensed = ph.post(f"/pharmacy/dispense/{rx}", data={"csrf_token": extract_csrf(queue)})
     assert dispensed.status_code == 302
-    assert "已发药；配送状态：请到药房自取" in ph.get("/pharmacy/queue").get_data(as_text=True)
+    after = ph.get("/pharmacy/to-dispense").get_data(as_text=True)
+    assert "已发药；配送状态：请到药房自取" in after and f"/pharmacy/label/{rx}" in after
+    label = ph.get(f"/pharmacy/label/{rx}").get_data(as_text=True)
+    assert "苯磺酸氨氯地平片" in label and "每日一次" in label
     page = patient.get(f"/prescriptions/{rx}/track").get_data(as_text=True)
     assert '<span class="badge dispensed">已发药</span>' in page
     assert '<p id="delivery-status" data-status="collect_at_pharmacy">请到药房自取' in page

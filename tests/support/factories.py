@@ -9,7 +9,7 @@ from flask.testing import FlaskClient
 
 from clinic.core.audit import Actor, acting_as
 from clinic.core.db import db, unit_of_work
-from clinic.demo import make_id_number
+from clinic.demo import DEPARTMENTS, make_id_number
 from identity import services
 from identity.models import Account, Department, Institution, Role
 
@@ -22,6 +22,9 @@ def _next() -> int:
     return _counter["n"]
 
 
+DEPARTMENT_NAMES = {d[0]: (d[1], d[2]) for d in DEPARTMENTS}
+
+
 def institution(
     today: date | None = None, departments: tuple[str, ...] = ("cardiology", "endocrinology", "pediatrics")
 ) -> Institution:
@@ -29,7 +32,8 @@ def institution(
     with unit_of_work() as s:
         for code in departments + ("psychiatry",):
             if s.get(Department, code) is None:
-                s.add(Department(code=code, name_zh=code, name_en=code, approved=code != "psychiatry"))
+                zh, en = DEPARTMENT_NAMES.get(code, (code, code))
+                s.add(Department(code=code, name_zh=zh, name_en=en, approved=code != "psychiatry"))
         inst = s.get(Institution, 1) or Institution(
             id=1,
             name="测试互联网医院",
