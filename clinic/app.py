@@ -23,6 +23,7 @@ def load_models() -> None:
     """Import every domain's models so that the metadata is complete (Alembic, tests)."""
     import clinic.core.audit
     import clinic.core.jobs
+    import clinic.family_doctor.models
     import clinic.payments.models
     import clinic.regulator.models
     import clinic.visits.models  # noqa: F401
@@ -55,6 +56,7 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     from clinic import payments
     from clinic.admin import api as admin_api
     from clinic.admin import audit_log
+    from clinic.family_doctor import api as family_doctor_api
     from clinic.payments import api as payments_api
     from clinic.payments.services import register_purpose
     from clinic.regulator import api as regulator_api
@@ -100,6 +102,7 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
             regulator_api.router,
             audit_log.router,
             pharmacy_api.router,
+            family_doctor_api.router,
         ],
         load_principal,
     )
@@ -130,6 +133,8 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
         domain.register()  # one mapping of codes to words per domain
 
     from clinic import cli
+    from clinic.family_doctor import cli as family_doctor_cli
 
     cli.init_app(app)
+    family_doctor_cli.init_app(app)  # `flask family-doctor remind` (daily), `... level`
     return app

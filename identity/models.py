@@ -121,6 +121,8 @@ class Institution(Base):
     internet_approval_no: Mapped[str] = mapped_column(String(64))
     approval_valid_until: Mapped[date | None] = mapped_column(Date)
     address: Mapped[str] = mapped_column(String(300), default="")
+    # 三级 | 二级 | 一级 | 基层: only a primary-care (基层) institution offers family-doctor contracts
+    level: Mapped[str] = mapped_column(String(8), default="三级", server_default="三级")
     settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
