@@ -1,4 +1,4 @@
-"""Flask CLI commands: `demo`, `staff create`, `audit verify` (and Flask-Migrate's `db`)."""
+"""Flask CLI commands: `demo`, `staff create` (and Flask-Migrate's `db`; `audit` is clinic.core.auditlog's)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from flask import Flask
 from sqlalchemy import func, select
 
 from clinic import demo as demo_world
-from clinic.core import audit
 from clinic.core.audit import Actor, acting_as
 from clinic.core.db import db, unit_of_work
 from clinic.core.errors import DomainError
@@ -79,14 +78,3 @@ def init_app(app: Flask) -> None:
         except DomainError as err:
             raise click.ClickException(f"{err.code}: {err.message}") from None
         click.echo(json.dumps({"id": str(account.id), "username": spec.username, "password": password}))
-
-    audit_group = click.Group("audit", help="The audit trail.")
-    app.cli.add_command(audit_group)
-
-    @audit_group.command("verify")
-    def audit_verify() -> None:
-        """Recompute the hash chain; name the first broken entry. Exit 1 if broken."""
-        report = audit.verify_chain(db.session())
-        click.echo(json.dumps(report.__dict__))
-        if not report.ok:
-            sys.exit(1)

@@ -105,9 +105,9 @@ def _empty_tables() -> None:
 
     db.session.remove()
     engine = db.engine
-    from clinic.core.audit import GENESIS, AuditHead
+    from clinic.core.auditlog import AuditLogState
 
-    tables = [t for t in reversed(Base.metadata.sorted_tables) if t.name != AuditHead.__tablename__]
+    tables = [t for t in reversed(Base.metadata.sorted_tables) if t.name != AuditLogState.__tablename__]
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
             names = ", ".join(f'"{t.name}"' for t in tables)
@@ -115,7 +115,7 @@ def _empty_tables() -> None:
         else:
             for t in tables:
                 conn.execute(t.delete())
-        conn.execute(update(AuditHead).values(last_seq=0, last_hash=GENESIS))
+        conn.execute(update(AuditLogState).values(size=0, frontier=[]))
 
 
 @pytest.fixture

@@ -1,10 +1,20 @@
-"""Administrators' endpoints: the audit chain check."""
+"""Administrators' endpoints: the audit log's checks, checkpoint and proofs (API.md "Audit
+checkpoints and proofs"), and the database health probe."""
 
 from __future__ import annotations
 
-from clinic.core import audit
-from clinic.core.api import ApiRouter, Principal, ResponseModel
+import base64
+from datetime import datetime
+from typing import Any
+
+from flask import Response
+from pydantic import Field
+
+from clinic.core import audit, auditlog, merkle
+from clinic.core.api import ApiRouter, Principal, RequestModel, ResponseModel
+from clinic.core.audit import AuditEntry
 from clinic.core.db import db
+from clinic.core.errors import Invalid, NotFound
 from identity.models import Institution
 
 router = ApiRouter("admin")
@@ -15,13 +25,143 @@ class ChainOut(ResponseModel):
     entries: int
     first_broken: int | None = None
     reason: str | None = None
+    checkpoint_size: int | None = Field(default=None, description="The newest signed checkpoint the check reached")
 
 
-@router.get("/audit/verify", summary="Recompute the audit trail's hash chain", response=ChainOut, roles=["admin"])
+@router.get(
+    "/audit/verify",
+    summary="Check the audit log from the last verified checkpoint on (entries, signatures, checkpoints)",
+    response=ChainOut,
+    roles=["admin"],
+)
 def audit_verify(principal: Principal) -> ChainOut:
-    report = audit.verify_chain(db.session())
+    report = auditlog.verify_incremental(db.session().connection(), auditlog.config().verifier)
     audit.record(db.session(), "audit.verified", detail={"ok": report.ok, "entries": report.entries})
-    return ChainOut(ok=report.ok, entries=report.entries, first_broken=report.first_broken, reason=report.reason)
+    return ChainOut(
+        ok=report.ok,
+        entries=report.entries,
+        first_broken=report.first_broken,
+        reason=report.reason,
+        checkpoint_size=report.checkpoint_size,
+    )
+
+
+@router.get(
+    "/audit/checkpoint",
+    summary="The latest signed checkpoint of the audit log (transparency-dev checkpoint text)",
+    raw_response="text/plain",
+    roles=["admin", "regulator"],
+    errors={404: ["not_found"]},
+)
+def audit_checkpoint(principal: Principal) -> Response:
+    cp = auditlog.latest_checkpoint(db.session().connection())
+    if cp is None:
+        raise NotFound("The audit log has no signed checkpoint yet.")
+    return Response(cp.note, mimetype="text/plain", headers={"Cache-Control": "no-store"})
+
+
+class InclusionQuery(RequestModel):
+    seq: int = Field(ge=1, description="The entry's sequence number (leaf index + 1)")
+    tree_size: int = Field(ge=1, description="The size of the tree (a checkpoint's size)")
+
+
+class InclusionOut(ResponseModel):
+    leaf_index: int
+    tree_size: int
+    hashes: list[str] = Field(description="RFC 6962 audit path, base64, leaf side first")
+
+
+class ConsistencyQuery(RequestModel):
+    first: int = Field(ge=1)
+    second: int = Field(ge=1)
+
+
+class ConsistencyOut(ResponseModel):
+    hashes: list[str] = Field(description="RFC 6962 consistency proof, base64")
+
+
+def _within(size: int) -> None:
+    if size > auditlog.tree_size(db.session().connection()):
+        raise Invalid("The tree is not that large yet.", fields=[{"loc": "tree_size", "message": "beyond the log"}])
+
+
+@router.get(
+    "/audit/proof/inclusion",
+    summary="Inclusion proof of one entry in a tree of the given size",
+    query=InclusionQuery,
+    response=InclusionOut,
+    roles=["admin", "regulator"],
+    errors={422: ["invalid"]},
+)
+def audit_inclusion(query: InclusionQuery, principal: Principal) -> InclusionOut:
+    if query.seq > query.tree_size:
+        raise Invalid("The entry is not in a tree that small.", fields=[{"loc": "seq", "message": "beyond tree_size"}])
+    _within(query.tree_size)
+    nodes = auditlog.StoredNodes(db.session().connection())
+    proof = merkle.inclusion_proof(nodes, query.seq - 1, query.tree_size)
+    return InclusionOut(leaf_index=query.seq - 1, tree_size=query.tree_size, hashes=[auditlog.b64(h) for h in proof])
+
+
+@router.get(
+    "/audit/proof/consistency",
+    summary="Consistency proof between two tree sizes (the second extends the first)",
+    query=ConsistencyQuery,
+    response=ConsistencyOut,
+    roles=["admin", "regulator"],
+    errors={422: ["invalid"]},
+)
+def audit_consistency(query: ConsistencyQuery, principal: Principal) -> ConsistencyOut:
+    if query.first > query.second:
+        raise Invalid("first must not exceed second.", fields=[{"loc": "first", "message": "greater than second"}])
+    _within(query.second)
+    nodes = auditlog.StoredNodes(db.session().connection())
+    proof = merkle.consistency_proof(nodes, query.first, query.second)
+    return ConsistencyOut(hashes=[auditlog.b64(h) for h in proof])
+
+
+class AuditEntryProofOut(ResponseModel):
+    seq: int
+    leaf_index: int
+    at: datetime
+    actor_id: str | None
+    actor_role: str
+    action: str
+    subject_type: str | None
+    subject_id: str | None
+    detail: dict[str, Any]
+    client_ip: str | None
+    canonical: str = Field(description="The canonical entry bytes (UTF-8) the leaf hash covers")
+    leaf_hash: str = Field(description="base64 SHA-256(0x00 ‖ canonical)")
+    sig: str | None = Field(description="The log's Ed25519 signature on (origin, seq, leaf hash), base64")
+
+
+@router.get(
+    "/audit/entries/<int:seq>",
+    summary="One sequenced audit entry with its canonical bytes and leaf hash",
+    response=AuditEntryProofOut,
+    roles=["admin", "regulator"],
+    errors={404: ["not_found"]},
+)
+def audit_entry(seq: int, principal: Principal) -> AuditEntryProofOut:
+    entry = db.session.get(AuditEntry, seq)
+    if entry is None:
+        raise NotFound("No audit entry has that sequence number (yet).")
+    content = entry.content()
+    return AuditEntryProofOut(
+        seq=entry.seq,
+        leaf_index=entry.seq - 1,
+        at=entry.at,
+        actor_id=entry.actor_id,
+        actor_role=entry.actor_role,
+        action=entry.action,
+        subject_type=entry.subject_type,
+        subject_id=entry.subject_id,
+        detail=entry.detail,
+        client_ip=entry.client_ip,
+        canonical=audit.canonical(content).decode(),
+        leaf_hash=base64.b64encode(audit.leaf_of(content)).decode(),
+        sig=entry.sig,
+    )
 
 
 class HealthOut(ResponseModel):

@@ -1,5 +1,5 @@
 """The audit viewer for administrators: filter by person, subject (e.g. a patient), action
-and time; export as CSV; the hash-chain check shown. A page (desktop) and its API twin
+and time; export as CSV; the audit log's check shown (incremental: clinic.core.auditlog). A page (desktop) and its API twin
 `GET /api/v1/audit`. Looking at or exporting the trail is itself audited."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, abort, render_template, request
 from pydantic import Field
 
-from clinic.core import audit
+from clinic.core import audit, auditlog
 from clinic.core.api import ApiRouter, Principal, RequestModel, ResponseModel
 from clinic.core.audit import AuditEntry
 from clinic.core.db import db
@@ -95,8 +95,8 @@ CSV_FIELDS = [
     "subject_id",
     "detail",
     "client_ip",
-    "prev_hash",
-    "hash",
+    "hash",  # the entry's RFC 6962 leaf hash (hex)
+    "sig",  # the log's signature on (seq, leaf hash), base64
 ]
 
 
@@ -113,7 +113,8 @@ def audit_page() -> Any:
         page = max(1, int(request.args.get("page", "1")))
     except ValueError:
         page = 1
-    chain = audit.verify_chain(db.session())
+    # From the last verified checkpoint on: the same cost at 10 k and 10 M entries.
+    chain = auditlog.verify_incremental(db.session().connection(), auditlog.config().verifier)
     rows: list[AuditEntry] = []
     info = None
     error = None
@@ -140,8 +141,8 @@ def audit_csv() -> Response:
                 e.subject_id or "",
                 json.dumps(e.detail, ensure_ascii=False, sort_keys=True),
                 e.client_ip or "",
-                e.prev_hash,
                 e.hash,
+                e.sig or "",
             ]
             for e in services.export_audit(_filter(args))
         ]

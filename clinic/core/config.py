@@ -103,6 +103,18 @@ class Config:
     REGULATOR_TOKEN_SECONDS: int = 300
     REGULATOR_MAX_WINDOW_DAYS: int = 31
     REGULATOR_CONTACT_PHONE: str = ""
+    # The audit log (clinic/core/auditlog.py): its Ed25519 signing key (any secret string; a dev
+    # key is generated into the instance folder), its origin line (default: PUBLIC_BASE_URL's
+    # host + "/audit-log"), the maximum merge delay, how often a checkpoint is signed while
+    # entries arrive, where each checkpoint is pushed (the regulator's endpoint, via the outbox),
+    # and who sequences: "commit" (after each commit that appended entries; plus the
+    # `flask audit sequencer` loop in production) or "external" (only that loop)
+    AUDIT_LOG_KEY: str = ""
+    AUDIT_LOG_ORIGIN: str = ""
+    AUDIT_MERGE_DELAY_SECONDS: float = 2.0
+    AUDIT_CHECKPOINT_SECONDS: float = 60.0
+    AUDIT_SEQUENCER: str = "commit"
+    REGULATOR_CHECKPOINT_URL: str = ""
     # Uploads
     MAX_CONTENT_LENGTH: int = 12 * 1024 * 1024
     BABEL_DEFAULT_LOCALE: str = "zh_CN"

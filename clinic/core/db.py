@@ -7,7 +7,6 @@ request leaves nothing half-written.
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -132,13 +131,6 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
-    # PostgreSQL has it from migration audit_0003; the audit chain's append uses it.
-    dbapi_conn.create_function("sha256_hex", 1, sha256_hex, deterministic=True)
-
-
-def sha256_hex(text: str | None) -> str | None:
-    """sha256 of the UTF-8 text, as 64 hex digits (SQL NULL in, NULL out, as in PostgreSQL)."""
-    return None if text is None else hashlib.sha256(text.encode()).hexdigest()
 
 
 db = Database()

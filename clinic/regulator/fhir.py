@@ -476,8 +476,8 @@ def _audit_event(e: AuditEntry, ctx: FhirContext) -> AuditEvent:
         agent["network"] = {"address": e.client_ip, "type": "2"}
     chain = [
         {"type": "seq", "valueString": str(e.seq)},
-        {"type": "hash", "valueString": e.hash},
-        {"type": "prev_hash", "valueString": e.prev_hash},
+        {"type": "hash", "valueString": e.hash},  # RFC 6962 leaf hash, hex
+        {"type": "sig", "valueString": e.sig or ""},  # the log's signature on (seq, leaf)
     ]
     if ctx.identified and e.detail:
         chain.append({"type": "detail", "valueString": json.dumps(e.detail, ensure_ascii=False, sort_keys=True)})

@@ -70,7 +70,8 @@ def test_page_shows_the_chain_check_and_exports_csv(client: FlaskClient) -> None
     assert resp.status_code == 200 and resp.mimetype == "text/csv"
     rows = list(csv.DictReader(io.StringIO(resp.get_data(as_text=True).lstrip("\ufeff"))))
     assert len(rows) == 19 and {r["subject_id"] for r in rows} == {"v1"}
-    assert all(len(r["hash"]) == 64 for r in rows)
+    # each row carries its RFC 6962 leaf hash (hex) and the log's signature on it
+    assert all(len(r["hash"]) == 64 and len(r["sig"]) == 88 for r in rows)
     db.session.expire_all()
     assert db.session.query(AuditEntry).filter(AuditEntry.action == "audit.exported").count() == 1
 
