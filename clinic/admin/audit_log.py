@@ -14,7 +14,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, abort, render_template, request
 from pydantic import Field
 
-from clinic.core import audit, auditlog
+from clinic.core import auditlog
 from clinic.core.api import ApiRouter, Principal, RequestModel, ResponseModel
 from clinic.core.audit import AuditEntry
 from clinic.core.db import db
