@@ -1,7 +1,7 @@
 """audit: a transparency log (lock-free append, sequencer, RFC 6962 tree, signed checkpoints)
 
 Revision ID: audit_0004
-Revises: identity_0001
+Revises: family_doctor_0001
 Create Date: 2026-12-02 13:40:00
 
 The hash chain's head row (audit_head), its trigger (audit_0002) and sha256_hex
@@ -30,7 +30,7 @@ from alembic import op
 
 # revision identifiers, used by Alembic.
 revision = "audit_0004"
-down_revision = "identity_0001"
+down_revision = "family_doctor_0001"
 branch_labels = None
 depends_on = None
 
