@@ -40,7 +40,7 @@ from pharmacy.models import Delivery, Review
 from pharmacy.rules import DeliveryStatus
 from prescriptions import services as rx_services
 from prescriptions import signing
-from prescriptions.models import Prescription, PrescriptionStatus
+from prescriptions.models import Drug, Prescription, PrescriptionStatus
 from prescriptions.rules import age_display
 
 # --- the queue follows the prescriptions ------------------------------------------------------
@@ -165,7 +165,10 @@ def checks_for(rx: Prescription) -> ReviewChecks:
     assert visit is not None
     spec = rx_services.PrescriptionSpec(
         items=tuple(
-            rx_services.ItemSpec(i.drug_id, i.dose, i.unit, i.frequency, i.route, i.days, i.quantity) for i in rx.items
+            rx_services.ItemSpec(
+                i.drug_id, i.dose, i.unit, i.frequency, i.route, i.days, i.quantity, _quantity_unit(rx, i.position)
+            )
+            for i in rx.items
         ),
         weight_kg=rx.weight_kg,
         long_term=rx.long_term,
@@ -175,6 +178,22 @@ def checks_for(rx: Prescription) -> ReviewChecks:
     )
     violations, _ = rx_services.evaluate_prescription(rx.physician_id, visit, spec)
     return ReviewChecks(valid, error, [v for v in violations if v.code not in rules.PRESCRIBING_ONLY_RULES])
+
+
+def _quantity_unit(rx: Prescription, position: int) -> str | None:
+    items = rx.content.get("items", [])
+    unit = items[position].get("quantity_unit") if position < len(items) else None
+    return str(unit) if unit else None
+
+
+def _items_with_reference(rx: Prescription) -> list[dict[str, Any]]:
+    """The signed items, each with its product's dosing reference beside it (None: no reference)."""
+    drugs = {d.id: d for d in (db.session.get(Drug, i.drug_id) for i in rx.items) if d is not None}
+    out = []
+    for n, item in enumerate(rx.content.get("items", [])):
+        drug = drugs.get(rx.items[n].drug_id) if n < len(rx.items) else None
+        out.append({**item, "dosing_reference": rx_services.dosing_summary(drug) if drug is not None else None})
+    return out
 
 
 def review_screen(pharmacist_id: str, prescription_id: str) -> dict[str, Any]:
@@ -202,7 +221,7 @@ def review_screen(pharmacist_id: str, prescription_id: str) -> dict[str, Any]:
         },
         "diagnosis": {"icd10": rx.diagnosis_icd10, "status": visit.diagnosis.status.value},
         "physician": rx.content.get("physician", {}),
-        "items": rx.content.get("items", []),
+        "items": _items_with_reference(rx),
         "cold_chain": any(i.cold_chain for i in rx.items),
         "guardian": rx.guardian,
         "accompanying_physician": rx.accompanying_physician,

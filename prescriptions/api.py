@@ -54,6 +54,9 @@ class ItemIn(RequestModel):
     route: str = Field(min_length=1, max_length=32)
     days: int = Field(ge=1, le=365)
     quantity: Decimal = Field(gt=0, le=10000, max_digits=10, decimal_places=2)
+    quantity_unit: str | None = Field(
+        default=None, min_length=1, max_length=16, description="片, 粒, 支 …: must be the product's dispensing unit"
+    )
 
 
 class GuardianIn(RequestModel):
@@ -80,7 +83,7 @@ class PrescribeIn(RequestModel):
         g, a = self.guardian, self.accompanying_physician
         return services.PrescriptionSpec(
             items=tuple(
-                services.ItemSpec(i.drug_id, i.dose, i.unit, i.frequency, i.route, i.days, i.quantity)
+                services.ItemSpec(i.drug_id, i.dose, i.unit, i.frequency, i.route, i.days, i.quantity, i.quantity_unit)
                 for i in self.items
             ),
             weight_kg=self.weight_kg,

@@ -55,6 +55,95 @@ def atc_groups() -> dict[str, tuple[str, ...]]:
     return {k: tuple(v) for k, v in data["groups"].items()}
 
 
+def _strength_key(strength: str) -> str:
+    return strength.replace(" ", "").replace("µ", "μ").lower()
+
+
+def _limits(raw: dict[str, str] | None) -> rules.DoseLimits | None:
+    if raw is None:
+        return None
+    return rules.DoseLimits(**{k: Decimal(v) for k, v in raw.items()})
+
+
+@cache
+def dosing_references() -> dict[tuple[str, str], rules.DosingReference]:
+    """The dosing reference (data/dosing.json), keyed by (product name, strength) and by
+    (generic name in English, strength) so that an imported product of the same
+    ingredient and strength finds it too."""
+    data = json.loads((DATA / "dosing.json").read_text(encoding="utf-8"))
+    out: dict[tuple[str, str], rules.DosingReference] = {}
+    for e in data["items"]:
+        adult = _limits(e["adult"])
+        assert adult is not None
+        ref = rules.DosingReference(
+            dose_unit=e["dose_unit"],
+            per_unit=Decimal(e["per_unit"]),
+            admin_unit=e["admin_unit"],
+            split=e["split"],
+            dispense_unit=e["dispense_unit"],
+            admin_per_dispense=Decimal(e["admin_per_dispense"]),
+            pack=int(e["pack"]),
+            adult=adult,
+            child=_limits(e["child"]),
+            frequencies=tuple(e["frequencies"]),
+            source=e["source"],
+            adult_from_age=int(e.get("adult_from_age", rules.CHILD_AGE_DEFAULT)),
+        )
+        strength = _strength_key(e["strength"])
+        out[(e["product"], strength)] = ref
+        out.setdefault(("en:" + e["generic_name_en"].lower(), strength), ref)
+    return out
+
+
+def dosing_for(drug: Drug) -> rules.DosingReference | None:
+    refs = dosing_references()
+    strength = _strength_key(drug.strength)
+    return refs.get((drug.name, strength)) or (
+        refs.get(("en:" + drug.generic_name_en.lower(), strength)) if drug.generic_name_en else None
+    )
+
+
+SPLIT_ZH = {"whole": "须整粒/整片给药", "half": "可掰半", "any": "按量取用"}
+
+
+def _amount(x: Decimal | None, unit: str) -> str | None:
+    return f"{x.normalize():f} {unit}" if x is not None else None
+
+
+def dosing_summary(drug: Drug) -> dict[str, Any] | None:
+    """The dosing reference of a product as the pages show it (Chinese), or None."""
+    ref = dosing_for(drug)
+    if ref is None:
+        return None
+    u = ref.dose_unit
+    adult = [
+        f"常用单次 {_amount(ref.adult.usual_single, u)}" if ref.adult.usual_single is not None else "",
+        f"单次最大 {_amount(ref.adult.max_single, u)}" if ref.adult.max_single is not None else "",
+        f"每日最大 {_amount(ref.adult.max_daily, u)}" if ref.adult.max_daily is not None else "",
+    ]
+    child = "儿童：未确立剂量，不得用于儿童"
+    if ref.child is not None:
+        c = ref.child
+        parts = [
+            f"单次 ≤ {_amount(c.per_kg_single_max, u)}/kg" if c.per_kg_single_max is not None else "",
+            f"每日 ≤ {_amount(c.per_kg_daily_max, u)}/kg" if c.per_kg_daily_max is not None else "",
+            f"单次最大 {_amount(c.max_single, u)}" if c.max_single is not None else "",
+            f"每日最大 {_amount(c.max_daily, u)}" if c.max_daily is not None else "",
+        ]
+        child = "儿童：" + "，".join(p for p in parts if p)
+    return {
+        "adult": "成人：" + ("，".join(p for p in adult if p) or "剂量个体化"),
+        "child": f"{child}（{ref.adult_from_age}岁起按成人）",
+        "frequencies": "、".join(rules.FREQUENCIES[f].zh for f in ref.frequencies if f in rules.FREQUENCIES),
+        "unit": f"每{ref.admin_unit} {_amount(ref.per_unit, u)}，{SPLIT_ZH.get(ref.split, '')}"
+        if ref.admin_unit != u
+        else f"按{u}给药",
+        "pack": f"数量单位：{ref.dispense_unit}；每包装 {ref.pack} {ref.dispense_unit}",
+        "dispense_unit": ref.dispense_unit,
+        "source": ref.source,
+    }
+
+
 def _search_text(*parts: str) -> str:
     return " | ".join(ing.normalise(p) for p in parts if p)
 
@@ -485,6 +574,7 @@ def drug_facts(drug: Drug) -> rules.DrugFacts:
         control_reason=drug.control_reason,
         cold_chain=drug.cold_chain,
         indicated_conditions=tuple(drug.indicated_conditions),
+        dosing=dosing_for(drug),
     )
 
 
@@ -529,6 +619,7 @@ class ItemSpec:
     route: str
     days: int
     quantity: Decimal
+    quantity_unit: str | None = None
 
 
 @dataclass(frozen=True)
@@ -579,7 +670,9 @@ def prescription_facts(
     confirmed = diagnosis.status.value == "confirmed"
     condition = diagnosis.condition if confirmed else None
     items = [
-        rules.ItemFacts(drug_facts(drugs[i.drug_id]), i.dose, i.unit, i.frequency, i.route, i.days, i.quantity)
+        rules.ItemFacts(
+            drug_facts(drugs[i.drug_id]), i.dose, i.unit, i.frequency, i.route, i.days, i.quantity, i.quantity_unit
+        )
         for i in spec.items
     ]
     all_ingredients = [k for it in items for k in it.drug.ingredients]

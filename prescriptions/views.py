@@ -71,7 +71,7 @@ ITEM_FIELDS = ("drug_id", "dose", "unit", "frequency", "route", "days", "quantit
 MAX_ROWS = 20  # rows read from a form; the rule (at most 5) reports more than 5
 DRAFT_KEY = "rx_draft"
 
-FREQUENCIES = ("每日一次", "每日两次", "每日三次", "每晚一次", "每周一次", "必要时")
+FREQUENCIES = tuple(f.zh for f in rules.FREQUENCIES.values())
 UNITS = ("片", "粒", "mg", "g", "ml", "袋", "支", "U", "喷")
 
 
@@ -209,7 +209,70 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "Only the attending physician of a visit in progress may prescribe (Art. 18).",
         "只有进行中复诊的接诊医师可以开具处方（第十八条）。",
     ),
+    "dose_exceeds_maximum": (
+        "%(drug)s: %(dose_problem)s",
+        "%(drug)s：%(dose_problem)s",
+    ),
+    "quantity_mismatch": (
+        "%(drug)s: the quantity %(quantity)s does not match dose × frequency × days: %(expected)s %(qunit)s "
+        "(rounded up to whole packs of %(pack)s).",
+        "%(drug)s：数量 %(quantity)s 与 单次剂量×频次×天数 不符，应为 %(expected)s %(qunit)s（按每包装 %(pack)s 向上取整）。",
+    ),
+    "unit_mismatch": (
+        "%(drug)s: %(unit_problem)s",
+        "%(drug)s：%(unit_problem)s",
+    ),
 }
+
+
+def _dose_problem(d: Mapping[str, Any]) -> str:
+    reason = d.get("reason")
+    if reason == "frequency_not_allowed":
+        return gettext("the frequency “%(f)s” is not allowed for this drug; allowed: %(allowed)s.") % {
+            "f": d.get("frequency", ""),
+            "allowed": "、".join(d.get("allowed", [])),
+        }
+    if reason == "no_pediatric_dose":
+        return gettext("no dose for children is established for this product; it is not prescribed for a child.")
+    unit = d.get("dose_unit", "")
+    limits = "，".join(
+        p
+        for p in (
+            gettext("at most %(x)s %(u)s a dose") % {"x": d["max_single"], "u": unit} if d.get("max_single") else "",
+            gettext("at most %(x)s %(u)s a day") % {"x": d["max_daily"], "u": unit} if d.get("max_daily") else "",
+        )
+        if p
+    )
+    given = gettext("%(x)s %(u)s a dose") % {"x": d.get("single", ""), "u": unit}
+    if d.get("daily"):
+        given += "，" + gettext("%(x)s %(u)s a day") % {"x": d["daily"], "u": unit}
+    by_weight = gettext(" (by the child's weight)") if d.get("per_kg") else ""
+    return gettext("%(given)s exceeds the maximum: %(limits)s%(by_weight)s.") % {
+        "given": given,
+        "limits": limits,
+        "by_weight": by_weight,
+    }
+
+
+def _unit_problem(d: Mapping[str, Any]) -> str:
+    if d.get("allowed_units"):
+        return gettext("a dose in “%(unit)s” does not fit this product; write it in %(allowed)s.") % {
+            "unit": d.get("unit", ""),
+            "allowed": "、".join(d["allowed_units"]),
+        }
+    if d.get("dispense_unit"):
+        return gettext("the quantity is counted in %(u)s, not %(q)s.") % {
+            "u": d["dispense_unit"],
+            "q": d.get("quantity_unit", ""),
+        }
+    how = gettext("only whole or half units") if d.get("split") == "half" else gettext("only whole units")
+    return gettext("the dose is %(units)s %(admin)s of %(per)s %(du)s each; this product is given in %(how)s.") % {
+        "units": d.get("units", ""),
+        "admin": d.get("admin_unit", ""),
+        "per": d.get("per_unit", ""),
+        "du": d.get("dose_unit", ""),
+        "how": how,
+    }
 
 
 def _english() -> bool:
@@ -236,6 +299,14 @@ def violation_message(v: Violation, names: list[str]) -> str:
         "other": (d["other_item"] + 1) if isinstance(d.get("other_item"), int) else "",
         "pair": " + ".join(d.get("ingredients", [])),
         "source": d.get("source", ""),
+        "dose_problem": _dose_problem(d) if v.code == "dose_exceeds_maximum" else "",
+        "unit_problem": _unit_problem(d) if v.code == "unit_mismatch" else "",
+        "quantity": d.get("quantity", ""),
+        "expected": d.get("expected_min", "")
+        if d.get("expected_min") == d.get("expected_max")
+        else f"{d.get('expected_min', '')}–{d.get('expected_max', '')}",
+        "qunit": d.get("quantity_unit", ""),
+        "pack": d.get("pack", ""),
     }
     translated = gettext(source)
     template = translated if translated != source else zh
@@ -274,6 +345,7 @@ def _evaluate(visit: Visit, draft: dict[str, Any]) -> tuple[list[dict[str, Any]]
         return [], {"items": gettext(err.message)}
     for row, i in zip(draft["items"], spec.items, strict=True):
         row["name"] = _drug_label(drugs[i.drug_id])
+        row["reference"] = services.dosing_summary(drugs[i.drug_id])
     return violations_out(violations, draft), {}
 
 
@@ -400,6 +472,7 @@ def check(visit_id: str) -> Any:
             "violations": violations,
             "errors": errors,
             "names": [i.get("name", "") for i in draft["items"]],
+            "references": [i.get("reference") for i in draft["items"]],
         }
     )
     resp.headers["Cache-Control"] = "no-store"

@@ -104,6 +104,11 @@
       li.appendChild(el("span", "text", v.message));
       ul.appendChild(li);
     });
+    (data.references || []).forEach(function (ref, n) {
+      var p = rows[n] && rows[n].querySelector(".dosing-reference");
+      if (!p) return;
+      p.textContent = ref ? [ref.adult, ref.child, ref.frequencies, ref.unit, ref.pack].join("；") : "";
+    });
     form.querySelectorAll('[aria-invalid="true"]').forEach(function (i) { i.removeAttribute("aria-invalid"); });
     Object.keys(data.errors).forEach(function (name) {
       errs.appendChild(el("li", "field-error", name + ": " + data.errors[name]));

@@ -67,7 +67,9 @@ def test_the_check_shows_every_rule_live_and_signing_needs_a_fresh_face(ctx: Fla
     # without the CSRF token the check is refused
     assert doc.post(f"{url}/check", data=form(v["drugs"]["amlodipine"])).status_code == 400
     ok = doc.post(f"{url}/check", data=form(v["drugs"]["amlodipine"]), headers=headers).get_json()
+    refs = ok.pop("references")
     assert ok == {"ok": True, "violations": [], "errors": {}, "names": [ok["names"][0]]}
+    assert refs[0]["frequencies"] == "每日一次" and "最大 10 mg" in refs[0]["adult"]  # the dosing reference
 
     # signing refused by a rule: the page shows the codes, nothing stored
     resp = doc.post(url, data={**form(v["drugs"]["amlodipine"], 10), "action": "sign", "csrf_token": csrf})
