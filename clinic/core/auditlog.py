@@ -203,8 +203,11 @@ class PassResult:
     busy: bool = False
 
 
-def integrate(conn: Connection, cfg: LogConfig, *, limit: int = BATCH, force_checkpoint: bool = False) -> PassResult:
+def integrate(
+    conn: Connection, cfg: LogConfig, *, limit: int | None = None, force_checkpoint: bool = False
+) -> PassResult:
     """One sequencer transaction (the caller commits): integrate up to `limit` entries."""
+    limit = BATCH if limit is None else limit
     state = _lock_state(conn)
     if state is None:
         return PassResult(busy=True)
@@ -713,3 +716,21 @@ def verify_now(kept_note: str | None = None) -> Report:
     """The full check on a connection of its own, with the app's key (CLI, tests)."""
     with db.engine.connect() as conn:
         return verify(conn, config().verifier, kept_note)
+
+
+def check_receipt(entry: dict[str, Any], proof: dict[str, Any], note: str, vkey: str) -> bool:
+    """What an outsider runs, with nothing but the log's public key: the entry as
+    GET /audit/entries/{seq} gives it, its inclusion proof (GET /audit/proof/inclusion) and a
+    checkpoint they kept. True when the checkpoint is the log's, the entry's canonical bytes
+    hash to its leaf, and the proof leads from that leaf to the checkpoint's root."""
+    try:
+        cp = Verifier.from_vkey(vkey).open(note)
+    except NoteError:
+        return False
+    leaf = merkle.leaf_hash(str(entry["canonical"]).encode())
+    if b64(leaf) != entry["leaf_hash"] or json.loads(entry["canonical"]).get("seq") != entry["seq"]:
+        return False
+    if int(proof["tree_size"]) != cp.size or int(proof["leaf_index"]) != int(entry["seq"]) - 1:
+        return False
+    hashes = [base64.b64decode(h) for h in proof["hashes"]]
+    return merkle.verify_inclusion(leaf, int(proof["leaf_index"]), cp.size, hashes, cp.root)
