@@ -39,9 +39,7 @@ class TokenOut(ResponseModel):
     errors={401: ["bad_credentials"], 429: ["rate_limited"]},
 )
 def token(body: TokenIn) -> TokenOut:
-    limits.check("LOGIN_RATE_LIMIT", "login-ip", request.remote_addr or "-")
-    limits.check("LOGIN_RATE_LIMIT", "login-user", body.username.lower())
-    account = services.authenticate(body.username, body.password)
+    account = services.log_in(body.username, body.password, request.remote_addr)
     access, ttl = tokens.issue(account)
     return TokenOut(access_token=access, expires_in=ttl, role=account.role.value)
 

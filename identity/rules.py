@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from datetime import date
 
+import phonenumbers
 from id_validator import helper as _region
 
 from clinic.core.errors import Violation
@@ -66,15 +67,15 @@ def parse_id_number(raw: str, today: date | None = None) -> IdNumber:
 
 
 def normalize_phone(raw: str) -> str:
-    """Mainland mobile numbers to E.164 (+86…), or raise ValueError."""
-    digits = re.sub(r"[\s-]", "", raw or "")
-    if digits.startswith("+86"):
-        digits = digits[3:]
-    elif digits.startswith("86") and len(digits) == 13:
-        digits = digits[2:]
-    if not re.fullmatch(r"1[3-9]\d{9}", digits):
+    """A mainland mobile number, however typed (spaces, dashes, +86, 0086, full-width
+    digits), in E.164 (+86…); else ValueError. Parsed by `phonenumbers` (libphonenumber)."""
+    try:
+        number = phonenumbers.parse(" ".join((raw or "").split()), "CN")
+    except phonenumbers.NumberParseException:
+        raise ValueError("A mainland mobile number has 11 digits starting with 13–19.") from None
+    if number.country_code != 86 or not re.fullmatch(r"1[3-9][0-9]{9}", str(number.national_number)):
         raise ValueError("A mainland mobile number has 11 digits starting with 13–19.")
-    return "+86" + digits
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 def password_problems(password: str) -> list[str]:

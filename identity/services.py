@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
+import time
+import unicodedata
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -15,10 +18,10 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from clinic.core import audit, crypto
+from clinic.core import audit, crypto, limits
 from clinic.core.crypto import lookup_hash
 from clinic.core.db import as_uuid, db, get_or_404, utcnow
-from clinic.core.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, RuleRefusal
+from clinic.core.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, RateLimited, RuleRefusal
 from identity import face, rules
 from identity.models import (
     Account,
@@ -75,17 +78,118 @@ def _parse_id(id_number: str) -> rules.IdNumber:
 
 
 def login_name(typed: str) -> str:
-    """A patient's username is their phone in E.164 (+86…); they type it as they know it."""
-    typed = typed.strip()
+    """The username as stored: a patient's is their phone in E.164 (+86…), typed as they
+    know it (spaces, dashes, +86, 0086, full-width digits); any other name is taken in
+    Unicode NFKC form without surrounding whitespace."""
+    typed = unicodedata.normalize("NFKC", typed).strip()
+    if not any(ch.isalpha() for ch in typed):
+        try:
+            return rules.normalize_phone(typed)
+        except ValueError:
+            pass
+    return typed
+
+
+def _account_named(username: str) -> Account | None:
+    return db.session.scalars(select(Account).where(Account.username == login_name(username))).first()
+
+
+def login_identity(username: str) -> str:
+    """The key that every spelling of one login shares: the account it resolves to, or
+    (no such account) the name folded (case, every whitespace removed)."""
+    account = _account_named(username)
+    if account is not None:
+        return f"account:{account.id}"
+    return "name:" + "".join(login_name(username).casefold().split())
+
+
+# --- login limits (OWASP ASVS 2.2.1) --------------------------------------------------
+# 1. per address and identity (LOGIN_RATE_LIMIT): every attempt counts;
+# 2. per address (LOGIN_ADDRESS_RATE_LIMIT): failed attempts, whatever the username;
+# 3. per identity, from any address the account has not logged in from before: after
+#    LOGIN_BACKOFF_FREE_FAILURES failures, each further attempt waits twice as long as the
+#    last (LOGIN_BACKOFF_BASE_SECONDS, capped at LOGIN_BACKOFF_MAX_SECONDS). The owner at an
+#    address they logged in from (within LOGIN_KNOWN_ADDRESS_DAYS) is not held back by
+#    someone else's guesses, and a successful login or phone code ends the back-off.
+
+
+def _cfg(name: str) -> int:
+    from flask import current_app
+
+    return int(current_app.config[name])
+
+
+def _address_key(address: str) -> str:
+    return hashlib.sha256(address.encode()).hexdigest()[:32]
+
+
+def _known_address(account: Account, address: str) -> bool:
+    return limits.guard().get(f"login-known/{account.id}/{_address_key(address)}") > 0
+
+
+def backoff_seconds(failures: int, free: int, base: int, cap: int) -> int:
+    """Pure: how long an identity with `failures` recent failures waits before the next try."""
+    if failures < free:
+        return 0
+    return int(min(cap, base * 2 ** min(failures - free, 32)))
+
+
+def _check_backoff(identity: str) -> None:
+    guard = limits.guard()
+    failures = guard.get(f"login-fail/{identity}")
+    lock = f"login-lock/{identity}/{failures}"
+    if failures >= _cfg("LOGIN_BACKOFF_FREE_FAILURES") and guard.get(lock) > 0:
+        wait = max(1, int(guard.expiry(lock) - time.time() + 0.999))
+        raise RateLimited(
+            "Too many failed logins for this account; try again in %(seconds)s seconds.",
+            params={"seconds": wait},
+            retry_after=wait,
+        )
+
+
+def _count_failure(identity: str) -> None:
+    guard = limits.guard()
+    failures = guard.incr(f"login-fail/{identity}", _cfg("LOGIN_BACKOFF_WINDOW_SECONDS"))
+    wait = backoff_seconds(
+        failures,
+        _cfg("LOGIN_BACKOFF_FREE_FAILURES"),
+        _cfg("LOGIN_BACKOFF_BASE_SECONDS"),
+        _cfg("LOGIN_BACKOFF_MAX_SECONDS"),
+    )
+    if wait:
+        guard.incr(f"login-lock/{identity}/{failures}", wait)
+
+
+def end_backoff(account: Account) -> None:
+    """The owner proved who they are (password or phone code): the account's back-off ends."""
+    limits.guard().clear(f"login-fail/account:{account.id}")
+
+
+def log_in(username: str, password: str, address: str | None) -> Account:
+    """Pages' and the API's login, with every limit above; the account, or a refusal."""
+    address = address or "-"
+    account = _account_named(username)
+    identity = f"account:{account.id}" if account is not None else login_identity(username)
+    limits.check("LOGIN_RATE_LIMIT", "login", address, identity)
+    limits.test("LOGIN_ADDRESS_RATE_LIMIT", "login-address", address)
+    if account is None or not _known_address(account, address):
+        _check_backoff(identity)
     try:
-        return rules.normalize_phone(typed)
-    except ValueError:
-        return typed
+        account = authenticate(username, password)
+    except BadCredentials:
+        limits.hit("LOGIN_ADDRESS_RATE_LIMIT", "login-address", address)
+        _count_failure(identity)
+        raise
+    end_backoff(account)
+    limits.guard().incr(
+        f"login-known/{account.id}/{_address_key(address)}", _cfg("LOGIN_KNOWN_ADDRESS_DAYS") * 24 * 3600
+    )
+    return account
 
 
 def authenticate(username: str, password: str) -> Account:
     session = db.session()
-    account = session.scalars(select(Account).where(Account.username == login_name(username))).first()
+    account = _account_named(username)
     ok = False
     try:
         ok = _hasher.verify(account.password_hash if account else _DUMMY_HASH, password)
@@ -196,6 +300,7 @@ def verify_phone(account: Account, code: str) -> None:
         audit.record(session, "phone.code_rejected", subject_type="account", subject_id=account.id)
         raise BadCode(persist=True)
     account.phone_verified_at = utcnow()
+    end_backoff(account)
     audit.record(session, "phone.verified", subject_type="account", subject_id=account.id)
 
 

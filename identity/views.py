@@ -112,9 +112,7 @@ def login() -> Any:
     form = LoginForm()
     if form.validate_on_submit():
         try:
-            limits.check("LOGIN_RATE_LIMIT", "login-ip", request.remote_addr or "-")
-            limits.check("LOGIN_RATE_LIMIT", "login-user", form.username.data.lower())
-            account = services.authenticate(form.username.data, form.password.data)
+            account = services.log_in(form.username.data, form.password.data, request.remote_addr)
         except DomainError as err:
             flash(handle_refusal(err), "error")
             return render_template("identity/login.html", form=form), err.status

@@ -24,9 +24,9 @@ from sqlalchemy import create_engine, text, update
 from sqlalchemy.engine import make_url
 
 from clinic.app import create_app
+from clinic.core import limits
 from clinic.core.config import Config
 from clinic.core.db import db
-from clinic.core.limits import limiter
 
 BACKENDS = ["sqlite"] + (["postgresql"] if os.environ.get("TEST_DATABASE_URL") else [])
 
@@ -125,7 +125,7 @@ def ctx(app: Flask) -> Iterator[Flask]:
         make_url(app.config["DATABASE_URL"].replace("postgresql://", "postgresql+psycopg://", 1))
     ):
         db.configure(app.config["DATABASE_URL"])
-    limiter.reset()
+    limits.reset()
     with app.test_request_context():
         yield app
     _empty_tables()

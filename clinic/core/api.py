@@ -432,4 +432,7 @@ def error_response(
             violation["message"] = translate(violation["message"])
     resp = jsonify(body)
     resp.status_code = err.status
+    retry_after = err.extra.get("retry_after")
+    if isinstance(retry_after, int):
+        resp.headers["Retry-After"] = str(retry_after)
     return resp

@@ -77,7 +77,15 @@ class Config:
     MAX_DOCUMENT_BYTES: int = 10 * 1024 * 1024
     MAX_IMAGE_BYTES: int = 8 * 1024 * 1024
     # Rate limits (Flask-Limiter notation)
-    LOGIN_RATE_LIMIT: str = "10 per minute"
+    LOGIN_RATE_LIMIT: str = "10 per minute"  # per client address and account (every attempt)
+    LOGIN_ADDRESS_RATE_LIMIT: str = "30 per minute"  # failed logins per client address, any account
+    # Per account, from addresses it never logged in from: free failures, then waits doubling
+    LOGIN_BACKOFF_FREE_FAILURES: int = 10
+    LOGIN_BACKOFF_BASE_SECONDS: int = 30
+    LOGIN_BACKOFF_MAX_SECONDS: int = 900
+    LOGIN_BACKOFF_WINDOW_SECONDS: int = 3600  # failures are counted over this window
+    LOGIN_KNOWN_ADDRESS_DAYS: int = 30  # an address the account logged in from is its "usual" one
+    RATELIMIT_STORAGE_RETRY_SECONDS: int = 30  # storage down: memory, trying the storage again after this
     CODE_RATE_LIMIT: str = "5 per 10 minutes"
     OTP_TTL_SECONDS: int = 600
     OTP_MAX_ATTEMPTS: int = 5
