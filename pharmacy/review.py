@@ -33,7 +33,7 @@ from clinic.core import audit
 from clinic.core.db import db, get_or_404, new_id, utcnow
 from clinic.core.errors import Conflict, Forbidden, Invalid, RuleRefusal, Violation
 from clinic.visits.models import Visit
-from identity.models import Account
+from identity.models import Account, Institution
 from identity.services import require_qualified_pharmacist
 from pharmacy import notify, rules, services
 from pharmacy.models import Delivery, Review
@@ -310,6 +310,9 @@ def decide(pharmacist_id: str, prescription_id: str, decision: str, reasons: lis
     detail: dict[str, Any] = {"decision": decision, "reasons": codes, "signature_valid": checks.signature_valid}
     if decision == "approve":
         content = {
+            "iss": rx.content.get("iss") or rx_services.issuer(db.session.get(Institution, 1)),
+            "iat": int(now.timestamp()),
+            "exp": int(rx.expires_at.timestamp()),
             "type": "pharmacist_review",
             "prescription": rx.content,
             "prescription_jws_sha256": hashlib.sha256(rx.jws.encode()).hexdigest(),
@@ -335,6 +338,14 @@ def decide(pharmacist_id: str, prescription_id: str, decision: str, reasons: lis
     notify.notify(session, kind, _patient_phone(rx), rx.id, reasons=labels)
     session.flush()
     return rx
+
+
+def _approval_of(rx_id: uuid.UUID) -> str | None:
+    review = db.session.get(Review, rx_id)
+    return review.pharmacist_jws if review is not None and review.decision == "approve" else None
+
+
+rx_services.on_approval_lookup(_approval_of)
 
 
 def verify_jws(token: str) -> dict[str, Any]:

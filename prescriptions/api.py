@@ -128,6 +128,8 @@ class ItemOut(ResponseModel):
     days: int
     quantity: Decimal
     cold_chain: bool
+    form: str = Field(default="", description="Dosage form (剂型) as signed")
+    quantity_unit: str = Field(default="", description="What the quantity counts (片, 粒, 支 …) as signed")
 
 
 class PrescriptionOut(ResponseModel):
@@ -147,6 +149,10 @@ class PrescriptionOut(ResponseModel):
     signed_at: datetime
     expires_at: datetime
     dispensed_at: datetime | None
+    approval_jws: str | None = Field(
+        default=None,
+        description="The pharmacist's approval (counter-signature) JWS, once approved; verifies with the JWKS",
+    )
 
 
 VIEWERS = ["patient", "physician", "pharmacist"]
@@ -162,6 +168,11 @@ def get_prescription(prescription_id: str, principal: Principal) -> Prescription
     rx = services.prescription_for(principal.id, principal.role, prescription_id)
     out = PrescriptionOut.model_validate(rx)
     out.status = rx.status.value
+    out.approval_jws = services.approval_jws(rx.id)
+    signed = rx.content.get("items", [])
+    for n, it in enumerate(out.items):
+        if n < len(signed):
+            it.form, it.quantity_unit = signed[n].get("form", ""), signed[n].get("quantity_unit", "")
     if out.guardian:
         out.guardian = {k: v for k, v in out.guardian.items() if k != "id_number_hash"}
     return out

@@ -23,6 +23,7 @@ from fhir.resources.R4B.resource import Resource
 from sqlalchemy import func, select
 
 from clinic.regulator import fhir as base
+from prescriptions import signing
 from prescriptions.models import Prescription, PrescriptionItem, PrescriptionStatus
 
 SYS_PRESCRIPTION = "urn:clinic:identifier:prescription"
@@ -31,6 +32,12 @@ SYS_STATUS = "urn:clinic:prescription-status"
 EXT_REVIEW = "urn:clinic:fhir:pharmacist-review"
 EXT_STATUS = "urn:clinic:fhir:prescription-status"
 EXT_SIGNATURE_KID = "urn:clinic:fhir:signature-kid"
+# The physician's prescription JWS and the pharmacist's approval JWS; with a de-identified
+# scope both are detached (header..signature, RFC 7515 Appendix F): the payload names the patient.
+EXT_PRESCRIPTION_JWS = "urn:clinic:fhir:prescription-jws"
+EXT_APPROVAL_JWS = "urn:clinic:fhir:approval-jws"
+EXT_PRESCRIPTION_JWS_DETACHED = "urn:clinic:fhir:prescription-jws-detached"
+EXT_APPROVAL_JWS_DETACHED = "urn:clinic:fhir:approval-jws-detached"
 COURSE = "http://terminology.hl7.org/CodeSystem/medicationrequest-course-of-therapy"
 
 # Our lifecycle onto R4 MedicationRequest.status (the exact status rides in an extension).
@@ -85,6 +92,11 @@ def _number(value: Decimal | int | float) -> Decimal:
     return Decimal(value).normalize() if isinstance(value, Decimal) else Decimal(str(value))
 
 
+def _quantity_unit(rx: Prescription, position: int) -> str | None:
+    items = rx.content.get("items", [])
+    return (items[position].get("quantity_unit") or None) if position < len(items) else None
+
+
 def medication_request(item: PrescriptionItem, rx: Prescription, review: Any, ctx: base.FhirContext) -> Resource:
     status, reason = STATUS[rx.status]
     extensions: list[dict[str, Any]] = [
@@ -100,6 +112,21 @@ def medication_request(item: PrescriptionItem, rx: Prescription, review: Any, ct
                     {"url": "decision", "valueCode": review.decision or "unknown"},
                     {"url": "decidedAt", "valueDateTime": base.instant(review.decided_at)},
                 ],
+            }
+        )
+    full = ctx.identified
+    extensions.append(
+        {
+            "url": EXT_PRESCRIPTION_JWS if full else EXT_PRESCRIPTION_JWS_DETACHED,
+            "valueString": rx.jws if full else signing.detached(rx.jws),
+        }
+    )
+    approval = getattr(review, "pharmacist_jws", None) if review is not None else None
+    if approval and getattr(review, "decision", None) == "approve":
+        extensions.append(
+            {
+                "url": EXT_APPROVAL_JWS if full else EXT_APPROVAL_JWS_DETACHED,
+                "valueString": approval if full else signing.detached(approval),
             }
         )
     dose = _number(item.dose)
@@ -132,7 +159,7 @@ def medication_request(item: PrescriptionItem, rx: Prescription, review: Any, ct
         ],
         "dispenseRequest": {
             "validityPeriod": {"start": base.instant(rx.signed_at), "end": base.instant(rx.expires_at)},
-            "quantity": {"value": _number(item.quantity)},
+            "quantity": {"value": _number(item.quantity), "unit": _quantity_unit(rx, item.position)},
             "expectedSupplyDuration": {
                 "value": item.days,
                 "unit": "d",

@@ -9,7 +9,7 @@ import csv
 import io
 import json
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -739,7 +739,14 @@ def create_prescription(
         else None
     )
     age = rules.age_display(patient.birth_date, now.astimezone(CHINA).date())
+    expires_at = now + timedelta(days=_valid_days())
+    inst = db.session.get(Institution, 1)
     content: dict[str, Any] = {
+        # registered JWT claims (RFC 7519): who issued it, when, and until when it may be dispensed
+        "iss": issuer(inst),
+        "iat": int(now.timestamp()),
+        "exp": int(expires_at.timestamp()),
+        "institution": inst.name if inst is not None else "",
         "prescription_id": str(rx_id),
         "visit_id": str(visit.id),
         "patient": {
@@ -757,12 +764,14 @@ def create_prescription(
                 "drug_id": str(i.drug_id),
                 "name": drugs[i.drug_id].name,
                 "strength": drugs[i.drug_id].strength,
+                "form": drugs[i.drug_id].form,
                 "dose": str(i.dose),
                 "unit": i.unit,
                 "frequency": i.frequency,
                 "route": i.route,
                 "days": i.days,
                 "quantity": str(i.quantity),
+                "quantity_unit": quantity_unit(drugs[i.drug_id], i.quantity_unit),
             }
             for i in spec.items
         ],
@@ -793,7 +802,7 @@ def create_prescription(
         jws=token,
         kid=kid,
         signed_at=now,
-        expires_at=now + timedelta(days=_valid_days()),
+        expires_at=expires_at,
         status_changed_at=now,
     )
     for n, i in enumerate(spec.items):
@@ -824,6 +833,44 @@ def create_prescription(
         detail={"visit_id": str(visit.id), "kid": kid, "items": len(spec.items), "long_term": spec.long_term},
     )
     return rx
+
+
+def issuer(inst: Institution | None) -> str:
+    """The JWS `iss`: the institution, by its practice licence (医疗机构执业许可证) number."""
+    return f"urn:clinic:institution:{inst.practice_license_no}" if inst is not None else "urn:clinic:institution"
+
+
+def quantity_unit(drug: Drug, given: str | None) -> str:
+    """What the quantity counts: the product's dispensing unit (片, 粒, 支 …)."""
+    ref = dosing_for(drug)
+    if ref is not None:
+        return ref.dispense_unit
+    if given:
+        return given
+    form = drug.form
+    return next(
+        (u for key, u in (("胶囊", "粒"), ("片", "片"), ("注射", "支"), ("喷", "支"), ("吸入", "支")) if key in form),
+        "盒",
+    )
+
+
+# The pharmacist's approval JWS of a prescription lives with the pharmacy's review; the
+# pharmacy registers where to read it (nothing here imports the pharmacy package).
+_approval_sources: list[Callable[[uuid.UUID], str | None]] = []
+
+
+def on_approval_lookup(source: Callable[[uuid.UUID], str | None]) -> None:
+    if source not in _approval_sources:
+        _approval_sources.append(source)
+
+
+def approval_jws(rx_id: uuid.UUID) -> str | None:
+    """The pharmacist's approval JWS of a prescription (every time it is asked), or None."""
+    for source in _approval_sources:
+        token = source(rx_id)
+        if token:
+            return token
+    return None
 
 
 def verify_prescription(rx: Prescription) -> dict[str, Any]:

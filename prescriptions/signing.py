@@ -17,7 +17,7 @@ import base64
 import hashlib
 import json
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
@@ -137,9 +137,56 @@ def verify(token: str, expected: dict[str, Any] | None = None) -> dict[str, Any]
         raise InvalidSignature() from None
     if not isinstance(content, dict):
         raise InvalidSignature("The signed content is not a prescription.")
+    check_signer(key, content)
     if expected is not None and canonical_json(content) != canonical_json(expected):
         raise InvalidSignature("The prescription was changed after it was signed.")
     return content
+
+
+def detached(token: str) -> str:
+    """The JWS with its payload left out (RFC 7515 Appendix F: `header..signature`): it
+    verifies once the payload is put back, and carries no personal data itself."""
+    header, _payload, signature = token.split(".")
+    return f"{header}..{signature}"
+
+
+def attach(detached_token: str, payload_b64: str) -> str:
+    header, _empty, signature = detached_token.split(".")
+    return f"{header}.{payload_b64}.{signature}"
+
+
+KEY_CLOCK_SLACK = timedelta(seconds=60)  # a key made for the first signature is stored just after `iat`
+
+
+def _aware(t: datetime) -> datetime:
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+
+
+def signed_time(content: dict[str, Any]) -> datetime | None:
+    """When the content says it was signed: `iat`, else its signed_at / reviewed_at."""
+    iat = content.get("iat")
+    if isinstance(iat, int) and not isinstance(iat, bool):
+        return datetime.fromtimestamp(iat, UTC)
+    raw = content.get("reviewed_at") if content.get("type") == "pharmacist_review" else content.get("signed_at")
+    try:
+        return _aware(datetime.fromisoformat(str(raw)))
+    except ValueError:
+        return None
+
+
+def check_signer(key: SigningKey, content: dict[str, Any]) -> None:
+    """The key must be one issued to the person the content names as its signer (the
+    physician of a prescription, the pharmacist of an approval), valid when it was signed:
+    made before and not retired by then. Otherwise InvalidSignature."""
+    who = content.get("pharmacist") if content.get("type") == "pharmacist_review" else content.get("physician")
+    signer = who.get("id") if isinstance(who, dict) else None
+    if not signer or str(signer) != str(key.account_id):
+        raise InvalidSignature("The signature's key was not issued to the person named as its signer.")
+    at = signed_time(content)
+    if at is None:
+        raise InvalidSignature("The signed content does not say when it was signed.")
+    if _aware(key.created_at) > at + KEY_CLOCK_SLACK or (key.retired_at is not None and _aware(key.retired_at) <= at):
+        raise InvalidSignature("The signature's key was not valid when the content says it was signed.")
 
 
 def jwks() -> dict[str, Any]:
