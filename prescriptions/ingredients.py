@@ -28,8 +28,11 @@ from typing import Any
 DATA = Path(__file__).resolve().parent / "data"
 
 CONTROL_CLASSES = ("narcotic", "psychotropic_1", "psychotropic_2", "toxic", "radioactive", "precursor")
-# strictest first: a product with several controlled ingredients takes the strictest class
-_RANK = {c: i for i, c in enumerate(CONTROL_CLASSES)}
+# A product whose ingredients could not be resolved: held (not prescribable) until a person classifies it.
+UNCLASSIFIED = "unclassified"
+# strictest first: a product with several controlled ingredients takes the strictest class; a
+# controlled ingredient beside an unknown one makes the product controlled, not merely held.
+_RANK = {c: i for i, c in enumerate((*CONTROL_CLASSES, UNCLASSIFIED))}
 CLASS_NAMES_ZH = {
     "narcotic": "麻醉药品",
     "psychotropic_1": "第一类精神药品",
@@ -37,250 +40,17 @@ CLASS_NAMES_ZH = {
     "toxic": "医疗用毒性药品",
     "radioactive": "放射性药品",
     "precursor": "药品类易制毒化学品",
+    UNCLASSIFIED: "待分类（成分未识别）",
 }
 
-# Dosage-form words, longest first (中国药典 dosage forms and common release modifiers).
-FORM_WORDS = sorted(
-    [
-        "口腔崩解片",
-        "薄膜衣片",
-        "缓释片",
-        "控释片",
-        "肠溶片",
-        "分散片",
-        "咀嚼片",
-        "泡腾片",
-        "舌下片",
-        "含片",
-        "糖衣片",
-        "片剂",
-        "片",
-        "缓释胶囊",
-        "控释胶囊",
-        "肠溶胶囊",
-        "软胶囊",
-        "硬胶囊",
-        "胶囊剂",
-        "胶囊",
-        "注射液",
-        "注射剂",
-        "粉针剂",
-        "冻干粉针",
-        "注射用无菌粉末",
-        "大容量注射液",
-        "输液",
-        "口服溶液剂",
-        "口服溶液",
-        "口服液",
-        "口服混悬液",
-        "干混悬剂",
-        "混悬液",
-        "混悬剂",
-        "糖浆剂",
-        "糖浆",
-        "合剂",
-        "酊剂",
-        "酊",
-        "溶液剂",
-        "溶液",
-        "滴剂",
-        "乳剂",
-        "酏剂",
-        "吸入粉雾剂",
-        "吸入气雾剂",
-        "吸入溶液",
-        "吸入剂",
-        "气雾剂",
-        "喷雾剂",
-        "鼻喷雾剂",
-        "粉雾剂",
-        "滴眼液",
-        "眼用凝胶",
-        "眼膏",
-        "滴鼻液",
-        "滴耳液",
-        "透皮贴剂",
-        "贴剂",
-        "贴片",
-        "凝胶",
-        "乳膏",
-        "软膏",
-        "搽剂",
-        "栓剂",
-        "栓",
-        "缓释颗粒",
-        "颗粒剂",
-        "颗粒",
-        "散剂",
-        "滴丸",
-        "丸剂",
-        "丸",
-        "原料药",
-        "原料",
-        "粉",
-        "缓释",
-        "控释",
-        "肠溶",
-    ],
-    key=len,
-    reverse=True,
-)
-FORM_PREFIXES = ("注射用", "吸入用", "外用", "口服")
-# Salt, ester and hydrate words (Chinese): prefixes such as 盐酸 and suffixes such as 钠.
-SALT_PREFIXES = sorted(
-    [
-        "盐酸",
-        "硫酸氢",
-        "硫酸",
-        "磷酸",
-        "马来酸",
-        "酒石酸",
-        "重酒石酸",
-        "枸橼酸",
-        "柠檬酸",
-        "苯磺酸",
-        "甲磺酸",
-        "乙磺酸",
-        "氢溴酸",
-        "氢碘酸",
-        "富马酸",
-        "琥珀酸",
-        "醋酸",
-        "乙酸",
-        "乳酸",
-        "葡萄糖酸",
-        "门冬氨酸",
-        "苯甲酸",
-        "萘磺酸",
-        "双羟萘酸",
-        "帕莫酸",
-        "水杨酸",
-        "丙酸",
-        "二丙酸",
-        "糠酸",
-        "戊酸",
-        "丁酸",
-        "硝酸",
-        "二盐酸",
-        "甲硫酸",
-    ],
-    key=len,
-    reverse=True,
-)
-SALT_SUFFIXES = sorted(
-    [
-        "一水合物",
-        "二水合物",
-        "三水合物",
-        "半水合物",
-        "倍半水合物",
-        "水合物",
-        "叔丁胺",
-        "钠",
-        "钾",
-        "钙",
-        "镁",
-        "锌",
-        "盐",
-    ],
-    key=len,
-    reverse=True,
-)
-EN_SALT_WORDS = {
-    "hydrochloride",
-    "hcl",
-    "dihydrochloride",
-    "sulfate",
-    "sulphate",
-    "bisulfate",
-    "hydrogensulfate",
-    "phosphate",
-    "tartrate",
-    "bitartrate",
-    "maleate",
-    "citrate",
-    "besylate",
-    "besilate",
-    "hydrobromide",
-    "mesylate",
-    "mesilate",
-    "fumarate",
-    "succinate",
-    "acetate",
-    "lactate",
-    "gluconate",
-    "sodium",
-    "potassium",
-    "calcium",
-    "magnesium",
-    "hydrate",
-    "monohydrate",
-    "dihydrate",
-    "trihydrate",
-    "hemihydrate",
-    "salicylate",
-    "propionate",
-    "dipropionate",
-    "furoate",
-    "valerate",
-    "erbumine",
-    "tert-butylamine",
-}
-EN_FORM_WORDS = {
-    "tablet",
-    "tablets",
-    "tab",
-    "tabs",
-    "capsule",
-    "capsules",
-    "caps",
-    "injection",
-    "injections",
-    "solution",
-    "oral",
-    "syrup",
-    "suspension",
-    "patch",
-    "patches",
-    "transdermal",
-    "extended",
-    "prolonged",
-    "sustained",
-    "modified",
-    "controlled",
-    "release",
-    "er",
-    "sr",
-    "xr",
-    "cr",
-    "film",
-    "coated",
-    "enteric",
-    "dispersible",
-    "chewable",
-    "orally",
-    "disintegrating",
-    "for",
-    "inhalation",
-    "inhaler",
-    "powder",
-    "drops",
-    "eye",
-    "nasal",
-    "spray",
-    "cream",
-    "ointment",
-    "gel",
-    "suppository",
-    "suppositories",
-    "granules",
-    "sublingual",
-    "concentrate",
-    "liquid",
-    "and",
-    "compound",
-    "with",
-}
+# Words of product names that are not ingredients (dosage forms, salts, hydrates): data/name_words.json
+_WORDS: dict[str, Any] = json.loads((DATA / "name_words.json").read_text(encoding="utf-8"))
+FORM_WORDS = sorted(_WORDS["form_words"], key=len, reverse=True)
+FORM_PREFIXES = tuple(_WORDS["form_prefixes"])
+SALT_PREFIXES = sorted(_WORDS["salt_prefixes"], key=len, reverse=True)
+SALT_SUFFIXES = sorted(_WORDS["salt_suffixes"], key=len, reverse=True)
+EN_SALT_WORDS = frozenset(_WORDS["en_salt_words"])
+EN_FORM_WORDS = frozenset(_WORDS["en_form_words"])
 RADIONUCLIDE = re.compile(
     r"\[\s*\d{1,3}\s*m?\s*[a-z][a-z]?\s*\]|\b(?:\d{1,3}m?[a-z]{1,2}|[a-z]{1,2}-\d{1,3}m?)\b", re.I
 )
@@ -300,6 +70,7 @@ class ListEntry:
     since: str
     compound_scope: str = "all"  # "all" | "single_only"
     note: str = ""
+    preparation: bool = False  # the list names a product (丁丙诺啡透皮贴剂), not a substance
 
 
 @dataclass(frozen=True)
@@ -411,6 +182,7 @@ def list_entries() -> list[ListEntry]:
                     since=str(e.get("since", "")),
                     compound_scope=e.get("compound_scope", "all"),
                     note=e.get("note", ""),
+                    preparation=e.get("kind") == "preparation",
                 )
             )
     return out
@@ -420,6 +192,8 @@ def list_entries() -> list[ListEntry]:
 def lexicon() -> Lexicon:
     lex = Lexicon()
     for entry in list_entries():
+        if entry.preparation:  # its rule is in special_preparations.json
+            continue
         lex.controls.setdefault(entry.key, []).append(entry)
         for name in (entry.zh, entry.en, *entry.aliases):
             lex.add(name, [entry.key])
@@ -436,7 +210,7 @@ def lexicon() -> Lexicon:
         members = tuple(normalise(m) for m in group["members"])
         for name in group["names"]:
             lex.allergy_groups[normalise(name)] = members
-    lex.not_controlled = frozenset({normalise("阿扑吗啡"), normalise("apomorphine")})
+    lex.not_controlled = frozenset(normalise(n) for n in ing["not_controlled"]["names"])
     for r in _read("special_preparations.json")["rules"]:
         over = r.get("class_if_mg_over") or {}
         lex.rules.append(
@@ -640,6 +414,11 @@ def strictest(classes: Iterable[str]) -> str | None:
     return ordered[0] if ordered else None
 
 
+def _significant(leftover: str) -> bool:
+    """Whether text left over after segmentation could name an ingredient (not digits or punctuation)."""
+    return any(ch.isalpha() for ch in leftover)
+
+
 def classify(
     name: str,
     *,
@@ -659,21 +438,29 @@ def classify(
     lex = lex or lexicon()
     parsed = parse_product_name(name, lex)
     keys: list[str] = list(parsed.ingredients)
-    unresolved = [parsed.unresolved] if parsed.unresolved else []
+    unresolved = [parsed.unresolved] if _significant(parsed.unresolved) else []
+    # the product's ingredients are known when one of its descriptions resolves completely
+    resolved = bool(parsed.ingredients) and not unresolved
     compound = parsed.compound
     given = [g for g in (ingredients or ()) if g and g.strip()]
+    given_ok = bool(given)
     for raw in given:
         sub = parse_product_name(raw, lex)
         if sub.ingredients:
             keys += [k for k in sub.ingredients if k not in keys]
         else:
             keys.append(normalise(raw))
+        if not sub.ingredients or _significant(sub.unresolved):
+            given_ok = False
+            unresolved.append(raw.strip())
     if len(given) > 1:
         compound = True
     if generic_name:
         g = parse_product_name(generic_name, lex)
         keys += [k for k in g.ingredients if k not in keys]
         compound = compound or g.compound
+        resolved = resolved or (bool(g.ingredients) and not _significant(g.unresolved))
+    resolved = (resolved or given_ok) and all(k in lex.zh_of for k in keys)
     # safety scan: a controlled name anywhere in the texts is an ingredient, whatever else
     haystacks = [normalise(t) for t in (name, generic_name, *given) if t]
     for hay in haystacks:
@@ -691,6 +478,15 @@ def classify(
         f.control_class == "radioactive" for f in findings
     ):
         findings.append(Finding("radionuclide", "radioactive", "名称含放射性核素标记 — 放射性药品"))
+    if not findings and not resolved:
+        unknown = "、".join(dict.fromkeys([*unresolved, *(k for k in keys if k not in lex.zh_of)])) or name
+        findings.append(
+            Finding(
+                "",
+                UNCLASSIFIED,
+                f"成分未能识别（{unknown}）：既不在管制目录中，也不在已知普通成分表中 — 待药师或管理员分类，分类前不得开具",
+            )
+        )
     return Classification(
         ingredients=tuple(keys),
         compound=compound,

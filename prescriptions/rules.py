@@ -7,6 +7,8 @@ Sources (texts in /work/shared/seeds and the national rules beside them):
 - Art. 18/19: only the attending physician prescribes online (`visit_not_active`); no
   narcotic, psychotropic or other specially controlled drug online (`controlled_substance`);
   a child under 6 needs a guardian and an accompanying physician (`guardian_and_physician_required`).
+  A drug whose ingredients could not be matched to the lists is held until a person
+  classifies it (`drug_unclassified`): unknown is never taken for ordinary.
 - 处方管理办法 (2007) Art. 6 and 19: at most 5 items per prescription (`too_many_items`), 7 days'
   supply, 3 days for an acute condition (`supply_exceeds_limit`); Art. 5/6: weight for children.
 - 长期处方管理规范（试行）(2021): up to 12 weeks for a stable chronic condition, over 4 weeks
@@ -29,6 +31,7 @@ from decimal import Decimal
 
 from clinic.core.errors import Conflict, Violation
 from identity.rules import IdNumberError, parse_id_number
+from prescriptions.ingredients import UNCLASSIFIED
 
 MAX_ITEMS = 5
 MAX_DAYS = 7
@@ -54,6 +57,7 @@ VIOLATION_CODES = (
     "dose_exceeds_maximum",
     "quantity_mismatch",
     "unit_mismatch",
+    "drug_unclassified",
 )
 
 
@@ -589,7 +593,17 @@ def evaluate(rx: PrescriptionFacts) -> list[Violation]:
     long_term_ok = rx.long_term and chronic
     for i, item in enumerate(items):
         drug = item.drug
-        if drug.control_class:
+        if drug.control_class == UNCLASSIFIED:
+            v.append(
+                Violation(
+                    "drug_unclassified",
+                    f"{drug.name}: its ingredients are not yet classified against the control lists; "
+                    "it cannot be prescribed until a pharmacist or administrator classifies it.",
+                    item=i,
+                    detail={"control_class": drug.control_class},
+                )
+            )
+        elif drug.control_class:
             v.append(
                 Violation(
                     "controlled_substance",

@@ -53,7 +53,7 @@ from clinic.core.pages import admin_page, page_face_claims, physician_page
 from clinic.core.web import handle_refusal
 from clinic.visits.models import Visit
 from prescriptions import api, imports, rules, services
-from prescriptions.labels import RX_STATUS
+from prescriptions.labels import CONTROL_CLASS, RX_STATUS
 from prescriptions.models import Drug, FormularyImport, Prescription
 
 log = logging.getLogger("clinic.prescriptions")
@@ -222,6 +222,11 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "%(drug)s: %(unit_problem)s",
         "%(drug)s：%(unit_problem)s",
     ),
+    "drug_unclassified": (
+        "%(drug)s: its ingredients are not yet classified against the control lists; it cannot be "
+        "prescribed until a pharmacist or administrator classifies it.",
+        "%(drug)s：成分尚未对照管制目录完成分类，药师或管理员分类前不得开具。",
+    ),
 }
 
 
@@ -287,7 +292,7 @@ def violation_message(v: Violation, names: list[str]) -> str:
     d = v.detail
     params = {
         "drug": names[v.item] if v.item is not None and v.item < len(names) else "",
-        "control": d.get("control_class", ""),
+        "control": str(CONTROL_CLASS.get(d.get("control_class", ""), d.get("control_class", ""))),
         "missing": "、".join(str(m) for m in d.get("missing", [])),
         "diagnosis": d.get("diagnosis") or "—",
         "limit": d.get("limit", ""),
