@@ -16,7 +16,9 @@ from clinic.core.db import Base, Versioned, new_id, utcnow
 
 
 class Drug(Base):
-    """A catalog product. `control_class` is set from the official lists, never by hand."""
+    """A catalog product. `control_class` is set from the official lists; a product whose
+    ingredients the lists and the known-ordinary table cannot resolve is `unclassified` (held)
+    until a pharmacist or administrator classifies it (`classified_by`, `classified_at`, audited)."""
 
     __tablename__ = "drugs"
     __table_args__ = (UniqueConstraint("name", "form", "strength", name="uq_drugs_product"),)
@@ -36,6 +38,8 @@ class Drug(Base):
     indicated_conditions: Mapped[list[str]] = mapped_column(JSON, default=list)
     search_text: Mapped[str] = mapped_column(Text, default="")  # lower-cased names for search
     source: Mapped[str] = mapped_column(String(64), default="seed")  # seed | import
+    classified_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("accounts.id"))
+    classified_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     def as_facts(self) -> dict[str, Any]:

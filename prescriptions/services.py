@@ -24,7 +24,7 @@ from sqlalchemy.orm.attributes import flag_modified
 from clinic.core import audit
 from clinic.core.crypto import lookup_hash
 from clinic.core.db import as_uuid, db, get_or_404, new_id, utcnow
-from clinic.core.errors import Invalid, NotFound, RuleRefusal, Violation
+from clinic.core.errors import Conflict, Invalid, NotFound, RuleRefusal, Violation
 from clinic.visits.models import Condition, Visit
 from identity.models import Account, Department, Institution
 from identity.services import require_fresh_face
@@ -186,11 +186,20 @@ def _classified(spec: ProductSpec) -> tuple[ing.Classification, dict[str, Any]]:
     return c, values
 
 
+def _keeps_its_class(drug: Drug, found: str | None) -> bool:
+    """A person's decision stands against a still-unresolved import; a controlled class stands
+    against anything less than controlled."""
+    if drug.classified_by is not None and found in (None, ing.UNCLASSIFIED):
+        return True
+    return drug.control_class in ing.CONTROL_CLASSES and found not in ing.CONTROL_CLASSES
+
+
 def upsert_product(spec: ProductSpec) -> tuple[Drug, ing.Classification, bool]:
     """Create or update a catalog product, classified against the control lists.
 
-    A product once classified as controlled is never turned into an ordinary one by a
-    later import (the stricter classification stays).
+    A product once classified as controlled is never turned into an ordinary or held one
+    by a later import (the stricter classification stays), and a person's classification of
+    a held product is not undone by a later import that still cannot resolve it.
     """
     session = db.session()
     c, values = _classified(spec)
@@ -201,9 +210,9 @@ def upsert_product(spec: ProductSpec) -> tuple[Drug, ing.Classification, bool]:
     if drug is None:
         drug = Drug(name=spec.name, form=spec.form, strength=spec.strength)
         session.add(drug)
-    elif drug.control_class and not values["control_class"]:
+    elif _keeps_its_class(drug, values["control_class"]):
         values["control_class"], values["control_reason"] = drug.control_class, drug.control_reason
-    elif drug.control_class and values["control_class"]:
+    elif drug.control_class in ing.CONTROL_CLASSES:
         values["control_class"] = ing.strictest([drug.control_class, values["control_class"]])
     if not values["atc_code"] and drug.atc_code:
         values["atc_code"] = drug.atc_code
@@ -288,6 +297,7 @@ class ImportReport:
     controlled: list[dict[str, Any]] = field(default_factory=list)
     refused: list[dict[str, Any]] = field(default_factory=list)
     unresolved: list[dict[str, Any]] = field(default_factory=list)
+    unclassified: list[dict[str, Any]] = field(default_factory=list)  # held: not prescribable until classified
     fatal: str | None = None
 
     @property
@@ -304,6 +314,7 @@ class ImportReport:
             "controlled": self.controlled,
             "refused": self.refused,
             "unresolved": self.unresolved,
+            "unclassified": self.unclassified,
             "fatal": self.fatal,
         }
 
@@ -317,6 +328,12 @@ class ImportReport:
         if self.controlled:
             lines.append(f"Classified as controlled ({len(self.controlled)}):")
             lines += [f"  row {c['row']}: {c['name']} → {c['control_class']}: {c['reason']}" for c in self.controlled]
+        if self.unclassified:
+            lines.append(
+                f"Held as unclassified ({len(self.unclassified)}): not prescribable until a pharmacist "
+                "or administrator classifies them (classification queue):"
+            )
+            lines += [f"  row {u['row']}: {u['name']}: {u['reason']}" for u in self.unclassified]
         if self.refused:
             lines.append("Refused:")
             lines += [f"  row {r['row']}: {r['reason']}" for r in self.refused]
@@ -438,11 +455,15 @@ def import_formulary(path: str | Path, progress: Any = None) -> ImportReport:
             report.created += 1
         else:
             report.updated += 1
-        if drug.control_class:
+        if drug.control_class == ing.UNCLASSIFIED:
+            report.unclassified.append(
+                {"row": index, "name": spec.name, "drug_id": str(drug.id), "reason": drug.control_reason}
+            )
+        elif drug.control_class:
             report.controlled.append(
                 {"row": index, "name": spec.name, "control_class": drug.control_class, "reason": drug.control_reason}
             )
-        if c.unresolved and not c.ingredients:
+        if c.unresolved and not c.ingredients and drug.control_class != ing.UNCLASSIFIED:
             report.unresolved.append({"row": index, "name": spec.name, "text": c.unresolved})
     if report.rows_read == 0:
         report.fatal = "no data rows"
@@ -455,10 +476,71 @@ def import_formulary(path: str | Path, progress: Any = None) -> ImportReport:
             "rows": report.rows_read,
             "imported": report.imported,
             "controlled": len(report.controlled),
+            "unclassified": [u["row"] for u in report.unclassified],
             "refused": [r["row"] for r in report.refused],
         },
     )
     return report
+
+
+# --- the classification queue: held products waiting for a person's decision ------------
+
+CLASSIFICATION_CHOICES = ("ordinary", *ing.CONTROL_CLASSES)
+NOTE_MAX = 500
+
+
+def unclassified_drugs(limit: int = 200) -> list[Drug]:
+    """Products held as unclassified, oldest first (the queue of pharmacists and administrators)."""
+    query = select(Drug).where(Drug.control_class == ing.UNCLASSIFIED).order_by(Drug.created_at, Drug.name)
+    return list(db.session.scalars(query.limit(limit)))
+
+
+def recently_classified(limit: int = 20) -> list[tuple[Drug, str]]:
+    """The latest decisions of the queue, newest first, with the name of who made each."""
+    query = (
+        select(Drug, Account.display_name)
+        .join(Account, Account.id == Drug.classified_by)
+        .where(Drug.classified_at.is_not(None))
+        .order_by(Drug.classified_at.desc())
+        .limit(limit)
+    )
+    return [(drug, name) for drug, name in db.session.execute(query)]
+
+
+def classify_drug(drug_id: str | uuid.UUID, choice: str, note: str, by: str | uuid.UUID) -> Drug:
+    """A pharmacist's or administrator's decision on a held product: ordinary, or a control class.
+
+    The reason is required and kept with the class; the decision is audited with what it
+    replaced. Only a held product is classified here: the lists decide every other one.
+    """
+    drug = get_or_404(Drug, as_uuid(drug_id))
+    note = (note or "").strip()
+    if choice not in CLASSIFICATION_CHOICES:
+        raise Invalid("Choose ordinary or one of the control classes.", code="invalid_classification")
+    if not note or len(note) > NOTE_MAX:
+        raise Invalid(
+            "Give the reason for the classification (at most %(max)s characters).",
+            code="classification_reason_required",
+            params={"max": NOTE_MAX},
+        )
+    if drug.control_class != ing.UNCLASSIFIED:
+        raise Conflict("This drug is no longer waiting for classification.", code="drug_already_classified")
+    before = drug.control_class
+    cls = None if choice == "ordinary" else choice
+    label = "普通药品（非特殊管理）" if cls is None else ing.CLASS_NAMES_ZH[cls]
+    drug.control_class = cls
+    drug.control_reason = f"人工分类：{label}。理由：{note}"
+    drug.classified_by = as_uuid(by)
+    drug.classified_at = utcnow()
+    audit.record(
+        db.session(),
+        "drug.classified",
+        subject_type="drug",
+        subject_id=drug.id,
+        detail={"name": drug.name, "from": before, "to": cls, "reason": note},
+    )
+    db.session.flush()
+    return drug
 
 
 # --- formulary imports started from the pages ------------------------------------------

@@ -44,15 +44,18 @@ from flask_login import current_user
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
 from pydantic import ValidationError
+from wtforms import SelectField, TextAreaField
+from wtforms.validators import DataRequired, Length
 
 from clinic.core import crypto
 from clinic.core.audit import Actor
 from clinic.core.db import db, utcnow
 from clinic.core.errors import DomainError, RuleRefusal, Violation
-from clinic.core.pages import admin_page, page_face_claims, physician_page
+from clinic.core.pages import admin_page, page_face_claims, physician_page, role_page
 from clinic.core.web import handle_refusal
 from clinic.visits.models import Visit
 from prescriptions import api, imports, rules, services
+from prescriptions import ingredients as ing
 from prescriptions.labels import CONTROL_CLASS, RX_STATUS
 from prescriptions.models import Drug, FormularyImport, Prescription
 
@@ -609,6 +612,68 @@ def import_run_json(run_id: str) -> Any:
     resp = jsonify(data)
     resp.headers["Cache-Control"] = "no-store"
     return resp
+
+
+# --- the classification queue: drugs held because their ingredients were not recognised ---------
+
+
+class ClassifyForm(FlaskForm):
+    choice = SelectField(
+        _l("Classification"),
+        choices=[
+            ("", _l("Choose…")),
+            ("ordinary", _l("Ordinary drug (not specially controlled)")),
+            *((code, CONTROL_CLASS[code]) for code in ing.CONTROL_CLASSES),
+        ],
+        validators=[DataRequired(message=_l("Choose a classification."))],
+    )
+    note = TextAreaField(
+        _l("Reason (e.g. the ingredients and the list checked)"),
+        validators=[
+            DataRequired(message=_l("Give the reason for the classification.")),
+            Length(max=services.NOTE_MAX),
+        ],
+    )
+
+
+def _ingredient_names(drug: Drug) -> str:
+    lex = ing.lexicon()
+    return "、".join(lex.zh_of.get(k, k) for k in drug.ingredients) or "—"
+
+
+@bp.route("/catalog/classification", methods=["GET"])
+@role_page("admin", "pharmacist")
+def classification_queue() -> Any:
+    """Drugs held as unclassified, for a pharmacist or administrator to classify one by one."""
+    held = services.unclassified_drugs()
+    recent = services.recently_classified()
+    return render_template(
+        "prescriptions/classification.html",
+        held=held,
+        recent=recent,
+        form=ClassifyForm(),
+        ingredient_names=_ingredient_names,
+        control_words=CONTROL_CLASS,
+    )
+
+
+@bp.route("/catalog/classification/<drug_id>", methods=["POST"])
+@role_page("admin", "pharmacist")
+def classify(drug_id: str) -> Any:
+    form = ClassifyForm()
+    if not form.validate_on_submit():
+        for errors in form.errors.values():
+            for error in errors:
+                flash(str(error), "error")
+        return redirect(url_for(".classification_queue"))
+    try:
+        drug = services.classify_drug(drug_id, form.choice.data or "", form.note.data or "", str(current_user.id))
+    except DomainError as err:
+        flash(handle_refusal(err), "error")
+        return redirect(url_for(".classification_queue"))
+    label = CONTROL_CLASS[drug.control_class] if drug.control_class else gettext("an ordinary drug")
+    flash(gettext("%(name)s is now classified as %(label)s.", name=drug.name, label=str(label)), "success")
+    return redirect(url_for(".classification_queue"))
 
 
 def init_app(app: Flask) -> None:
