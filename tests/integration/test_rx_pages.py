@@ -169,5 +169,5 @@ def test_admin_imports_a_formulary_and_sees_progress_then_the_summary(ctx: Flask
     assert [(c["row"], c["control_class"]) for c in report["controlled"]] == [(2, "narcotic")]
     assert [r["row"] for r in report["refused"]] == [4, 5]
     html = page.get(run_url).get_data(as_text=True)
-    assert 'id="import-summary"' in html and 'data-row="2"' in html and "narcotic" in html
+    assert 'id="import-summary"' in html and 'data-row="2"' in html and "麻醉药品" in html and ">narcotic<" not in html
     assert "cold_chain must be true or false" in html
