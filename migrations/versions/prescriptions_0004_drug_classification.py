@@ -1,7 +1,7 @@
 """prescriptions: a held drug's classification by a person
 
 Revision ID: prescriptions_0004
-Revises: identity_0001
+Revises: audit_0004
 Create Date: 2026-12-02 14:10:00
 
 A formulary row whose ingredients the matcher cannot resolve is imported as
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = 'prescriptions_0004'
-down_revision = 'identity_0001'
+down_revision = 'audit_0004'
 branch_labels = None
 depends_on = None
 
