@@ -638,7 +638,7 @@ class ClassifyForm(FlaskForm):
 
 def _ingredient_names(drug: Drug) -> str:
     lex = ing.lexicon()
-    return "、".join(lex.zh_of.get(k, k) for k in drug.ingredients) or "—"
+    return "、".join(lex.zh_of[k] for k in drug.ingredients if k in lex.zh_of) or "—"
 
 
 @bp.route("/catalog/classification", methods=["GET"])

@@ -96,7 +96,8 @@ def test_the_queue_page_for_pharmacists_and_administrators(ctx: Flask, tmp_path:
     home = page.get("/").get_data(as_text=True)
     assert "/catalog/classification" in home  # reachable from the menu
     html = page.get("/catalog/classification").get_data(as_text=True)
-    assert "待分类药品" in html and "院内制剂甲片" in html and "某新药胶囊" in html
+    assert "待分类药品" in html and "院内制剂甲片" in html and "某新药胶囊" in html and "分类决定" in html
+    assert "阿托伐他汀" in html and "阿托伐他汀、未知成分丙<" not in html  # recognised ingredients only
     visible = re.sub(r"<[^>]+>", " ", html)
     assert "unclassified" not in visible and "psychotropic" not in visible  # no raw codes on the page
     held = drug("某新药胶囊")
