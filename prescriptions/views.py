@@ -507,6 +507,7 @@ def drugs(visit_id: str) -> Any:
                     "strength": d.strength,
                     "route": d.route,
                     "control_class": d.control_class,
+                    "control_label": str(CONTROL_CLASS[d.control_class]) if d.control_class in CONTROL_CLASS else "",
                     "cold_chain": d.cold_chain,
                     "row": _new_row(d),
                 }

@@ -64,7 +64,7 @@
       span.appendChild(el("strong", "", d.name));
       span.appendChild(document.createTextNode(" " + d.strength + " "));
       span.appendChild(el("span", "muted", [d.form, d.route, d.generic_name_en].filter(Boolean).join(" · ")));
-      if (d.control_class) span.appendChild(el("span", "badge rejected", d.control_class));
+      if (d.control_class) span.appendChild(el("span", "badge rejected", d.control_label || d.control_class));
       li.appendChild(span);
       var b = el("button", "small add", form.dataset.addLabel || "+");
       b.type = "button";
