@@ -65,12 +65,12 @@ class RegisterOut(ResponseModel):
     errors={
         422: ["invalid_id_number", "invalid_phone", "weak_password"],
         409: ["already_registered"],
+        429: ["rate_limited"],
         503: ["sms_unavailable"],
     },
 )
 def register(body: RegisterIn) -> RegisterOut:
-    limits.check("CODE_RATE_LIMIT", "register-ip", request.remote_addr or "-")
-    reg = services.register_patient(body.name, body.id_number, body.phone, body.password)
+    reg = services.register_patient(body.name, body.id_number, body.phone, body.password, request.remote_addr or "-")
     return RegisterOut(account_id=reg.account.id, patient_id=reg.patient.id)
 
 
@@ -104,7 +104,6 @@ def verify_phone(body: CodeIn, principal: Principal) -> StatusOut:
     errors={409: ["already_verified"], 429: ["rate_limited"], 503: ["sms_unavailable"]},
 )
 def resend_code(principal: Principal) -> StatusOut:
-    limits.check("CODE_RATE_LIMIT", "code", principal.id)
     services.send_phone_code(services.get_account(principal.id))
     return StatusOut(status="sent")
 

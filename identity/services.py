@@ -230,8 +230,16 @@ def _flush_or(refusal: DomainError) -> None:
         raise refusal from None
 
 
-def register_patient(name: str, id_number: str, phone: str, password: str) -> Registration:
+TAKEN = "This ID number or phone number is already registered; log in, or recover the account."
+
+
+def register_patient(name: str, id_number: str, phone: str, password: str, address: str | None = None) -> Registration:
+    """A new patient account. One answer whether the ID number or the phone is taken (no
+    telling which: that would reveal who is a patient here). With `address` (requests),
+    REGISTER_ADDRESS_RATE_LIMIT counts registrations from it; only successful ones count."""
     session = db.session()
+    if address is not None:
+        limits.test("REGISTER_ADDRESS_RATE_LIMIT", "register-address", address)
     person = _parse_id(id_number)
     try:
         phone_e164 = rules.normalize_phone(phone)
@@ -242,13 +250,12 @@ def register_patient(name: str, id_number: str, phone: str, password: str) -> Re
     taken = session.scalars(
         select(Patient.id).where(Patient.id_number_hash == id_hash, Patient.relation == Relation.SELF)
     ).first()
-    if taken is not None:
-        raise AlreadyRegistered("A patient with this ID number is already registered.")
     phone_hash = lookup_hash(phone_e164)
-    if session.scalars(select(Account.id).where(Account.phone_hash == phone_hash)).first() is not None:
-        raise AlreadyRegistered("This phone number is already registered.")
-    if session.scalars(select(Account.id).where(Account.username == phone_e164)).first() is not None:
-        raise AlreadyRegistered("This phone number is already registered.")
+    phone_taken = session.scalars(
+        select(Account.id).where((Account.phone_hash == phone_hash) | (Account.username == phone_e164))
+    ).first()
+    if taken is not None or phone_taken is not None:
+        raise AlreadyRegistered(TAKEN)
     account = Account(
         username=phone_e164,
         password_hash=hash_password(password),
@@ -269,12 +276,22 @@ def register_patient(name: str, id_number: str, phone: str, password: str) -> Re
     session.add(account)
     # The checks above read; a registration of the same phone or ID number committed since
     # then is caught by the unique indexes instead, with the same answer.
-    _flush_or(AlreadyRegistered("A patient with this ID number or phone number is already registered."))
+    _flush_or(AlreadyRegistered(TAKEN))
     who = audit.Actor(str(account.id), "patient", audit.current_actor().client_ip)
     audit.record(session, "patient.registered", subject_type="account", subject_id=account.id, actor=who)
-    verifier().start(phone_e164)
+    send_code(phone_e164)
     audit.record(session, "phone.code_sent", subject_type="account", subject_id=account.id, actor=who)
+    if address is not None:
+        limits.hit("REGISTER_ADDRESS_RATE_LIMIT", "register-address", address)
     return Registration(account, patient)
+
+
+def send_code(phone_e164: str) -> None:
+    """Send a one-time code, within SMS_PHONE_RATE_LIMIT for this number (whoever asks, from
+    wherever): only codes actually sent count."""
+    limits.test("SMS_PHONE_RATE_LIMIT", "sms-phone", phone_e164)
+    verifier().start(phone_e164)
+    limits.hit("SMS_PHONE_RATE_LIMIT", "sms-phone", phone_e164)
 
 
 def get_account(account_id: str | uuid.UUID) -> Account:
@@ -286,7 +303,7 @@ def send_phone_code(account: Account) -> None:
         raise Invalid("This account has no phone number.", code="no_phone")
     if account.phone_verified_at is not None:
         raise Conflict("The phone number is already confirmed.", code="already_verified")
-    verifier().start(account.phone)
+    send_code(account.phone)
     audit.record(db.session(), "phone.code_sent", subject_type="account", subject_id=account.id)
 
 

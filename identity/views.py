@@ -136,8 +136,9 @@ def register() -> Any:
     form = RegisterForm()
     if form.validate_on_submit():
         try:
-            limits.check("CODE_RATE_LIMIT", "register-ip", request.remote_addr or "-")
-            reg = services.register_patient(form.name.data, form.id_number.data, form.phone.data, form.password.data)
+            reg = services.register_patient(
+                form.name.data, form.id_number.data, form.phone.data, form.password.data, request.remote_addr or "-"
+            )
         except DomainError as err:
             flash(handle_refusal(err), "error")
             return render_template("identity/register.html", form=form), err.status
@@ -177,7 +178,6 @@ def verify_phone() -> Any:
 def resend_code() -> Any:
     account = _patient_account()
     try:
-        limits.check("CODE_RATE_LIMIT", "code", str(account.id))
         services.send_phone_code(account)
         flash(_l("A new code is on its way."), "ok")
     except DomainError as err:

@@ -86,7 +86,11 @@ class Config:
     LOGIN_BACKOFF_WINDOW_SECONDS: int = 3600  # failures are counted over this window
     LOGIN_KNOWN_ADDRESS_DAYS: int = 30  # an address the account logged in from is its "usual" one
     RATELIMIT_STORAGE_RETRY_SECONDS: int = 30  # storage down: memory, trying the storage again after this
-    CODE_RATE_LIMIT: str = "5 per 10 minutes"
+    CODE_RATE_LIMIT: str = "5 per 10 minutes"  # code checks per account
+    SMS_PHONE_RATE_LIMIT: str = "1 per minute; 5 per hour; 10 per day"  # codes sent to one phone
+    # Registrations from one client address (a hospital's Wi-Fi is one address for a building);
+    # only successful ones count
+    REGISTER_ADDRESS_RATE_LIMIT: str = "200 per hour"
     OTP_TTL_SECONDS: int = 600
     OTP_MAX_ATTEMPTS: int = 5
     # Face verification of physicians (identity/face.py)

@@ -235,7 +235,7 @@ def test_one_person_registering_twice_at_once(
     assert resp.status_code == 409, resp.get_json()
     assert resp.get_json()["error"] == {
         "code": "already_registered",
-        "message": "A patient with this ID number or phone number is already registered.",
+        "message": "This ID number or phone number is already registered; log in, or recover the account.",
     }
     db.session.remove()
     holders = db.session.scalars(select(Patient).where(Patient.relation == Relation.SELF)).all()
