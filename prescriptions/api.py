@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from flask import Response
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from clinic.core.api import ApiRouter, Principal, RequestModel, ResponseModel
 from clinic.visits.models import Visit
@@ -60,9 +60,19 @@ class ItemIn(RequestModel):
 
 
 class GuardianIn(RequestModel):
-    name: str = Field(min_length=1, max_length=100)
-    id_number: str = Field(min_length=1, max_length=32)
-    relation: str = Field(min_length=1, max_length=32)
+    """A person recorded on the child's account as its guardian: `patient_id`, or typed
+    `name`, `id_number` and `relation` that match one."""
+
+    patient_id: uuid.UUID | None = None
+    name: str | None = Field(default=None, min_length=1, max_length=100)
+    id_number: str | None = Field(default=None, min_length=1, max_length=32)
+    relation: str | None = Field(default=None, min_length=1, max_length=32)
+
+    @model_validator(mode="after")
+    def _one_way(self) -> GuardianIn:
+        if self.patient_id is None and not (self.name and self.id_number and self.relation):
+            raise ValueError("give patient_id, or name, id_number and relation")
+        return self
 
 
 class AccompanyingPhysicianIn(RequestModel):
@@ -89,7 +99,11 @@ class PrescribeIn(RequestModel):
             weight_kg=self.weight_kg,
             long_term=self.long_term,
             assessment_note=self.assessment_note,
-            guardian=rules.Guardian(g.name, g.id_number, g.relation) if g else None,
+            guardian=rules.Guardian(
+                g.name or "", g.id_number or "", g.relation or "", str(g.patient_id) if g.patient_id else None
+            )
+            if g
+            else None,
             accompanying_physician=rules.AccompanyingPhysician(a.name, a.license_no, a.specialty) if a else None,
         )
 

@@ -146,9 +146,24 @@ class PrescriberFacts:
 
 @dataclass(frozen=True)
 class Guardian:
+    """The guardian the physician names: a person on the child's account by `patient_id`,
+    or typed (name, ID number, relation), which must match one recorded there."""
+
+    name: str = ""
+    id_number: str = ""
+    relation: str = ""
+    patient_id: str | None = None
+
+
+@dataclass(frozen=True)
+class RecordedGuardian:
+    """A person recorded on the child's account who is its guardian (the account holder, or
+    the holder's spouse when the child is the holder's child)."""
+
+    patient_id: str
     name: str
     id_number: str
-    relation: str
+    relation: str  # to the child, as the pages show it (父母 …)
 
 
 @dataclass(frozen=True)
@@ -180,6 +195,9 @@ class PrescriptionFacts:
     assessment_note: str | None = None
     guardian: Guardian | None = None
     accompanying_physician: AccompanyingPhysician | None = None
+    # the child's guardians as recorded on its account; None where unknown (the guardian is
+    # then checked for form only — services always pass the account's guardians)
+    recorded_guardians: tuple[RecordedGuardian, ...] | None = None
     weight_age: int = DEFAULT_WEIGHT_AGE
     interactions: InteractionTable = field(default_factory=dict)
 
@@ -514,9 +532,27 @@ def dose_violations(i: int, item: ItemFacts, age: int, weight_kg: Decimal | None
 # --- the rules -----------------------------------------------------------------------
 
 
-def guardian_problems(g: Guardian | None, on: date) -> list[str]:
+LICENSE_NO_DIGITS = 15  # 医师执业证书编码: 15 digits
+
+
+def recorded_guardian(g: Guardian, recorded: Sequence[RecordedGuardian]) -> RecordedGuardian | None:
+    """The recorded guardian the physician's guardian names, or None."""
+    if g.patient_id:
+        return next((r for r in recorded if r.patient_id == g.patient_id), None)
+    number = g.id_number.strip().upper()
+    return next(
+        (r for r in recorded if r.id_number.strip().upper() == number and r.name.strip() == g.name.strip()),
+        None,
+    )
+
+
+def guardian_problems(g: Guardian | None, on: date, recorded: Sequence[RecordedGuardian] | None = None) -> list[str]:
     if g is None:
         return ["guardian"]
+    if g.patient_id:
+        if recorded is not None and recorded_guardian(g, recorded) is None:
+            return ["guardian.not_recorded"]
+        return []
     problems = []
     if not g.name.strip():
         problems.append("guardian.name")
@@ -528,17 +564,28 @@ def guardian_problems(g: Guardian | None, on: date) -> list[str]:
             problems.append("guardian.id_number (not an adult)")
     except IdNumberError:
         problems.append("guardian.id_number")
+    if not problems and recorded is not None and recorded_guardian(g, recorded) is None:
+        problems.append("guardian.not_recorded")
     return problems
+
+
+def license_no_valid(value: str) -> bool:
+    """The format of a 医师执业证书编码: exactly 15 digits."""
+    v = value.strip()
+    return len(v) == LICENSE_NO_DIGITS and v.isascii() and v.isdigit()
 
 
 def physician_problems(p: AccompanyingPhysician | None) -> list[str]:
     if p is None:
         return ["accompanying_physician"]
-    return [
+    problems = [
         f"accompanying_physician.{name}"
         for name, value in (("name", p.name), ("license_no", p.license_no), ("specialty", p.specialty))
         if not value.strip()
     ]
+    if p.license_no.strip() and not license_no_valid(p.license_no):
+        problems.append("accompanying_physician.license_no (15 digits)")
+    return problems
 
 
 def evaluate(rx: PrescriptionFacts) -> list[Violation]:
@@ -567,13 +614,16 @@ def evaluate(rx: PrescriptionFacts) -> list[Violation]:
     # children
     age = age_years(rx.patient.birth_date, rx.on)
     if age < GUARDIAN_AGE:
-        missing = guardian_problems(rx.guardian, rx.on) + physician_problems(rx.accompanying_physician)
+        missing = guardian_problems(rx.guardian, rx.on, rx.recorded_guardians) + physician_problems(
+            rx.accompanying_physician
+        )
         if missing:
             v.append(
                 Violation(
                     "guardian_and_physician_required",
-                    "A child under 6 is prescribed for online only with a guardian (name, valid ID number, "
-                    "relation) and an accompanying physician (name, license number, specialty) (Art. 19).",
+                    "A child under 6 is prescribed for online only with a guardian recorded on the child's "
+                    "account (by patient_id, or name, valid ID number and relation matching one) and an "
+                    "accompanying physician (name, 15-digit licence number, specialty) (Art. 19).",
                     detail={"missing": missing, "age_years": age},
                 )
             )

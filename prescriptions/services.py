@@ -722,6 +722,21 @@ def _mask(id_number: str) -> str:
     return id_number[:3] + "*" * max(len(id_number) - 7, 0) + id_number[-4:]
 
 
+def recorded_guardians(patient: Any, on: date) -> tuple[rules.RecordedGuardian, ...]:
+    """The guardians of a person as recorded on its account: the adult account holder, and
+    the holder's adult spouse when the person is the holder's child."""
+    from identity.models import Relation
+
+    out = []
+    for p in patient.account.patients:
+        if p.id == patient.id or rules.age_years(p.birth_date, on) < rules.MIN_GUARDIAN_AGE:
+            continue
+        if p.relation == Relation.SELF or (p.relation == Relation.SPOUSE and patient.relation == Relation.CHILD):
+            relation = "父母" if patient.relation == Relation.CHILD else "监护人"
+            out.append(rules.RecordedGuardian(str(p.id), p.name, p.id_number, relation))
+    return tuple(out)
+
+
 def weight_required_age() -> int:
     inst = db.session.get(Institution, 1)
     raw = (inst.settings or {}).get("weight_required_under_age") if inst is not None else None
@@ -774,6 +789,9 @@ def prescription_facts(
         assessment_note=spec.assessment_note,
         guardian=spec.guardian,
         accompanying_physician=spec.accompanying_physician,
+        recorded_guardians=recorded_guardians(patient, on_day)
+        if rules.is_under(patient.birth_date, on_day, rules.GUARDIAN_AGE)
+        else None,
         # the institution's weight age is at most 18: an adult's prescription needs no look-up
         weight_age=weight_required_age()
         if rules.is_under(patient.birth_date, on_day, 18)
@@ -801,16 +819,20 @@ def create_prescription(
     assert physician is not None  # the token loader checked it
     patient = visit.patient
     rx_id = new_id()
-    guardian = (
-        {
-            "name": spec.guardian.name,
-            "relation": spec.guardian.relation,
-            "id_number_masked": _mask(spec.guardian.id_number),
-            "id_number_hash": lookup_hash(spec.guardian.id_number.strip().upper()),
-        }
-        if spec.guardian
-        else None
-    )
+    guardian = None
+    if spec.guardian is not None:
+        # the person as recorded on the child's account (the rules made sure there is one)
+        on_day = now.astimezone(CHINA).date()
+        found = rules.recorded_guardian(spec.guardian, recorded_guardians(patient, on_day))
+        if found is not None:
+            guardian = {
+                "patient_id": found.patient_id,
+                "name": found.name,
+                "relation": spec.guardian.relation.strip() or found.relation,
+                "id_number_masked": _mask(found.id_number),
+                "id_number_hash": lookup_hash(found.id_number.strip().upper()),
+                "recorded_on_account": True,
+            }
     accompanying = (
         {
             "name": spec.accompanying_physician.name,

@@ -87,7 +87,7 @@ def empty_draft() -> dict[str, Any]:
         "weight_kg": "",
         "long_term": False,
         "assessment_note": "",
-        "guardian": {"name": "", "id_number": "", "relation": ""},
+        "guardian": {"patient_id": ""},
         "accompanying_physician": {"name": "", "license_no": "", "specialty": ""},
     }
 
@@ -103,8 +103,7 @@ def draft_from_form(form: Mapping[str, str]) -> dict[str, Any]:
     draft["weight_kg"] = (form.get("weight_kg") or "").strip()[:16]
     draft["long_term"] = form.get("long_term") in ("1", "on", "true", "y")
     draft["assessment_note"] = (form.get("assessment_note") or "").strip()[:2000]
-    for key in ("name", "id_number", "relation"):
-        draft["guardian"][key] = (form.get(f"guardian_{key}") or "").strip()[:100]
+    draft["guardian"]["patient_id"] = (form.get("guardian_patient_id") or "").strip()[:64]
     for key in ("name", "license_no", "specialty"):
         draft["accompanying_physician"][key] = (form.get(f"physician_{key}") or "").strip()[:100]
     return draft
@@ -132,9 +131,10 @@ def spec_from_draft(draft: Mapping[str, Any]) -> tuple[services.PrescriptionSpec
     }
     if draft["weight_kg"]:
         data["weight_kg"] = draft["weight_kg"]
-    for key in ("guardian", "accompanying_physician"):
-        if any(draft[key].values()):
-            data[key] = {k: v or None for k, v in draft[key].items()}
+    if draft["guardian"].get("patient_id"):
+        data["guardian"] = {"patient_id": draft["guardian"]["patient_id"]}
+    if any(draft["accompanying_physician"].values()):
+        data["accompanying_physician"] = {k: v or None for k, v in draft["accompanying_physician"].items()}
     try:
         body = api.PrescribeIn.model_validate(data)
     except ValidationError as exc:
@@ -174,9 +174,9 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "%(drug)s：特殊管理药品（%(control)s）不得在互联网诊疗中开具（《互联网诊疗管理办法（试行）》第十九条）。",
     ),
     "guardian_and_physician_required": (
-        "A child under 6 needs a guardian (name, valid ID number, relation) and an accompanying "
-        "physician (name, license number, specialty) (Art. 19). Check: %(missing)s.",
-        "6岁以下儿童须有监护人（姓名、有效身份证号、关系）和陪伴的相关专业医师（姓名、执业证号、专业）"
+        "A child under 6 needs a guardian recorded on the child's account and an accompanying "
+        "physician (name, 15-digit licence number, specialty) (Art. 19). Check: %(missing)s.",
+        "6岁以下儿童须有账户中登记的监护人和陪伴的相关专业医师（姓名、15位医师执业证书编码、专业）"
         "（第十九条）。请检查：%(missing)s。",
     ),
     "diagnosis_mismatch": (
@@ -283,6 +283,21 @@ def _unit_problem(d: Mapping[str, Any]) -> str:
     }
 
 
+MISSING_ZH = {
+    "guardian": "监护人",
+    "guardian.name": "监护人姓名",
+    "guardian.relation": "与儿童关系",
+    "guardian.id_number": "监护人身份证号",
+    "guardian.id_number (not an adult)": "监护人须为成年人",
+    "guardian.not_recorded": "监护人须为账户中登记的该儿童监护人",
+    "accompanying_physician": "陪伴医师",
+    "accompanying_physician.name": "陪伴医师姓名",
+    "accompanying_physician.license_no": "陪伴医师执业证书编码",
+    "accompanying_physician.license_no (15 digits)": "陪伴医师执业证书编码须为15位数字",
+    "accompanying_physician.specialty": "陪伴医师专业",
+}
+
+
 def _english() -> bool:
     return str(get_locale()) == "en"
 
@@ -296,7 +311,9 @@ def violation_message(v: Violation, names: list[str]) -> str:
     params = {
         "drug": names[v.item] if v.item is not None and v.item < len(names) else "",
         "control": str(CONTROL_CLASS.get(d.get("control_class", ""), d.get("control_class", ""))),
-        "missing": "、".join(str(m) for m in d.get("missing", [])),
+        "missing": "、".join(
+            MISSING_ZH.get(str(m), str(m)) if not _english() else str(m) for m in d.get("missing", [])
+        ),
         "diagnosis": d.get("diagnosis") or "—",
         "limit": d.get("limit", ""),
         "count": d.get("count", ""),
@@ -374,6 +391,9 @@ def _page(visit: Visit, draft: dict[str, Any], status: int = 200, **extra: Any) 
         "age": rules.age_display(born, today),
         "english": _english(),
         "child": rules.is_under(born, today, rules.GUARDIAN_AGE),
+        "guardians": services.recorded_guardians(visit.patient, today)
+        if rules.is_under(born, today, rules.GUARDIAN_AGE)
+        else (),
         "weight_age": weight_age,
         "weight_needed": rules.is_under(born, today, weight_age),
         "max_items": rules.MAX_ITEMS,

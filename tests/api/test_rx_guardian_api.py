@@ -48,7 +48,7 @@ def child_visit(client: FlaskClient) -> dict[str, Any]:
     visit_id = resp.get_json()["id"]
     face = cf.face_token(doc)
     assert client.post(f"/api/v1/visits/{visit_id}/accept", headers=f.auth(face)).status_code == 200
-    return {"visit_id": visit_id, "face": face, "drugs": drugs, "doc": doc}
+    return {"visit_id": visit_id, "face": face, "drugs": drugs, "doc": doc, "reg": reg, "child": child}
 
 
 def body(drugs: dict[str, str], **extra: Any) -> dict[str, Any]:
@@ -56,7 +56,7 @@ def body(drugs: dict[str, str], **extra: Any) -> dict[str, Any]:
 
 
 GUARDIAN = {"name": "王芳", "id_number": "", "relation": "母亲"}
-PHYSICIAN = {"name": "李医生", "license_no": "110100000001", "specialty": "儿科"}
+PHYSICIAN = {"name": "李医生", "license_no": "110110000012345", "specialty": "儿科"}  # 15 digits
 
 
 def test_a_child_under_six_needs_a_valid_guardian_and_an_accompanying_physician(client: FlaskClient) -> None:
@@ -96,8 +96,35 @@ def test_a_child_under_six_needs_a_valid_guardian_and_an_accompanying_physician(
         headers=headers,
     )
     assert resp.get_json()["error"]["violations"][0]["missing"] == ["guardian.id_number (not an adult)"]
+    # a valid adult ID number of someone not recorded on the child's account: not its guardian
+    stranger = f.id_number(GUARDIAN_BORN)
+    resp = client.post(
+        url,
+        json=body(v["drugs"], guardian={**GUARDIAN, "id_number": stranger}, accompanying_physician=PHYSICIAN),
+        headers=headers,
+    )
+    assert resp.get_json()["error"]["violations"][0]["missing"] == ["guardian.not_recorded"]
+    # the accompanying physician's licence number must be a 15-digit 医师执业证书编码
+    holder_id = v["reg"].patient.id_number
+    resp = client.post(
+        url,
+        json=body(
+            v["drugs"],
+            guardian={**GUARDIAN, "id_number": holder_id},
+            accompanying_physician={**PHYSICIAN, "license_no": "110100000001"},
+        ),
+        headers=headers,
+    )
+    assert resp.get_json()["error"]["violations"][0]["missing"] == ["accompanying_physician.license_no (15 digits)"]
+    # the child itself, named by patient_id, is not its own guardian
+    resp = client.post(
+        url,
+        json=body(v["drugs"], guardian={"patient_id": str(v["child"].id)}, accompanying_physician=PHYSICIAN),
+        headers=headers,
+    )
+    assert resp.get_json()["error"]["violations"][0]["missing"] == ["guardian.not_recorded"]
     # a guardian without a physician is still refused
-    good_id = f.id_number(GUARDIAN_BORN)
+    good_id = holder_id
     resp = client.post(url, json=body(v["drugs"], guardian={**GUARDIAN, "id_number": good_id}), headers=headers)
     assert resp.status_code == 422
     assert resp.get_json()["error"]["violations"][0]["missing"] == ["accompanying_physician"]
@@ -117,3 +144,21 @@ def test_a_child_under_six_needs_a_valid_guardian_and_an_accompanying_physician(
     assert "id_number_hash" not in got["guardian"]
     assert got["accompanying_physician"] == PHYSICIAN
     assert got["weight_kg"] == "16.50" or float(got["weight_kg"]) == 16.5
+    assert got["guardian"]["patient_id"] == str(v["reg"].patient.id) and got["guardian"]["recorded_on_account"]
+
+
+def test_the_guardian_named_by_patient_id_from_the_account(client: FlaskClient) -> None:
+    v = child_visit(client)
+    url = f"/api/v1/visits/{v['visit_id']}/prescriptions"
+    holder = v["reg"].patient
+    resp = client.post(
+        url,
+        json=body(v["drugs"], guardian={"patient_id": str(holder.id)}, accompanying_physician=PHYSICIAN),
+        headers=f.auth(v["face"]),
+    )
+    assert resp.status_code == 201, resp.get_json()
+    got = client.get(f"/api/v1/prescriptions/{resp.get_json()['id']}", headers=f.auth(v["face"])).get_json()
+    assert got["guardian"]["name"] == holder.name and got["guardian"]["relation"] == "父母"
+    # half a typed guardian is a bad request, not a rule refusal
+    resp = client.post(url, json=body(v["drugs"], guardian={"name": "王芳"}), headers=f.auth(v["face"]))
+    assert resp.status_code == 422 and resp.get_json()["error"]["code"] == "invalid"
