@@ -125,3 +125,19 @@ def test_the_queue_page_for_pharmacists_and_administrators(ctx: Flask, tmp_path:
     login(third, doctor.username)
     assert third.get("/catalog/classification").status_code == 403
     assert ctx.test_client().get("/catalog/classification").status_code in (302, 401)
+
+
+def test_the_import_summary_page_lists_the_held_rows_and_links_to_the_queue(ctx: Flask, tmp_path: Path) -> None:
+    f.institution()
+    admin = f.staff(Role.ADMIN)
+    report = import_csv(tmp_path)
+    with acting_as(Actor(str(admin.id), "admin")), unit_of_work():
+        run = services.start_import(str(admin.id), "formulary.csv")
+        services.finish_import(run.id, report)
+    page = ctx.test_client()
+    login(page, admin.username)
+    html = page.get(f"/admin/formulary/runs/{run.id}").get_data(as_text=True)
+    held = html.split('id="unclassified"')[1].split("</table>")[0]
+    assert 'data-row="2"' in held and "院内制剂甲片" in held and 'data-row="4"' in held and "某新药胶囊" in held
+    assert "暂缓待分类" in html and 'id="to-classification"' in html
+    assert 'id="rows-unclassified">2<' in html
