@@ -55,6 +55,11 @@ class AlreadyRegistered(Conflict):
     code = "already_registered"
 
 
+class PhoneNotVerified(Forbidden):
+    code = "phone_not_verified"
+    default_message = "Confirm your phone number with the code we sent by SMS before requesting a visit."
+
+
 class BadCode(Invalid):
     code = "bad_code"
     default_message = "The code is wrong or has expired."

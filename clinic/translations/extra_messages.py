@@ -29,6 +29,7 @@ MESSAGES = (
     # identity/services.py and identity/rules.py
     N_("The username or password is wrong."),
     N_("The code is wrong or has expired."),
+    N_("Confirm your phone number with the code we sent by SMS before requesting a visit."),
     N_("This ID number or phone number is already registered; log in, or recover the account."),
     N_("A mainland mobile number has 11 digits starting with 13–19."),
     N_("A face check is needed within the last minutes before this act."),

@@ -277,6 +277,7 @@ class VisitCreatedOut(ResponseModel):
     status=201,
     roles=PATIENT,
     errors={
+        403: ["phone_not_verified"],
         422: ["first_visit_not_allowed", "diagnosis_not_confirmed", "consent_required", "department_not_approved"],
         503: ["service_suspended"],
     },

@@ -412,9 +412,12 @@ def _build_gate_query() -> Select[Any]:
     suspended = _newest_switch(ServiceSwitch.suspended).scalar_subquery()
     consent = _consent_accepted(p.c.id, bindparam("consent_hash"))
     approved = exists().where(dep.c.code == bindparam("department"), dep.c.approved.is_(True))
+    acc = Account.__table__
+    phone_verified = select(acc.c.phone_verified_at).where(acc.c.id == bindparam("account_id")).scalar_subquery()
     return (
         select(
             suspended.label("suspended"),
+            phone_verified.label("phone_verified_at"),
             p.c.id.label("patient_id"),
             d.c.id.label("diagnosis_id"),
             d.c.status.label("diagnosis_status"),
@@ -456,6 +459,8 @@ def request_visit(
         _refuse_if_suspended()  # 503 with the switch's reason, before anything else is said
         if gate is None:
             raise NotFound()  # another account's people are never revealed
+    if gate.phone_verified_at is None:
+        raise identity.PhoneNotVerified()  # the account's phone is confirmed before any visit
     has_condition = gate.condition_code is not None
     facts = rules.VisitRequestFacts(
         diagnosis=rules.DiagnosisFacts(
