@@ -56,9 +56,9 @@ run: install
 # The browser tests drive Debian's Chromium (never a downloaded browser build); a CJK
 # font makes the Chinese pages' screenshots readable.
 chromium:
-	@if [ ! -x $(CHROMIUM) ] || [ ! -e $(CJK_FONT) ]; then \
-		echo "Installing Debian's chromium and a CJK font"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-microhei </dev/null; \
+	@if [ ! -x $(CHROMIUM) ] || [ ! -e $(CJK_FONT) ] || ! command -v pdftoppm >/dev/null || ! command -v zbarimg >/dev/null; then \
+		echo "Installing Debian's chromium, a CJK font (embedded in prescription PDFs), poppler-utils and zbar-tools (the PDF/QR test)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-microhei poppler-utils zbar-tools </dev/null; \
 	fi
 
 # One pytest run; the harness (tests/conftest.py) parametrizes over both backends

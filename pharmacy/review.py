@@ -348,6 +348,19 @@ def _approval_of(rx_id: uuid.UUID) -> str | None:
 rx_services.on_approval_lookup(_approval_of)
 
 
+def _document_facts(rx_id: uuid.UUID) -> dict[str, Any] | None:
+    """Who reviewed the prescription and the amount, for its printed document."""
+    review = db.session.get(Review, rx_id)
+    if review is None or review.decided_by is None:
+        return None
+    pharmacist = db.session.get(Account, review.decided_by)
+    name = (pharmacist.staff.name if pharmacist.staff else pharmacist.display_name) if pharmacist else None
+    return {"reviewer": name, "amount_fen": None if review.fee_waived else review.fee_fen}
+
+
+rx_services.on_review_facts(_document_facts)
+
+
 def verify_jws(token: str) -> dict[str, Any]:
     """A physician's prescription JWS or a pharmacist's approval JWS: valid and ours, or 422."""
     content = signing.verify(token)

@@ -1,32 +1,72 @@
-"""The printable prescription: a PDF in the usual Chinese layout, with a QR code to verify.
+"""The printable prescription (处方笺) per 处方管理办法 (2007) and its 处方标准 (附件1).
 
-reportlab, not WeasyPrint: reportlab's built-in CID font `STSong-Light` (Adobe-GB1)
-renders Chinese without any system font, so the PDF is the same on a bare machine,
-in CI and in production, offline; WeasyPrint would need fonts-noto-cjk (or similar)
-installed on every host, plus Pango.
+What the standard asks for, and where it is on the page:
+- 前记: institution, 费别, 门诊/病历号, 科别, patient name, sex, age (days/months for an
+  infant), weight for a child, clinical diagnosis in words, date (Beijing time);
+- 正文: "Rp" and per item the drug, strength, dosage form, dose, frequency, route and
+  quantity with its unit;
+- 后记: the physician's name, licence number and electronic-signature mark, the amount,
+  the reviewing pharmacist and the dispensing / checking pharmacists, the validity;
+- a child's prescription is marked 儿科 in the corner and printed on the standard's pale
+  green (an ordinary one is white).
 
-The QR code holds `{"rx": <prescription id>, "jws": <compact JWS>}`: a pharmacy scans it
-and verifies the JWS against /.well-known/jwks.json.
+The font is a TrueType CJK font embedded (subset) in the PDF, so the page reads the same
+on any viewer; reportlab (open source) writes no PDF/A, so the document is plain PDF 1.4
+with every font embedded. Without the font file (a bare machine) the built-in CID font
+STSong-Light is used, which viewers substitute: the log says so.
+
+The QR code (error correction M, drawn as vectors on a module grid that stays readable
+at 100 dpi) holds `{"rx": id, "jws": ..., "approval_jws": ...}` with both signatures
+detached (RFC 7515 Appendix F: `header..signature`): the physician's and, once
+approved, the pharmacist's. Put each payload back (from GET /api/v1/prescriptions/{id})
+and verify against /.well-known/jwks.json; a full JWS would not fit a QR code a phone
+or zbar reads off paper.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import qrcode
-from qrcode.constants import ERROR_CORRECT_L
+from qrcode.constants import ERROR_CORRECT_M
 from reportlab.lib.pagesizes import A5
 from reportlab.lib.units import mm
-from reportlab.lib.utils import ImageReader
 from reportlab.pdfbase import pdfmetrics
 from reportlab.pdfbase.cidfonts import UnicodeCIDFont
+from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.pdfgen import canvas
 
-FONT = "STSong-Light"
-pdfmetrics.registerFont(UnicodeCIDFont(FONT))
+log = logging.getLogger(__name__)
+CHINA = ZoneInfo("Asia/Shanghai")
+FONT_FILES = (
+    Path("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"),  # Debian fonts-wqy-microhei (Makefile)
+    Path("/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf"),
+)
+CID_FONT = "STSong-Light"
+PALE_GREEN = (0.89, 0.96, 0.87)  # 儿科处方: 淡绿色
+QR_MODULE = 2.5 * 72 / 100  # points per QR module: 2.5 pixels at 100 dpi
+QR_BORDER = 4
+
+
+def _font() -> tuple[str, bool]:
+    """The font name to draw with, and whether it is embedded."""
+    for path in FONT_FILES:
+        if path.exists():
+            name = "RxCJK-" + path.stem
+            if name not in pdfmetrics.getRegisteredFontNames():
+                pdfmetrics.registerFont(TTFont(name, str(path), subfontIndex=0))
+            return name, True
+    if CID_FONT not in pdfmetrics.getRegisteredFontNames():
+        pdfmetrics.registerFont(UnicodeCIDFont(CID_FONT))
+    log.warning("No CJK TrueType font found (%s): the prescription uses a non-embedded CID font", FONT_FILES[0])
+    return CID_FONT, False
+
 
 REVIEW_ZH = {
     "pending_review": "待审核",
@@ -52,6 +92,7 @@ class DocumentLine:
     route: str
     days: int
     quantity: str
+    quantity_unit: str = ""
 
 
 @dataclass(frozen=True)
@@ -67,112 +108,202 @@ class PrescriptionDocument:
     items: list[DocumentLine]
     physician_name: str
     signed_at: datetime
-    kid: str
     review_status: str
     jws: str
+    kid: str = ""
+    fee_category: str = "自费"
+    record_no: str = ""
+    physician_license_no: str | None = None
+    expires_at: datetime | None = None
+    pediatric: bool = False
+    reviewer: str | None = None
+    dispenser: str | None = None
+    checker: str | None = None
+    amount_fen: int | None = None
+    approval_jws: str | None = None
     long_term: bool = False
     guardian: str | None = None
     accompanying_physician: str | None = None
     notes: list[str] = field(default_factory=list)
 
 
-def qr_payload(prescription_id: str, jws: str) -> str:
-    return json.dumps({"rx": prescription_id, "jws": jws}, separators=(",", ":"))
+def _detached(token: str) -> str:
+    parts = token.split(".")
+    return f"{parts[0]}..{parts[2]}" if len(parts) == 3 else token
+
+
+def qr_payload(prescription_id: str, jws: str, approval_jws: str | None = None) -> str:
+    data = {
+        "rx": prescription_id,
+        "jws": _detached(jws),
+        "approval_jws": _detached(approval_jws) if approval_jws else None,
+    }
+    return json.dumps(data, separators=(",", ":"))
+
+
+def qr_matrix(data: str) -> list[list[bool]]:
+    qr = qrcode.QRCode(error_correction=ERROR_CORRECT_M, border=QR_BORDER)
+    qr.add_data(data.encode())
+    qr.make(fit=True)
+    return [list(row) for row in qr.get_matrix()]
 
 
 def qr_png(data: str) -> bytes:
-    qr = qrcode.QRCode(error_correction=ERROR_CORRECT_L, box_size=4, border=4)
+    qr = qrcode.QRCode(error_correction=ERROR_CORRECT_M, box_size=4, border=QR_BORDER)
     qr.add_data(data.encode())
     qr.make(fit=True)
-    img = qr.make_image(fill_color="black", back_color="white")
     buf = io.BytesIO()
-    img.save(buf, format="PNG")
+    qr.make_image(fill_color="black", back_color="white").save(buf, format="PNG")
     return buf.getvalue()
 
 
-def _fit(c: canvas.Canvas, text: str, size: float, width: float) -> str:
-    while text and pdfmetrics.stringWidth(text, FONT, size) > width:
+def _draw_qr(c: canvas.Canvas, data: str, right: float, bottom: float) -> float:
+    """Draw the QR code as vector runs (one rectangle per dark run of a row); its size."""
+    m = qr_matrix(data)
+    n = len(m)
+    size = n * QR_MODULE
+    x0, y0 = right - size, bottom
+    c.setFillColorRGB(1, 1, 1)
+    c.rect(x0, y0, size, size, stroke=0, fill=1)
+    c.setFillColorRGB(0, 0, 0)
+    for r, row in enumerate(m):
+        col = 0
+        while col < n:
+            if row[col]:
+                start = col
+                while col < n and row[col]:
+                    col += 1
+                c.rect(x0 + start * QR_MODULE, y0 + (n - 1 - r) * QR_MODULE, (col - start) * QR_MODULE, QR_MODULE, 0, 1)
+            else:
+                col += 1
+    return size
+
+
+def _fit(font: str, text: str, size: float, width: float) -> str:
+    while text and pdfmetrics.stringWidth(text, font, size) > width:
         text = text[:-1]
     return text
 
 
+def _beijing(t: datetime) -> str:
+    return t.astimezone(CHINA).strftime("%Y年%m月%d日 %H:%M")
+
+
+def _yuan(fen: int | None) -> str:
+    return f"{fen / 100:.2f} 元" if fen is not None else "—"
+
+
 def render_pdf(doc: PrescriptionDocument) -> bytes:
+    font, embedded = _font()
     buf = io.BytesIO()
     page_w, page_h = A5
-    c = canvas.Canvas(buf, pagesize=A5, pageCompression=0)
+    c = canvas.Canvas(buf, pagesize=A5, pageCompression=1, initialFontName=font, initialFontSize=9)
     c.setTitle(f"处方笺 {doc.prescription_id}")
     c.setAuthor(doc.institution)
-    left, right = 12 * mm, page_w - 12 * mm
+    c.setSubject("处方笺（互联网诊疗）")
+    c.setCreator(doc.institution)
+    c.setProducer(doc.institution)
+    if doc.pediatric:
+        c.setFillColorRGB(*PALE_GREEN)
+        c.rect(0, 0, page_w, page_h, stroke=0, fill=1)
+        c.setFillColorRGB(0, 0, 0)
+    left, right = 10 * mm, page_w - 10 * mm
     width = right - left
-    y = page_h - 16 * mm
+    y = page_h - 14 * mm
 
-    c.setFont(FONT, 14)
-    c.drawCentredString(page_w / 2, y, doc.institution)
+    # 前记
+    c.setFont(font, 13)
+    c.drawCentredString(page_w / 2, y, _fit(font, doc.institution, 13, width - 30 * mm))
+    mark = "儿科" if doc.pediatric else "普通"
+    c.setLineWidth(0.8)
+    c.rect(right - 14 * mm, y - 2 * mm, 14 * mm, 7 * mm, stroke=1, fill=0)
+    c.setFont(font, 10)
+    c.drawCentredString(right - 7 * mm, y, mark)
     y -= 7 * mm
-    c.setFont(FONT, 12)
-    title = "处 方 笺" + ("（长期处方）" if doc.long_term else "")
-    c.drawCentredString(page_w / 2, y, title)
-    c.setFont(FONT, 8)
+    c.setFont(font, 12)
+    c.drawCentredString(page_w / 2, y, "处 方 笺" + ("（长期处方）" if doc.long_term else ""))
+    c.setFont(font, 7.5)
     c.drawRightString(right, y, "互联网诊疗")
     y -= 6 * mm
-    c.setFont(FONT, 8)
-    c.drawString(left, y, f"处方编号: {doc.prescription_id}")
+    c.setFont(font, 8)
+    c.drawString(left, y, f"处方编号：{doc.prescription_id}")
+    y -= 2.5 * mm
+    c.line(left, y, right, y)
+    y -= 4.5 * mm
+    c.setFont(font, 8.5)
+    c.drawString(
+        left,
+        y,
+        _fit(font, f"费别：{doc.fee_category}    门诊/病历号：{doc.record_no}    科别：{doc.department}", 8.5, width),
+    )
     y -= 5 * mm
-    c.line(left, y + 3 * mm, right, y + 3 * mm)
-
-    c.setFont(FONT, 9)
-    weight = f"{doc.weight_kg} kg" if doc.weight_kg else "—"
-    c.drawString(left, y - 1 * mm, f"姓名: {doc.patient_name}    性别: {doc.sex}    年龄: {doc.age}    体重: {weight}")
-    y -= 6 * mm
-    c.drawString(left, y - 1 * mm, _fit(c, f"科别: {doc.department}    临床诊断: {doc.diagnosis}", 9, width))
-    y -= 6 * mm
+    weight = f"    体重：{doc.weight_kg} kg" if doc.weight_kg else ""
+    c.drawString(
+        left, y, _fit(font, f"姓名：{doc.patient_name}    性别：{doc.sex}    年龄：{doc.age}{weight}", 8.5, width)
+    )
+    y -= 5 * mm
+    c.drawString(left, y, _fit(font, f"临床诊断：{doc.diagnosis}", 8.5, width))
+    y -= 5 * mm
+    c.drawString(left, y, f"开具日期：{_beijing(doc.signed_at)}（北京时间）")
     if doc.guardian or doc.accompanying_physician:
-        c.setFont(FONT, 8)
+        c.setFont(font, 8)
         if doc.guardian:
-            c.drawString(left, y - 1 * mm, _fit(c, f"监护人: {doc.guardian}", 8, width))
-            y -= 5 * mm
+            y -= 4.5 * mm
+            c.drawString(left, y, _fit(font, f"监护人：{doc.guardian}", 8, width))
         if doc.accompanying_physician:
-            c.drawString(left, y - 1 * mm, _fit(c, f"陪伴医师: {doc.accompanying_physician}", 8, width))
-            y -= 5 * mm
-    c.line(left, y + 2 * mm, right, y + 2 * mm)
+            y -= 4.5 * mm
+            c.drawString(left, y, _fit(font, f"陪伴医师：{doc.accompanying_physician}", 8, width))
+    y -= 2.5 * mm
+    c.line(left, y, right, y)
 
-    y -= 6 * mm
-    c.setFont(FONT, 16)
-    c.drawString(left, y, "Rp.")
+    # 正文
     y -= 7 * mm
+    c.setFont(font, 15)
+    c.drawString(left, y, "Rp")
+    y -= 6 * mm
     for n, item in enumerate(doc.items, start=1):
-        c.setFont(FONT, 10)
-        c.drawString(
-            left + 4 * mm, y, _fit(c, f"{n}. {item.name}  {item.strength}  × {item.quantity}", 10, width - 4 * mm)
-        )
-        y -= 5 * mm
-        c.setFont(FONT, 8.5)
-        sig = f"用法: 每次 {item.dose} {item.unit}，{item.frequency}，{item.route}，共 {item.days} 天"
-        c.drawString(left + 8 * mm, y, _fit(c, sig, 8.5, width - 8 * mm))
-        y -= 7 * mm
+        c.setFont(font, 9.5)
+        head = f"{n}. {item.name}    {item.strength}    {item.form}"
+        c.drawString(left + 4 * mm, y, _fit(font, head, 9.5, width - 30 * mm))
+        c.drawRightString(right, y, f"× {item.quantity} {item.quantity_unit}".rstrip())
+        y -= 4.5 * mm
+        c.setFont(font, 8)
+        sig = f"用法：每次 {item.dose} {item.unit}，{item.frequency}，{item.route}，共 {item.days} 天"
+        c.drawString(left + 8 * mm, y, _fit(font, sig, 8, width - 8 * mm))
+        y -= 6 * mm
+    c.setFont(font, 8)
+    c.drawString(left + 4 * mm, y, "（以下空白）")
+    y -= 5 * mm
     for note in doc.notes:
-        c.setFont(FONT, 8)
-        c.drawString(left, y, _fit(c, note, 8, width))
-        y -= 5 * mm
+        c.drawString(left, y, _fit(font, note, 8, width))
+        y -= 4.5 * mm
 
-    # footer: physician, time, key id, review status, QR
-    qr_size = 42 * mm
-    base = 14 * mm
-    c.line(left, base + qr_size + 4 * mm, right, base + qr_size + 4 * mm)
-    c.setFont(FONT, 9)
-    text_y = base + qr_size - 4 * mm
+    # 后记 and the QR code
+    payload = qr_payload(doc.prescription_id, doc.jws, doc.approval_jws)
+    bottom = 9 * mm
+    qr_size = _draw_qr(c, payload, right, bottom)
+    text_w = width - qr_size - 3 * mm
+    top = bottom + max(qr_size, 44 * mm) + 2 * mm
+    c.setStrokeColorRGB(0, 0, 0)
+    c.line(left, top, right, top)
+    licence = f"，执业证书编码 {doc.physician_license_no}" if doc.physician_license_no else ""
     lines = [
-        f"医师: {doc.physician_name}（电子签名）",
-        f"开具时间: {doc.signed_at.strftime('%Y-%m-%d %H:%M')} UTC",
-        f"签名密钥: {doc.kid}",
-        f"审核状态: {REVIEW_ZH.get(doc.review_status, doc.review_status)}",
-        "本处方有效期以系统记录为准；扫码核验电子签名。",
+        f"医师：{doc.physician_name}{licence}",
+        "　　　【电子签名】已签署",
+        f"审核药师：{doc.reviewer or '—'}（{REVIEW_ZH.get(doc.review_status, doc.review_status)}）",
+        f"调配药师：{doc.dispenser or '＿＿＿＿'}",
+        f"核对、发药药师：{doc.checker or '＿＿＿＿'}",
+        f"金额：{_yuan(doc.amount_fen)}",
+        f"有效期至：{_beijing(doc.expires_at)}（北京时间）" if doc.expires_at else "有效期：开具当日有效",
+        "扫描右侧二维码核验医师与药师电子签名",
     ]
+    c.setFont(font, 8)
+    ty = top - 5 * mm
     for line in lines:
-        c.drawString(left, text_y, _fit(c, line, 9, width - qr_size - 4 * mm))
-        text_y -= 6 * mm
-    png = qr_png(qr_payload(doc.prescription_id, doc.jws))
-    c.drawImage(ImageReader(io.BytesIO(png)), right - qr_size, base, qr_size, qr_size)
+        c.drawString(left, ty, _fit(font, line, 8, text_w))
+        ty -= 4.8 * mm
+    if not embedded:
+        log.warning("prescription %s rendered without an embedded font", doc.prescription_id)
     c.showPage()
     c.save()
     return buf.getvalue()

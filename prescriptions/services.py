@@ -11,7 +11,7 @@ import json
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
@@ -1046,7 +1046,30 @@ def prescription_for(principal_id: str, role: str, prescription_id: str | uuid.U
     return rx
 
 
+_review_fact_sources: list[Callable[[uuid.UUID], dict[str, Any] | None]] = []
+
+
+def on_review_facts(source: Callable[[uuid.UUID], dict[str, Any] | None]) -> None:
+    """The pharmacy tells the document who reviewed a prescription and what it costs."""
+    if source not in _review_fact_sources:
+        _review_fact_sources.append(source)
+
+
+def review_facts(rx_id: uuid.UUID) -> dict[str, Any]:
+    for source in _review_fact_sources:
+        facts = source(rx_id)
+        if facts:
+            return facts
+    return {}
+
+
+def _frequency_zh(text: str) -> str:
+    f = rules.parse_frequency(text)
+    return f.zh if f is not None else text
+
+
 def document_for(rx: Prescription) -> bytes:
+    """The prescription document (处方笺) per 处方管理办法 and its 处方标准 (prescriptions/document.py)."""
     from prescriptions import document
 
     inst = db.session.get(Institution, 1)
@@ -1055,29 +1078,53 @@ def document_for(rx: Prescription) -> bytes:
     dept = visit_department(rx)
     g = rx.guardian
     a = rx.accompanying_physician
+    born = date.fromisoformat(c["patient"]["birth_date"])
+    signed_day = rx.signed_at.astimezone(CHINA).date() if rx.signed_at.tzinfo else rx.signed_at.date()
+    facts = review_facts(rx.id)
+    settings = (inst.settings or {}) if inst else {}
+    words = condition.name_zh if condition else ""
     doc = document.PrescriptionDocument(
         prescription_id=str(rx.id),
         institution=inst.name if inst else "",
+        fee_category=str(settings.get("fee_category") or "自费"),
+        record_no=str(rx.patient_id).replace("-", "")[:10].upper(),
         patient_name=c["patient"]["name"],
         sex={"male": "男", "female": "女"}.get(c["patient"]["sex"], c["patient"]["sex"]),
         age=c["patient"]["age"],
         weight_kg=c.get("weight_kg"),
-        diagnosis=f"{rx.diagnosis_icd10} {condition.name_zh if condition else ''}".strip(),
+        diagnosis=f"{words}（{rx.diagnosis_icd10}）" if words else rx.diagnosis_icd10,
         department=dept,
         items=[
             document.DocumentLine(
-                i["name"], i["strength"], "", i["dose"], i["unit"], i["frequency"], i["route"], i["days"], i["quantity"]
+                i["name"],
+                i["strength"],
+                i.get("form", ""),
+                i["dose"],
+                i["unit"],
+                _frequency_zh(i["frequency"]),
+                i["route"],
+                i["days"],
+                i["quantity"],
+                i.get("quantity_unit", ""),
             )
             for i in c["items"]
         ],
         physician_name=c["physician"]["name"],
-        signed_at=rx.signed_at,
+        physician_license_no=c["physician"].get("license_no"),
+        signed_at=rx.signed_at if rx.signed_at.tzinfo else rx.signed_at.replace(tzinfo=UTC),
+        expires_at=rx.expires_at if rx.expires_at.tzinfo else rx.expires_at.replace(tzinfo=UTC),
         kid=rx.kid,
         review_status=rx.status.value,
         jws=rx.jws,
+        approval_jws=approval_jws(rx.id),
+        reviewer=facts.get("reviewer"),
+        dispenser=facts.get("dispenser"),
+        checker=facts.get("checker"),
+        amount_fen=facts.get("amount_fen"),
+        pediatric=rules.is_under(born, signed_day, rules.CHILD_AGE_DEFAULT),
         long_term=rx.long_term,
         guardian=f"{g['name']}（{g['relation']}，{g['id_number_masked']}）" if g else None,
-        accompanying_physician=f"{a['name']}（{a['specialty']}，{a['license_no']}）" if a else None,
+        accompanying_physician=f"{a['name']}（{a['specialty']}，执业证书编码 {a['license_no']}）" if a else None,
     )
     return document.render_pdf(doc)
 

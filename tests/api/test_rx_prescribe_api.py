@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import tempfile
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 import pypdf
 import pytest
@@ -59,8 +62,12 @@ def test_the_physician_signs_and_everyone_entitled_reads(client: FlaskClient) ->
     page = pypdf.PdfReader(io.BytesIO(pdf.data)).pages[0]
     text = page.extract_text()
     assert "苯磺酸氨氯地平片" in text and "待审核" in text and "I10" in text
-    qr = zxingcpp.read_barcodes(Image.open(io.BytesIO(next(iter(page.images)).data)))
-    assert json.loads(qr[0].text) == {"rx": body["id"], "jws": body["jws"]}
+    # the QR code (vector) holds the id and the detached signature; no approval yet
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "rx.pdf").write_bytes(pdf.data)
+        subprocess.run(["pdftoppm", "-r", "150", "-png", "-singlefile", f"{tmp}/rx.pdf", f"{tmp}/rx"], check=True)
+        qr = zxingcpp.read_barcodes(Image.open(f"{tmp}/rx.png"))
+    assert json.loads(qr[0].text) == {"rx": body["id"], "jws": signing.detached(body["jws"]), "approval_jws": None}
 
     # any change after signing fails verification
     rx = db.session.get(Prescription, uuid.UUID(body["id"]))
