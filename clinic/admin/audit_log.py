@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Flask, Response, abort, render_template, request
+from flask_babel import lazy_gettext as _l
 from pydantic import Field
 
 from clinic.core import auditlog
@@ -105,6 +106,17 @@ def _args() -> dict[str, Any]:
     return {k: request.args.get(k, "").strip()[:80] for k in keys}
 
 
+# Why the check failed, in the reader's language (the API and CLI give the English reason).
+CHECK_REASONS = {
+    "missing": _l("an entry is missing (deleted, or the log was cut short)"),
+    "signature": _l("its content or position is not what the log signed (changed, inserted or moved)"),
+    "checkpoint": _l("the entries no longer make the tree the log signed"),
+    "kept_checkpoint": _l("the kept checkpoint is not this log's or its signature is not valid"),
+    "stored_checkpoint": _l("a stored checkpoint's signature is not valid"),
+    "split_view": _l("the log signed two different trees of the same size"),
+}
+
+
 @bp.get("/audit")
 @admin_page
 def audit_page() -> Any:
@@ -115,6 +127,7 @@ def audit_page() -> Any:
         page = 1
     # From the last verified checkpoint on: the same cost at 10 k and 10 M entries.
     chain = auditlog.verify_incremental(db.session().connection(), auditlog.config().verifier)
+    reason = CHECK_REASONS.get(chain.code or "", _l("the audit log does not match its signed checkpoints"))
     rows: list[AuditEntry] = []
     info = None
     error = None
@@ -122,7 +135,9 @@ def audit_page() -> Any:
         rows, info = services.search_audit(_filter(args), page)
     except DomainError as err:
         error = handle_refusal(err)
-    return render_template("admin/audit.html", rows=rows, info=info, args=args, chain=chain, error=error, json=json)
+    return render_template(
+        "admin/audit.html", rows=rows, info=info, args=args, chain=chain, reason=reason, error=error, json=json
+    )
 
 
 @bp.get("/audit.csv")

@@ -405,6 +405,8 @@ class Report:
     reason: str | None = None
     checkpoint_size: int | None = None
     checked: int = 0  # entries whose content was re-hashed this time
+    # missing | signature | checkpoint | kept_checkpoint | stored_checkpoint | split_view
+    code: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -414,6 +416,7 @@ class Report:
             "reason": self.reason,
             "checkpoint_size": self.checkpoint_size,
             "checked": self.checked,
+            "code": self.code,
         }
 
 
@@ -467,7 +470,9 @@ def _scan_rows(
     for row in rows:
         expected = compact.size + 1
         if row.seq != expected:
-            return Report(False, compact.size, expected, f"entry {expected} is missing", checked=checked)
+            return Report(
+                False, compact.size, expected, f"entry {expected} is missing", checked=checked, code="missing"
+            )
         leaf = audit.leaf_of(audit._content(_recorded(row, row.seq)))
         sig = base64.b64decode(row.sig) if row.sig else b""
         if not verifier.entry_ok(row.seq, leaf, sig):
@@ -477,6 +482,7 @@ def _scan_rows(
                 row.seq,
                 "content or position does not match the log's signature (changed, inserted or moved)",
                 checked=checked,
+                code="signature",
             )
         compact.append(leaf)
         if tree is not None:
@@ -490,9 +496,17 @@ def _scan_rows(
                 _first_differing(conn, verifier, start, compact.size),
                 f"entries do not make the signed checkpoint of size {compact.size}",
                 checked=checked,
+                code="checkpoint",
             )
     if upto is not None and compact.size < upto:
-        return Report(False, compact.size, compact.size + 1, f"entry {compact.size + 1} is missing", checked=checked)
+        return Report(
+            False,
+            compact.size,
+            compact.size + 1,
+            f"entry {compact.size + 1} is missing",
+            checked=checked,
+            code="missing",
+        )
     return None
 
 
@@ -520,13 +534,13 @@ def verify(conn: Connection, verifier: Verifier, kept_note: str | None = None) -
         try:
             kept = verifier.open(kept_note)
         except NoteError as err:
-            return Report(False, 0, None, f"the kept checkpoint: {err}")
+            return Report(False, 0, None, f"the kept checkpoint: {err}", code="kept_checkpoint")
     targets: dict[int, bytes] = {}
     previous: Checkpoint | None = None
     nodes = StoredNodes(conn)
     for cp in _stored_checkpoints(conn, verifier):
         if isinstance(cp, str):
-            return Report(False, 0, None, cp)
+            return Report(False, 0, None, cp, code="stored_checkpoint")
         targets[cp.size] = cp.root
         if previous is not None:
             try:
@@ -542,7 +556,7 @@ def verify(conn: Connection, verifier: Verifier, kept_note: str | None = None) -
         previous = cp
     if kept is not None:
         if kept.size in targets and targets[kept.size] != kept.root:
-            return Report(False, 0, None, f"the log signed two different trees of size {kept.size}")
+            return Report(False, 0, None, f"the log signed two different trees of size {kept.size}", code="split_view")
         targets[kept.size] = kept.root
     compact = merkle.CompactRange()
     size = tree_size(conn)
@@ -556,6 +570,7 @@ def verify(conn: Connection, verifier: Verifier, kept_note: str | None = None) -
             compact.size,
             compact.size + 1,
             f"entries {compact.size + 1}–{kept.size} of the kept checkpoint are missing",
+            code="missing",
         )
     return Report(
         True,
@@ -602,7 +617,7 @@ def verify_incremental(conn: Connection, verifier: Verifier, *, sample: int = SA
     newest = base
     for cp in _stored_checkpoints(conn, verifier, since=verified):
         if isinstance(cp, str):
-            return Report(False, verified, None, cp)
+            return Report(False, verified, None, cp, code="stored_checkpoint")
         targets[cp.size] = cp.root
         newest = cp
     size = tree_size(conn)
