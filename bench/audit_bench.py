@@ -114,7 +114,7 @@ def worker(visit_id: str, physician_id: str, start_at: float, seconds: float, mo
             with unit_of_work():
                 services.post_message(account, visit_id, "bench", None)
             done += 1
-    print(json.dumps({"writes": done, "late": late}))
+    print(json.dumps({"writes": done, "late": late}), flush=True)
 
 
 def sequencer_loop(seconds: float) -> None:
@@ -175,7 +175,7 @@ def _old_ref() -> str:
 
 
 def _round(tree: Path, env: dict[str, str], ids: dict[str, str], writers: int, seconds: float, mode: str) -> int:
-    start_at = time.time() + 6.0
+    start_at = time.time() + float(os.environ.get("BENCH_START_DELAY", "20"))
     procs = [
         _self(tree, env, "worker", ids["visit_id"], ids["physician_id"], str(start_at), str(seconds), mode)
         for _ in range(writers)
