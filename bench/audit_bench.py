@@ -7,16 +7,15 @@ W writer processes do the clinic's smallest audited write — a physician's visi
 in a loop for S seconds, in three ways, alternating round by round so that all see the same
 machine load:
 
-- `log`: this code (the entry is one INSERT into audit_pending; the sequencer integrates it
-  after the commit, in the writer's process, stepping aside when another one is at it);
+- `log`: this code (the entry is one INSERT into audit_pending; the `flask audit sequencer`
+  loop, started beside the writers as production runs it, integrates and signs);
 - `skip`: this code with the audit append skipped (`audit.bench_skip_append`, benchmarks only);
 - `chain`: the old hash chain, from a git worktree of REF (default: the commit before the
   transparency log), on a database migrated by that tree.
 
 It also measures the time from an entry's record to its inclusion in a signed checkpoint
-(p50/p99, against AUDIT_MERGE_DELAY_SECONDS + AUDIT_CHECKPOINT_SECONDS), with the
-`flask audit sequencer` loop running beside the writers as production runs it, and checks
-that the log verifies and that every checkpoint is consistent with the last.
+(p50/p99, against AUDIT_MERGE_DELAY_SECONDS + AUDIT_CHECKPOINT_SECONDS), and checks that the
+log verifies and that every checkpoint is consistent with the last.
 Targets: log ≥ 0.8 × skip; checkpoint p99 ≤ merge delay + checkpoint period.
 """
 
@@ -59,6 +58,7 @@ def _self(tree: Path, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
         [sys.executable, str(ROOT / "bench" / "audit_bench.py"), *args],
         cwd=tree,
         env=env,
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -88,7 +88,7 @@ def setup() -> None:
         print(json.dumps({"visit_id": str(v["visit_id"]), "physician_id": str(v["doc"].id)}))
 
 
-def worker(visit_id: str, physician_id: str, start_at: float, seconds: float, mode: str) -> None:
+def worker(visit_id: str, physician_id: str, seconds: float, mode: str) -> None:
     import logging
 
     logging.disable(logging.WARNING)
@@ -106,6 +106,8 @@ def worker(visit_id: str, physician_id: str, start_at: float, seconds: float, mo
     with app.app_context(), acting_as(Actor(physician_id, "physician")):
         account = db.session.get(Account, uuid.UUID(physician_id))
         assert account is not None
+        print("ready", flush=True)  # then wait for the common start time on stdin
+        start_at = float(sys.stdin.readline())
         late = time.time() > start_at
         while time.time() < start_at:
             time.sleep(0.005)
@@ -126,6 +128,7 @@ def sequencer_loop(seconds: float) -> None:
     from clinic.core import auditlog
 
     app = create_app()
+    print("ready", flush=True)
     stop = time.time() + seconds
     with app.app_context():
         cfg = auditlog.config()
@@ -175,12 +178,21 @@ def _old_ref() -> str:
 
 
 def _round(tree: Path, env: dict[str, str], ids: dict[str, str], writers: int, seconds: float, mode: str) -> int:
-    start_at = time.time() + float(os.environ.get("BENCH_START_DELAY", "20"))
+    seq = None
+    if mode == "log":  # the sequencer loop beside the writers, as in production; writers only append
+        env = {**env, "CLINIC_AUDIT_SEQUENCER": "external"}
+        seq = _self(tree, env, "sequencer", str(seconds + 30 + CHECKPOINT_SECONDS))
+        assert seq.stdout is not None and seq.stdout.readline().strip() == "ready"
     procs = [
-        _self(tree, env, "worker", ids["visit_id"], ids["physician_id"], str(start_at), str(seconds), mode)
-        for _ in range(writers)
+        _self(tree, env, "worker", ids["visit_id"], ids["physician_id"], str(seconds), mode) for _ in range(writers)
     ]
-    seq = _self(tree, env, "sequencer", str(seconds + 8 + CHECKPOINT_SECONDS)) if mode == "log" else None
+    for p in procs:  # every writer has imported the app and loaded its rows
+        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+    start_at = time.time() + 0.5
+    for p in procs:
+        assert p.stdin is not None
+        p.stdin.write(f"{start_at}\n")
+        p.stdin.flush()
     total, late = 0, 0
     for p in procs:
         out, _ = p.communicate(timeout=seconds + 120)
@@ -188,7 +200,7 @@ def _round(tree: Path, env: dict[str, str], ids: dict[str, str], writers: int, s
         total += int(line["writes"])
         late += bool(line["late"])
     if seq is not None:
-        seq.communicate(timeout=seconds + 60)
+        seq.communicate(timeout=seconds + 600)
     if late:
         print(f"  ({late} {mode} writers started late: their count is short)")
     return total
@@ -288,7 +300,7 @@ if __name__ == "__main__":
         if sys.argv[1] == "setup":
             setup()
         elif sys.argv[1] == "worker":
-            worker(sys.argv[2], sys.argv[3], float(sys.argv[4]), float(sys.argv[5]), sys.argv[6])
+            worker(sys.argv[2], sys.argv[3], float(sys.argv[4]), sys.argv[5])
         else:
             sequencer_loop(float(sys.argv[2]))
         sys.exit(0)

@@ -16,7 +16,9 @@ What it does, in one run:
    (a) POST /api/v1/visits with every gate (token, patient ownership, suspension switch,
        diagnosis, consent, department approval; the visit row and its audit entry written),
    (b) GET /api/v1/health/db: one read of the institution by primary key;
-5. prints requests/s, p50, p90 and p99 of each and the ratios the project targets:
+5. prints requests/s, p50, p90, p99 and the server's CPU per request (gunicorn master and
+   workers, from /proc; the database server's is not included) of each, and the ratios the
+   project targets:
    visits throughput >= 50 % of the bare endpoint's, and visits p99 <= 5 x its p50.
 """
 
@@ -233,6 +235,10 @@ class Result:
     latencies: list[float] = field(default_factory=list)
     errors: dict[int, int] = field(default_factory=dict)
     seconds: float = 0.0
+    cpu: float = 0.0  # CPU seconds of the gunicorn processes (master and workers) while it ran
+
+    def cpu_ms_per_request(self) -> float:
+        return self.cpu / self.count * 1000 if self.count else float("nan")
 
     @property
     def count(self) -> int:
@@ -248,10 +254,35 @@ class Result:
         return data[min(len(data) - 1, int(round(p / 100 * (len(data) - 1))))] * 1000
 
 
+def group_cpu(pgid: int) -> float:
+    """User + system CPU seconds of every live process in a process group (from /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # fields[2] is pgrp; utime, stime are fields[11], fields[12]
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
 def drive(
-    port: int, result: Result, make_request: Any, total: int, clients: int, max_seconds: float, expect: int
+    port: int,
+    result: Result,
+    make_request: Any,
+    total: int,
+    clients: int,
+    max_seconds: float,
+    expect: int,
+    pgid: int | None = None,
 ) -> None:
     """`total` requests from `clients` threads (one keep-alive connection each), bounded by time."""
+    cpu0 = group_cpu(pgid) if pgid else 0.0
     lock = threading.Lock()
     issued = {"n": 0}
     deadline = time.monotonic() + max_seconds
@@ -295,6 +326,8 @@ def drive(
     for t in threads:
         t.join()
     result.seconds += time.perf_counter() - t0
+    if pgid:
+        result.cpu += group_cpu(pgid) - cpu0
 
 
 def main() -> int:
@@ -339,18 +372,21 @@ def main() -> int:
         drive(server.port, warm, visit_req, 100, args.clients, 30, 201)
         per_round = max(1, args.requests // args.rounds)
         for _ in range(args.rounds):
-            drive(server.port, bare, bare_req, per_round, args.clients, args.max_seconds, 200)
-            drive(server.port, visit, visit_req, per_round, args.clients, args.max_seconds, 201)
+            drive(server.port, bare, bare_req, per_round, args.clients, args.max_seconds, 200, server.proc.pid)
+            drive(server.port, visit, visit_req, per_round, args.clients, args.max_seconds, 201, server.proc.pid)
 
         print(
             f"[{args.db}] gunicorn {args.workers} sync workers, {args.clients} clients, "
             f"{args.rounds} alternating rounds"
         )
-        print(f"{'endpoint':34} {'ok':>6} {'errors':>8} {'req/s':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8}")
+        print(
+            f"{'endpoint':34} {'ok':>6} {'errors':>8} {'req/s':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8}"
+            f" {'CPU ms/req':>10}"
+        )
         for r in (bare, visit):
             print(
                 f"{r.name:34} {r.count:6d} {sum(r.errors.values()):8d} {r.rps():8.1f} "
-                f"{r.pct(50):8.2f} {r.pct(90):8.2f} {r.pct(99):8.2f}"
+                f"{r.pct(50):8.2f} {r.pct(90):8.2f} {r.pct(99):8.2f} {r.cpu_ms_per_request():10.2f}"
                 + (f"  errors by status: {r.errors}" if r.errors else "")
             )
         throughput_ratio = visit.rps() / bare.rps() if bare.rps() else 0.0
@@ -373,6 +409,8 @@ def main() -> int:
                     "visits_p99_over_p50": round(tail_ratio, 2),
                     "bare_p50_ms": round(bare.pct(50), 2),
                     "bare_p99_ms": round(bare.pct(99), 2),
+                    "bare_cpu_ms_per_request": round(bare.cpu_ms_per_request(), 2),
+                    "visits_cpu_ms_per_request": round(visit.cpu_ms_per_request(), 2),
                     "errors": {"bare": bare.errors, "visits": visit.errors},
                     "pass": ok,
                 }

@@ -37,8 +37,10 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import random
 import secrets
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -48,7 +50,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import click
-from flask import Flask, current_app, has_app_context
+from flask import Flask, current_app, has_app_context, has_request_context
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -131,8 +133,12 @@ class LogConfig:
     merge_delay: float = 2.0
     checkpoint_seconds: float = 60.0
     push_url: str = ""
-    mode: str = "commit"  # commit: sequence after each commit | external: only `flask audit sequencer`
+    # background: a request's commit wakes this process's sequencer thread (commands and jobs
+    # sequence in line); commit: every commit sequences in line (tests); external: only
+    # `flask audit sequencer` does
+    mode: str = "background"
     last_pass: float = field(default=0.0)
+    kicker: _Kicker | None = None
 
     @property
     def verifier(self) -> Verifier:
@@ -155,8 +161,6 @@ def _key_secret(cfg: dict[str, Any]) -> str:
     path = Path(str(cfg["INSTANCE_PATH"])) / "audit_log_key.secret"
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():
-        import os
-
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(secrets.token_urlsafe(32))
@@ -324,13 +328,61 @@ def _kick() -> None:
     if not has_app_context():
         return
     cfg = current_app.extensions.get("auditlog")
-    if cfg is None or cfg.mode != "commit":
+    if cfg is None or cfg.mode == "external":
+        return
+    if cfg.mode == "background" and has_request_context() and cfg.kicker is not None:
+        cfg.kicker.kick()  # the request answers at once; the thread batches what arrives meanwhile
         return
     try:
         result = run_pass(cfg)
         _hand_over_jobs(result.jobs)
     except Exception:  # the entries are committed and pending: the next pass takes them
         log.exception("audit sequencer pass failed; the entries stay pending for the next one")
+
+
+class _Kicker:
+    """A process's sequencer thread (mode background): woken by commits, at most one pass per
+    `interval` (so a busy server integrates in batches, off the requests' path), and one at
+    least every checkpoint period, which signs the checkpoint when entries stopped arriving.
+    Started on first use in each process (after a server's fork)."""
+
+    def __init__(self, app: Flask, interval: float) -> None:
+        self.app = app
+        self.interval = interval
+        self.wake = threading.Event()
+        self.pid = 0
+        self.lock = threading.Lock()
+
+    def kick(self) -> None:
+        if self.pid != os.getpid():
+            with self.lock:
+                if self.pid != os.getpid():
+                    self.pid = os.getpid()
+                    self.wake = threading.Event()
+                    threading.Thread(target=self._run, name="audit-sequencer", daemon=True).start()
+        self.wake.set()
+
+    def _run(self) -> None:
+        from clinic.core import jobs
+
+        wake = self.wake
+        with self.app.app_context():
+            cfg: LogConfig = self.app.extensions["auditlog"]
+            while True:
+                wake.wait(timeout=max(1.0, cfg.checkpoint_seconds))
+                wake.clear()
+                if cfg.mode != "background":  # switched off (tests): the next kick starts anew
+                    self.pid = 0
+                    return
+                try:
+                    result = run_pass(cfg)
+                    _hand_over_jobs(result.jobs)
+                    jobs.drain()
+                except Exception:
+                    log.exception("audit sequencer pass failed; the entries stay pending for the next one")
+                finally:
+                    db.session.remove()
+                time.sleep(self.interval)
 
 
 # --- pushing checkpoints to the regulator -----------------------------------------------------
@@ -657,8 +709,10 @@ def init_app(app: Flask) -> None:
         merge_delay=float(cfg.get("AUDIT_MERGE_DELAY_SECONDS", 2)),
         checkpoint_seconds=float(cfg.get("AUDIT_CHECKPOINT_SECONDS", 60)),
         push_url=str(cfg.get("REGULATOR_CHECKPOINT_URL") or ""),
-        mode=str(cfg.get("AUDIT_SEQUENCER", "commit")),
+        mode=str(cfg.get("AUDIT_SEQUENCER") or ("commit" if cfg.get("TESTING") else "background")),
     )
+    log_cfg: LogConfig = app.extensions["auditlog"]
+    log_cfg.kicker = _Kicker(app, interval=float(cfg.get("AUDIT_KICK_SECONDS", max(0.05, log_cfg.merge_delay / 4))))
     audit.on_appended = _kick
     from clinic.core import jobs
 

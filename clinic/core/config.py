@@ -119,13 +119,14 @@ class Config:
     # key is generated into the instance folder), its origin line (default: PUBLIC_BASE_URL's
     # host + "/audit-log"), the maximum merge delay, how often a checkpoint is signed while
     # entries arrive, where each checkpoint is pushed (the regulator's endpoint, via the outbox),
-    # and who sequences: "commit" (after each commit that appended entries; plus the
-    # `flask audit sequencer` loop in production) or "external" (only that loop)
+    # and who sequences: "background" (a thread per process, woken by requests' commits, batching;
+    # plus the `flask audit sequencer` loop in production), "commit" (in line after every
+    # commit; tests) or "external" (only that loop)
     AUDIT_LOG_KEY: str = ""
     AUDIT_LOG_ORIGIN: str = ""
     AUDIT_MERGE_DELAY_SECONDS: float = 2.0
     AUDIT_CHECKPOINT_SECONDS: float = 60.0
-    AUDIT_SEQUENCER: str = "commit"
+    AUDIT_SEQUENCER: str = ""  # background (default) | commit (the default when TESTING) | external
     REGULATOR_CHECKPOINT_URL: str = ""
     # Uploads
     MAX_CONTENT_LENGTH: int = 12 * 1024 * 1024

@@ -10,6 +10,7 @@ import base64
 import json
 import random
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -329,3 +330,25 @@ def test_checkpoints_are_pushed_to_the_regulator_through_the_outbox(
     assert (
         db.session.scalar(select(func.count()).select_from(jobs.OutboxJob).where(jobs.OutboxJob.status == "done")) == 2
     )
+
+
+def test_background_sequencer_integrates_a_request_entry_within_the_merge_delay(
+    client: FlaskClient, ctx: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = auditlog.config()
+    monkeypatch.setattr(cfg, "mode", "background")
+    admin = f.staff(Role.ADMIN)  # outside a request: sequenced in line
+    client.post("/api/v1/auth/token", json={"username": admin.username, "password": f.PASSWORD})
+    t0 = time.monotonic()
+    found = None
+    while time.monotonic() - t0 < cfg.merge_delay:
+        db.session.remove()
+        found = db.session.scalars(select(AuditEntry).where(AuditEntry.action == "auth.login")).first()
+        if found is not None:
+            break
+        time.sleep(0.05)
+    assert found is not None and found.sig, "the request's entry was not sequenced within the merge delay"
+    assert auditlog.verify_now().ok
+    monkeypatch.setattr(cfg, "mode", "commit")
+    assert cfg.kicker is not None
+    cfg.kicker.wake.set()  # let the thread see the switch and end
