@@ -21,6 +21,7 @@ migrate = Migrate()
 def load_models() -> None:
     """Import every domain's models so that the metadata is complete (Alembic, tests)."""
     import clinic.core.audit
+    import clinic.core.idempotency
     import clinic.core.jobs
     import clinic.family_doctor.models
     import clinic.payments.models

@@ -176,7 +176,7 @@ def checks_for(rx: Prescription) -> ReviewChecks:
         guardian=None,  # the guardian's ID number is kept masked only: that rule ran at signing
         accompanying_physician=None,
     )
-    violations, _ = rx_services.evaluate_prescription(rx.physician_id, visit, spec)
+    violations, _ = rx_services.evaluate_prescription(rx.physician_id, visit, spec, excluding=rx.id)
     return ReviewChecks(valid, error, [v for v in violations if v.code not in rules.PRESCRIBING_ONLY_RULES])
 
 

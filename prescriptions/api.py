@@ -123,11 +123,15 @@ class PrescribedOut(ResponseModel):
     roles=["physician"],
     errors={
         403: ["face_verification_required"],
+        409: ["duplicate_submission"],
         422: ["prescription_rejected", "unknown_drug"] + list(rules.VIOLATION_CODES),
     },
+    idempotent=True,
 )
-def prescribe(visit_id: str, body: PrescribeIn, principal: Principal) -> PrescribedOut:
-    rx = services.create_prescription(principal.id, principal.claims, visit_id, body.spec())
+def prescribe(visit_id: str, body: PrescribeIn, principal: Principal, idempotency_key: str | None) -> PrescribedOut:
+    rx = services.create_prescription(
+        principal.id, principal.claims, visit_id, body.spec(), refuse_repeats=idempotency_key is None
+    )
     return PrescribedOut(id=rx.id, status=rx.status.value, jws=rx.jws)
 
 

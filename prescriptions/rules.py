@@ -805,3 +805,22 @@ def valid_days(configured: object) -> int:
     except ValueError:
         return MIN_VALID_DAYS
     return min(max(days, MIN_VALID_DAYS), MAX_VALID_DAYS)
+
+
+def duplicates_across(items: Sequence[ItemFacts], active: Mapping[str, str]) -> list[Violation]:
+    """`duplicate_therapy` across prescriptions: an ingredient already in one of the visit's
+    active prescriptions (`active` maps ingredient → that prescription's id) is refused too,
+    so a second prescription cannot repeat what the first one gives."""
+    v: list[Violation] = []
+    for i, item in enumerate(items):
+        for ing in dict.fromkeys(item.drug.ingredients):
+            if ing in active:
+                v.append(
+                    Violation(
+                        "duplicate_therapy",
+                        f"{ing} is already prescribed in another active prescription of this visit.",
+                        item=i,
+                        detail={"ingredient": ing, "other_prescription": active[ing]},
+                    )
+                )
+    return v

@@ -750,11 +750,81 @@ def _valid_days() -> int:
 
 
 def evaluate_prescription(
-    physician_id: str | uuid.UUID, visit: Visit, spec: PrescriptionSpec, on: date | None = None
+    physician_id: str | uuid.UUID,
+    visit: Visit,
+    spec: PrescriptionSpec,
+    on: date | None = None,
+    *,
+    excluding: uuid.UUID | None = None,
 ) -> tuple[list[Violation], dict[uuid.UUID, Drug]]:
-    """Every rule's verdict on a draft prescription (the prescribing page shows it live)."""
+    """Every rule's verdict on a draft prescription (the prescribing page shows it live).
+
+    `excluding`: the prescription itself, when a signed one is judged again (the review)."""
     facts, drugs = prescription_facts(physician_id, visit, spec, on)
-    return rules.evaluate(facts), drugs
+    active = active_ingredients(visit.id, excluding=excluding)
+    return rules.evaluate(facts) + rules.duplicates_across(facts.items, active), drugs
+
+
+# A prescription still being reviewed, dispensed or taken: a second one in the same visit may
+# not repeat its ingredients (`duplicate_therapy`).
+ACTIVE = (
+    PrescriptionStatus.PENDING_REVIEW,
+    PrescriptionStatus.APPROVED,
+    PrescriptionStatus.DISPENSED,
+    PrescriptionStatus.OUT_FOR_DELIVERY,
+    PrescriptionStatus.DELIVERED,
+)
+
+
+def active_ingredients(visit_id: uuid.UUID, *, excluding: uuid.UUID | None = None) -> dict[str, str]:
+    """Ingredient → id of the visit's active prescription that already gives it."""
+    query = (
+        select(Prescription.id, PrescriptionItem.drug_id)
+        .join(PrescriptionItem, PrescriptionItem.prescription_id == Prescription.id)
+        .where(Prescription.visit_id == visit_id, Prescription.status.in_(ACTIVE))
+        .order_by(Prescription.signed_at)
+    )
+    if excluding is not None:
+        query = query.where(Prescription.id != excluding)
+    rows = db.session.execute(query).all()
+    if not rows:
+        return {}
+    drugs = get_drugs({drug_id for _, drug_id in rows})
+    out: dict[str, str] = {}
+    for rx_id, drug_id in rows:
+        if drug_id in drugs:
+            for ing in drug_facts(drugs[drug_id]).ingredients:
+                out.setdefault(ing, str(rx_id))
+    return out
+
+
+REPEAT_WINDOW = timedelta(seconds=60)
+
+
+def _same_lines(rx: Prescription, spec: PrescriptionSpec) -> bool:
+    mine = [(i.drug_id, i.dose, i.unit, i.frequency, i.route, i.days, i.quantity) for i in spec.items]
+    theirs = [(i.drug_id, i.dose, i.unit, i.frequency, i.route, i.days, i.quantity) for i in rx.items]
+    return mine == theirs and rx.weight_kg == spec.weight_kg and rx.long_term == spec.long_term
+
+
+def refuse_repeat(visit: Visit, physician_id: str | uuid.UUID, spec: PrescriptionSpec, now: datetime) -> None:
+    """The same prescription for the same visit signed again within a minute is a double
+    submission (a double tap, a client's retry without an Idempotency-Key): refused."""
+    recent = db.session.scalars(
+        select(Prescription).where(
+            Prescription.visit_id == visit.id,
+            Prescription.physician_id == uuid.UUID(str(physician_id)),
+            Prescription.signed_at > now - REPEAT_WINDOW,
+        )
+    )
+    for rx in recent:
+        if _same_lines(rx, spec):
+            raise Conflict(
+                "The same prescription was signed for this visit %(seconds)s seconds ago; it is not signed twice.",
+                code="duplicate_submission",
+                params={"seconds": max(int((now - rx.signed_at).total_seconds()), 0)},
+                prescription_id=str(rx.id),
+            )
 
 
 def prescription_facts(
@@ -802,12 +872,24 @@ def prescription_facts(
 
 
 def create_prescription(
-    physician_id: str, claims: dict[str, Any], visit_id: str | uuid.UUID, spec: PrescriptionSpec
+    physician_id: str,
+    claims: dict[str, Any],
+    visit_id: str | uuid.UUID,
+    spec: PrescriptionSpec,
+    *,
+    refuse_repeats: bool = True,
 ) -> Prescription:
-    """The visit's face-fresh physician signs ONE prescription: rules, signature, record, audit."""
+    """The visit's face-fresh physician signs ONE prescription: rules, signature, record, audit.
+
+    `refuse_repeats=False` when the caller named the request with an Idempotency-Key (its
+    repeats are answered from clinic.core.idempotency); otherwise an identical prescription
+    signed for the visit within a minute is refused as `duplicate_submission`.
+    """
     require_fresh_face(claims)
     visit = _visit(visit_id)
     now = utcnow()
+    if refuse_repeats:  # before the rules: a repeat would also be its own duplicate_therapy
+        refuse_repeat(visit, physician_id, spec, now)
     violations, drugs = evaluate_prescription(physician_id, visit, spec, now.astimezone(CHINA).date())
     if violations:
         raise RuleRefusal("prescription_rejected", violations)

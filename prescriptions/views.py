@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import uuid
 from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
@@ -47,7 +48,7 @@ from pydantic import ValidationError
 from wtforms import SelectField, TextAreaField
 from wtforms.validators import DataRequired, Length
 
-from clinic.core import crypto
+from clinic.core import crypto, idempotency
 from clinic.core.audit import Actor
 from clinic.core.db import db, utcnow
 from clinic.core.errors import DomainError, RuleRefusal, Violation
@@ -204,6 +205,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "%(ingredient)s is already prescribed in item %(other)s.",
         "%(ingredient)s 已在第%(other)s项中开具（重复用药）。",
     ),
+    "duplicate_therapy_across": (  # duplicate_therapy with a prescription signed earlier in the visit
+        "%(ingredient)s is already prescribed in another active prescription of this visit.",
+        "%(ingredient)s 已在本次复诊另一张有效处方中开具（重复用药）。",
+    ),
     "interaction_contraindicated": (
         "%(pair)s: contraindicated together (%(source)s).",
         "%(pair)s 配伍禁忌（%(source)s）。",
@@ -304,9 +309,10 @@ def _english() -> bool:
 
 def violation_message(v: Violation, names: list[str]) -> str:
     """A violation in the UI language: English shows the rule's own message."""
-    if _english() or v.code not in MESSAGES:
+    code = "duplicate_therapy_across" if "other_prescription" in v.detail else v.code
+    if _english() or code not in MESSAGES:
         return v.message
-    source, zh = MESSAGES[v.code]
+    source, zh = MESSAGES[code]
     d = v.detail
     params = {
         "drug": names[v.item] if v.item is not None and v.item < len(names) else "",
@@ -403,6 +409,7 @@ def _page(visit: Visit, draft: dict[str, Any], status: int = 200, **extra: Any) 
         "rx_status": RX_STATUS,
         "results": extra.pop("results", None),
         "q": extra.pop("q", ""),
+        "idempotency_key": uuid.uuid4().hex,  # the sign button's one-time token
         **extra,
     }
     return render_template("prescriptions/prescribe.html", **ctx), status
@@ -470,7 +477,7 @@ def prescribe_post(visit_id: str) -> Any:
     if spec is None:
         return _page(visit, draft, 422, checked=([], errors))
     try:
-        rx = services.create_prescription(str(current_user.id), page_face_claims(), visit_id, spec)
+        rx_id = _sign_once(visit_id, spec)
     except DomainError as err:
         message = handle_refusal(err)
         if err.code == FACE_REQUIRED:
@@ -483,7 +490,30 @@ def prescribe_post(visit_id: str) -> Any:
         return _page(visit, draft, err.status)
     session.pop(DRAFT_KEY, None)
     flash(_l("Signed. The prescription goes to a pharmacist for review."), "ok")
-    return redirect(url_for(".prescription", prescription_id=rx.id))
+    return redirect(url_for(".prescription", prescription_id=rx_id))
+
+
+def _sign_once(visit_id: str, spec: services.PrescriptionSpec) -> str:
+    """Sign; the form's one-time token makes a double tap (or a resent form) sign once and
+    answer the first prescription (clinic.core.idempotency). Without it, an identical
+    prescription within a minute is refused as `duplicate_submission`."""
+    try:
+        key = idempotency.checked_key(request.form.get("idempotency_key") or None)
+    except DomainError:
+        key = None
+    if key is None:
+        return str(services.create_prescription(str(current_user.id), page_face_claims(), visit_id, spec).id)
+
+    def sign() -> tuple[int, dict[str, Any]]:
+        rx = services.create_prescription(
+            str(current_user.id), page_face_claims(), visit_id, spec, refuse_repeats=False
+        )
+        return 201, {"id": str(rx.id)}
+
+    answer, _ = idempotency.run_once(
+        current_user.id, "page_prescribe", key, idempotency.fingerprint("POST", request.path, b""), sign
+    )
+    return str(answer.response["id"])
 
 
 @bp.post("/physician/visits/<visit_id>/prescribe/check")

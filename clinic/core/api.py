@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.json_schema import models_json_schema
 from werkzeug.datastructures import FileStorage
 
+from clinic.core import idempotency
 from clinic.core.audit import Actor, set_actor
 from clinic.core.errors import DomainError, Forbidden, Invalid, Unauthenticated
 from clinic.core.text import unclean_fields
@@ -84,6 +86,7 @@ class Operation:
     empty_status: int | None = None  # e.g. 204 when a queue is empty
     raw_response: str | None = None  # media type for non-JSON answers (PDF)
     auth: str = "bearer"  # bearer | none | custom (signature schemes)
+    idempotent: bool = False  # takes an Idempotency-Key header (clinic.core.idempotency)
 
     @property
     def path(self) -> str:
@@ -122,6 +125,7 @@ class ApiRouter:
         empty_status: int | None = None,
         raw_response: str | None = None,
         auth: str = "bearer",
+        idempotent: bool = False,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
             self.operations.append(
@@ -142,6 +146,7 @@ class ApiRouter:
                     empty_status=empty_status,
                     raw_response=raw_response,
                     auth=auth if roles is None else "bearer",
+                    idempotent=idempotent,
                 )
             )
             return fn
@@ -210,6 +215,17 @@ def _authenticate(op: Operation) -> Principal | None:
     return principal
 
 
+def _answer(op: Operation, result: Any) -> tuple[int, Any]:
+    """A handler's result as (status, JSON payload) through the declared response model."""
+    status = op.status
+    if isinstance(result, tuple):
+        result, status = result
+    if op.response is not None:
+        model = result if isinstance(result, op.response) else op.response.model_validate(result)
+        return status, model.model_dump(mode="json", exclude_none=False)
+    return status, result if result is not None else {}
+
+
 def _view(op: Operation) -> Callable[..., Response]:
     def view(**path: Any) -> Response:
         set_actor(Actor(id=None, role="anonymous", client_ip=request.remote_addr))
@@ -237,19 +253,26 @@ def _view(op: Operation) -> Callable[..., Response]:
                     )
                 files[part.name] = f
             kwargs["files"] = files
+        key = idempotency.checked_key(request.headers.get(idempotency.HEADER)) if op.idempotent else None
+        if key is not None and principal is not None:
+            kwargs["idempotency_key"] = key
+            print_ = idempotency.fingerprint(request.method, request.path, request.get_data(cache=True))
+            answer, replayed = idempotency.run_once(
+                uuid.UUID(principal.id), op.endpoint, key, print_, lambda: _answer(op, op.handler(**kwargs))
+            )
+            resp = jsonify(answer.response)
+            resp.status_code = answer.status
+            if replayed:
+                resp.headers["Idempotent-Replayed"] = "true"
+            return resp
+        if op.idempotent:
+            kwargs["idempotency_key"] = None
         result = op.handler(**kwargs)
-        status = op.status
-        if isinstance(result, tuple):
-            result, status = result
         if isinstance(result, Response):
             return result
         if result is None and op.empty_status:
             return Response(status=op.empty_status)
-        if op.response is not None:
-            model = result if isinstance(result, op.response) else op.response.model_validate(result)
-            payload = model.model_dump(mode="json", exclude_none=False)
-        else:
-            payload = result if result is not None else {}
+        status, payload = _answer(op, result)
         resp = jsonify(payload)
         resp.status_code = status
         return resp
@@ -332,6 +355,17 @@ def openapi_document(operations: list[Operation]) -> dict[str, Any]:
         if op.auth == "custom":
             for h in ("X-Timestamp", "X-Signature"):
                 params.append({"name": h, "in": "header", "required": False, "schema": {"type": "string"}})
+        if op.idempotent:
+            params.append(
+                {
+                    "name": idempotency.HEADER,
+                    "in": "header",
+                    "required": False,
+                    "description": "Names this request: a repeat under the same key (24 h) answers the first answer "
+                    "again (header Idempotent-Replayed: true) instead of doing it twice.",
+                    "schema": {"type": "string", "pattern": idempotency.KEY_SHAPE.pattern},
+                }
+            )
         if params:
             doc["parameters"] = params
         if op.body is not None and op.files:
@@ -373,6 +407,8 @@ def openapi_document(operations: list[Operation]) -> dict[str, Any]:
             errors.setdefault(403, []).append("forbidden")
         if op.body or op.query or op.form or op.files:
             errors.setdefault(422, []).append("invalid")
+        if op.idempotent:
+            errors.setdefault(422, []).append("idempotency_key_reused")
         if op.files:
             errors.setdefault(413, []).append("too_large")
         if op.path_params or (op.roles is not None and _references_records(op, schemas)):

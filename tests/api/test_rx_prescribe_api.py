@@ -128,8 +128,8 @@ def test_lifecycle_expiry_and_single_dispensing(client: FlaskClient) -> None:
     v = visit_in_progress(client)
     url = f"/api/v1/visits/{v['visit_id']}/prescriptions"
     ids = []
-    for _ in range(2):
-        resp = client.post(url, json={"items": [item(v["drugs"]["amlodipine"])]}, headers=f.auth(v["face"]))
+    for drug in ("amlodipine", "valsartan"):  # two prescriptions: the same one twice is a duplicate
+        resp = client.post(url, json={"items": [item(v["drugs"][drug])]}, headers=f.auth(v["face"]))
         assert resp.status_code == 201
         ids.append(uuid.UUID(resp.get_json()["id"]))
     with acting_as(Actor(None, "test")), unit_of_work():
