@@ -463,7 +463,16 @@ def post_message(
 )
 def message_image(visit_id: str, message_id: str, principal: Principal) -> Response:
     data, mime = services.message_image(identity.get_account(principal.id), visit_id, message_id)
-    return Response(data, mimetype=mime, headers={"Cache-Control": "private, no-store"})
+    return Response(
+        data,
+        mimetype=mime,
+        headers={
+            "Cache-Control": "private, no-store",
+            "Content-Disposition": "attachment",
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "default-src 'none'; sandbox",
+        },
+    )
 
 
 class VideoTokenOut(ResponseModel):

@@ -126,7 +126,12 @@ def submit_diagnosis(
         raise Invalid("The diagnosis date is before the patient's birth.", fields=[{"loc": "diagnosed_on"}])
     if document_kind not in rules.DOCUMENT_KINDS:
         raise Invalid("Unknown document kind.", fields=[{"loc": "document_kind", "message": "unknown"}])
-    sniffed = rules.sniff_upload(document, max_bytes=int(current_app.config["MAX_DOCUMENT_BYTES"]), allow_pdf=True)
+    sniffed = rules.sniff_upload(
+        document,
+        max_bytes=int(current_app.config["MAX_DOCUMENT_BYTES"]),
+        allow_pdf=True,
+        max_image_bytes=int(current_app.config["MAX_IMAGE_BYTES"]),
+    )
     path = storage.save("diagnoses", document, sniffed.ext)
     cond = catalog_condition(code)
     diag = Diagnosis(

@@ -329,7 +329,9 @@ def diagnosis_document(diagnosis_id: str) -> Response:
         abort(404)
     resp = Response(data, mimetype=diag.document_type)
     ext = diag.document_type.rsplit("/", 1)[-1].replace("jpeg", "jpg")
-    resp.headers["Content-Disposition"] = f'inline; filename="diagnosis-{diag.id}.{ext}"'
+    # Never rendered as a page of this site: saved (or shown in an <img>), with no script.
+    resp.headers["Content-Disposition"] = f'attachment; filename="diagnosis-{diag.id}.{ext}"'
+    resp.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
     resp.headers["Cache-Control"] = "private, no-store"
     resp.headers["X-Content-Type-Options"] = "nosniff"
     return resp
@@ -558,6 +560,8 @@ def message_image(visit_id: str, message_id: str) -> Response:
     resp = Response(data, mimetype=mime)
     resp.headers["Cache-Control"] = "private, no-store"
     resp.headers["X-Content-Type-Options"] = "nosniff"
+    resp.headers["Content-Disposition"] = "attachment"  # shown by <img>, never opened as a page
+    resp.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
     return resp
 
 
