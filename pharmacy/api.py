@@ -89,7 +89,7 @@ def _partner_out(p: DeliveryPartner, secret: str | None = None) -> PartnerOut:
     response=PartnerOut,
     status=201,
     roles=["admin"],
-    errors={409: ["partner_exists"]},
+    errors={409: ["partner_exists"], 422: ["unsafe_endpoint"]},
 )
 def create_partner(body: PartnerIn, principal: Any) -> PartnerOut:
     partner, secret = services.create_partner(body.spec())
@@ -107,6 +107,7 @@ def list_partners(principal: Any) -> PartnerList:
     body=PartnerUpdate,
     response=PartnerOut,
     roles=["admin"],
+    errors={422: ["unsafe_endpoint"]},
 )
 def update_partner(partner_id: str, body: PartnerUpdate, principal: Any) -> PartnerOut:
     changes = body.model_dump(exclude={"rotate_secret"}, exclude_none=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import socket
 import time
 import uuid
 from dataclasses import dataclass
@@ -71,9 +72,26 @@ class PartnerSpec:
     active: bool = True
 
 
+def _resolve(host: str, port: int) -> list[str]:
+    """Every address a host name resolves to (none when it does not resolve)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        return []
+    return sorted({str(info[4][0]) for info in infos})
+
+
+def check_endpoint(url: str) -> list[str]:
+    """The endpoint rule (pharmacy.rules.check_endpoint) with this deployment's setting."""
+    return rules.check_endpoint(
+        url, private_allowed=bool(current_app.config.get("PARTNER_PRIVATE_ENDPOINTS")), resolve=_resolve
+    )
+
+
 def create_partner(spec: PartnerSpec) -> tuple[DeliveryPartner, str]:
     """Register a delivery partner; answers it and its callback secret (shown this once)."""
     session = db.session()
+    check_endpoint(spec.endpoint)
     if session.scalar(select(DeliveryPartner.id).where(DeliveryPartner.name == spec.name)) is not None:
         from clinic.core.errors import Conflict
 
@@ -123,6 +141,8 @@ def update_partner(
         raise NotFound()
     allowed = {"license_no", "license_valid_until", "regions", "cold_chain", "priority", "endpoint", "active"}
     applied = {k: v for k, v in changes.items() if k in allowed and v is not None}
+    if "endpoint" in applied:
+        check_endpoint(applied["endpoint"])
     for key, value in applied.items():
         setattr(partner, key, sorted(set(value)) if key == "regions" else value)
     secret = None
@@ -279,6 +299,11 @@ def dispatch_job(payload: dict[str, Any]) -> None:
     headers = rules.signed_headers(partner.secret, body, int(time.time()))
     headers["Idempotency-Key"] = f"{delivery.id}:{partner.id}"
     timeout = float(current_app.config.get("PARTNER_HTTP_TIMEOUT", 10))
+    try:
+        # again at every send: the name may resolve elsewhere now than at registration
+        check_endpoint(partner.endpoint)
+    except rules.UnsafeEndpoint as exc:
+        raise DispatchFailed(f"{partner.name}: endpoint refused: {exc.message}") from exc
     try:
         resp = requests.post(partner.endpoint, data=body, headers=headers, timeout=timeout, allow_redirects=False)
     except requests.RequestException as exc:

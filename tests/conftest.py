@@ -73,6 +73,9 @@ def make_config(backend: dict[str, Any], **extra: Any) -> Config:
         JWT_SECRET="test-jwt-secret-that-is-long-enough-000",
         SECRET_KEY="test-secret-key",
         LOOKUP_KEY="test-lookup-key",
+        # The tests' partner stand-ins listen on 127.0.0.1 as in development; the endpoint
+        # rule itself is tested with it off (tests/api/test_partner_endpoints.py).
+        PARTNER_PRIVATE_ENDPOINTS=True,
     )
     for key, value in extra.items():
         setattr(cfg, key, value) if hasattr(cfg, key) else cfg.extra.__setitem__(key, value)

@@ -57,6 +57,9 @@ class Config:
     PHARMACY_CLAIM_SECONDS: int = 900
     DRUG_FEE_FEN: int = 3000  # charged after approval when PAYMENTS=stripe (one fee per prescription)
     PARTNER_HTTP_TIMEOUT: int = 10
+    # Partner endpoints on private/loopback addresses and plain http: development only (the
+    # demo's partners and the tests' stand-ins listen on 127.0.0.1); always true there.
+    PARTNER_PRIVATE_ENDPOINTS: bool = False
     PUBLIC_BASE_URL: str = "http://127.0.0.1:5000"
     TWILIO_SMS_FROM: str = "+10000000000"
     # Adapters
@@ -194,6 +197,7 @@ class Config:
             instance.mkdir(parents=True, exist_ok=True)
             self.DATABASE_URL = f"sqlite:///{instance / 'clinic.sqlite3'}"
         self.SESSION_COOKIE_SECURE = self.SESSION_COOKIE_SECURE or production
+        self.PARTNER_PRIVATE_ENDPOINTS = self.PARTNER_PRIVATE_ENDPOINTS or self.ENV == "development"
 
     def as_flask(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}

@@ -16,6 +16,15 @@ def N_(message: str) -> str:
 
 
 MESSAGES = (
+    # pharmacy/rules.py UnsafeEndpoint
+    N_("The partner endpoint must be an http(s) URL with a host."),
+    N_("The partner endpoint must not carry a user name or password in its URL."),
+    N_("The partner endpoint's port is not a number from 1 to 65535."),
+    N_("The partner endpoint must use https."),
+    N_("The partner endpoint must be a public host name, not an address or a local name."),
+    N_("The partner endpoint's host resolves to a non-public address (%(addresses)s)."),
+    # clinic/core/idempotency.py KeyReused
+    N_("This Idempotency-Key was already used for a different request; use a new key for a new request."),
     # clinic/core/errors.py defaults
     N_("The request was refused."),
     N_("Authentication is required."),
@@ -68,6 +77,7 @@ MESSAGES = (
     N_("The patient's weight is required under %(weight_age)s years."),
     N_("%(drug)s contains %(ingredients)s, recorded as an allergy of the patient."),
     N_("%(ingredient)s is already prescribed in item %(other)s."),
+    N_("%(ingredient)s is already prescribed in another active prescription of this visit."),
     N_("%(pair)s: contraindicated together (%(source)s)."),
     # pharmacy/review.py, pharmacy/rules.py, pharmacy/services.py
     N_("You have not claimed this prescription (or your claim has expired); claim it from the queue."),
