@@ -1,7 +1,7 @@
 """core: answers to requests named by an Idempotency-Key (issue 21 item 6)
 
 Revision ID: core_0001
-Revises: identity_0001
+Revises: prescriptions_0004
 Create Date: 2026-12-02 14:00:00
 
 A repeat of a request under the same key gets the stored first answer instead of doing
@@ -15,7 +15,7 @@ import clinic.core.db
 
 # revision identifiers, used by Alembic.
 revision = "core_0001"
-down_revision = "identity_0001"
+down_revision = "prescriptions_0004"
 branch_labels = None
 depends_on = None
 
