@@ -71,7 +71,7 @@ def test_duplicate_therapy_looks_across_the_visits_active_prescriptions(client: 
     assert [x["code"] for x in err["violations"]] == ["duplicate_therapy"]
     assert err["violations"][0]["ingredient"] == "amlodipine"
     # another drug is fine
-    assert post(client, v, {"items": [item(v["drugs"]["valsartan"])]}).status_code == 201
+    assert post(client, v, {"items": [item(v["drugs"]["valsartan"], unit="粒")]}).status_code == 201
     assert stored() == 2
 
 

@@ -128,8 +128,9 @@ def test_lifecycle_expiry_and_single_dispensing(client: FlaskClient) -> None:
     v = visit_in_progress(client)
     url = f"/api/v1/visits/{v['visit_id']}/prescriptions"
     ids = []
-    for drug in ("amlodipine", "valsartan"):  # two prescriptions: the same one twice is a duplicate
-        resp = client.post(url, json={"items": [item(v["drugs"][drug])]}, headers=f.auth(v["face"]))
+    # two prescriptions: the same one twice would be a duplicate
+    for drug, unit in (("amlodipine", "片"), ("valsartan", "粒")):
+        resp = client.post(url, json={"items": [item(v["drugs"][drug], unit=unit)]}, headers=f.auth(v["face"]))
         assert resp.status_code == 201
         ids.append(uuid.UUID(resp.get_json()["id"]))
     with acting_as(Actor(None, "test")), unit_of_work():
