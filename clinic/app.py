@@ -80,6 +80,10 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
 
     rx_views.init_app(app)  # prescribing pages, formulary import
 
+    from clinic.family_doctor import views as fd_views
+
+    fd_views.init_app(app)  # family-doctor pages: patients, the team's panel, administration
+
     from pharmacy import api as pharmacy_api
     from pharmacy import review as pharmacy_review
     from pharmacy import services as pharmacy_services
@@ -125,12 +129,13 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     register_purpose("consultation", visits_services.mark_visit_paid)
     register_purpose("drug_fee", pharmacy_review.mark_drug_fee_paid)  # approved prescription, fee paid
 
+    from clinic.family_doctor import labels as fd_labels
     from clinic.visits import labels as visit_labels
     from identity import labels as identity_labels
     from pharmacy import labels as pharmacy_labels
     from prescriptions import labels as rx_labels
 
-    for domain in (identity_labels, visit_labels, rx_labels, pharmacy_labels):
+    for domain in (identity_labels, visit_labels, rx_labels, pharmacy_labels, fd_labels):
         domain.register()  # one mapping of codes to words per domain
 
     from clinic import cli

@@ -24,14 +24,21 @@ CLI_ACTOR = Actor(id=None, role="cli")
 
 def init_app(app: Flask) -> None:
     @app.cli.command("demo")
-    def demo_cmd() -> None:
+    @click.option(
+        "--level",
+        type=click.Choice(["三级", "二级", "一级", "基层"]),
+        default="三级",
+        show_default=True,
+        help="The institution's level; 基层 (primary care) offers family-doctor contracts and gets a team.",
+    )
+    def demo_cmd(level: str) -> None:
         """Create a complete demo world in an empty database; print ONE JSON object."""
         with acting_as(CLI_ACTOR):
             if db.session.scalar(select(func.count()).select_from(Account)):
                 click.echo("The database is not empty; the demo world goes into an empty one.", err=True)
                 sys.exit(1)
             with unit_of_work():
-                world = demo_world.build()
+                world = demo_world.build(level=level)
         click.echo(json.dumps(world, ensure_ascii=False, default=str))
 
     staff = click.Group("staff", help="Staff accounts.")

@@ -6,6 +6,7 @@ Passwords are generated on each run and printed once (nothing secret is in the r
 from __future__ import annotations
 
 import secrets
+import uuid
 from datetime import date, timedelta
 from typing import Any
 
@@ -45,15 +46,19 @@ def _years_ago(today: date, years: int) -> date:
         return today.replace(year=today.year - years, day=28)
 
 
-def build(today: date | None = None) -> dict[str, Any]:
+def build(today: date | None = None, level: str = "三级") -> dict[str, Any]:
+    """The demo world; `level="基层"` makes the institution a primary-care one (社区卫生服务中心)
+    that offers family-doctor contracts, with a team and its service packages."""
     today = today or date.today()
     session = db.session()
     for code, zh, en, approved in DEPARTMENTS:
         session.add(Department(code=code, name_zh=zh, name_en=en, approved=approved))
+    primary = level == "基层"
     inst = Institution(
         id=1,
-        name="示范互联网医院",
-        name_en="Demonstration Internet Hospital",
+        name="示范社区卫生服务中心" if primary else "示范互联网医院",
+        name_en="Demonstration Community Health Service Centre" if primary else "Demonstration Internet Hospital",
+        level=level,
         practice_license_no="PDY00001X11010515A1001",
         internet_approval_no="京卫互联网医院〔2024〕001号",
         approval_valid_until=today + timedelta(days=3 * 365),
@@ -129,10 +134,11 @@ def build(today: date | None = None) -> dict[str, Any]:
     parent["patients"] = [_person(reg_parent.patient, []), _person(child, child_dx)]
     accounts["patients"] = [adult, parent]
 
-    return {
+    world: dict[str, Any] = {
         "institution": {
             "id": inst.id,
             "name": inst.name,
+            "level": inst.level,
             "practice_license_no": inst.practice_license_no,
             "internet_approval_no": inst.internet_approval_no,
             "approved_departments": [d[0] for d in DEPARTMENTS if d[3]],
@@ -141,6 +147,12 @@ def build(today: date | None = None) -> dict[str, Any]:
         "drugs": _seed_drugs(),
         "partners": __import__("pharmacy.services").services.seed_demo_partners(today),  # id, secret each
     }
+    if primary:
+        from clinic.family_doctor.services import seed_demo_teams  # the demo composes every domain
+
+        ids = [uuid.UUID(p["id"]) for p in accounts["physicians"]]
+        world["family_doctor_teams"] = seed_demo_teams(ids[0], ids)
+    return world
 
 
 def _person(p: Any, diagnoses: list[Any]) -> dict[str, Any]:

@@ -678,7 +678,7 @@ def record_reading(
     session.add(reading)
     session.flush()
     alerted = False
-    if contract is not None and contract.status == ContractStatus.ACTIVE:
+    if contract is not None:  # pending or active: the team is told of an urgent reading either way
         plan = active_plan(patient.id)
         if plan is not None and kind != "weight":
             plan.next_due = rules.due_after_reading(plan.next_due, day, found)
@@ -864,3 +864,35 @@ def outbox_sms(session: Any, kind: str, phone: str, subject_id: uuid.UUID, body:
     session.flush()
     jobs.enqueue(session, SMS_JOB, {"notification_id": str(note.id)})
     return note.id
+
+
+# --- the demo world (`flask demo --level 基层`) ------------------------------------------
+
+DEMO_PACKAGES = [
+    ("基础服务包", [], "健康评估、健康咨询与健康教育；国家基本公共卫生服务项目；在线咨询。", 0),
+    ("高血压随访包", ["I10"], "每年至少4次随访；居家血压监测与危急值警示；长期处方续方。", 0),
+    ("2型糖尿病随访包", ["E11"], "每年至少4次随访；居家血糖监测与危急值警示；长期处方续方。", 0),
+    ("慢病综合包", ["I10", "E11"], "高血压与2型糖尿病联合管理；每年一次体重与生活方式评估。", 12000),
+]
+
+
+def seed_demo_teams(lead_id: uuid.UUID, physician_ids: list[uuid.UUID]) -> list[dict[str, Any]]:
+    """One team led by `lead_id` with the other physicians, a nurse and a public-health worker."""
+    team = create_team(
+        "社区家庭医生一组",
+        lead_id,
+        [MemberSpec("", "physician", str(pid)) for pid in physician_ids if pid != lead_id]
+        + [MemberSpec("周晓燕", "nurse"), MemberSpec("郑建华", "public_health")],
+    )
+    packages = [create_package(team.id, name, conds, inc, fee) for name, conds, inc, fee in DEMO_PACKAGES]
+    return [
+        {
+            "id": str(team.id),
+            "name": team.name,
+            "lead_username": team.lead.username,
+            "packages": [
+                {"id": str(p.id), "name": p.name, "conditions": list(p.conditions), "fee_fen": p.fee_fen}
+                for p in packages
+            ],
+        }
+    ]

@@ -1,0 +1,442 @@
+"""Family-doctor pages: patients on a phone (sign, readings, chart, next follow-up), the
+team at a desk (panel with urgent and overdue first, one patient in one place) and the
+administrator (level, teams, packages). Each action calls one service and answers
+POST/redirect/GET; refusals are flashed in the user's language."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from flask import Blueprint, Flask, flash, redirect, render_template, request, url_for
+from flask_babel import get_locale
+from flask_babel import lazy_gettext as _l
+from flask_login import current_user
+from sqlalchemy import select
+from werkzeug.wrappers import Response
+
+from clinic.core.db import as_uuid, db
+from clinic.core.errors import DomainError, RuleRefusal
+from clinic.core.pages import admin_page, bj, patient_page, physician_page
+from clinic.core.web import handle_refusal, localized
+from clinic.family_doctor import chart, rules, services
+from clinic.family_doctor.models import HomeReading
+from clinic.visits.views import consent_html
+from identity.models import Account, Role
+
+bp = Blueprint(
+    "family_doctor",
+    __name__,
+    template_folder="templates",
+    static_folder="static",
+    static_url_path="/family-doctor/static",
+)
+
+
+def _me() -> Account:
+    account: Account = current_user._get_current_object()
+    return account
+
+
+def _english() -> bool:
+    return str(get_locale()) == "en"
+
+
+def _refused(err: DomainError) -> str:
+    message = handle_refusal(err)
+    if isinstance(err, RuleRefusal) and len(err.violations) > 1:
+        return " ".join(localized(v.message) for v in err.violations)
+    return message
+
+
+def yuan(fen: int) -> str:
+    return f"¥{fen // 100}.{fen % 100:02d}"
+
+
+# --- charts -----------------------------------------------------------------------------------
+
+
+def charts(readings: list[HomeReading]) -> dict[str, Any]:
+    """Blood pressure and glucose charts of the recent readings (oldest left)."""
+    out: dict[str, Any] = {}
+    ordered = list(reversed(readings))
+    bps = [r for r in ordered if r.kind == "bp"][-20:]
+    if bps:
+        out["bp"] = chart.svg(
+            str(_l("Blood pressure (mmHg), recent readings")),
+            [r.measured_at for r in bps],
+            [
+                chart.Series(str(_l("Systolic")), [float(r.systolic or 0) for r in bps], "sys", "#1565c0"),
+                chart.Series(str(_l("Diastolic")), [float(r.diastolic or 0) for r in bps], "dia", "#6a1b9a"),
+            ],
+            [
+                chart.Threshold(180, "180", "urgent"),
+                chart.Threshold(140, "140", "target"),
+                chart.Threshold(110, "110", "urgent"),
+                chart.Threshold(90, "90", "target"),
+            ],
+            40,
+            220,
+            [bj(r.measured_at, "%m-%d") for r in bps],
+            [r.classification == rules.Classification.URGENT for r in bps],
+        )
+    glus = [r for r in ordered if r.kind == "glucose"][-20:]
+    if glus:
+        out["glucose"] = chart.svg(
+            str(_l("Blood glucose (mmol/L), recent readings")),
+            [r.measured_at for r in glus],
+            [chart.Series(str(_l("Glucose")), [float(r.glucose_mmol or 0) for r in glus], "glu", "#ef6c00")],
+            [
+                chart.Threshold(16.7, "16.7", "urgent"),
+                chart.Threshold(7.0, "7.0", "target"),
+                chart.Threshold(3.9, "3.9", "urgent"),
+            ],
+            0,
+            25,
+            [bj(r.measured_at, "%m-%d") for r in glus],
+            [r.classification == rules.Classification.URGENT for r in glus],
+        )
+    return out
+
+
+def value_text(r: HomeReading) -> str:
+    if r.kind == "bp":
+        return f"{r.systolic}/{r.diastolic} mmHg"
+    if r.kind == "glucose":
+        when = _l("fasting") if r.fasting else _l("not fasting")
+        return f"{r.glucose_mmol} mmol/L（{when}）" if not _english() else f"{r.glucose_mmol} mmol/L ({when})"
+    return f"{r.weight_kg} kg"
+
+
+@bp.app_context_processor
+def _helpers() -> dict[str, Any]:
+    return {"fd_value": value_text, "fd_yuan": yuan, "fd_today": services.today}
+
+
+# --- patients ---------------------------------------------------------------------------------
+
+
+@bp.get("/family-doctor")
+@patient_page
+def home() -> Any:
+    account = _me()
+    people = []
+    for p in account.patients:
+        contract = services.contract_in_force(p.id)
+        people.append((p, contract, services.active_plan(p.id)))
+    return render_template(
+        "family_doctor/home.html", people=people, offers=services.offers_signing(), level=services.institution_level()
+    )
+
+
+def _sign_page(patient_id: str, status: int = 200) -> Any:
+    account = _me()
+    from identity import services as identity
+
+    person = identity.patient_of_account(account, patient_id)
+    text = services.current_agreement()
+    return render_template(
+        "family_doctor/sign.html",
+        person=person,
+        teams=services.list_teams(),
+        agreement=text,
+        body=consent_html(text.text_en if _english() else text.text_zh),
+        offers=services.offers_signing(),
+    ), status
+
+
+@bp.get("/family-doctor/sign/<patient_id>")
+@patient_page
+def sign(patient_id: str) -> Any:
+    return _sign_page(patient_id)
+
+
+@bp.post("/family-doctor/sign/<patient_id>")
+@patient_page
+def sign_post(patient_id: str) -> Any:
+    choice = request.form.get("choice", "")
+    team_id, _, package_id = choice.partition("/")
+    if not request.form.get("read"):
+        flash(_l("Tick the box to confirm that you have read the agreement."), "error")
+        return _sign_page(patient_id, 422)
+    try:
+        services.sign_contract(_me(), patient_id, team_id, package_id, request.form.get("version", ""))
+    except DomainError as err:
+        flash(_refused(err), "error")
+        return _sign_page(patient_id, err.status)
+    flash(_l("Signed. The team's lead physician will confirm the contract."), "ok")
+    return redirect(url_for("family_doctor.person", patient_id=patient_id))
+
+
+def _person_page(patient_id: str, status: int = 200) -> Any:
+    view = services.plan_for(_me(), patient_id)
+    just = None
+    rid = as_uuid(request.args.get("r"))
+    if rid is not None:
+        just = next((r for r in view.readings if r.id == rid), None)
+    return render_template(
+        "family_doctor/person.html",
+        view=view,
+        just=just,
+        advice=localized(rules.ADVICE[just.classification]) if just else None,
+        charts=charts(view.readings),
+        renewable=bool(
+            view.contract
+            and view.contract.valid_until
+            and rules.renewal_term(view.contract.valid_until, services.today()) is not None
+        ),
+        agreement=services.current_agreement(),
+        now=bj(datetime.now().astimezone(), "%Y-%m-%d %H:%M"),
+    ), status
+
+
+@bp.get("/family-doctor/people/<patient_id>")
+@patient_page
+def person(patient_id: str) -> Any:
+    return _person_page(patient_id)
+
+
+def _decimal(value: str | None) -> Decimal | None:
+    if value is None or not value.strip():
+        return None
+    try:
+        d = Decimal(value.strip())
+    except InvalidOperation:
+        return None
+    return d if d.is_finite() else None
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value and value.strip() else None
+    except ValueError:
+        return None
+
+
+@bp.post("/family-doctor/people/<patient_id>/readings")
+@patient_page
+def add_reading(patient_id: str) -> Any:
+    f = request.form
+    kind = f.get("kind", "")
+    at = None
+    if f.get("at", "").strip():
+        try:
+            at = datetime.fromisoformat(f["at"].strip().replace("T", " ")).replace(tzinfo=services.CHINA)
+        except ValueError:
+            flash(_l("Write the time as 2026-03-01 08:30."), "error")
+            return _person_page(patient_id, 422)
+    try:
+        result = services.record_reading(
+            _me(),
+            patient_id,
+            kind,
+            systolic=_int(f.get("systolic")),
+            diastolic=_int(f.get("diastolic")),
+            glucose_mmol=_decimal(f.get("glucose_mmol")),
+            fasting=f.get("fasting") == "1",
+            weight_kg=_decimal(f.get("weight_kg")),
+            at=at,
+        )
+    except DomainError as err:
+        flash(_refused(err), "error")
+        return _person_page(patient_id, err.status)
+    return redirect(url_for("family_doctor.person", patient_id=patient_id, r=str(result.reading.id)) + "#result")
+
+
+@bp.post("/family-doctor/contracts/<contract_id>/end")
+@patient_page
+def end(contract_id: str) -> Any:
+    try:
+        c = services.end_contract(_me(), contract_id, request.form.get("reason", ""))
+    except DomainError as err:
+        flash(_refused(err), "error")
+        return redirect(url_for("family_doctor.home"))
+    flash(_l("The contract has ended."), "ok")
+    return redirect(url_for("family_doctor.person", patient_id=str(c.patient_id)))
+
+
+@bp.post("/family-doctor/contracts/<contract_id>/renew")
+@patient_page
+def renew(contract_id: str) -> Any:
+    try:
+        c = services.renew_contract(_me(), contract_id, request.form.get("version", ""))
+    except DomainError as err:
+        flash(_refused(err), "error")
+        return redirect(url_for("family_doctor.home"))
+    flash(_l("Renewed until %(day)s.", day=bj(c.valid_until)), "ok")
+    return redirect(url_for("family_doctor.person", patient_id=str(c.patient_id)))
+
+
+# --- the team ---------------------------------------------------------------------------------
+
+
+@bp.get("/family-doctor/team")
+@physician_page
+def team() -> Any:
+    me = _me()
+    rows = services.panel(me)
+    return render_template(
+        "family_doctor/panel.html",
+        rows=rows,
+        teams=services.teams_of(me.id),
+        alerts=sum(1 for r in rows if r.open_alerts),
+        overdue=sum(1 for r in rows if r.overdue),
+        pending=sum(1 for r in rows if r.contract.status == rules.ContractStatus.PENDING),
+    )
+
+
+def _team_patient_page(patient_id: str, status: int = 200) -> Any:
+    from clinic.visits.models import Visit
+    from prescriptions.models import Prescription
+
+    me = _me()
+    view = services.plan_for(me, patient_id, readings=60)
+    visits = list(
+        db.session.scalars(
+            select(Visit).where(Visit.patient_id == view.patient.id).order_by(Visit.created_at.desc()).limit(20)
+        ).unique()
+    )
+    prescriptions = list(
+        db.session.scalars(
+            select(Prescription)
+            .where(Prescription.patient_id == view.patient.id)
+            .order_by(Prescription.signed_at.desc())
+            .limit(20)
+        ).unique()
+    )
+    return render_template(
+        "family_doctor/team_patient.html",
+        view=view,
+        charts=charts(view.readings),
+        visits=visits,
+        prescriptions=prescriptions,
+        is_lead=view.contract is not None and view.contract.team.lead_id == me.id,
+    ), status
+
+
+@bp.get("/family-doctor/team/patients/<patient_id>")
+@physician_page
+def team_patient(patient_id: str) -> Any:
+    return _team_patient_page(patient_id)
+
+
+@bp.post("/family-doctor/team/contracts/<contract_id>/countersign")
+@physician_page
+def countersign(contract_id: str) -> Any:
+    try:
+        c = services.countersign(_me(), contract_id)
+    except DomainError as err:
+        flash(_refused(err), "error")
+        return redirect(url_for("family_doctor.team"))
+    flash(_l("Countersigned: the contract runs until %(day)s.", day=bj(c.valid_until)), "ok")
+    return redirect(url_for("family_doctor.team_patient", patient_id=str(c.patient_id)))
+
+
+@bp.post("/family-doctor/team/contracts/<contract_id>/end")
+@physician_page
+def team_end(contract_id: str) -> Any:
+    try:
+        services.end_contract(_me(), contract_id, request.form.get("reason", ""))
+    except DomainError as err:
+        flash(_refused(err), "error")
+        return redirect(url_for("family_doctor.team"))
+    flash(_l("The contract has ended."), "ok")
+    return redirect(url_for("family_doctor.team"))
+
+
+@bp.post("/family-doctor/team/patients/<patient_id>/followups")
+@physician_page
+def followup(patient_id: str) -> Any:
+    f = request.form
+    try:
+        done = services.record_followup(
+            _me(), patient_id, f.get("method", ""), f.get("classification", ""), f.get("note", "")
+        )
+    except DomainError as err:
+        flash(_refused(err), "error")
+        return _team_patient_page(patient_id, err.status)
+    flash(_l("Follow-up recorded; the next one is due on %(day)s.", day=bj(done.next_due)), "ok")
+    return redirect(url_for("family_doctor.team_patient", patient_id=patient_id))
+
+
+@bp.post("/family-doctor/team/alerts/<alert_id>/acknowledge")
+@physician_page
+def acknowledge(alert_id: str) -> Any:
+    try:
+        alert = services.acknowledge_alert(_me(), alert_id)
+    except DomainError as err:
+        flash(_refused(err), "error")
+        return redirect(url_for("family_doctor.team"))
+    return redirect(url_for("family_doctor.team_patient", patient_id=str(alert.patient_id)))
+
+
+# --- administrator ----------------------------------------------------------------------------
+
+
+def _admin_page(status: int = 200) -> Any:
+    physicians = list(
+        db.session.scalars(select(Account).where(Account.role == Role.PHYSICIAN).order_by(Account.display_name))
+    )
+    return render_template(
+        "family_doctor/admin.html",
+        level=services.institution_level(),
+        levels=rules.LEVELS,
+        teams=services.list_teams(),
+        physicians=physicians,
+    ), status
+
+
+@bp.get("/admin/family-doctor")
+@admin_page
+def admin() -> Any:
+    return _admin_page()
+
+
+def _admin_action(fn: Any, ok: Any) -> Response | Any:
+    try:
+        fn()
+    except DomainError as err:
+        flash(_refused(err), "error")
+        return _admin_page(err.status)
+    flash(ok, "ok")
+    return redirect(url_for("family_doctor.admin"))
+
+
+@bp.post("/admin/family-doctor/level")
+@admin_page
+def admin_level() -> Any:
+    return _admin_action(lambda: services.set_institution_level(request.form.get("level", "")), _l("Level saved."))
+
+
+def _names(raw: str) -> list[str]:
+    return [n.strip() for n in raw.replace("，", ",").split(",") if n.strip()]
+
+
+@bp.post("/admin/family-doctor/teams")
+@admin_page
+def admin_team() -> Any:
+    f = request.form
+    members = [services.MemberSpec("", "physician", a) for a in f.getlist("physicians") if a != f.get("lead_id")]
+    members += [services.MemberSpec(n, "nurse") for n in _names(f.get("nurses", ""))]
+    members += [services.MemberSpec(n, "public_health") for n in _names(f.get("public_health", ""))]
+    return _admin_action(
+        lambda: services.create_team(f.get("name", ""), f.get("lead_id", ""), members), _l("Team created.")
+    )
+
+
+@bp.post("/admin/family-doctor/teams/<team_id>/packages")
+@admin_page
+def admin_package(team_id: str) -> Any:
+    f = request.form
+    fee = _decimal(f.get("fee_yuan")) or Decimal(0)
+    fee_fen = int((fee * 100).to_integral_value())
+
+    def run() -> None:
+        services.create_package(team_id, f.get("name", ""), f.getlist("conditions"), f.get("includes", ""), fee_fen)
+
+    return _admin_action(run, _l("Package added."))
+
+
+def init_app(app: Flask) -> None:
+    app.register_blueprint(bp)
