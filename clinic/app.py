@@ -122,6 +122,9 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     from prescriptions.fhir import MedicationRequestSource
 
     register_resource("MedicationRequest", MedicationRequestSource(review_model=PharmacyReview))
+    from clinic.family_doctor import fhir as fd_fhir
+
+    fd_fhir.register()  # CarePlan (family-doctor contracts, follow-ups), Observation (home readings)
     # GET /visits/{id} lists the visit's prescriptions: the visit domain cannot import them.
     app.extensions.setdefault("visit_extras", []).append(rx_api.visit_prescriptions)
 

@@ -153,6 +153,8 @@ RESOURCE_TYPES = (
     "Encounter",
     "MedicationRequest",
     "AuditEvent",
+    "CarePlan",  # family-doctor contracts and follow-ups (clinic/family_doctor/fhir.py)
+    "Observation",  # home readings
 )
 _registry: dict[str, ResourceSource] = {}
 
@@ -571,6 +573,8 @@ def register_clinic_resources() -> None:
     register_resource("Encounter", QuerySource(_encounters, _encounter))
     register_resource("AuditEvent", QuerySource(_audit_entries, _audit_event))
     _registry.setdefault("MedicationRequest", EmptySource())
+    _registry.setdefault("CarePlan", EmptySource())
+    _registry.setdefault("Observation", EmptySource())
 
 
 register_clinic_resources()

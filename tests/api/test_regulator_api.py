@@ -238,7 +238,7 @@ def test_bad_windows_and_pages_are_422_with_the_reason(client: FlaskClient, worl
 
 def test_unknown_type_and_page_past_the_end_are_404(client: FlaskClient, world: dict[str, Any]) -> None:
     tok = scoped(client, world["regulator"].username)
-    resp = client.get("/api/v1/regulator/fhir/Observation", headers=f.auth(tok))
+    resp = client.get("/api/v1/regulator/fhir/Immunization", headers=f.auth(tok))
     assert resp.status_code == 404 and "AuditEvent" in resp.get_json()["error"]["message"]
     resp = client.get("/api/v1/regulator/fhir/Encounter?page=2", headers=f.auth(tok))
     assert resp.status_code == 404
