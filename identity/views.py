@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -33,7 +35,7 @@ from clinic.core import limits
 from clinic.core.audit import Actor, acting_as
 from clinic.core.db import db, unit_of_work
 from clinic.core.errors import DomainError, Invalid
-from clinic.core.pages import face_checked, page_face_claims, physician_page
+from clinic.core.pages import face_checked, page_face_claims, panels_for, physician_page
 from clinic.core.web import handle_refusal
 from identity import services
 from identity.face import ImageTooLarge
@@ -104,7 +106,39 @@ def home() -> Any:
         return redirect(url_for("identity.face"))
     if current_user.is_authenticated and current_user.role == Role.PHARMACIST:
         return redirect(url_for("pharmacy.queue"))  # the pharmacist's day starts at the queue
+    if current_user.is_authenticated and current_user.role == Role.PHYSICIAN:
+        return render_template("identity/workstation.html", **_workstation())
     return render_template("identity/home.html")
+
+
+def _workstation() -> dict[str, Any]:
+    """The physician's home: every domain's panels, and how long the face check still holds."""
+    panels = panels_for("physician", str(current_user.id))
+    now = int(time.time())
+    face_at = session.get("face_at")
+    until = face_at + int(current_app.config["FACE_FRESH_SECONDS"]) if isinstance(face_at, int) else None
+    left = max(0, (until - now) // 60) if until else 0
+    sig = hashlib.sha256(
+        "|".join(f"{p.panel.key}:{','.join(str(getattr(r, 'id', r)) for r in p.rows)}" for p in panels).encode()
+    ).hexdigest()[:16]
+    return {"panels": panels, "face_until": until, "face_left": left, "now": now, "sig": sig}
+
+
+@bp.get("/workstation/live")
+@physician_page
+def workstation_live() -> Response:
+    """What the workstation home polls: the panels (HTML) and a signature of what they hold."""
+    data = _workstation()
+    resp = jsonify(
+        {
+            "sig": data["sig"],
+            "html": render_template("identity/_panels.html", panels=data["panels"]),
+            "counts": {p.panel.key: p.count for p in data["panels"]},
+            "face_until": data["face_until"],
+        }
+    )
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
 
 
 @bp.route("/login", methods=["GET", "POST"])

@@ -496,6 +496,25 @@ def _follow_delivery(session: Session, delivery: Delivery, status: DeliveryStatu
 services.on_status_change(_follow_delivery)
 
 
+def _outcome(rx_id: uuid.UUID) -> dict[str, Any] | None:
+    """What the physician reads of the pharmacist's decision: reasons (codes), note, who, when."""
+    review = db.session.get(Review, rx_id)
+    if review is None or review.decision is None:
+        return None
+    decider = db.session.get(Account, review.decided_by) if review.decided_by else None
+    notes = [r.get("note", "") for r in review.reasons or [] if r.get("note")]
+    return {
+        "decision": review.decision,
+        "reasons": [r.get("code", "") for r in review.reasons or []],
+        "note": notes[0] if notes else "",
+        "decided_at": review.decided_at,
+        "pharmacist": (decider.staff.name if decider and decider.staff else decider.display_name) if decider else "",
+    }
+
+
+rx_services.on_review_read(_outcome)
+
+
 def delivery_view(principal_id: str, role: str, prescription_id: str) -> dict[str, Any]:
     rx = rx_services.prescription_for(principal_id, role, prescription_id)
     delivery = services.delivery_of(rx.id)

@@ -14,7 +14,7 @@ from werkzeug.wrappers import Response
 
 from clinic.core.db import utcnow
 from clinic.core.errors import DomainError
-from clinic.core.pages import label_for, patient_page, pharmacist_page
+from clinic.core.pages import Panel, Words, label_for, patient_page, pharmacist_page, register_panel
 from clinic.core.web import handle_refusal
 from pharmacy import review
 from pharmacy.forms import ReviewForm
@@ -144,5 +144,25 @@ def track(prescription_id: str) -> Any:
     )
 
 
+# --- the physician's home: prescriptions the pharmacists sent back ---------------------------
+
+
+def _ended(physician_id: str) -> list[dict[str, Any]]:
+    return [
+        {"rx": rx, "outcome": rx_services.review_outcome(rx.id)} for rx in rx_services.ended_unrevised(physician_id)
+    ]
+
+
 def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
+    register_panel(
+        "physician",
+        Panel(
+            "returned",
+            Words("药师退回或驳回的处方", "Prescriptions returned or rejected"),
+            "pharmacy/_panel_returned.html",
+            _ended,
+            order=5,
+            alert=True,
+        ),
+    )

@@ -88,6 +88,9 @@ class PrescribeIn(RequestModel):
     assessment_note: str | None = Field(default=None, max_length=2000)
     guardian: GuardianIn | None = None
     accompanying_physician: AccompanyingPhysicianIn | None = None
+    replaces: uuid.UUID | None = Field(
+        default=None, description="The returned, rejected or voided prescription this one revises"
+    )
 
     def spec(self) -> services.PrescriptionSpec:
         g, a = self.guardian, self.accompanying_physician
@@ -123,14 +126,20 @@ class PrescribedOut(ResponseModel):
     roles=["physician"],
     errors={
         403: ["face_verification_required"],
-        409: ["duplicate_submission"],
+        404: ["not_found"],
+        409: ["duplicate_submission", "not_replaceable", "already_replaced"],
         422: ["prescription_rejected", "unknown_drug"] + list(rules.VIOLATION_CODES),
     },
     idempotent=True,
 )
 def prescribe(visit_id: str, body: PrescribeIn, principal: Principal, idempotency_key: str | None) -> PrescribedOut:
     rx = services.create_prescription(
-        principal.id, principal.claims, visit_id, body.spec(), refuse_repeats=idempotency_key is None
+        principal.id,
+        principal.claims,
+        visit_id,
+        body.spec(),
+        refuse_repeats=idempotency_key is None,
+        replaces=body.replaces,
     )
     return PrescribedOut(id=rx.id, status=rx.status.value, jws=rx.jws)
 
@@ -171,6 +180,7 @@ class PrescriptionOut(ResponseModel):
         default=None,
         description="The pharmacist's approval (counter-signature) JWS, once approved; verifies with the JWKS",
     )
+    replaces_id: uuid.UUID | None = None
 
 
 VIEWERS = ["patient", "physician", "pharmacist"]

@@ -155,6 +155,9 @@ class Prescription(Versioned, Base):
     expires_at: Mapped[datetime] = mapped_column(index=True)
     dispensed_at: Mapped[datetime | None]
     status_changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # a revision of a returned (or rejected, or voided) prescription names the one it replaces
+    replaces_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("prescriptions.id"), index=True)
+    void_reason: Mapped[str | None] = mapped_column(Text)  # the physician's, when voided before review
 
     items: Mapped[list[PrescriptionItem]] = relationship(
         order_by="PrescriptionItem.position", lazy="selectin", cascade="all, delete-orphan"

@@ -878,15 +878,19 @@ def create_prescription(
     spec: PrescriptionSpec,
     *,
     refuse_repeats: bool = True,
+    replaces: str | uuid.UUID | None = None,
 ) -> Prescription:
     """The visit's face-fresh physician signs ONE prescription: rules, signature, record, audit.
 
     `refuse_repeats=False` when the caller named the request with an Idempotency-Key (its
     repeats are answered from clinic.core.idempotency); otherwise an identical prescription
     signed for the visit within a minute is refused as `duplicate_submission`.
+    `replaces`: the returned (or rejected, or voided) prescription of the same patient that
+    this one revises; it is recorded with the new one.
     """
     require_fresh_face(claims)
     visit = _visit(visit_id)
+    replaced = _replaceable(physician_id, visit, replaces) if replaces else None
     now = utcnow()
     if refuse_repeats:  # before the rules: a repeat would also be its own duplicate_therapy
         refuse_repeat(visit, physician_id, spec, now)
@@ -990,6 +994,7 @@ def create_prescription(
         signed_at=now,
         expires_at=expires_at,
         status_changed_at=now,
+        replaces_id=replaced.id if replaced else None,
     )
     for n, i in enumerate(spec.items):
         d = drugs[i.drug_id]
@@ -1016,7 +1021,13 @@ def create_prescription(
         "prescription.signed",
         subject_type="prescription",
         subject_id=rx.id,
-        detail={"visit_id": str(visit.id), "kid": kid, "items": len(spec.items), "long_term": spec.long_term},
+        detail={
+            "visit_id": str(visit.id),
+            "kid": kid,
+            "items": len(spec.items),
+            "long_term": spec.long_term,
+            "replaces": str(replaced.id) if replaced else None,
+        },
     )
     return rx
 
@@ -1057,6 +1068,72 @@ def approval_jws(rx_id: uuid.UUID) -> str | None:
         if token:
             return token
     return None
+
+
+REPLACEABLE = (PrescriptionStatus.RETURNED, PrescriptionStatus.REJECTED, PrescriptionStatus.CANCELLED)
+
+
+def _replaceable(physician_id: str, visit: Visit, replaces: str | uuid.UUID) -> Prescription:
+    """The prescription a revision replaces: this physician's, this patient's, ended, not yet replaced."""
+    old = db.session.get(Prescription, as_uuid(replaces)) if as_uuid(replaces) else None
+    if old is None or str(old.physician_id) != str(physician_id) or old.patient_id != visit.patient_id:
+        raise NotFound("No such prescription to revise.")
+    if old.status not in REPLACEABLE:
+        raise Conflict("Only a returned, rejected or voided prescription can be revised.", code="not_replaceable")
+    if db.session.scalar(select(Prescription.id).where(Prescription.replaces_id == old.id)) is not None:
+        raise Conflict("This prescription has already been revised.", code="already_replaced")
+    return old
+
+
+def void_prescription(physician_id: str, prescription_id: str | uuid.UUID, reason: str) -> Prescription:
+    """The physician voids their own prescription before a pharmacist has decided on it."""
+    rx = prescription_for(physician_id, "physician", prescription_id)
+    reason = reason.strip()
+    if not 2 <= len(reason) <= 500:
+        raise Invalid("Say why the prescription is voided (2 to 500 characters).", field="reason")
+    if rx.status != PrescriptionStatus.PENDING_REVIEW:
+        raise Conflict("Only a prescription still waiting for review can be voided.", code="not_voidable")
+    rx.void_reason = reason
+    return transition(rx, "cancelled", reason=reason)
+
+
+# The pharmacist's decision on a prescription (reasons and note) lives in the pharmacy, which
+# sits above this package: it registers its reader here, as it does for delivery status.
+_review_readers: list[Callable[[uuid.UUID], dict[str, Any] | None]] = []
+
+
+def on_review_read(reader: Callable[[uuid.UUID], dict[str, Any] | None]) -> None:
+    _review_readers.append(reader)
+
+
+def review_outcome(rx_id: uuid.UUID) -> dict[str, Any] | None:
+    """{decision, reasons: [code], note, decided_at, pharmacist} once a pharmacist decided; else None."""
+    for reader in _review_readers:
+        found = reader(rx_id)
+        if found is not None:
+            return found
+    return None
+
+
+def ended_unrevised(physician_id: str | uuid.UUID) -> list[Prescription]:
+    """This physician's returned or rejected prescriptions that no revision replaces yet, newest first."""
+    revised = select(Prescription.replaces_id).where(Prescription.replaces_id.is_not(None))
+    return list(
+        db.session.scalars(
+            select(Prescription)
+            .where(
+                Prescription.physician_id == as_uuid(physician_id),
+                Prescription.status.in_((PrescriptionStatus.RETURNED, PrescriptionStatus.REJECTED)),
+                Prescription.id.not_in(revised),
+            )
+            .order_by(Prescription.status_changed_at.desc())
+            .limit(50)
+        )
+    )
+
+
+def replaced_by(rx_id: uuid.UUID) -> Prescription | None:
+    return db.session.scalars(select(Prescription).where(Prescription.replaces_id == rx_id)).first()
 
 
 def verify_prescription(rx: Prescription) -> dict[str, Any]:
@@ -1235,5 +1312,17 @@ def visit_prescriptions(visit_id: uuid.UUID) -> list[Prescription]:
     return list(
         db.session.scalars(
             select(Prescription).where(Prescription.visit_id == visit_id).order_by(Prescription.signed_at.desc())
+        )
+    )
+
+
+def prescriptions_of_visits(visit_ids: Iterable[uuid.UUID]) -> list[Prescription]:
+    """The prescriptions signed in these visits, newest first (the visit room's history)."""
+    ids = list(visit_ids)
+    if not ids:
+        return []
+    return list(
+        db.session.scalars(
+            select(Prescription).where(Prescription.visit_id.in_(ids)).order_by(Prescription.signed_at.desc())
         )
     )

@@ -42,22 +42,20 @@ from flask import (
 from flask_babel import get_locale, gettext
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
-from flask_wtf import FlaskForm
-from flask_wtf.file import FileField, FileRequired
 from pydantic import ValidationError
-from wtforms import SelectField, TextAreaField
-from wtforms.validators import DataRequired, Length
 
 from clinic.core import crypto, idempotency
 from clinic.core.audit import Actor
 from clinic.core.db import db, utcnow
 from clinic.core.errors import DomainError, RuleRefusal, Violation
-from clinic.core.pages import admin_page, page_face_claims, physician_page, role_page
+from clinic.core.pages import admin_page, label_for, page_face_claims, physician_page, role_page
 from clinic.core.web import handle_refusal
+from clinic.visits import services as visit_services
 from clinic.visits.models import Visit
 from prescriptions import api, imports, rules, services
 from prescriptions import ingredients as ing
-from prescriptions.labels import CONTROL_CLASS, RX_STATUS
+from prescriptions.forms import ClassifyForm, ImportForm, VoidForm
+from prescriptions.labels import CONTROL_CLASS, RX_STATUS, field_label
 from prescriptions.models import Drug, FormularyImport, Prescription
 
 log = logging.getLogger("clinic.prescriptions")
@@ -85,6 +83,7 @@ UNITS = ("片", "粒", "mg", "g", "ml", "袋", "支", "U", "喷")
 def empty_draft() -> dict[str, Any]:
     return {
         "items": [],
+        "replaces": "",
         "weight_kg": "",
         "long_term": False,
         "assessment_note": "",
@@ -101,6 +100,7 @@ def draft_from_form(form: Mapping[str, str]) -> dict[str, Any]:
         if row["drug_id"]:
             row["name"] = (form.get(f"items-{n}-name") or "").strip()[:200]
             draft["items"].append(row)
+    draft["replaces"] = (form.get("replaces") or "").strip()[:36]
     draft["weight_kg"] = (form.get("weight_kg") or "").strip()[:16]
     draft["long_term"] = form.get("long_term") in ("1", "on", "true", "y")
     draft["assessment_note"] = (form.get("assessment_note") or "").strip()[:2000]
@@ -141,7 +141,8 @@ def spec_from_draft(draft: Mapping[str, Any]) -> tuple[services.PrescriptionSpec
     except ValidationError as exc:
         errors: dict[str, str] = {}
         for e in exc.errors():
-            errors.setdefault(_field_name(tuple(e["loc"])), gettext("Missing or not a valid value."))
+            name = _field_name(tuple(e["loc"]))
+            errors.setdefault(name, f"{field_label(name)}：{gettext('Missing or not a valid value.')}")
         return None, errors
     return body.spec(), {}
 
@@ -316,7 +317,7 @@ def violation_message(v: Violation, names: list[str]) -> str:
     d = v.detail
     params = {
         "drug": names[v.item] if v.item is not None and v.item < len(names) else "",
-        "control": str(CONTROL_CLASS.get(d.get("control_class", ""), d.get("control_class", ""))),
+        "control": label_for("control", d.get("control_class")),
         "missing": "、".join(
             MISSING_ZH.get(str(m), str(m)) if not _english() else str(m) for m in d.get("missing", [])
         ),
@@ -350,7 +351,14 @@ def violation_message(v: Violation, names: list[str]) -> str:
 def violations_out(violations: list[Violation], draft: Mapping[str, Any]) -> list[dict[str, Any]]:
     names = [i.get("name") or "" for i in draft["items"]]
     return [
-        {"code": v.code, "item": v.item, "message": violation_message(v, names), "detail": v.detail} for v in violations
+        {
+            "code": v.code,
+            "title": label_for("rule", v.code),
+            "item": v.item,
+            "message": violation_message(v, names),
+            "detail": v.detail,
+        }
+        for v in violations
     ]
 
 
@@ -384,6 +392,17 @@ def _drug_label(d: Drug) -> str:
     return " ".join(p for p in (d.name, d.strength) if p)
 
 
+def _replacing(draft: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The ended prescription this draft revises, with the pharmacist's reasons."""
+    if not draft.get("replaces"):
+        return None
+    try:
+        old = _my_prescription(draft["replaces"])
+    except DomainError:
+        return None
+    return {"rx": old, "outcome": services.review_outcome(old.id)}
+
+
 def _page(visit: Visit, draft: dict[str, Any], status: int = 200, **extra: Any) -> Any:
     today = _today()
     born = visit.patient.birth_date
@@ -406,6 +425,7 @@ def _page(visit: Visit, draft: dict[str, Any], status: int = 200, **extra: Any) 
         "frequencies": FREQUENCIES,
         "units": UNITS,
         "signed": services.visit_prescriptions(visit.id),
+        "replacing": _replacing(draft),
         "rx_status": RX_STATUS,
         "results": extra.pop("results", None),
         "q": extra.pop("q", ""),
@@ -477,7 +497,7 @@ def prescribe_post(visit_id: str) -> Any:
     if spec is None:
         return _page(visit, draft, 422, checked=([], errors))
     try:
-        rx_id = _sign_once(visit_id, spec)
+        rx_id = _sign_once(visit_id, spec, draft.get("replaces") or None)
     except DomainError as err:
         message = handle_refusal(err)
         if err.code == FACE_REQUIRED:
@@ -493,7 +513,7 @@ def prescribe_post(visit_id: str) -> Any:
     return redirect(url_for(".prescription", prescription_id=rx_id))
 
 
-def _sign_once(visit_id: str, spec: services.PrescriptionSpec) -> str:
+def _sign_once(visit_id: str, spec: services.PrescriptionSpec, replaces: str | None = None) -> str:
     """Sign; the form's one-time token makes a double tap (or a resent form) sign once and
     answer the first prescription (clinic.core.idempotency). Without it, an identical
     prescription within a minute is refused as `duplicate_submission`."""
@@ -502,11 +522,13 @@ def _sign_once(visit_id: str, spec: services.PrescriptionSpec) -> str:
     except DomainError:
         key = None
     if key is None:
-        return str(services.create_prescription(str(current_user.id), page_face_claims(), visit_id, spec).id)
+        return str(
+            services.create_prescription(str(current_user.id), page_face_claims(), visit_id, spec, replaces=replaces).id
+        )
 
     def sign() -> tuple[int, dict[str, Any]]:
         rx = services.create_prescription(
-            str(current_user.id), page_face_claims(), visit_id, spec, refuse_repeats=False
+            str(current_user.id), page_face_claims(), visit_id, spec, refuse_repeats=False, replaces=replaces
         )
         return 201, {"id": str(rx.id)}
 
@@ -557,7 +579,7 @@ def drugs(visit_id: str) -> Any:
                     "strength": d.strength,
                     "route": d.route,
                     "control_class": d.control_class,
-                    "control_label": str(CONTROL_CLASS[d.control_class]) if d.control_class in CONTROL_CLASS else "",
+                    "control_label": label_for("control", d.control_class) if d.control_class else "",
                     "cold_chain": d.cold_chain,
                     "row": _new_row(d),
                 }
@@ -573,11 +595,70 @@ def _my_prescription(prescription_id: str) -> Prescription:
     return services.prescription_for(str(current_user.id), "physician", prescription_id)
 
 
+def _prescription_page(rx: Prescription, void_form: VoidForm | None = None, status: int = 200) -> Any:
+    return render_template(
+        "prescriptions/prescription.html",
+        rx=rx,
+        rx_status=RX_STATUS,
+        outcome=services.review_outcome(rx.id),
+        replaced_by=services.replaced_by(rx.id),
+        revisable=rx.status.value in ("returned", "rejected", "cancelled"),
+        void_form=void_form or VoidForm(),
+    ), status
+
+
 @bp.get("/physician/prescriptions/<prescription_id>")
 @physician_page
 def prescription(prescription_id: str) -> Any:
+    return _prescription_page(_my_prescription(prescription_id))
+
+
+@bp.post("/physician/prescriptions/<prescription_id>/void")
+@physician_page
+def void(prescription_id: str) -> Any:
     rx = _my_prescription(prescription_id)
-    return render_template("prescriptions/prescription.html", rx=rx, rx_status=RX_STATUS)
+    form = VoidForm()
+    if not form.validate_on_submit():
+        return _prescription_page(rx, form, 422)
+    try:
+        services.void_prescription(str(current_user.id), prescription_id, form.reason.data or "")
+    except DomainError as err:
+        form.reason.errors = [handle_refusal(err)]
+        return _prescription_page(_my_prescription(prescription_id), form, err.status)
+    flash(_l("The prescription is voided; the pharmacists no longer see it."), "ok")
+    return redirect(url_for(".prescription", prescription_id=prescription_id))
+
+
+@bp.get("/physician/prescriptions/<prescription_id>/revise")
+@physician_page
+def revise(prescription_id: str) -> Any:
+    """修改后重新签署: the prescribing page, filled with the ended prescription's items."""
+    rx = _my_prescription(prescription_id)
+    c = rx.content
+    draft = empty_draft()
+    draft["replaces"] = str(rx.id)
+    draft["items"] = [
+        {
+            "drug_id": i["drug_id"],
+            "name": " ".join(p for p in (i.get("name", ""), i.get("strength", "")) if p),
+            "dose": str(i["dose"]),
+            "unit": i["unit"],
+            "frequency": i["frequency"],
+            "route": i["route"],
+            "days": str(i["days"]),
+            "quantity": str(i["quantity"]),
+        }
+        for i in c.get("items", [])
+    ]
+    draft["weight_kg"] = c.get("weight_kg") or ""
+    draft["long_term"] = bool(c.get("long_term"))
+    draft["assessment_note"] = rx.assessment_note or ""
+    if rx.guardian:  # the ID number is kept masked: the physician types it again
+        draft["guardian"].update(name=rx.guardian.get("name", ""), relation=rx.guardian.get("relation", ""))
+    if rx.accompanying_physician:
+        draft["accompanying_physician"].update(rx.accompanying_physician)
+    save_draft(str(rx.visit_id), draft)
+    return redirect(url_for(".prescribe", visit_id=rx.visit_id))
 
 
 @bp.get("/physician/prescriptions/<prescription_id>/document")
@@ -592,10 +673,6 @@ def document(prescription_id: str) -> Response:
 
 
 # --- administrators: formulary import with progress ---------------------------------------------
-
-
-class ImportForm(FlaskForm):
-    file = FileField(_l("Formulary (UTF-8 CSV with a header)"), validators=[FileRequired()])
 
 
 IMPORT_STATUS = {
@@ -668,25 +745,6 @@ def import_run_json(run_id: str) -> Any:
 # --- the classification queue: drugs held because their ingredients were not recognised ---------
 
 
-class ClassifyForm(FlaskForm):
-    choice = SelectField(
-        _l("Classification"),
-        choices=[
-            ("", _l("Choose…")),
-            ("ordinary", _l("Ordinary drug (not specially controlled)")),
-            *((code, CONTROL_CLASS[code]) for code in ing.CONTROL_CLASSES),
-        ],
-        validators=[DataRequired(message=_l("Choose a classification."))],
-    )
-    note = TextAreaField(
-        _l("Reason (e.g. the ingredients and the list checked)"),
-        validators=[
-            DataRequired(message=_l("Give the reason for the classification.")),
-            Length(max=services.NOTE_MAX),
-        ],
-    )
-
-
 def _ingredient_names(drug: Drug) -> str:
     lex = ing.lexicon()
     return "、".join(lex.zh_of[k] for k in drug.ingredients if k in lex.zh_of) or "—"
@@ -727,5 +785,13 @@ def classify(drug_id: str) -> Any:
     return redirect(url_for(".classification_queue"))
 
 
+def _history(visit_ids: list[Any]) -> dict[Any, list[Prescription]]:
+    found: dict[Any, list[Prescription]] = {}
+    for rx in services.prescriptions_of_visits(visit_ids):
+        found.setdefault(rx.visit_id, []).append(rx)
+    return found
+
+
 def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
+    visit_services.on_history(_history)  # the visit room's patient history shows prescriptions

@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any, TypeVar, cast
 
@@ -192,6 +193,46 @@ def label_for(domain: str, code: Any, default: str | None = None) -> str:
 
 def labels_of(domain: str) -> Mapping[str, Any]:
     return _LABELS.get(domain, {})
+
+
+# --- home-page panels: each domain adds its own to a role's home ------------------------------
+
+
+@dataclass(frozen=True)
+class Panel:
+    """A count and a short list on a role's home page (e.g. the physician's proofs to confirm).
+
+    `read(account_id)` answers the rows; `template` renders them (it gets `rows`); `alert`
+    panels are shown in red while they hold anything."""
+
+    key: str
+    title: Any
+    template: str
+    read: Callable[[str], list[Any]]
+    order: int = 0
+    alert: bool = False
+
+
+@dataclass(frozen=True)
+class FilledPanel:
+    panel: Panel
+    rows: list[Any]
+
+    @property
+    def count(self) -> int:
+        return len(self.rows)
+
+
+_PANELS: dict[str, dict[str, Panel]] = {}
+
+
+def register_panel(role: str, panel: Panel) -> None:
+    _PANELS.setdefault(role, {})[panel.key] = panel
+
+
+def panels_for(role: str, account_id: str) -> list[FilledPanel]:
+    chosen = sorted(_PANELS.get(role, {}).values(), key=lambda p: p.order)
+    return [FilledPanel(p, p.read(account_id)) for p in chosen]
 
 
 # --- times in Beijing -------------------------------------------------------------------------

@@ -546,6 +546,45 @@ def visit_for(account: Account, visit_id: str) -> Visit:
     raise NotFound()
 
 
+# What other domains add to a visit's history (prescriptions sit above this package and
+# register a reader: visit ids -> {visit id: [what was prescribed]}).
+_history_readers: list[Any] = []
+
+
+def on_history(reader: Any) -> None:
+    _history_readers.append(reader)
+
+
+def patient_history(physician_id: str, visit: Visit, limit: int = 20) -> list[dict[str, Any]]:
+    """The same patient's earlier visits that this physician may see (theirs, or their
+    department's), newest first, with notes and whatever other domains add (prescriptions)."""
+    physician = _physician(physician_id)
+    dept = physician.staff.department_code if physician.staff else None
+    earlier = list(
+        db.session.scalars(
+            select(Visit)
+            .where(
+                Visit.patient_id == visit.patient_id,
+                Visit.id != visit.id,
+                (Visit.physician_id == physician.id) | (Visit.department == dept),
+            )
+            .order_by(Visit.created_at.desc())
+            .limit(limit)
+        )
+    )
+    extra: dict[Any, list[Any]] = {}
+    for reader in _history_readers:
+        for vid, found in reader([v.id for v in earlier] + [visit.id]).items():
+            extra.setdefault(vid, []).extend(found)
+    return [{"visit": v, "notes": list(v.notes), "prescriptions": extra.get(v.id, [])} for v in earlier] + [
+        {"visit": visit, "notes": [], "prescriptions": extra.get(visit.id, []), "current": True}
+    ]
+
+
+def get_physician(physician_id: str) -> Account:
+    return _physician(physician_id)
+
+
 def waiting_visits_for(physician_id: str) -> list[Visit]:
     physician = _physician(physician_id)
     dept = physician.staff.department_code if physician.staff else None

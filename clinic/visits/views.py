@@ -45,7 +45,16 @@ from wtforms.validators import DataRequired, Length, Optional
 from clinic.core import storage
 from clinic.core.db import db
 from clinic.core.errors import DomainError, RuleRefusal
-from clinic.core.pages import label_for, page_face_claims, participant_page, patient_page, physician_page
+from clinic.core.pages import (
+    Panel,
+    Words,
+    label_for,
+    page_face_claims,
+    participant_page,
+    patient_page,
+    physician_page,
+    register_panel,
+)
 from clinic.core.web import handle_refusal, localized
 from clinic.visits import rules, services
 from clinic.visits.models import Condition, Diagnosis, DiagnosisStatus, VisitStatus
@@ -516,6 +525,11 @@ def _room(visit_id: str, status: int = 200, **forms: FlaskForm) -> Any:
         "cancel_form": forms.get("cancel_form") or CancelForm(),
         "payments_on": current_app.extensions.get("payments") is not None,
     }
+    if account.role == Role.PHYSICIAN:
+        history = services.patient_history(str(account.id), visit)
+        ctx["history"] = [h for h in history if not h.get("current")]
+        weights = [rx.weight_kg for h in history for rx in h["prescriptions"] if rx.weight_kg is not None]
+        ctx["known_weight"] = weights[0] if weights else None
     return render_template("visits/room.html", **ctx), status
 
 
@@ -674,5 +688,47 @@ def terminate(visit_id: str) -> Any:
     return redirect(url_for("visits.room", visit_id=visit_id))
 
 
+# --- the physician's workstation home: this domain's panels ---------------------------------
+
+
+def _waiting(physician_id: str) -> list[Any]:
+    return services.waiting_visits_for(physician_id)
+
+
+def _named_me(physician_id: str) -> list[Any]:
+    return [v for v in _waiting(physician_id) if v.physician_id is not None and str(v.physician_id) == physician_id]
+
+
+def _department_waiting(physician_id: str) -> list[Any]:
+    return [v for v in _waiting(physician_id) if v.physician_id is None]
+
+
+def _in_progress(physician_id: str) -> list[Any]:
+    me = services.get_physician(physician_id)
+    return [v for v in services.visits_of(me) if v.status == VisitStatus.IN_PROGRESS]
+
+
+PANELS = (
+    Panel(
+        "proofs",
+        Words("待确认的线下诊断", "Proofs to confirm"),
+        "visits/_panel_proofs.html",
+        services.pending_diagnoses_for,
+        order=10,
+    ),
+    Panel("named", Words("指定我的复诊", "Visits that named you"), "visits/_panel_visits.html", _named_me, order=20),
+    Panel(
+        "waiting",
+        Words("本科室等待接诊", "Waiting in your department"),
+        "visits/_panel_visits.html",
+        _department_waiting,
+        order=30,
+    ),
+    Panel("in_progress", Words("接诊中", "In progress"), "visits/_panel_visits.html", _in_progress, order=40),
+)
+
+
 def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
+    for panel in PANELS:
+        register_panel("physician", panel)

@@ -64,7 +64,7 @@
       span.appendChild(el("strong", "", d.name));
       span.appendChild(document.createTextNode(" " + d.strength + " "));
       span.appendChild(el("span", "muted", [d.form, d.route, d.generic_name_en].filter(Boolean).join(" · ")));
-      if (d.control_class) span.appendChild(el("span", "badge rejected", d.control_label || d.control_class));
+      if (d.control_label) span.appendChild(el("span", "badge rejected", d.control_label));
       li.appendChild(span);
       var b = el("button", "small add", form.dataset.addLabel || "+");
       b.type = "button";
@@ -93,7 +93,7 @@
     data.violations.forEach(function (v) {
       var li = el("li", "violation");
       li.dataset.code = v.code;
-      li.appendChild(el("code", "", v.code));
+      li.appendChild(el("strong", "", v.title || ""));
       if (v.item !== null && v.item !== undefined) {
         li.dataset.item = v.item;
         li.appendChild(document.createTextNode(" "));
@@ -111,7 +111,7 @@
     });
     form.querySelectorAll('[aria-invalid="true"]').forEach(function (i) { i.removeAttribute("aria-invalid"); });
     Object.keys(data.errors).forEach(function (name) {
-      errs.appendChild(el("li", "field-error", name + ": " + data.errors[name]));
+      errs.appendChild(el("li", "field-error", data.errors[name]));
       var input = form.querySelector('[name="' + name + '"]');
       if (input) input.setAttribute("aria-invalid", "true");
     });

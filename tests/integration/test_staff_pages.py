@@ -9,6 +9,7 @@ from flask_babel import refresh
 
 from clinic.core.pages import bj, label_for
 from identity.models import Role
+from tests.conftest import extract_csrf
 from tests.integration.test_pharmacy_pages import login
 from tests.support import factories as f
 
@@ -56,3 +57,58 @@ def test_times_are_shown_in_beijing_time() -> None:
 
     assert bj(datetime(2026, 12, 1, 20, 30, tzinfo=UTC)) == "2026-12-02 04:30"
     assert bj(None) == "—"
+
+
+def test_a_physician_voids_an_unreviewed_prescription_with_a_reason_and_revises_it(
+    client: FlaskClient, ctx: Flask
+) -> None:
+    from tests.integration.test_visit_pages import face_checked
+    from tests.support.rx_factories import item, visit_in_progress
+
+    v = visit_in_progress(client)
+    made = client.post(
+        f"/api/v1/visits/{v['visit_id']}/prescriptions",
+        json={"items": [item(v["drugs"]["amlodipine"])]},
+        headers=f.auth(v["face"]),
+    )
+    rx = made.get_json()["id"]
+    doc = login(ctx, v["doc"].username)
+    face_checked(doc)
+    page = doc.get(f"/physician/prescriptions/{rx}").get_data(as_text=True)
+    assert 'id="void"' in page and "UTC" not in page
+    # no reason: refused next to the field, nothing changed
+    refused = doc.post(f"/physician/prescriptions/{rx}/void", data={"csrf_token": extract_csrf(page), "reason": ""})
+    text = refused.get_data(as_text=True)
+    assert refused.status_code == 422 and "请说明作废原因" in text and 'class="field-error"' in text
+    assert client.get(f"/api/v1/prescriptions/{rx}", headers=f.auth(v["face"])).get_json()["status"] == "pending_review"
+    # a revision of a prescription still pending is refused (only ended ones are revised)
+    early = client.post(
+        f"/api/v1/visits/{v['visit_id']}/prescriptions",
+        json={"items": [item(v["drugs"]["amlodipine"])], "replaces": rx},
+        headers=f.auth(v["face"]),
+    )
+    assert early.status_code == 409 and early.get_json()["error"]["code"] == "not_replaceable"
+    voided = doc.post(
+        f"/physician/prescriptions/{rx}/void", data={"csrf_token": extract_csrf(page), "reason": "剂量写错，重新开具"}
+    )
+    assert voided.status_code == 302
+    after = doc.get(f"/physician/prescriptions/{rx}").get_data(as_text=True)
+    assert "剂量写错，重新开具" in after and "已取消" in after and 'id="revise"' in after
+    # the pharmacists no longer see it
+    ph = login(ctx, f.staff(Role.PHARMACIST).username)
+    assert "<strong>0</strong>" in ph.get("/pharmacy/queue").get_data(as_text=True)
+    # the revision records what it replaces; a second revision of the same one is refused
+    again = client.post(
+        f"/api/v1/visits/{v['visit_id']}/prescriptions",
+        json={"items": [item(v["drugs"]["amlodipine"])], "replaces": rx},
+        headers=f.auth(v["face"]),
+    )
+    assert again.status_code == 201, again.get_json()
+    new = client.get(f"/api/v1/prescriptions/{again.get_json()['id']}", headers=f.auth(v["face"])).get_json()
+    assert new["replaces_id"] == rx
+    twice = client.post(
+        f"/api/v1/visits/{v['visit_id']}/prescriptions",
+        json={"items": [item(v["drugs"]["amlodipine"])], "replaces": rx},
+        headers=f.auth(v["face"]),
+    )
+    assert twice.status_code == 409 and twice.get_json()["error"]["code"] == "already_replaced"
