@@ -1,7 +1,7 @@
 """prescriptions: a revision names the prescription it replaces; a void keeps its reason
 
 Revision ID: prescriptions_0005
-Revises: prescriptions_0004
+Revises: core_0001
 Create Date: 2026-12-02 13:45:00
 
 A prescription the pharmacist returned is revised and signed again: the new one records
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = 'prescriptions_0005'
-down_revision = 'prescriptions_0004'
+down_revision = 'core_0001'
 branch_labels = None
 depends_on = None
 
