@@ -892,7 +892,8 @@ def create_prescription(
     visit = _visit(visit_id)
     replaced = _replaceable(physician_id, visit, replaces) if replaces else None
     now = utcnow()
-    if refuse_repeats:  # before the rules: a repeat would also be its own duplicate_therapy
+    # A revision is not a repeat: signing it twice is refused as already_replaced instead.
+    if refuse_repeats and replaced is None:  # before the rules: a repeat would also be its own duplicate_therapy
         refuse_repeat(visit, physician_id, spec, now)
     violations, drugs = evaluate_prescription(physician_id, visit, spec, now.astimezone(CHINA).date())
     if violations:
