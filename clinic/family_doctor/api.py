@@ -540,3 +540,35 @@ class PackageIn(RequestModel):
 def create_package(team_id: str, body: PackageIn, principal: Principal) -> PackageOut:
     p = services.create_package(team_id, body.name, list(body.conditions), body.includes, body.fee_fen)
     return PackageOut.model_validate(p)
+
+
+# --- long-term prescription renewal -----------------------------------------------------
+
+
+class RenewalIn(RequestModel):
+    visit_id: uuid.UUID
+
+
+class RenewedOut(ResponseModel):
+    id: uuid.UUID
+    status: str
+    jws: str
+    long_term: bool
+
+
+@router.post(
+    "/family-doctor/patients/<patient_id>/long-term-renewal",
+    summary="The team's physician renews the last long-term prescription (up to 12 weeks) in a visit they "
+    "accepted; every prescription rule runs again",
+    body=RenewalIn,
+    response=RenewedOut,
+    status=201,
+    roles=PHYSICIAN,
+    errors={
+        403: ["face_verification_required"],
+        422: ["no_previous_prescription", "not_long_term", "not_stable", "prescription_rejected"],
+    },
+)
+def renew_long_term(patient_id: str, body: RenewalIn, principal: Principal) -> RenewedOut:
+    rx = services.renew_long_term(identity.get_account(principal.id), principal.claims, patient_id, str(body.visit_id))
+    return RenewedOut(id=rx.id, status=rx.status.value, jws=rx.jws, long_term=rx.long_term)

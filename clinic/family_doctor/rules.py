@@ -274,21 +274,32 @@ def age_on(birth: date, today: date) -> int:
 
 
 # --- long-term prescriptions (长期处方管理规范（试行）, 2021) ----------------------------
+# The prescription rules themselves (12 weeks at most, an assessment note over 4 weeks, no
+# controlled drugs...) live in prescriptions/rules.py and are re-run on every renewal; these
+# are only the family-doctor conditions for renewing from the last one.
 
-LONG_TERM_MAX_DAYS = 84  # up to 12 weeks
+STABLE_WINDOW_DAYS = 90  # the readings a renewal is judged on
 
 
-def renewal_violations(*, long_term: bool, max_days: int, stable: bool) -> list[Violation]:
+def is_stable(latest: list[Classification], open_alerts: int) -> bool:
+    """Stable: at least one recent reading, the latest of each kind controlled, no open alert."""
+    return bool(latest) and all(c == Classification.CONTROLLED for c in latest) and open_alerts == 0
+
+
+def renewal_violations(*, has_previous: bool, long_term: bool, stable: bool) -> list[Violation]:
     out: list[Violation] = []
-    if not long_term:
-        out.append(Violation("not_long_term", "Only a long-term prescription can be renewed."))
-    if max_days > LONG_TERM_MAX_DAYS:
-        out.append(Violation("supply_exceeds_limit", "A long-term prescription covers at most 12 weeks."))
+    if not has_previous:
+        out.append(Violation("no_previous_prescription", N_("There is no earlier prescription to renew from.")))
+    elif not long_term:
+        out.append(Violation("not_long_term", N_("Only a long-term prescription can be renewed.")))
     if not stable:
         out.append(
             Violation(
                 "not_stable",
-                "The patient's latest readings are not controlled: see the patient in a visit instead of renewing.",
+                N_(
+                    "The patient is not stable: the latest readings (last 90 days) are missing or not "
+                    "controlled, or an urgent reading is open. See the patient before prescribing."
+                ),
             )
         )
     return out

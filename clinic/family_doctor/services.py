@@ -896,3 +896,75 @@ def seed_demo_teams(lead_id: uuid.UUID, physician_ids: list[uuid.UUID]) -> list[
             ],
         }
     ]
+
+
+# --- long-term prescriptions: renewed from the last one --------------------------------
+
+RENEWABLE_FROM = ("approved", "dispensed", "out_for_delivery", "delivered")
+
+
+def _stability(patient_id: uuid.UUID, day: date) -> bool:
+    since = datetime.combine(day - timedelta(days=rules.STABLE_WINDOW_DAYS), datetime.min.time(), tzinfo=CHINA)
+    latest: dict[str, Classification] = {}
+    for r in db.session.scalars(
+        select(HomeReading)
+        .where(HomeReading.patient_id == patient_id, HomeReading.kind != "weight", HomeReading.measured_at >= since)
+        .order_by(HomeReading.measured_at.desc())
+    ):
+        latest.setdefault(r.kind, r.classification)
+    open_alerts = db.session.scalars(
+        select(Alert.id).where(Alert.patient_id == patient_id, Alert.acknowledged_at.is_(None))
+    ).all()
+    return rules.is_stable(list(latest.values()), len(open_alerts))
+
+
+def renew_long_term(physician: Account, claims: dict[str, Any], patient_id: str, visit_id: str) -> Any:
+    """The team's physician renews the patient's last long-term prescription in a return visit
+    they have accepted: same drugs, doses and days; every prescription rule is run again by
+    the prescribing service (a new signature, a new pharmacist review)."""
+    from prescriptions import services as rx_services
+    from prescriptions.models import Prescription
+
+    patient, contract = _patient_for(physician, patient_id)
+    if physician.role != Role.PHYSICIAN or contract is None or contract.status != ContractStatus.ACTIVE:
+        raise NotFound()
+    last = db.session.scalars(
+        select(Prescription)
+        .where(Prescription.patient_id == patient.id, Prescription.status.in_(RENEWABLE_FROM))
+        .order_by(Prescription.signed_at.desc())
+        .limit(1)
+    ).first()
+    violations = rules.renewal_violations(
+        has_previous=last is not None,
+        long_term=bool(last and last.long_term),
+        stable=_stability(patient.id, today()),
+    )
+    if violations:
+        raise RuleRefusal(violations[0].code, violations)
+    assert last is not None
+    spec = rx_services.PrescriptionSpec(
+        items=tuple(
+            rx_services.ItemSpec(
+                drug_id=i.drug_id,
+                dose=i.dose,
+                unit=i.unit,
+                frequency=i.frequency,
+                route=i.route,
+                days=i.days,
+                quantity=i.quantity,
+            )
+            for i in last.items
+        ),
+        weight_kg=last.weight_kg,
+        long_term=True,
+        assessment_note=last.assessment_note or "家庭医生团队续方：病情稳定，居家读数控制满意",
+    )
+    rx = rx_services.create_prescription(str(physician.id), claims, visit_id, spec)
+    audit.record(
+        db.session(),
+        "fd.long_term_renewed",
+        subject_type="prescription",
+        subject_id=rx.id,
+        detail={"from": str(last.id), "patient": str(patient.id), "contract": str(contract.id)},
+    )
+    return rx

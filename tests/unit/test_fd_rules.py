@@ -215,6 +215,16 @@ def test_followed_conditions_from_confirmed_codes() -> None:
 
 
 def test_long_term_renewal_rules() -> None:
-    assert rules.renewal_violations(long_term=True, max_days=84, stable=True) == []
-    codes = [v.code for v in rules.renewal_violations(long_term=False, max_days=85, stable=False)]
-    assert codes == ["not_long_term", "supply_exceeds_limit", "not_stable"]
+    assert rules.renewal_violations(has_previous=True, long_term=True, stable=True) == []
+    codes = [v.code for v in rules.renewal_violations(has_previous=True, long_term=False, stable=False)]
+    assert codes == ["not_long_term", "not_stable"]
+    codes = [v.code for v in rules.renewal_violations(has_previous=False, long_term=False, stable=True)]
+    assert codes == ["no_previous_prescription"]
+
+
+def test_stable_means_recent_controlled_readings_and_no_open_alert() -> None:
+    assert rules.is_stable([C.CONTROLLED, C.CONTROLLED], 0)
+    assert not rules.is_stable([], 0)
+    assert not rules.is_stable([C.CONTROLLED, C.UNCONTROLLED], 0)
+    assert not rules.is_stable([C.URGENT], 0)
+    assert not rules.is_stable([C.CONTROLLED], 1)
