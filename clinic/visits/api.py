@@ -43,14 +43,24 @@ class ConditionsOut(ResponseModel):
     items: list[ConditionOut]
 
 
+class ConditionQuery(RequestModel):
+    q: str | None = Field(
+        default=None,
+        max_length=40,
+        description="Search by Chinese or English name (高血压) or by a WHO / national edition code (E11.900)",
+    )
+
+
 @router.get(
     "/conditions",
-    summary="The common and chronic conditions followed up online",
+    summary="The common and chronic conditions followed up online (searchable by name)",
+    query=ConditionQuery,
     response=ConditionsOut,
     roles=["patient", "physician", "pharmacist", "admin", "regulator"],
 )
-def conditions(principal: Principal) -> ConditionsOut:
-    return ConditionsOut(items=[ConditionOut.model_validate(c) for c in services.list_conditions()])
+def conditions(query: ConditionQuery, principal: Principal) -> ConditionsOut:
+    found = services.search_conditions(query.q, limit=50) if query.q else services.list_conditions()
+    return ConditionsOut(items=[ConditionOut.model_validate(c) for c in found])
 
 
 class ConditionIn(RequestModel):
@@ -92,7 +102,9 @@ class DiagnosisOut(ResponseModel):
     status: str
     patient_id: uuid.UUID | None = None
     icd10: str | None = None
+    icd10_national: str | None = Field(default=None, description="国家临床版 2.0 code as on the proof, if it had one")
     condition: str | None = None
+    condition_name: str | None = Field(default=None, description="The condition's Chinese name")
     department: str | None = None
     institution: str | None = None
     diagnosed_on: date | None = None
@@ -101,13 +113,20 @@ class DiagnosisOut(ResponseModel):
     reviewed_at: datetime | None = None
 
 
+def _condition_name(d: Diagnosis) -> str | None:
+    cond = services.catalog_condition(d.icd10)
+    return cond.name_zh if cond is not None else None
+
+
 def diagnosis_out(d: Diagnosis) -> DiagnosisOut:
     return DiagnosisOut(
         id=d.id,
         status=d.status.value,
         patient_id=d.patient_id,
         icd10=d.icd10,
+        icd10_national=d.icd10_national,
         condition=d.condition_code,
+        condition_name=_condition_name(d),
         department=d.department,
         institution=d.institution,
         diagnosed_on=d.diagnosed_on,

@@ -44,7 +44,8 @@ class Diagnosis(Versioned, Base):
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     patient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("patients.id"), index=True)
     submitted_by: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id"))
-    icd10: Mapped[str] = mapped_column(String(16))
+    icd10: Mapped[str] = mapped_column(String(16))  # WHO ICD-10 (the national code's WHO category)
+    icd10_national: Mapped[str | None] = mapped_column(String(16))  # 国家临床版 2.0 as on the proof
     institution: Mapped[str] = mapped_column(String(200))
     diagnosed_on: Mapped[date] = mapped_column(Date)
     document_kind: Mapped[str] = mapped_column(String(32))

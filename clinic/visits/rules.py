@@ -33,6 +33,37 @@ def normalize_icd10(raw: str) -> str | None:
     return code
 
 
+# 国家临床版 2.0 (国家卫生健康委《疾病分类与代码国家临床版2.0》): the WHO category, a dot,
+# three characters (the WHO subcategory digit or x for none, then two extension digits),
+# and optionally x plus three more digits: I10.x00, E11.900, J45.900x001.
+NATIONAL_CODE = re.compile(r"^([A-Z][0-9]{2})\.([0-9X])([0-9X][0-9])(X[0-9]{3})?$")
+
+
+@dataclass(frozen=True)
+class ParsedCode:
+    who: str  # the valid WHO ICD-10 code the record and the condition catalog use
+    national: str | None  # the national clinical edition code as written, or None
+
+
+def parse_icd10(raw: str) -> ParsedCode | None:
+    """A WHO ICD-10 code, or a national clinical edition 2.0 code mapped to its WHO
+    category (E11.900 → E11.9, I10.x00 → I10, J45.900x001 → J45.9); None when neither."""
+    code = (raw or "").strip().upper()
+    who = normalize_icd10(code)
+    if who is not None:
+        return ParsedCode(who, None)
+    m = NATIONAL_CODE.match(code)
+    if m is None:
+        return None
+    category, fourth = m.group(1), m.group(2)
+    national = category + "." + code[len(category) + 1 :].lower()
+    for candidate in ([f"{category}.{fourth}"] if fourth != "X" else []) + [category]:
+        who = normalize_icd10(candidate)
+        if who is not None:
+            return ParsedCode(who, national)
+    return None
+
+
 def icd10_name(code: str) -> str:
     return str(icd.get_description(code))
 

@@ -90,6 +90,32 @@ def list_conditions() -> list[Condition]:
     return list(db.session.scalars(select(Condition).where(Condition.active).order_by(Condition.code)))
 
 
+def search_conditions(q: str, limit: int = 20) -> list[Condition]:
+    """Conditions whose Chinese or English name or code contains the text (a patient types
+    高血压, 糖尿病 …), or whose code a WHO / national edition code falls under."""
+    text = q.strip()
+    if not text:
+        return list_conditions()[:limit]
+    folded = text.casefold()
+    found = [
+        c
+        for c in list_conditions()
+        if folded in c.name_zh.casefold() or folded in c.name_en.casefold() or c.code.casefold().startswith(folded)
+    ]
+    parsed = rules.parse_icd10(text)
+    if parsed is not None:
+        cond = catalog_condition(parsed.who)
+        if cond is not None and cond not in found:
+            found.insert(0, cond)
+    return found[:limit]
+
+
+def condition_by_name(name: str) -> Condition | None:
+    """The active catalog condition with exactly this Chinese (or English) name."""
+    text = name.strip()
+    return next((c for c in list_conditions() if text in (c.name_zh, c.name_en)), None)
+
+
 def catalog_condition(icd10: str) -> Condition | None:
     codes = list(db.session.scalars(select(Condition.code).where(Condition.active)))
     match = rules.match_condition(icd10, codes)
@@ -117,9 +143,13 @@ def submit_diagnosis(
 ) -> Diagnosis:
     session = db.session()
     patient = identity.patient_of_account(account, patient_id)
-    code = rules.normalize_icd10(icd10)
-    if code is None:
-        raise Invalid(f"{icd10!r} is not a valid ICD-10 code.", fields=[{"loc": "icd10", "message": "not ICD-10"}])
+    parsed = rules.parse_icd10(icd10)
+    if parsed is None:
+        raise Invalid(
+            f"{icd10!r} is not a valid ICD-10 code (WHO or national clinical edition 2.0).",
+            fields=[{"loc": "icd10", "message": "not ICD-10"}],
+        )
+    code = parsed.who
     if diagnosed_on > date.today():
         raise Invalid("The diagnosis date is in the future.", fields=[{"loc": "diagnosed_on", "message": "future"}])
     if diagnosed_on < patient.birth_date:
@@ -138,6 +168,7 @@ def submit_diagnosis(
         patient_id=patient.id,
         submitted_by=account.id,
         icd10=code,
+        icd10_national=parsed.national,
         institution=institution,
         diagnosed_on=diagnosed_on,
         document_kind=document_kind,
@@ -148,7 +179,13 @@ def submit_diagnosis(
     )
     session.add(diag)
     session.flush()
-    audit.record(session, "diagnosis.submitted", subject_type="diagnosis", subject_id=diag.id, detail={"icd10": code})
+    audit.record(
+        session,
+        "diagnosis.submitted",
+        subject_type="diagnosis",
+        subject_id=diag.id,
+        detail={"icd10": code, "icd10_national": parsed.national},
+    )
     return diag
 
 

@@ -80,9 +80,12 @@ DOCUMENT_KINDS = [
 class DiagnosisForm(FlaskForm):
     patient_id = SelectField(_l("Who was diagnosed"), validators=[DataRequired()])
     icd10 = StringField(
-        _l("Diagnosis (ICD-10 code)"),
-        validators=[DataRequired(), Length(min=3, max=40)],
-        description=_l("Pick a condition from the list or type the code printed on your record, e.g. I10."),
+        _l("Diagnosis"),
+        validators=[DataRequired(), Length(min=2, max=40)],
+        description=_l(
+            "Type the condition's name (e.g. 高血压) and pick it from the list; the code printed on your "
+            "record (e.g. I10 or E11.900) works too."
+        ),
     )
     institution = StringField(_l("Hospital that diagnosed it"), validators=[DataRequired(), Length(min=2, max=200)])
     diagnosed_on = DateField(_l("Date of the diagnosis"), validators=[DataRequired()])
@@ -307,7 +310,9 @@ def diagnoses() -> Any:
     if request.method == "POST":
         if not form.validate_on_submit():
             return _diagnoses_page(form, 422)
-        raw_code = (form.icd10.data or "").split()[0] if (form.icd10.data or "").split() else ""
+        typed = (form.icd10.data or "").strip()
+        named = services.condition_by_name(typed)  # the patient picked the condition by its name
+        raw_code = named.code if named is not None else (typed.split()[0] if typed.split() else "")
         data = _read(form.document.data, int(current_app.config["MAX_DOCUMENT_BYTES"])) or b""
         try:
             services.submit_diagnosis(
@@ -325,6 +330,20 @@ def diagnoses() -> Any:
         flash(_l("Uploaded. A physician will review it; you can follow it here."), "ok")
         return redirect(url_for("visits.diagnoses"))
     return _diagnoses_page(form)
+
+
+@bp.get("/diagnoses/conditions.json")
+@patient_page
+def condition_search() -> Response:
+    """The condition catalog searched by name as the patient types (the upload form's list)."""
+    q = (request.args.get("q") or "").strip()[:40]
+    english = _english()
+    items = [
+        {"name": c.name_en if english else c.name_zh, "department": c.department} for c in services.search_conditions(q)
+    ]
+    resp = jsonify({"items": items})
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
 
 
 @bp.get("/diagnoses/<diagnosis_id>/document")
