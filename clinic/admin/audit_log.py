@@ -21,6 +21,7 @@ from clinic.core.audit import AuditEntry
 from clinic.core.db import db
 from clinic.core.errors import DomainError
 from clinic.core.pages import admin_page
+from clinic.core.text import csv_cell
 from clinic.core.web import handle_refusal
 from clinic.regulator import services
 
@@ -170,7 +171,7 @@ def audit_csv() -> Response:
         buf.write("\ufeff")  # Excel reads UTF-8 (Chinese text) with a BOM
         writer.writerow(CSV_FIELDS)
         for row in rows:
-            writer.writerow(row)
+            writer.writerow([csv_cell(cell) for cell in row])  # ids from URLs: never a formula
             if buf.tell() > 64 * 1024:
                 yield buf.getvalue()
                 buf.seek(0)

@@ -15,12 +15,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.json_schema import models_json_schema
 from werkzeug.datastructures import FileStorage
 
-from clinic.core import idempotency
+from clinic.core import idempotency, limits
 from clinic.core.audit import Actor, set_actor
 from clinic.core.errors import DomainError, Forbidden, Invalid, Unauthenticated
 from clinic.core.text import unclean_fields
@@ -203,12 +203,19 @@ def _json_body() -> Any:
 def _authenticate(op: Operation) -> Principal | None:
     if op.roles is None:
         return None
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthenticated("A Bearer token is required.")
-    loader: TokenLoader = current_app.extensions["clinic_token_loader"]
-    principal = loader(token.strip())
+    try:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthenticated("A Bearer token is required.")
+        loader: TokenLoader = current_app.extensions["clinic_token_loader"]
+        principal = loader(token.strip())
+    except Unauthenticated:
+        # No (valid) token: counted per address, 429 past TOKENLESS_RATE_LIMIT, and audited
+        # in aggregate (clinic.core.web), so a flood cannot grow the audit trail one row each.
+        g.tokenless_refusal = True
+        limits.check("TOKENLESS_RATE_LIMIT", "tokenless", request.remote_addr or "")
+        raise
     set_actor(Actor(id=principal.id, role=principal.role, client_ip=request.remote_addr))
     if principal.role not in op.roles:
         raise Forbidden(f"This endpoint is for: {', '.join(sorted(op.roles))}.")

@@ -113,6 +113,9 @@ class Config:
     FACE_REPLAY_MAX_BITS: int = 40  # dHash (256 bits) distance at or under which an image is a replay (copies <= 22, other photos >= 87 in the test set)
     FACE_PHOTO_DIR: str = ""  # reference photos (encrypted), default <instance>/face_photos: never under static
     FACE_RATE_LIMIT: str = "20 per minute"
+    # API calls without a (valid) Bearer token, per address: past this, 429 (and their
+    # refusals are audited in aggregate: the 1st, 10th, 100th… of a minute)
+    TOKENLESS_RATE_LIMIT: str = "120 per minute"
     # Regulators' interface (clinic/regulator): scoped-token lifetime, longest read window,
     # and who is told at once of a data-security incident or adverse event (SMS)
     REGULATOR_TOKEN_SECONDS: int = 300

@@ -53,3 +53,15 @@ def unclean_multidict(items: Iterable[tuple[str, str]]) -> list[str]:
         elif not is_clean(value):
             found.append(key)
     return list(dict.fromkeys(found))
+
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: object) -> object:
+    """A value safe in a spreadsheet (OWASP CSV injection): text that a spreadsheet would
+    read as a formula (= + - @, or a tab/CR before one) is prefixed with a quote and kept
+    as text. Numbers stay numbers."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value

@@ -9,19 +9,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
 from flask import Flask, Response, g, make_response, render_template, request
 from flask import session as flask_session
 from flask_babel import gettext
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.exceptions import HTTPException
 
-from clinic.core import audit
+from clinic.core import audit, limits
 from clinic.core.api import API_PREFIX, error_response
 from clinic.core.db import db
-from clinic.core.errors import Conflict, DomainError, Invalid, RateLimited, RuleRefusal
+from clinic.core.errors import Conflict, DomainError, Invalid, RateLimited, RuleRefusal, ServiceUnavailable
 from clinic.core.text import unclean_multidict
 
 log = logging.getLogger("clinic")
@@ -89,14 +91,33 @@ def _record_refusal(err: DomainError) -> None:
     """Refusals are part of the record: who tried what, and which rule said no."""
     if err.code == "invalid" and request.method == "GET":
         return
+    if g.get("tokenless_refusal") and not _first_of_many():
+        return
     session = db.session()
     audit.record(
         session,
         "request.refused",
         subject_type="endpoint",
         subject_id=request.endpoint or request.path,
-        detail={"method": request.method, "path": request.path, "code": err.code, "status": err.status},
+        detail={
+            "method": request.method,
+            "path": request.path,
+            "code": err.code,
+            "status": err.status,
+            **({"refusals_this_minute": g.tokenless_count} if g.get("tokenless_count") else {}),
+        },
     )
+
+
+TOKENLESS_WINDOW = 60
+
+
+def _first_of_many() -> bool:
+    """Requests without a (valid) token, per address and minute: the 1st, 10th, 100th, …
+    refusal is audited (its entry says how many so far), the others only counted."""
+    count = limits.guard().incr(f"tokenless-audit/{request.remote_addr or ''}", TOKENLESS_WINDOW)
+    g.tokenless_count = count
+    return count == 1 or (count >= 10 and str(count).rstrip("0") == "1")
 
 
 def handle_refusal(err: DomainError) -> str:
@@ -140,7 +161,73 @@ def refuse_unclean_page_input() -> None:
         )
 
 
+RETRY_MARK = "X-Clinic-Connection-Lost"  # internal: set on a read's 503, removed before it leaves
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+def is_connection_loss(exc: BaseException) -> bool:
+    """The database connection went away (backend killed, server restarted, network cut)."""
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+def connection_lost_response() -> Response:
+    """503 service_unavailable with Retry-After; nothing of the request was saved. The
+    session's dead connection is dropped (the pool checks the next one with a ping)."""
+    with contextlib.suppress(Exception):
+        db.session.rollback()
+    db.session.remove()
+    log.warning("database connection lost during %s %s", request.method, request.path)
+    err = ServiceUnavailable(
+        "The database connection was lost; nothing was saved. Try again in a moment.", retry_after=1
+    )
+    if is_api_request():
+        resp = error_response(err, localized(err.message))
+    else:
+        resp = make_response(render_template("error.html", code=err.code, message=localized(err.message)), 503)
+        resp.headers["Retry-After"] = "1"
+    if request.method in SAFE_METHODS:
+        resp.headers[RETRY_MARK] = "1"
+    return resp
+
+
+class RetryReadsOnce:
+    """WSGI wrapper: a read (GET/HEAD/OPTIONS) that lost its database connection is run once
+    more on a fresh connection before anyone sees its 503; writes are never replayed."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def _run(self, environ: dict[str, Any]) -> tuple[list[Any], Any]:
+        captured: list[Any] = ["500 INTERNAL SERVER ERROR", [], None]
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            captured[:] = [status, headers, exc_info]
+            return lambda _data: None
+
+        return captured, self.app(environ, capture)
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("REQUEST_METHOD", "GET") not in SAFE_METHODS:
+            return self.app(environ, start_response)
+        mark = RETRY_MARK.lower()
+        (status, headers, exc_info), body = self._run(environ)
+        if any(k.lower() == mark for k, _ in headers):
+            if hasattr(body, "close"):
+                body.close()
+            (status, headers, exc_info), body = self._run(environ)
+        start_response(status, [(k, v) for k, v in headers if k.lower() != mark], exc_info)
+        return body
+
+
 def init_app(app: Flask) -> None:
+    app.wsgi_app = RetryReadsOnce(app.wsgi_app)  # type: ignore[method-assign]
+
+    @app.errorhandler(DBAPIError)
+    def _database_error(exc: DBAPIError) -> Any:
+        if is_connection_loss(exc):
+            return connection_lost_response()
+        return _unexpected(exc)
+
     app.before_request(refuse_unclean_page_input)
 
     @app.after_request
@@ -151,6 +238,10 @@ def init_app(app: Flask) -> None:
             return response
         try:
             session.commit()
+        except DBAPIError as exc:
+            if not is_connection_loss(exc):
+                raise
+            return connection_lost_response()  # the commit did not happen: nothing was saved
         except StaleDataError:
             # The last flush runs here: a record this request changed was changed and
             # committed by someone else since it was loaded. Nothing of this request is kept,
