@@ -71,9 +71,7 @@ def _operations(api_schema: Any) -> list[Any]:
 # schemathesis' own pytest plugin (`from_fixture`) does not run on pytest 9.2 (it reads a
 # removed private attribute), so each operation's strategy is driven by hypothesis here.
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
-def test_api_conforms_to_its_document(
-    api_schema: Any, patient_headers: dict[str, str], mode: GenerationMode
-) -> None:
+def test_api_conforms_to_its_document(api_schema: Any, patient_headers: dict[str, str], mode: GenerationMode) -> None:
     operations = _operations(api_schema)
     assert len(operations) >= 6
     failures: list[str] = []

