@@ -26,6 +26,7 @@ def load_models() -> None:
     import clinic.family_doctor.models
     import clinic.payments.models
     import clinic.regulator.models
+    import clinic.telemedicine.models
     import clinic.visits.models  # noqa: F401
     import identity.models  # noqa: F401
     import pharmacy.models  # noqa: F401
@@ -63,6 +64,8 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     from clinic.regulator import api as regulator_api
     from clinic.regulator import cli as regulator_cli
     from clinic.regulator import services as regulator_services
+    from clinic.telemedicine import api as telemedicine_api
+    from clinic.telemedicine import services as telemedicine_services
     from clinic.visits import api as visits_api
     from clinic.visits import services as visits_services
     from identity import api as identity_api
@@ -94,6 +97,7 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
 
     pharmacy_services.register_jobs()  # outbox handlers: partner dispatch, SMS
     regulator_services.register_jobs()  # outbox handler: the incident SMS to the regulator
+    telemedicine_services.register_jobs()  # outbox handler: signed messages to partner institutions
     pharmacy_views.init_app(app)  # review queue and screen, prescription tracking
 
     api_bp, _ = build_blueprint(
@@ -108,10 +112,13 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
             audit_log.router,
             pharmacy_api.router,
             family_doctor_api.router,
+            telemedicine_api.router,
         ],
         load_principal,
     )
     app.register_blueprint(rx_signing.well_known)
+    # The institution's own key beside the prescription keys, with its own kid
+    app.extensions.setdefault("jwks_extra", []).append(telemedicine_services.published_keys)
     rx_cli.init_app(app)
     csrf.exempt(api_bp)  # the API takes Bearer tokens only, never cookies
     app.register_blueprint(api_bp)
@@ -146,4 +153,7 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
 
     cli.init_app(app)
     family_doctor_cli.init_app(app)  # `flask family-doctor remind` (daily), `... level`
+    from clinic.telemedicine import cli as telemedicine_cli
+
+    telemedicine_cli.init_app(app)  # `flask partners link|ping|resend`
     return app

@@ -22,7 +22,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, current_app, has_app_context, jsonify
 from jose import jws
 from jose.exceptions import JOSEError
 from sqlalchemy import select
@@ -190,8 +190,14 @@ def check_signer(key: SigningKey, content: dict[str, Any]) -> None:
 
 
 def jwks() -> dict[str, Any]:
-    keys = db.session.scalars(select(SigningKey).order_by(SigningKey.created_at))
-    return {"keys": [dict(k.public_jwk) for k in keys]}
+    """The prescription keys, then any other published key the factory added (each with its
+    own `kid`, e.g. the institution's key for partner institutions; `verify` above accepts
+    only prescription keys, looked up in their own table)."""
+    keys = [dict(k.public_jwk) for k in db.session.scalars(select(SigningKey).order_by(SigningKey.created_at))]
+    if has_app_context():
+        for extra in current_app.extensions.get("jwks_extra", []):
+            keys.extend(extra())
+    return {"keys": keys}
 
 
 @router.get("/.well-known/jwks.json", summary="Public keys that verify prescription signatures (JWKS)")

@@ -30,6 +30,26 @@ def _local_secret(instance: Path, name: str, nbytes: int = 32) -> str:
     return path.read_text().strip()
 
 
+def _local_ec_key(instance: Path, name: str) -> str:
+    """An EC P-256 private key (PEM) generated once on this machine into the instance folder."""
+    path = instance / f"{name}.pem"
+    if not path.exists():
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        instance.mkdir(parents=True, exist_ok=True)
+        pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process made it first: use theirs
+            return path.read_text().strip()
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(pem)
+    return path.read_text().strip()
+
+
 @dataclass
 class Config:
     """Every setting the app reads. `Config.from_env()` fills it from CLINIC_*/standard vars."""
@@ -134,6 +154,11 @@ class Config:
     AUDIT_CHECKPOINT_SECONDS: float = 60.0
     AUDIT_SEQUENCER: str = ""  # background (default) | commit (the default when TESTING) | external
     REGULATOR_CHECKPOINT_URL: str = ""
+    # Between institutions (clinic/telemedicine): the institution's own ES256 key (PEM, EC P-256
+    # private key) signing its messages to partner institutions; a dev key is generated into the
+    # instance folder. FEDERATION_HTTP_TIMEOUT: seconds for one delivery to a partner.
+    INSTITUTION_SIGNING_KEY: str = ""
+    FEDERATION_HTTP_TIMEOUT: int = 10
     # Uploads
     MAX_CONTENT_LENGTH: int = 12 * 1024 * 1024
     BABEL_DEFAULT_LOCALE: str = "zh_CN"
@@ -196,6 +221,10 @@ class Config:
                 with os.fdopen(fd, "w") as fh:
                     fh.write(Fernet.generate_key().decode())
             self.FIELD_KEYS = path.read_text().strip()
+        if not self.INSTITUTION_SIGNING_KEY:
+            if production:
+                raise RuntimeError("INSTITUTION_SIGNING_KEY must be set in production")
+            self.INSTITUTION_SIGNING_KEY = _local_ec_key(instance, "institution_signing_key")
         if not self.DATABASE_URL:
             instance.mkdir(parents=True, exist_ok=True)
             self.DATABASE_URL = f"sqlite:///{instance / 'clinic.sqlite3'}"

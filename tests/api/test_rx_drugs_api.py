@@ -64,5 +64,6 @@ def test_jwks_is_public_at_both_paths(client: FlaskClient) -> None:
         resp = client.get(path)
         assert resp.status_code == 200
         keys = resp.get_json()["keys"]
-        assert [k["kid"] for k in keys] == [key.kid]
-        assert keys[0]["kty"] == "EC" and keys[0]["crv"] == "P-256" and "d" not in keys[0]
+        # the prescription keys, then the institution's key (API.md: its own kid, for partners)
+        assert [k["kid"] for k in keys][:-1] == [key.kid] and keys[-1]["kid"].startswith("inst-")
+        assert all(k["kty"] == "EC" and k["crv"] == "P-256" and "d" not in k for k in keys)

@@ -1,0 +1,1 @@
+"""Between institutions: agreements with partner institutions, signed FHIR messages in and out."""

@@ -1,0 +1,187 @@
+"""Endpoints between institutions (API.md "Between institutions"): the cooperation
+agreements (admin) and the signed federation inbox (a partner institution; the JWS is the
+authentication)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from typing import Any, Literal
+
+from flask import request
+from pydantic import Field, model_validator
+
+from clinic.core.api import ApiRouter, Principal, RequestModel, ResponseModel
+from clinic.core.errors import Invalid
+from clinic.telemedicine import rules, services
+from clinic.telemedicine.models import PartnerInstitution
+
+router = ApiRouter("telemedicine")
+ADMIN = ["admin"]
+
+
+class PartnerFeeSplit(RequestModel):
+    inviting: int = Field(ge=0, le=100, description="The inviting institution's share, percent")
+    invited: int = Field(ge=0, le=100, description="The invited institution's share, percent")
+
+    @model_validator(mode="after")
+    def _sums_to_100(self) -> PartnerFeeSplit:
+        if self.inviting + self.invited != 100:
+            raise ValueError("the inviting and invited shares must sum to 100")
+        return self
+
+
+class PartnerPublicJwk(RequestModel):
+    kty: Literal["EC"]
+    crv: Literal["P-256"]
+    x: str = Field(min_length=40, max_length=64)
+    y: str = Field(min_length=40, max_length=64)
+    kid: str = Field(min_length=1, max_length=128)
+    alg: Literal["ES256"] | None = None
+    use: Literal["sig"] | None = None
+
+
+class PartnerInstitutionIn(RequestModel):
+    name: str = Field(min_length=1, max_length=200)
+    license_no: str = Field(min_length=1, max_length=64)
+    level: Literal["三级", "二级", "一级", "基层"]
+    base_url: str = Field(min_length=8, max_length=300)
+    public_jwk: PartnerPublicJwk
+    services: list[Literal["consultation", "remote_diagnosis", "referral"]] = Field(min_length=1, max_length=3)
+    departments: list[str] = Field(default_factory=list, max_length=100)
+    fee_fen: int = Field(ge=0, le=rules.MAX_FEE_FEN)
+    fee_split: PartnerFeeSplit
+    valid_from: date
+    valid_until: date
+
+
+class PartnerInstitutionOut(ResponseModel):
+    id: uuid.UUID
+    name: str
+    license_no: str
+    level: str
+    base_url: str
+    public_jwk: dict[str, Any]
+    kid: str
+    services: list[str]
+    departments: list[str]
+    fee_fen: int
+    fee_split: dict[str, int]
+    valid_from: date
+    valid_until: date
+    in_force: bool
+    created_at: datetime
+    key_rotated_at: datetime | None
+
+
+class PartnerInstitutionsOut(ResponseModel):
+    items: list[PartnerInstitutionOut]
+
+
+class PartnerCreated(ResponseModel):
+    id: uuid.UUID
+
+
+def partner_out(p: PartnerInstitution) -> PartnerInstitutionOut:
+    return PartnerInstitutionOut(
+        id=p.id,
+        name=p.name,
+        license_no=p.license_no,
+        level=p.level,
+        base_url=p.base_url,
+        public_jwk=dict(p.public_jwk),
+        kid=p.kid,
+        services=list(p.services),
+        departments=list(p.departments),
+        fee_fen=p.fee_fen,
+        fee_split={"inviting": p.split_inviting, "invited": p.split_invited},
+        valid_from=p.valid_from,
+        valid_until=p.valid_until,
+        in_force=services.agreement_in_force(p),
+        created_at=p.created_at,
+        key_rotated_at=p.key_rotated_at,
+    )
+
+
+def terms_of(body: PartnerInstitutionIn) -> rules.AgreementTerms:
+    return rules.AgreementTerms(
+        name=body.name,
+        license_no=body.license_no,
+        level=body.level,
+        base_url=body.base_url,
+        public_jwk=body.public_jwk.model_dump(exclude_none=True),
+        services=tuple(dict.fromkeys(body.services)),
+        departments=tuple(d.strip() for d in body.departments if d.strip()),
+        fee_fen=body.fee_fen,
+        split_inviting=body.fee_split.inviting,
+        split_invited=body.fee_split.invited,
+        valid_from=body.valid_from,
+        valid_until=body.valid_until,
+    )
+
+
+@router.post(
+    "/admin/partner-institutions",
+    summary="Register a partner institution under a cooperation agreement (合作协议): its pinned "
+    "institution key, services, departments, fee and split, validity",
+    body=PartnerInstitutionIn,
+    response=PartnerCreated,
+    status=201,
+    roles=ADMIN,
+    errors={409: ["partner_exists"], 422: ["invalid"]},
+)
+def create_partner(body: PartnerInstitutionIn, principal: Principal) -> PartnerCreated:
+    return PartnerCreated(id=services.register_partner(terms_of(body)).id)
+
+
+@router.get(
+    "/admin/partner-institutions",
+    summary="The partner institutions and their agreements",
+    response=PartnerInstitutionsOut,
+    roles=ADMIN,
+)
+def partners(principal: Principal) -> PartnerInstitutionsOut:
+    return PartnerInstitutionsOut(items=[partner_out(p) for p in services.list_partners()])
+
+
+class PartnerKeyIn(RequestModel):
+    public_jwk: PartnerPublicJwk
+
+
+@router.post(
+    "/admin/partner-institutions/<partner_id>/key",
+    summary="Pin a partner institution's new key (the explicit act of key rotation); audited",
+    body=PartnerKeyIn,
+    response=PartnerInstitutionOut,
+    roles=ADMIN,
+    errors={404: ["not_found"], 409: ["partner_exists"], 422: ["invalid"]},
+)
+def rotate_key(partner_id: str, body: PartnerKeyIn, principal: Principal) -> PartnerInstitutionOut:
+    return partner_out(services.rotate_partner_key(partner_id, body.public_jwk.model_dump(exclude_none=True)))
+
+
+class FederationAccepted(ResponseModel):
+    id: str  # the MessageHeader id
+    duplicate: bool
+
+
+@router.post(
+    "/federation/messages",
+    summary="A partner institution's signed message: a compact JWS (ES256, Content-Type "
+    "application/jose) whose payload is a FHIR R4 message Bundle, MessageHeader first; "
+    "verified with the sender's pinned key; the same MessageHeader id again changes nothing",
+    response=FederationAccepted,
+    status=202,
+    auth="none",
+    errors={401: ["bad_signature"], 403: ["no_agreement"], 415: ["unsupported_media_type"], 422: ["invalid_message"]},
+)
+def federation_inbox() -> FederationAccepted:
+    if request.mimetype != "application/jose":
+        raise Invalid("The message must be sent as application/jose.", code="unsupported_media_type").with_status(415)
+    raw = request.get_data(cache=False)
+    try:
+        token = raw.decode("ascii").strip()
+    except UnicodeDecodeError:
+        raise services.BadSignature("The message is not a compact JWS.") from None
+    received = services.receive(token)
+    return FederationAccepted(id=received.message.message_id, duplicate=received.duplicate)
