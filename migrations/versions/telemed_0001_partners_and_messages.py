@@ -2,7 +2,7 @@
 messages exchanged with them (medical records: no delete path)
 
 Revision ID: telemed_0001
-Revises: prescriptions_0005
+Revises: visits_0003
 Create Date: 2026-12-02 14:22:09
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = "telemed_0001"
-down_revision = "prescriptions_0005"
+down_revision = "visits_0003"
 branch_labels = None
 depends_on = None
 
