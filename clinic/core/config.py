@@ -72,7 +72,10 @@ class Config:
     JOBS_MAX_ATTEMPTS: int = 12  # 30 s doubling, capped at 1 h: about 5 h of retries before "dead"
     JOBS_BACKOFF_SECONDS: int = 30
     JOBS_BACKOFF_MAX_SECONDS: int = 3600
-    JOBS_LEASE_SECONDS: int = 300  # a running job whose lease passed (worker killed) is run again
+    # A running job holds a short lease that its worker renews every third of it while the
+    # handler runs; a worker that dies stops renewing, and the sweeper (every 20 s in
+    # `jobs worker`) runs the job again once the lease has passed: within a minute.
+    JOBS_LEASE_SECONDS: int = 30
     # Pharmacy: review-queue claims expire; partner HTTP calls; the address partners call back
     PHARMACY_CLAIM_SECONDS: int = 900
     DRUG_FEE_FEN: int = 3000  # charged after approval when PAYMENTS=stripe (one fee per prescription)

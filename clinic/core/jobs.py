@@ -15,7 +15,9 @@ calls the handler registered for its kind in a transaction of its own and marks 
 (JOBS_BACKOFF_SECONDS × 2^(attempts-1), capped at JOBS_BACKOFF_MAX_SECONDS); after
 JOBS_MAX_ATTEMPTS the row is `dead` and audited. The sweeper (`flask --app wsgi jobs run-due`)
 runs rows whose retry time has come and rows left `running` past their lease (a worker
-killed mid-send): delivery is at least once, so handlers must be safe to repeat.
+killed mid-send): delivery is at least once, so handlers must be safe to repeat. The lease
+is short (JOBS_LEASE_SECONDS, 30 s) and renewed by a heartbeat while the handler runs, so a
+dead worker's job is run again within a minute and a slow send is never run twice.
 
 This module is core infrastructure: it imports no domain package.
 """
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -147,7 +150,7 @@ def _due(now: datetime) -> Any:
 
 def _claim(session: Session, job_id: uuid.UUID, now: datetime) -> datetime | None:
     """Compare-and-set one due row to `running` with a lease; None when someone else has it."""
-    lease = now + timedelta(seconds=int(_cfg("JOBS_LEASE_SECONDS", 300)))
+    lease = now + timedelta(seconds=int(_cfg("JOBS_LEASE_SECONDS", 30)))
     result = session.execute(
         update(OutboxJob)
         .where(OutboxJob.id == job_id, _due(now))
@@ -168,8 +171,63 @@ def run_job(job_id: uuid.UUID | str) -> str | None:
         return _execute(jid, lease)
 
 
+class _Heartbeat:
+    """Renews a running job's short lease while its handler runs (every third of the lease),
+    so a live worker keeps its job however long the send takes, and a dead one (killed,
+    its machine gone) loses it within one lease: the sweeper runs it again. Each renewal is
+    a compare-and-set on the lease it holds; once lost (taken over) it stops renewing."""
+
+    def __init__(self, jid: uuid.UUID, lease: datetime) -> None:
+        self.jid, self.lease = jid, lease
+        self.seconds = int(_cfg("JOBS_LEASE_SECONDS", 30))
+        self._stop = threading.Event()
+        self._app = current_app._get_current_object() if has_app_context() else _app  # type: ignore[attr-defined]
+        self._thread = threading.Thread(target=self._run, name=f"job-lease-{jid}", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        if self._app is None:
+            return
+        while not self._stop.wait(max(self.seconds / 3, 0.2)):
+            with self._app.app_context():
+                try:
+                    renewed = utcnow() + timedelta(seconds=self.seconds)
+                    with unit_of_work() as s:
+                        result = s.execute(
+                            update(OutboxJob)
+                            .where(
+                                OutboxJob.id == self.jid,
+                                OutboxJob.status == JobStatus.RUNNING,
+                                OutboxJob.locked_until == self.lease,
+                            )
+                            .values(locked_until=renewed)
+                        )
+                    if result.rowcount != 1:  # type: ignore[attr-defined]
+                        log.warning("job %s lost its lease", self.jid)
+                        return
+                    self.lease = renewed
+                except Exception:  # the database briefly away: try again at the next beat
+                    log.exception("renewing the lease of job %s failed", self.jid)
+                finally:
+                    db.session.remove()
+
+
 def _execute(jid: uuid.UUID, lease: datetime) -> str:
-    error: BaseException | None = None
+    with _Heartbeat(jid, lease) as beat:
+        outcome, error = _run_handler(jid)
+    if outcome == "done":
+        return outcome
+    return _failed(jid, beat.lease, error)
+
+
+def _run_handler(jid: uuid.UUID) -> tuple[str, BaseException | None]:
     try:
         with unit_of_work() as s:
             # The session belongs to whoever drained the job (a request's teardown, the
@@ -183,9 +241,12 @@ def _execute(jid: uuid.UUID, lease: datetime) -> str:
             handler(dict(job.payload))
             job.status, job.locked_until, job.finished_at, job.last_error = JobStatus.DONE, None, utcnow(), None
         log.info("job %s (%s) done", jid, job.kind)
-        return "done"
+        return "done", None
     except Exception as exc:  # the handler's writes are rolled back; record the failure
-        error = exc
+        return "failed", exc
+
+
+def _failed(jid: uuid.UUID, lease: datetime, error: BaseException | None) -> str:
     with unit_of_work() as s:
         job = s.get(OutboxJob, jid, populate_existing=True)
         assert job is not None
@@ -317,7 +378,7 @@ def init_app(app: Flask) -> None:
 
     @group.command("worker")
     @click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
-    @click.option("--sweep-seconds", default=60, show_default=True, help="Also run due rows this often (0: never).")
+    @click.option("--sweep-seconds", default=20, show_default=True, help="Also run due rows this often (0: never).")
     def worker_cmd(burst: bool, sweep_seconds: int) -> None:
         """Run the RQ worker on JOBS_QUEUE (needs REDIS_URL), with the sweeper beside it."""
         import threading
@@ -341,8 +402,10 @@ def init_app(app: Flask) -> None:
                             db.session.remove()
 
             threading.Thread(target=sweep, name="jobs-sweeper", daemon=True).start()
-        # SimpleWorker: no fork, so the database pool and app context stay valid.
-        SimpleWorker([queue], connection=queue.connection).work(burst=burst, with_scheduler=not burst)
+        # SimpleWorker: no fork, so the database pool and app context stay valid. No RQ
+        # scheduler process either: it was a child that outlived a killed worker, and the
+        # sweeper above already runs every row whose retry time has come.
+        SimpleWorker([queue], connection=queue.connection).work(burst=burst, with_scheduler=False)
 
     @group.command("run-due")
     @click.option("--loop", "loop_seconds", default=0, help="Repeat every N seconds (0: once).")
