@@ -177,17 +177,25 @@ def _old_ref() -> str:
     return f"{out}^"
 
 
+def _wait_ready(p: subprocess.Popen[str]) -> None:
+    assert p.stdout is not None
+    for line in p.stdout:
+        if line.strip() == "ready":
+            return
+    raise RuntimeError(f"a bench process ended before it was ready (exit {p.wait()})")
+
+
 def _round(tree: Path, env: dict[str, str], ids: dict[str, str], writers: int, seconds: float, mode: str) -> int:
     seq = None
     if mode == "log":  # the sequencer loop beside the writers, as in production; writers only append
         env = {**env, "CLINIC_AUDIT_SEQUENCER": "external"}
         seq = _self(tree, env, "sequencer", str(seconds + 30 + CHECKPOINT_SECONDS))
-        assert seq.stdout is not None and seq.stdout.readline().strip() == "ready"
+        _wait_ready(seq)
     procs = [
         _self(tree, env, "worker", ids["visit_id"], ids["physician_id"], str(seconds), mode) for _ in range(writers)
     ]
     for p in procs:  # every writer has imported the app and loaded its rows
-        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+        _wait_ready(p)
     start_at = time.time() + 0.5
     for p in procs:
         assert p.stdin is not None

@@ -95,6 +95,9 @@ def run(args: Any, url: str) -> int:
         SECRET_KEY="bench",
         LOOKUP_KEY="bench",
     )
+    # As in production: claims only append their audit entry; the sequencer runs beside them
+    # (`flask audit sequencer`; here a thread of this process, started with the claimers).
+    cfg.AUDIT_SEQUENCER = "external"
     cfg.finalize()
     app = create_app(cfg)
     logging.getLogger().setLevel(logging.WARNING)
@@ -200,6 +203,21 @@ def run(args: Any, url: str) -> int:
             finally:
                 db.session.remove()
 
+    sequencing = [True]
+
+    def sequencer() -> None:
+        from clinic.core import auditlog
+
+        with app.app_context():
+            log_cfg = auditlog.config()
+            while sequencing[0]:
+                auditlog.run_pass(log_cfg)
+                time.sleep(log_cfg.merge_delay / 2)
+            auditlog.checkpoint_now(log_cfg)
+            db.session.remove()
+
+    seq_thread = threading.Thread(target=sequencer)
+    seq_thread.start()
     threads = [threading.Thread(target=claimer, args=(p,)) for p in pharmacists]
     for t in threads:
         t.start()
@@ -209,12 +227,18 @@ def run(args: Any, url: str) -> int:
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - t0
+    sequencing[0] = False
+    seq_thread.join()
     every = [c for got in claims.values() for c in got]
     doubles = sum(n - 1 for n in Counter(every).values() if n > 1)
     with app.app_context():
+        from clinic.core import auditlog
+
         in_db = db.session.scalar(select(func.count()).select_from(Review).where(Review.state == "decided")) or 0
         db_doubles = int(in_db) - len(set(every))
+        log_ok = auditlog.verify_now()
         db.session.remove()
+    print(f"audit log after the run: {log_ok.entries:,} entries, verifies: {log_ok.ok}")
     print(
         f"{len(pharmacists)} claimers for {elapsed:.1f} s: {len(every):,} claims, {len(every) / elapsed:,.0f} claims/s; "
         f"per claimer {[len(c) for c in claims.values()]}; double claims: {doubles} (in memory), "
