@@ -87,7 +87,7 @@ translations: install
 		-k ServiceUnavailable -k DomainError -k IdNumberError -k AlreadyRegistered -k Violation:2 \
 		-k BadUpload -k NotAnImage -k ImageTooLarge -k InvalidSignature \
 		-k FaceVerificationRequired -k VisitClosed -k IllegalVisitTransition -k StaleConsent \
-		-k ServiceSuspended -k NotEligibleCondition \
+		-k ServiceSuspended -k NotEligibleCondition -k VisitAlreadyOpen -k AlreadyRated -k VisitNotCompleted \
 		-o build/messages.pot .
 	for loc in $(LOCALES); do
 		po=$(TRANSLATIONS)/$$loc/LC_MESSAGES/messages.po

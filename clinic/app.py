@@ -24,6 +24,8 @@ def load_models() -> None:
     import clinic.core.idempotency
     import clinic.core.jobs
     import clinic.family_doctor.models
+    import clinic.feedback.models
+    import clinic.notifications.models
     import clinic.payments.models
     import clinic.regulator.models
     import clinic.telemedicine.models
@@ -59,6 +61,11 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     from clinic.admin import api as admin_api
     from clinic.admin import audit_log
     from clinic.family_doctor import api as family_doctor_api
+    from clinic.feedback import api as feedback_api
+    from clinic.feedback import views as feedback_views
+    from clinic.notifications import api as notifications_api
+    from clinic.notifications import services as notifications_services
+    from clinic.notifications import views as notifications_views
     from clinic.payments import api as payments_api
     from clinic.payments.services import register_purpose
     from clinic.regulator import api as regulator_api
@@ -95,10 +102,13 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     from prescriptions import cli as rx_cli
     from prescriptions import signing as rx_signing
 
-    pharmacy_services.register_jobs()  # outbox handlers: partner dispatch, SMS
+    notifications_services.register_jobs()  # outbox handler: the patients' SMS
+    pharmacy_services.register_jobs()  # outbox handler: partner dispatch
     regulator_services.register_jobs()  # outbox handler: the incident SMS to the regulator
     telemedicine_services.register_jobs()  # outbox handler: signed messages to partner institutions
     pharmacy_views.init_app(app)  # review queue and screen, prescription tracking
+    notifications_views.init_app(app)  # the notification centre, SMS short links
+    feedback_views.init_app(app)  # physician directory, ratings, complaints
 
     api_bp, _ = build_blueprint(
         [
@@ -113,6 +123,8 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
             pharmacy_api.router,
             family_doctor_api.router,
             telemedicine_api.router,
+            notifications_api.router,
+            feedback_api.router,
         ],
         load_principal,
     )

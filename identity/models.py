@@ -8,7 +8,7 @@ from datetime import date, datetime
 from typing import Any
 
 from flask_login import UserMixin
-from sqlalchemy import JSON, Boolean, Date, Enum, ForeignKey, Index, Integer, String, UniqueConstraint, text
+from sqlalchemy import JSON, Boolean, Date, Enum, ForeignKey, Index, Integer, String, UniqueConstraint, text, true
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from clinic.core.crypto import EncryptedBytes, EncryptedText
@@ -141,6 +141,8 @@ class StaffProfile(Base):
     registered_here: Mapped[bool] = mapped_column(Boolean, default=False)
     independent_practice_since: Mapped[date | None] = mapped_column(Date)
     license_valid_until: Mapped[date | None] = mapped_column(Date)
+    # Whether the physician takes online visits now (the public directory, visit routing).
+    on_duty: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     institution_consent: Mapped[bool] = mapped_column(Boolean, default=False)
     # pharmacists
     qualification_no: Mapped[str | None] = mapped_column(String(64))

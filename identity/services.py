@@ -772,3 +772,21 @@ def enroll_demo_physicians(entries: list[dict[str, Any]]) -> None:
         probe_path = folder / f"{entry['username']}-{person}-probe.jpg"
         probe_path.write_bytes(buf.getvalue())
         entry["face_probe_image"] = str(probe_path.resolve())
+
+
+def set_on_duty(account_id: str | uuid.UUID, on_duty: bool) -> StaffProfile:
+    """A physician starts or ends taking online visits (the directory shows it; routing respects it)."""
+    account = get_account(account_id)
+    if account.role != Role.PHYSICIAN or account.staff is None:
+        raise Forbidden("Only physicians go on or off duty.")
+    staff = account.staff
+    if staff.on_duty != on_duty:
+        staff.on_duty = on_duty
+        audit.record(
+            db.session(),
+            "physician.on_duty" if on_duty else "physician.off_duty",
+            subject_type="account",
+            subject_id=account.id,
+        )
+    db.session.flush()
+    return staff

@@ -1,4 +1,4 @@
-"""Delivery partners, deliveries with their partner events, and the SMS log."""
+"""Delivery partners, deliveries with their partner events (the SMS log is clinic/notifications)."""
 
 from __future__ import annotations
 
@@ -98,23 +98,6 @@ class DeliveryEvent(Base):
     raw: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
     delivery: Mapped[Delivery] = relationship(back_populates="events")
-
-
-class Notification(Base):
-    """Every SMS the pharmacy sends (or logs, with SMS_BACKEND=log), and how it went."""
-
-    __tablename__ = "notifications"
-
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
-    kind: Mapped[str] = mapped_column(String(32))  # approved | rejected | returned | shipped | delivered | collect
-    subject_type: Mapped[str] = mapped_column(String(32), default="prescription")
-    subject_id: Mapped[uuid.UUID] = mapped_column(index=True)
-    to_phone: Mapped[str] = mapped_column(EncryptedText)
-    body: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(16), default="queued")  # queued | sent | logged
-    provider_ref: Mapped[str | None] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    sent_at: Mapped[datetime | None]
 
 
 class Review(Base):

@@ -33,7 +33,7 @@ from clinic.core import audit
 from clinic.core.db import db, get_or_404, new_id, utcnow
 from clinic.core.errors import Conflict, Forbidden, Invalid, RuleRefusal, Violation
 from clinic.visits.models import Visit
-from identity.models import Account, Institution
+from identity.models import Account, Institution, StaffProfile
 from identity.services import require_qualified_pharmacist
 from pharmacy import notify, rules, services
 from pharmacy.models import Delivery, Review
@@ -335,7 +335,7 @@ def decide(pharmacist_id: str, prescription_id: str, decision: str, reasons: lis
     audit.record(session, "prescription.reviewed", subject_type="prescription", subject_id=rx.id, detail=detail)
     kind = {"approve": "approved", "reject": "rejected", "return": "returned"}[decision]
     labels = "、".join(rules.REVIEW_REASONS[c][0] for c in codes) or "—"
-    notify.notify(session, kind, _patient_phone(rx), rx.id, reasons=labels)
+    notify.tell_patient(session, kind, rx.id, reasons=labels)
     session.flush()
     return rx
 
@@ -467,7 +467,7 @@ def dispense(pharmacist_id: str, prescription_id: str) -> Delivery:
             tried_partner_ids=[],
         )
         db.session.add(delivery)
-        notify.notify(db.session(), "collect", delivery.recipient_phone, rx.id)
+        notify.tell_patient(db.session(), "collect", rx.id, delivery.recipient_phone)
         db.session.flush()
         return delivery
     return services.create_delivery(
@@ -696,3 +696,47 @@ def dispensing_label(pharmacist_id: str, prescription_id: str) -> dict[str, Any]
         "approved_at": review.decided_at if review else None,
         "cold_chain": any(i.cold_chain for i in rx.items),
     }
+
+
+@dataclass(frozen=True)
+class PatientPrescription:
+    """One line of the patient's prescriptions centre."""
+
+    rx: Prescription
+    physician_name: str
+    fee_fen: int
+    paid: bool
+    delivery_status: str
+
+
+def patient_prescriptions(account_id: str | uuid.UUID, visit_id: uuid.UUID | None = None) -> list[PatientPrescription]:
+    """Every prescription of the people on the account (or of one visit), newest first."""
+    query = select(Prescription).where(Prescription.account_id == uuid.UUID(str(account_id)))
+    if visit_id is not None:
+        query = query.where(Prescription.visit_id == visit_id)
+    rows = list(db.session.scalars(query.order_by(Prescription.signed_at.desc()).limit(200)))
+    ids = [rx.id for rx in rows]
+    reviews = {r.prescription_id: r for r in db.session.scalars(select(Review).where(Review.prescription_id.in_(ids)))}
+    deliveries = {
+        d.prescription_id: d for d in db.session.scalars(select(Delivery).where(Delivery.prescription_id.in_(ids)))
+    }
+    names = {
+        s.account_id: s.name
+        for s in db.session.scalars(
+            select(StaffProfile).where(StaffProfile.account_id.in_({rx.physician_id for rx in rows}))
+        )
+    }
+    out = []
+    for rx in rows:
+        review = reviews.get(rx.id)
+        delivery = deliveries.get(rx.id)
+        out.append(
+            PatientPrescription(
+                rx=rx,
+                physician_name=names.get(rx.physician_id, ""),
+                fee_fen=review.fee_fen if review else 0,
+                paid=bool(review and review.paid_at),
+                delivery_status=delivery.status.value if delivery else "not_dispensed",
+            )
+        )
+    return out

@@ -254,7 +254,7 @@ def create_delivery(
     session.flush()
     if not _route(delivery, today):
         delivery.status = DeliveryStatus.COLLECT_AT_PHARMACY
-        notify.notify(session, "collect", recipient.phone, prescription_id)
+        notify.tell_patient(session, "collect", prescription_id, recipient.phone)
     audit.record(
         session,
         "delivery.routed",
@@ -419,10 +419,12 @@ def apply_callback(
         detail={"delivery": str(delivery.id), "partner": str(partner.id), "event_id": event_id, "from": before.value},
     )
     if after == DeliveryStatus.OUT_FOR_DELIVERY and before != DeliveryStatus.OUT_FOR_DELIVERY:
-        notify.notify(session, "shipped", delivery.recipient_phone, delivery.prescription_id, partner=partner.name)
+        notify.tell_patient(
+            session, "shipped", delivery.prescription_id, delivery.recipient_phone, partner=partner.name
+        )
     elif after == DeliveryStatus.DELIVERED:
         delivery.delivered_at = at
-        notify.notify(session, "delivered", delivery.recipient_phone, delivery.prescription_id)
+        notify.tell_patient(session, "delivered", delivery.prescription_id, delivery.recipient_phone)
     elif after == DeliveryStatus.FAILED:
         _after_failure(session, delivery)
     session.flush()
@@ -441,7 +443,7 @@ def _after_failure(session: Session, delivery: Delivery) -> None:
     else:
         delivery.status = rules.transition(delivery.status, DeliveryEventKind.RETURNED)
         _own_event(delivery, DeliveryEventKind.RETURNED, {"from": str(failed_partner)})
-        notify.notify(session, "collect", delivery.recipient_phone, delivery.prescription_id)
+        notify.tell_patient(session, "collect", delivery.prescription_id, delivery.recipient_phone)
         action = "delivery.returned"
     audit.record(
         session,
@@ -460,4 +462,3 @@ def delivery_of(prescription_id: uuid.UUID) -> Delivery | None:
 
 def register_jobs() -> None:
     jobs.register(DISPATCH_JOB, dispatch_job)
-    notify.register_jobs()

@@ -10,12 +10,15 @@ from typing import Any
 from flask import Blueprint, Flask, flash, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
 from flask_login import current_user
+from markupsafe import Markup
 from werkzeug.wrappers import Response
 
 from clinic.core.db import utcnow
 from clinic.core.errors import DomainError
 from clinic.core.pages import Panel, Words, label_for, patient_page, pharmacist_page, register_panel
 from clinic.core.web import handle_refusal
+from clinic.visits.models import Visit
+from identity.models import Account, Role
 from pharmacy import review
 from pharmacy.forms import ReviewForm
 from pharmacy.labels import DELIVERY_STATUS
@@ -153,6 +156,32 @@ def _ended(physician_id: str) -> list[dict[str, Any]]:
     ]
 
 
+@bp.get("/my/prescriptions")
+@patient_page
+def my_prescriptions() -> str:
+    """我的处方: every prescription of the people on the account, newest first."""
+    return render_template(
+        "pharmacy/my_prescriptions.html",
+        items=review.patient_prescriptions(current_user.id),
+        rx_status=RX_STATUS,
+        delivery_status=DELIVERY_STATUS,
+    )
+
+
+def room_block(visit: Visit, account: Account) -> Markup:
+    """In the patient's visit room: the visit's prescriptions, each linking to its page."""
+    if account.role != Role.PATIENT:
+        return Markup("")
+    items = review.patient_prescriptions(account.id, visit_id=visit.id)
+    if not items:
+        return Markup("")
+    return Markup(
+        render_template(
+            "pharmacy/_visit_prescriptions.html", items=items, rx_status=RX_STATUS, delivery_status=DELIVERY_STATUS
+        )
+    )
+
+
 def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
     register_panel(
@@ -166,3 +195,4 @@ def init_app(app: Flask) -> None:
             alert=True,
         ),
     )
+    app.extensions.setdefault("visit_room_extras", []).append(room_block)

@@ -782,7 +782,7 @@ def overdue(physician: Account) -> list[PanelRow]:
 
 # --- SMS reminders (the daily job) -----------------------------------------------------
 
-SMS_JOB = "sms"  # the outbox's SMS handler (pharmacy.notify registers it)
+SMS_JOB = "sms"  # the outbox's SMS handler (clinic.notifications registers it)
 
 REMINDER_TEXT = {
     "before": {
@@ -857,9 +857,9 @@ def send_reminders(day: date, send: Any) -> dict[str, int]:
 
 def outbox_sms(session: Any, kind: str, phone: str, subject_id: uuid.UUID, body: str) -> uuid.UUID:
     """Record the SMS as a Notification and put it in the outbox (sent after the commit)."""
-    from pharmacy.models import Notification
+    from clinic.notifications.models import SmsMessage
 
-    note = Notification(kind=kind, subject_type="fd_plan", subject_id=subject_id, to_phone=phone, body=body)
+    note = SmsMessage(kind=kind, subject_type="fd_plan", subject_id=subject_id, to_phone=phone, body=body)
     session.add(note)
     session.flush()
     jobs.enqueue(session, SMS_JOB, {"notification_id": str(note.id)})

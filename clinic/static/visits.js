@@ -54,6 +54,11 @@
           count = data.count;
           if (atBottom) { toBottom(); }
         }
+        var queue = document.getElementById('queue-position');
+        if (queue && data.queue_position && String(data.queue_position) !== queue.getAttribute('data-position')) {
+          queue.setAttribute('data-position', String(data.queue_position));
+          queue.textContent = queue.textContent.replace(/\d+/, String(data.queue_position));
+        }
         if (data.status !== status) {
           status = data.status;
           if (busy()) { notice.hidden = false; } else { window.location.reload(); return; }

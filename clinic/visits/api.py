@@ -272,6 +272,7 @@ class VisitIn(RequestModel):
     diagnosis_id: uuid.UUID
     department: str = Field(min_length=1, max_length=32)
     complaint: str = Field(default="", max_length=2000)
+    physician_id: uuid.UUID | None = None
 
 
 class PaymentOut(ResponseModel):
@@ -297,7 +298,14 @@ class VisitCreatedOut(ResponseModel):
     roles=PATIENT,
     errors={
         403: ["phone_not_verified"],
-        422: ["first_visit_not_allowed", "diagnosis_not_confirmed", "consent_required", "department_not_approved"],
+        409: ["visit_already_open"],
+        422: [
+            "first_visit_not_allowed",
+            "diagnosis_not_confirmed",
+            "consent_required",
+            "department_not_approved",
+            "physician_unavailable",
+        ],
         503: ["service_suspended"],
     },
 )
@@ -308,6 +316,7 @@ def request_visit(body: VisitIn, principal: Principal) -> VisitCreatedOut:
         str(body.diagnosis_id),
         body.department,
         body.complaint,
+        body.physician_id,
     )
     return VisitCreatedOut(
         id=new.id,
@@ -344,6 +353,8 @@ class VisitOut(ResponseModel):
     department: str
     physician_id: uuid.UUID | None
     physician_name: str | None
+    requested_physician_id: uuid.UUID | None = None
+    queue_position: int | None = None
     complaint: str
     fee_fen: int
     created_at: datetime
@@ -369,6 +380,7 @@ def visit_out(v: Visit, detail: bool = True) -> VisitOut:
         department=v.department,
         physician_id=v.physician_id,
         physician_name=(physician.staff.name if physician and physician.staff else None),
+        requested_physician_id=v.requested_physician_id,
         complaint=v.complaint,
         fee_fen=v.fee_fen,
         created_at=v.created_at,
@@ -378,6 +390,7 @@ def visit_out(v: Visit, detail: bool = True) -> VisitOut:
         referral_advice=v.referral_advice,
     )
     if detail:
+        out.queue_position = services.queue_position(v)
         out.messages = [
             MessageOut(
                 id=m.id,

@@ -6,7 +6,7 @@ import enum
 import uuid
 from datetime import date, datetime
 
-from sqlalchemy import Boolean, Date, Enum, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import Boolean, Date, Enum, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from clinic.core.db import Base, Versioned, new_id, utcnow
@@ -89,12 +89,26 @@ class VisitStatus(enum.StrEnum):
     CANCELLED = "cancelled"
 
 
+OPEN_VISIT_STATUSES = (VisitStatus.AWAITING_PAYMENT, VisitStatus.WAITING, VisitStatus.IN_PROGRESS)
+OPEN_VISIT_SQL = "status IN ('awaiting_payment', 'waiting', 'in_progress')"
+
+
 class Visit(Versioned, Base):
     """A return visit (复诊) for one confirmed diagnosis of one patient."""
 
     __tablename__ = "visits"
     # A department's waiting queue, oldest first (and any lookup by department alone).
-    __table_args__ = (Index("ix_visits_queue", "department", "status", "created_at"),)
+    __table_args__ = (
+        Index("ix_visits_queue", "department", "status", "created_at"),
+        # One open visit per diagnosis: a second request while one is open is refused (409).
+        Index(
+            "uq_visits_open_diagnosis",
+            "diagnosis_id",
+            unique=True,
+            sqlite_where=text(OPEN_VISIT_SQL),
+            postgresql_where=text(OPEN_VISIT_SQL),
+        ),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     patient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("patients.id"), index=True)
@@ -105,6 +119,10 @@ class Visit(Versioned, Base):
         Enum(VisitStatus, native_enum=False, length=24, values_callable=_values)
     )
     physician_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("accounts.id"), index=True)
+    # The physician the patient chose (None: the department's queue); set when requested.
+    requested_physician_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("accounts.id"), index=True)
+    # When the patient last had the visit room open (a physician's message is texted when absent).
+    patient_seen_at: Mapped[datetime | None]
     complaint: Mapped[str] = mapped_column(Text, default="")
     fee_fen: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
@@ -117,6 +135,7 @@ class Visit(Versioned, Base):
     patient: Mapped[Patient] = relationship(lazy="joined")
     diagnosis: Mapped[Diagnosis] = relationship(lazy="joined")
     physician: Mapped[Account | None] = relationship(foreign_keys=[physician_id], lazy="joined")
+    requested_physician: Mapped[Account | None] = relationship(foreign_keys=[requested_physician_id], lazy="select")
     messages: Mapped[list[VisitMessage]] = relationship(order_by="VisitMessage.created_at", lazy="select")
     notes: Mapped[list[VisitNote]] = relationship(order_by="VisitNote.created_at", lazy="select")
 

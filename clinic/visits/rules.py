@@ -96,6 +96,9 @@ class VisitRequestFacts:
     department: str
     department_approved: bool  # the institution is approved for online care in `department`
     consent_current: bool
+    # The physician the patient chose, if any: qualified, of this department and on duty now.
+    physician_chosen: bool = False
+    physician_available: bool = True
 
 
 # In the order the API reports them: the error code is the first violation's.
@@ -131,6 +134,14 @@ def visit_request_violations(f: VisitRequestFacts) -> list[Violation]:
                 "department_not_approved",
                 "A return visit is for the same diagnosis: it belongs to the department that treats it.",
                 detail={"expected_department": d.condition_department},
+            )
+        )
+    if f.physician_chosen and not f.physician_available:
+        v.append(
+            Violation(
+                "physician_unavailable",
+                "The physician you chose is not taking online visits of this department now; "
+                "choose another physician or the department.",
             )
         )
     return v

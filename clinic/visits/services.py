@@ -5,19 +5,22 @@ from __future__ import annotations
 import hashlib
 import uuid
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
 from flask import current_app
-from sqlalchemy import Exists, Select, and_, bindparam, exists, insert, select
+from sqlalchemy import Exists, Select, and_, bindparam, exists, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
 
 from clinic.core import audit, storage
 from clinic.core.db import as_uuid, db, get_or_404, new_id, utcnow
 from clinic.core.errors import Conflict, Forbidden, Invalid, NotFound, RuleRefusal, ServiceUnavailable
+from clinic.notifications import notify
 from clinic.visits import rules
 from clinic.visits.models import (
+    OPEN_VISIT_STATUSES,
     Condition,
     ConsentAcceptance,
     Diagnosis,
@@ -28,6 +31,7 @@ from clinic.visits.models import (
     VisitNote,
     VisitStatus,
 )
+from identity import rules as identity_rules
 from identity import services as identity
 from identity.models import Account, Department, Patient, Role
 
@@ -221,7 +225,17 @@ def confirm_diagnosis(physician_id: str, claims: dict[str, Any], diagnosis_id: s
             params={"icd10": diag.icd10},
         )
     identity.require_qualified_physician(physician, department=cond.department)
-    return record_confirmation(diag, physician.id, cond)
+    record_confirmation(diag, physician.id, cond)
+    notify(
+        db.session(),
+        account_id=diag.submitted_by,
+        kind="proof_confirmed",
+        link="/diagnoses",
+        subject_type="diagnosis",
+        subject_id=diag.id,
+        condition=cond.name_zh,
+    )
+    return diag
 
 
 def record_confirmation(diag: Diagnosis, physician_id: uuid.UUID | str, cond: Condition) -> Diagnosis:
@@ -249,6 +263,15 @@ def reject_diagnosis(physician_id: str, diagnosis_id: str, reason: str) -> Diagn
     diag.rejection_reason = reason
     diag.reviewed_by, diag.reviewed_at = physician.id, utcnow()
     audit.record(session, "diagnosis.rejected", subject_type="diagnosis", subject_id=diag.id, detail={"reason": reason})
+    notify(
+        session,
+        account_id=diag.submitted_by,
+        kind="proof_rejected",
+        link="/diagnoses",
+        subject_type="diagnosis",
+        subject_id=diag.id,
+        reason=reason,
+    )
     return diag
 
 
@@ -483,8 +506,40 @@ _GATE_QUERY = _build_gate_query()
 _INSERT_VISIT = insert(Visit)
 
 
+class VisitAlreadyOpen(Conflict):
+    code = "visit_already_open"
+
+
+def _open_visit_of(diagnosis_id: uuid.UUID) -> uuid.UUID | None:
+    return db.session.scalars(
+        select(Visit.id).where(Visit.diagnosis_id == diagnosis_id, Visit.status.in_(OPEN_VISIT_STATUSES)).limit(1)
+    ).first()
+
+
+def _already_open(visit_id: uuid.UUID) -> VisitAlreadyOpen:
+    return VisitAlreadyOpen(
+        "A visit for this diagnosis is already open; continue in it instead of requesting another.",
+        visit_id=str(visit_id),
+    )
+
+
+def physician_available(physician_id: uuid.UUID | None, department: str, today: date | None = None) -> bool:
+    """A physician the patient may choose: qualified for online care in `department` and on duty."""
+    account = db.session.get(Account, physician_id) if physician_id is not None else None
+    if account is None or account.role != Role.PHYSICIAN or account.staff is None or not account.staff.on_duty:
+        return False
+    return not identity_rules.physician_violations(
+        identity.physician_credentials(account), identity.institution_status(), today or date.today(), department
+    )
+
+
 def request_visit(
-    account_id: str | uuid.UUID, patient_id: str, diagnosis_id: str, department: str, complaint: str = ""
+    account_id: str | uuid.UUID,
+    patient_id: str,
+    diagnosis_id: str,
+    department: str,
+    complaint: str = "",
+    physician_id: str | uuid.UUID | None = None,
 ) -> NewVisit:
     session = db.session()
     account_key = as_uuid(account_id)
@@ -503,6 +558,11 @@ def request_visit(
             raise NotFound()  # another account's people are never revealed
     if gate.phone_verified_at is None:
         raise identity.PhoneNotVerified()  # the account's phone is confirmed before any visit
+    if gate.diagnosis_id is not None:
+        open_id = _open_visit_of(gate.diagnosis_id)
+        if open_id is not None:
+            raise _already_open(open_id)
+    chosen = as_uuid(physician_id) if physician_id is not None else None
     has_condition = gate.condition_code is not None
     facts = rules.VisitRequestFacts(
         diagnosis=rules.DiagnosisFacts(
@@ -514,6 +574,8 @@ def request_visit(
         department=department,
         department_approved=bool(gate.department_approved),
         consent_current=bool(gate.consent_current),
+        physician_chosen=physician_id is not None,
+        physician_available=physician_id is None or physician_available(chosen, department),
     )
     violations = rules.visit_request_violations(facts)
     if violations:
@@ -525,25 +587,41 @@ def request_visit(
     visit_id = new_id()
     # A plain INSERT, not the unit of work: nothing in this request reads the visit back
     # as an object, and this is the busiest write of the clinic.
-    conn.execute(
-        _INSERT_VISIT,
-        {
-            "id": visit_id,
-            "patient_id": gate.patient_id,
-            "account_id": account_key,
-            "diagnosis_id": gate.diagnosis_id,
-            "department": department,
-            "status": status,
-            "complaint": complaint,
-            "fee_fen": fee_fen,
-        },
-    )
+    try:
+        conn.execute(
+            _INSERT_VISIT,
+            {
+                "id": visit_id,
+                "patient_id": gate.patient_id,
+                "account_id": account_key,
+                "diagnosis_id": gate.diagnosis_id,
+                "department": department,
+                "requested_physician_id": chosen,
+                "status": status,
+                "complaint": complaint,
+                "fee_fen": fee_fen,
+            },
+        )
+    except IntegrityError:
+        # A second request of the same diagnosis committed between the check above and this
+        # insert (the partial unique index said no). The request is refused anyway; its
+        # transaction is rolled back here so that the open visit can be read and named.
+        session.rollback()
+        open_id = _open_visit_of(gate.diagnosis_id)
+        if open_id is None:
+            raise
+        raise _already_open(open_id) from None
     audit.record(
         session,
         "visit.requested",
         subject_type="visit",
         subject_id=visit_id,
-        detail={"patient": str(gate.patient_id), "diagnosis": str(gate.diagnosis_id), "department": department},
+        detail={
+            "patient": str(gate.patient_id),
+            "diagnosis": str(gate.diagnosis_id),
+            "department": department,
+            "physician": str(chosen) if chosen else None,
+        },
     )
     payment = None
     if status == VisitStatus.AWAITING_PAYMENT and port is not None:
@@ -578,7 +656,11 @@ def visit_for(account: Account, visit_id: str) -> Visit:
         if visit.physician_id == account.id:
             return visit
         dept = account.staff.department_code if account.staff else None
-        if visit.status == VisitStatus.WAITING and dept == visit.department:
+        if (
+            visit.status == VisitStatus.WAITING
+            and dept == visit.department
+            and visit.requested_physician_id in (None, account.id)
+        ):
             return visit
     raise NotFound()
 
@@ -623,15 +705,84 @@ def get_physician(physician_id: str) -> Account:
 
 
 def waiting_visits_for(physician_id: str) -> list[Visit]:
+    """The physician's queue: visits that chose them, and (while on duty) their department's."""
     physician = _physician(physician_id)
     dept = physician.staff.department_code if physician.staff else None
+    on_duty = bool(physician.staff and physician.staff.on_duty)
+    mine = Visit.requested_physician_id == physician.id
+    routed = or_(mine, Visit.requested_physician_id.is_(None)) if on_duty else mine
     return list(
         db.session.scalars(
             select(Visit)
-            .where(Visit.status == VisitStatus.WAITING, Visit.department == dept)
+            .where(Visit.status == VisitStatus.WAITING, Visit.department == dept, routed)
             .order_by(Visit.created_at)
             .limit(200)
         )
+    )
+
+
+def queue_position(visit: Visit) -> int | None:
+    """1 for the next visit to be taken in its queue; None once it is no longer waiting."""
+    if visit.status != VisitStatus.WAITING:
+        return None
+    same_queue = (
+        or_(Visit.requested_physician_id == visit.requested_physician_id, Visit.requested_physician_id.is_(None))
+        if visit.requested_physician_id is not None
+        else Visit.requested_physician_id.is_(None)
+    )
+    ahead = db.session.scalar(
+        select(func.count())
+        .select_from(Visit)
+        .where(
+            Visit.department == visit.department,
+            Visit.status == VisitStatus.WAITING,
+            Visit.created_at < visit.created_at,
+            same_queue,
+        )
+    )
+    return int(ahead or 0) + 1
+
+
+PRESENCE_WINDOW = timedelta(seconds=60)
+MESSAGE_SMS_QUIET = timedelta(minutes=10)
+
+
+def patient_present(visit: Visit) -> None:
+    """The patient has the visit room open (the room and its polling call this).
+
+    A plain UPDATE of one column: it does not bump the visit's row version, so it never
+    makes a physician's simultaneous change of the visit fail.
+    """
+    now = utcnow()
+    seen = visit.patient_seen_at
+    if seen is not None and now - seen < timedelta(seconds=15):
+        return
+    db.session.execute(
+        update(Visit)
+        .where(Visit.id == visit.id)
+        .values(patient_seen_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _patient_absent(visit: Visit) -> bool:
+    seen = db.session.scalar(select(Visit.patient_seen_at).where(Visit.id == visit.id))
+    return seen is None or utcnow() - seen > PRESENCE_WINDOW
+
+
+def _physician_name(account: Account) -> str:
+    return account.staff.name if account.staff else account.display_name
+
+
+def _tell_patient(visit: Visit, kind: str, **kw: Any) -> None:
+    notify(
+        db.session(),
+        account_id=visit.account_id,
+        kind=kind,
+        link=f"/visits/{visit.id}",
+        subject_type="visit",
+        subject_id=visit.id,
+        **kw,
     )
 
 
@@ -649,10 +800,13 @@ def accept_visit(physician_id: str, claims: dict[str, Any], visit_id: str) -> Vi
     identity.require_fresh_face(claims)
     visit = _load_visit(visit_id)
     identity.require_qualified_physician(physician, department=visit.department)
+    if visit.requested_physician_id not in (None, physician.id):
+        raise Forbidden("The patient chose another physician for this visit.")
     _refuse_if_suspended()
     _move(visit, rules.VisitEvent.ACCEPT)
     visit.physician_id, visit.accepted_at = physician.id, utcnow()
     audit.record(session, "visit.accepted", subject_type="visit", subject_id=visit.id)
+    _tell_patient(visit, "visit_accepted", physician=_physician_name(physician))
     return visit
 
 
@@ -689,6 +843,9 @@ def post_message(account: Account, visit_id: str, text: str | None, image: bytes
         subject_id=visit.id,
         detail={"message": str(msg.id), "image": image is not None},
     )
+    if account.role == Role.PHYSICIAN and _patient_absent(visit):
+        # At most one such SMS per visit per 10 minutes; the notification centre gets each.
+        _tell_patient(visit, "visit_message", quiet_for=MESSAGE_SMS_QUIET, physician=_physician_name(account))
     return msg
 
 
@@ -707,6 +864,7 @@ def complete_visit(physician_id: str, visit_id: str, note: str) -> Visit:
     visit.closed_at = utcnow()
     session.add(VisitNote(visit_id=visit.id, author_id=physician.id, kind="completion", text=note))
     audit.record(session, "visit.completed", subject_type="visit", subject_id=visit.id)
+    _tell_patient(visit, "visit_completed")
     return visit
 
 
@@ -723,6 +881,7 @@ def terminate_visit(physician_id: str, visit_id: str, reason: str, referral_advi
         )
     )
     audit.record(session, "visit.referred", subject_type="visit", subject_id=visit.id, detail={"reason": reason[:200]})
+    _tell_patient(visit, "visit_referred", advice=referral_advice)
     return visit
 
 

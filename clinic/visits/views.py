@@ -43,7 +43,7 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, Optional
 
 from clinic.core import storage
-from clinic.core.db import db
+from clinic.core.db import as_uuid, db
 from clinic.core.errors import DomainError, RuleRefusal
 from clinic.core.pages import (
     Panel,
@@ -104,6 +104,7 @@ class ConsentForm(FlaskForm):
 
 class VisitRequestForm(FlaskForm):
     diagnosis_id = SelectField(_l("Return visit for"), validators=[DataRequired()])
+    physician_id = HiddenField(validators=[Optional()])
     complaint = TextAreaField(
         _l("How are you now? (optional)"),
         validators=[Optional(), Length(max=2000)],
@@ -416,6 +417,12 @@ def _confirmed(account: Account) -> list[Diagnosis]:
     return [d for d in services.diagnoses_of_account(account) if d.status == DiagnosisStatus.CONFIRMED]
 
 
+def _chosen_physician(physician_id: str | None) -> Account | None:
+    key = as_uuid(physician_id) if physician_id else None
+    account = db.session.get(Account, key) if key is not None else None
+    return account if account is not None and account.role == Role.PHYSICIAN else None
+
+
 def _request_form(account: Account, confirmed: list[Diagnosis]) -> VisitRequestForm:
     form = VisitRequestForm()
     # One optgroup per person (wtforms groups adjacent choices with the same optgroup).
@@ -426,8 +433,16 @@ def _request_form(account: Account, confirmed: list[Diagnosis]) -> VisitRequestF
     form.diagnosis_id.choices = [
         SelectChoice(str(d.id), condition_label(d), optgroup=d.patient.name) for d in by_person
     ]
-    if request.method == "GET" and request.args.get("diagnosis"):
-        form.diagnosis_id.data = request.args["diagnosis"]
+    if request.method == "GET":
+        if request.args.get("diagnosis"):
+            form.diagnosis_id.data = request.args["diagnosis"]
+        if request.args.get("physician"):
+            form.physician_id.data = request.args["physician"]
+        # Back from the consent detour: what the patient had typed is still there.
+        draft = session.pop("visit_draft", None)
+        if isinstance(draft, dict) and draft.get("diagnosis_id") == form.diagnosis_id.data:
+            form.complaint.data = str(draft.get("complaint") or "")
+            form.physician_id.data = form.physician_id.data or draft.get("physician_id") or ""
     return form
 
 
@@ -439,6 +454,7 @@ def _request_page(form: VisitRequestForm, confirmed: list[Diagnosis], status: in
         confirmed=confirmed,
         consented=consented,
         suspended=services.suspension(),
+        physician=_chosen_physician(form.physician_id.data),
     ), status
 
 
@@ -454,15 +470,32 @@ def request_visit() -> Any:
         chosen = next((d for d in confirmed if str(d.id) == form.diagnosis_id.data), None)
         if chosen is None:
             abort(422)
-        back = url_for("visits.request_visit", diagnosis=str(chosen.id))
+        physician = _chosen_physician(form.physician_id.data)
+        back = url_for(
+            "visits.request_visit", diagnosis=str(chosen.id), physician=str(physician.id) if physician else None
+        )
         try:
             new = services.request_visit(
-                account.id, str(chosen.patient_id), str(chosen.id), chosen.department or "", form.complaint.data or ""
+                account.id,
+                str(chosen.patient_id),
+                str(chosen.id),
+                chosen.department or "",
+                form.complaint.data or "",
+                physician.id if physician else None,
             )
+        except services.VisitAlreadyOpen as err:
+            _refused(err)  # rolled back and recorded
+            flash(_l("This diagnosis already has an open visit: here it is."), "error")
+            return redirect(url_for("visits.room", visit_id=err.extra["visit_id"]))
         except RuleRefusal as err:
             message = _refused(err)
             if any(v.code == "consent_required" for v in err.violations):
                 flash(_l("Before a first online visit, please read and accept the informed consent."), "error")
+                session["visit_draft"] = {
+                    "diagnosis_id": str(chosen.id),
+                    "complaint": (form.complaint.data or "")[:2000],
+                    "physician_id": str(physician.id) if physician else "",
+                }
                 return redirect(url_for("visits.consent", next=back))
             flash(message, "error")
             return _request_page(form, confirmed, err.status)
@@ -531,8 +564,12 @@ def cancel(visit_id: str) -> Any:
 def _room(visit_id: str, status: int = 200, **forms: FlaskForm) -> Any:
     account = _me()
     visit = services.visit_for(account, visit_id)
+    if account.role == Role.PATIENT:
+        services.patient_present(visit)
     notes = list(visit.notes)
     ctx = {
+        "queue_position": services.queue_position(visit),
+        "room_extras": [extra(visit, account) for extra in current_app.extensions.get("visit_room_extras", [])],
         "visit": visit,
         "account": account,
         "is_physician": account.role == Role.PHYSICIAN,
@@ -564,8 +601,17 @@ def live(visit_id: str) -> Any:
     """What the room polls every few seconds: the status and the messages (HTML)."""
     account = _me()
     visit = services.visit_for(account, visit_id)
+    if account.role == Role.PATIENT:
+        services.patient_present(visit)
     html = render_template("visits/_messages.html", visit=visit, account=account, messages=visit.messages)
-    resp = jsonify({"status": visit.status.value, "count": len(visit.messages), "html": html})
+    resp = jsonify(
+        {
+            "status": visit.status.value,
+            "count": len(visit.messages),
+            "html": html,
+            "queue_position": services.queue_position(visit),
+        }
+    )
     resp.headers["Cache-Control"] = "no-store"
     return resp
 
@@ -715,11 +761,11 @@ def _waiting(physician_id: str) -> list[Any]:
 
 
 def _named_me(physician_id: str) -> list[Any]:
-    return [v for v in _waiting(physician_id) if v.physician_id is not None and str(v.physician_id) == physician_id]
+    return [v for v in _waiting(physician_id) if str(v.requested_physician_id) == physician_id]
 
 
 def _department_waiting(physician_id: str) -> list[Any]:
-    return [v for v in _waiting(physician_id) if v.physician_id is None]
+    return [v for v in _waiting(physician_id) if v.requested_physician_id is None]
 
 
 def _in_progress(physician_id: str) -> list[Any]:

@@ -364,7 +364,7 @@ def test_admin_sets_level_teams_and_packages(client: FlaskClient) -> None:
 
 
 def test_reminders_sms_three_days_before_and_on_the_day_once(client: FlaskClient, ctx: Any) -> None:
-    from pharmacy.models import Notification
+    from clinic.notifications.models import SmsMessage as Notification
 
     world = fd.team(client)
     p = fd.patient(client, world)

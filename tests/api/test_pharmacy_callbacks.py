@@ -16,9 +16,10 @@ from sqlalchemy import func, select
 
 from clinic.core.audit import Actor, AuditEntry, acting_as
 from clinic.core.db import db, unit_of_work
+from clinic.notifications.models import SmsMessage as Notification
 from identity.models import Role
 from pharmacy import services
-from pharmacy.models import Delivery, DeliveryEvent, Notification
+from pharmacy.models import Delivery, DeliveryEvent
 from pharmacy.rules import DeliveryStatus
 from tests.support import factories as f
 from tests.support.partner_standin import sign

@@ -16,9 +16,10 @@ from sqlalchemy import select, update
 from clinic.core import jobs
 from clinic.core.audit import Actor, AuditEntry, acting_as
 from clinic.core.db import db, unit_of_work, utcnow
+from clinic.notifications.models import SmsMessage as Notification
 from identity.models import Role
 from pharmacy import review, services
-from pharmacy.models import Notification, Review
+from pharmacy.models import Review
 from prescriptions.models import Prescription
 from tests.support import factories as f
 from tests.support.partner_standin import PartnerStandin, sign
@@ -141,8 +142,9 @@ def test_claim_review_approve_pay_dispense_deliver(client: FlaskClient, partner_
         ).status_code
         == 404
     )
-    kinds = [n.kind for n in db.session.scalars(select(Notification).order_by(Notification.created_at))]
-    assert kinds == ["approved", "shipped", "delivered"]
+    about_rx = select(Notification).where(Notification.subject_type == "prescription")
+    kinds = [n.kind for n in db.session.scalars(about_rx.order_by(Notification.created_at))]
+    assert kinds == ["approved", "shipped", "delivered"]  # the visit's own SMS (accepted) aside
     assert {"prescription.claimed", "prescription.reviewed", "prescription.dispensed"} <= set(actions())
 
 
@@ -165,7 +167,7 @@ def test_a_signature_that_fails_cannot_be_approved(client: FlaskClient) -> None:
     )
     rejected = decide(client, a, p["rx"], "reject", [{"code": "legality", "note": "签名无法验证"}])
     assert rejected.status_code == 200 and rejected.get_json()["status"] == "rejected"
-    note = db.session.scalars(select(Notification)).one()
+    note = db.session.scalars(select(Notification).where(Notification.subject_type == "prescription")).one()
     assert note.kind == "rejected" and "处方合法性" in note.body and "复诊" in note.body  # what to do next
 
 

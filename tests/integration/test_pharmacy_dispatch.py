@@ -14,8 +14,9 @@ from clinic.core import jobs
 from clinic.core.audit import Actor, acting_as
 from clinic.core.db import db, unit_of_work, utcnow
 from clinic.core.jobs import JobStatus, OutboxJob
+from clinic.notifications.models import SmsMessage as Notification
 from pharmacy import rules, services
-from pharmacy.models import Delivery, Notification
+from pharmacy.models import Delivery
 from pharmacy.rules import DeliveryStatus
 from tests.support.partner_standin import PartnerStandin
 
