@@ -151,13 +151,16 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     register_purpose("consultation", visits_services.mark_visit_paid)
     register_purpose("drug_fee", pharmacy_review.mark_drug_fee_paid)  # approved prescription, fee paid
 
+    from clinic.admin import labels as admin_labels
+    from clinic.admin import views as admin_views
     from clinic.family_doctor import labels as fd_labels
     from clinic.visits import labels as visit_labels
     from identity import labels as identity_labels
     from pharmacy import labels as pharmacy_labels
     from prescriptions import labels as rx_labels
 
-    for domain in (identity_labels, visit_labels, rx_labels, pharmacy_labels, fd_labels):
+    admin_views.init_app(app)  # the administrator's console
+    for domain in (identity_labels, visit_labels, rx_labels, pharmacy_labels, fd_labels, admin_labels):
         domain.register()  # one mapping of codes to words per domain
 
     from clinic import cli

@@ -24,6 +24,7 @@ from clinic.core.db import as_uuid, db, get_or_404, utcnow
 from clinic.core.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, RateLimited, RuleRefusal
 from identity import face, rules
 from identity.models import (
+    STAFF_ROLES,
     Account,
     Department,
     FaceEnrollment,
@@ -508,6 +509,41 @@ def create_staff(spec: StaffSpec) -> Account:
         session.refresh(account)
     audit.record(
         session, "staff.created", subject_type="account", subject_id=account.id, detail={"role": spec.role.value}
+    )
+    return account
+
+
+def staff_accounts() -> list[Account]:
+    """Physicians and pharmacists, active first, by name (the administrators' staff page)."""
+    return list(
+        db.session.scalars(
+            select(Account)
+            .where(Account.role.in_((Role.PHYSICIAN, Role.PHARMACIST)))
+            .order_by(Account.active.desc(), Account.display_name)
+        )
+    )
+
+
+def credential_expiry(account: Account) -> date | None:
+    """The date the staff member's practice licence or pharmacist qualification runs out."""
+    staff = account.staff
+    if staff is None:
+        return None
+    return staff.license_valid_until if account.role == Role.PHYSICIAN else staff.qualification_valid_until
+
+
+def deactivate_staff(account_id: str, reason: str) -> Account:
+    """An administrator deactivates a physician's or pharmacist's account: no more log-ins."""
+    account = get_account(account_id)
+    if account.role not in STAFF_ROLES:
+        raise NotFound("No such staff account.")
+    reason = reason.strip()
+    if len(reason) < 2:
+        raise Invalid("Say why the account is deactivated.", field="reason")
+    account.active = False
+    db.session.flush()
+    audit.record(
+        db.session(), "staff.deactivated", subject_type="account", subject_id=account.id, detail={"reason": reason}
     )
     return account
 

@@ -106,6 +106,8 @@ def home() -> Any:
         return redirect(url_for("identity.face"))
     if current_user.is_authenticated and current_user.role == Role.PHARMACIST:
         return redirect(url_for("pharmacy.queue"))  # the pharmacist's day starts at the queue
+    if current_user.is_authenticated and current_user.role == Role.ADMIN:
+        return redirect(url_for("admin.console"))
     if current_user.is_authenticated and current_user.role == Role.PHYSICIAN:
         return render_template("identity/workstation.html", **_workstation())
     return render_template("identity/home.html")

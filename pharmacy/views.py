@@ -5,9 +5,10 @@ Thin: parse, call one service, render."""
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
-from flask import Blueprint, Flask, flash, redirect, render_template, request, session, url_for
+from flask import Blueprint, Flask, abort, flash, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
 from flask_login import current_user
 from markupsafe import Markup
@@ -15,12 +16,12 @@ from werkzeug.wrappers import Response
 
 from clinic.core.db import utcnow
 from clinic.core.errors import DomainError
-from clinic.core.pages import Panel, Words, label_for, patient_page, pharmacist_page, register_panel
+from clinic.core.pages import Panel, Words, admin_page, label_for, patient_page, pharmacist_page, register_panel
 from clinic.core.web import handle_refusal
 from clinic.visits.models import Visit
 from identity.models import Account, Role
-from pharmacy import review
-from pharmacy.forms import ReviewForm
+from pharmacy import review, services
+from pharmacy.forms import PartnerForm, ReviewForm
 from pharmacy.labels import DELIVERY_STATUS
 from prescriptions import services as rx_services
 from prescriptions.views import RX_STATUS
@@ -145,6 +146,86 @@ def track(prescription_id: str) -> Any:
         rx_status=RX_STATUS,
         delivery_status=DELIVERY_STATUS,
     )
+
+
+# --- administrators: delivery partners --------------------------------------------------------
+
+
+def _partners_page(form: PartnerForm, status: int = 200, secret: str | None = None, **extra: Any) -> Any:
+    return render_template(
+        "pharmacy/partners.html", form=form, partners=services.list_partners(), secret=secret, **extra
+    ), status
+
+
+def _endpoint_refused(form: PartnerForm, err: DomainError) -> None:
+    message = handle_refusal(err)
+    target = form.name if err.code == "partner_exists" else form.endpoint
+    target.errors = [message]
+
+
+@bp.route("/admin/partners", methods=["GET", "POST"])
+@admin_page
+def partners() -> Any:
+    form = PartnerForm()
+    if form.validate_on_submit():
+        spec = services.PartnerSpec(
+            name=(form.name.data or "").strip(),
+            license_no=(form.license_no.data or "").strip(),
+            license_valid_until=form.license_valid_until.data or date.today(),
+            regions=form.region_codes(),
+            cold_chain=bool(form.cold_chain.data),
+            priority=int(form.priority.data or 100),
+            endpoint=(form.endpoint.data or "").strip(),
+            active=bool(form.active.data),
+        )
+        try:
+            partner, secret = services.create_partner(spec)
+        except DomainError as err:
+            _endpoint_refused(form, err)
+            return _partners_page(form, err.status)
+        # shown once, in this answer only: never stored in the session or shown again
+        return _partners_page(PartnerForm(formdata=None), 201, secret=secret, secret_for=partner.name)
+    return _partners_page(form, 422 if form.errors else 200)
+
+
+@bp.route("/admin/partners/<partner_id>", methods=["GET", "POST"])
+@admin_page
+def partner(partner_id: str) -> Any:
+    found = next((p for p in services.list_partners() if str(p.id) == partner_id), None)
+    if found is None:
+        abort(404)
+    form = PartnerForm(obj=found)
+    if request.method == "GET":
+        form.regions.data = ", ".join(found.regions)
+    secret = None
+    status = 200
+    if request.method == "POST":
+        rotate = request.form.get("rotate") == "1"
+        form.name.data = found.name  # the name is the partner's identity here: not changed
+        if rotate or form.validate_on_submit():
+            changes = (
+                {}
+                if rotate
+                else {
+                    "license_no": form.license_no.data,
+                    "license_valid_until": form.license_valid_until.data,
+                    "regions": form.region_codes(),
+                    "cold_chain": bool(form.cold_chain.data),
+                    "priority": form.priority.data,
+                    "endpoint": form.endpoint.data,
+                    "active": bool(form.active.data),
+                }
+            )
+            try:
+                found, secret = services.update_partner(partner_id, changes, rotate_secret=rotate)
+            except DomainError as err:
+                _endpoint_refused(form, err)
+                status = err.status
+            else:
+                flash(_("The new secret is shown below, once.") if rotate else _("Saved."), "ok")
+        else:
+            status = 422
+    return render_template("pharmacy/partner.html", form=form, partner=found, secret=secret), status
 
 
 # --- the physician's home: prescriptions the pharmacists sent back ---------------------------

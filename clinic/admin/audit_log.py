@@ -7,23 +7,27 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from flask import Blueprint, Flask, Response, abort, render_template, request
 from flask_babel import lazy_gettext as _l
 from pydantic import Field
+from sqlalchemy import select
 
+from clinic.admin.labels import FAMILY, action_words
 from clinic.core import auditlog
 from clinic.core.api import ApiRouter, Principal, RequestModel, ResponseModel
 from clinic.core.audit import AuditEntry
-from clinic.core.db import db
+from clinic.core.db import as_uuid, db
 from clinic.core.errors import DomainError
-from clinic.core.pages import admin_page
+from clinic.core.pages import BEIJING, admin_page, label_for
 from clinic.core.text import csv_cell
 from clinic.core.web import handle_refusal
 from clinic.regulator import services
+from identity.models import Account, Role
 
 router = ApiRouter("audit")
 bp = Blueprint("admin_audit", __name__, template_folder="templates", url_prefix="/admin")
@@ -107,6 +111,41 @@ def _args() -> dict[str, Any]:
     return {k: request.args.get(k, "").strip()[:80] for k in keys}
 
 
+DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def _window(args: dict[str, Any]) -> dict[str, Any]:
+    """The date pickers' days (Beijing) as instants: `until` includes its whole day."""
+    out = dict(args)
+    for key in ("since", "until"):
+        value = out.get(key) or ""
+        if DAY.match(value):
+            try:
+                day = date.fromisoformat(value)
+            except ValueError:
+                continue
+            if key == "until":
+                day += timedelta(days=1)
+            out[key] = datetime.combine(day, time(0), BEIJING).isoformat()
+    return out
+
+
+def _readable(rows: list[AuditEntry]) -> dict[str, Any]:
+    """What a person reads instead of ids: the names of who acted (and of accounts acted on)."""
+    ids = {as_uuid(r.actor_id) for r in rows if r.actor_id and as_uuid(r.actor_id)}
+    ids |= {as_uuid(r.subject_id) for r in rows if r.subject_type == "account" and as_uuid(r.subject_id)}
+    accounts = db.session.scalars(select(Account).where(Account.id.in_(ids))).all() if ids else []
+    return {str(a.id): a.display_name for a in accounts}
+
+
+def _people() -> list[tuple[str, str]]:
+    """Staff and administrators, for the "who" picker (patients are found by record instead)."""
+    rows = db.session.scalars(
+        select(Account).where(Account.role != Role.PATIENT).order_by(Account.role, Account.display_name)
+    ).all()
+    return [(str(a.id), f"{a.display_name}（{label_for('role', a.role)}）") for a in rows]
+
+
 # Why the check failed, in the reader's language (the API and CLI give the English reason).
 CHECK_REASONS = {
     "missing": _l("an entry is missing (deleted, or the log was cut short)"),
@@ -133,11 +172,21 @@ def audit_page() -> Any:
     info = None
     error = None
     try:
-        rows, info = services.search_audit(_filter(args), page)
+        rows, info = services.search_audit(_filter(_window(args)), page)
     except DomainError as err:
         error = handle_refusal(err)
     return render_template(
-        "admin/audit.html", rows=rows, info=info, args=args, chain=chain, reason=reason, error=error, json=json
+        "admin/audit.html",
+        rows=rows,
+        info=info,
+        args=args,
+        chain=chain,
+        reason=reason,
+        error=error,
+        names=_readable(rows),
+        people=_people(),
+        families=FAMILY,
+        action_words=action_words,
     )
 
 
@@ -160,7 +209,7 @@ def audit_csv() -> Response:
                 e.hash,
                 e.sig or "",
             ]
-            for e in services.export_audit(_filter(args))
+            for e in services.export_audit(_filter(_window(args)))
         ]
     except DomainError as err:
         abort(422, handle_refusal(err))

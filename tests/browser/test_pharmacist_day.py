@@ -55,7 +55,7 @@ def test_a_pharmacists_day(
         # the physician signs a revision (the physician's own journey does it in pages)
         second = client.post(
             f"/api/v1/visits/{v['visit_id']}/prescriptions",
-            json={"items": [item(v["drugs"]["amlodipine"])]},
+            json={"items": [item(v["drugs"]["amlodipine"])], "replaces": first.get_json()["id"]},
             headers=f.auth(v["face"]),
         )
         assert second.status_code == 201, second.get_json()
