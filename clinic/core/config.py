@@ -102,6 +102,10 @@ class Config:
     TWILIO_API_KEY_SECRET: str = ""
     MAX_DOCUMENT_BYTES: int = 10 * 1024 * 1024
     MAX_IMAGE_BYTES: int = 8 * 1024 * 1024
+    # Uploads per account (diagnosis proofs, images in the visit room): files per window,
+    # and bytes per day
+    UPLOAD_COUNT_LIMIT: str = "30 per hour"
+    UPLOAD_BYTES_PER_DAY: int = 200 * 1024 * 1024
     # Rate limits (Flask-Limiter notation)
     LOGIN_RATE_LIMIT: str = "10 per minute"  # per client address and account (every attempt)
     LOGIN_ADDRESS_RATE_LIMIT: str = "30 per minute"  # failed logins per client address, any account

@@ -115,8 +115,10 @@ class Guard:
         return float(stats.reset_time)
 
     # --- plain counters -------------------------------------------------------------
-    def incr(self, key: str, expiry: int) -> int:
-        return self._run(lambda: self.storage.incr(key, expiry), lambda: self.memory.incr(key, expiry))
+    def incr(self, key: str, expiry: int, amount: int = 1) -> int:
+        return self._run(
+            lambda: self.storage.incr(key, expiry, amount=amount), lambda: self.memory.incr(key, expiry, amount=amount)
+        )
 
     def get(self, key: str) -> int:
         return self._run(lambda: self.storage.get(key), lambda: self.memory.get(key))

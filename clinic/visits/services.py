@@ -14,9 +14,17 @@ from flask import current_app
 from sqlalchemy import Exists, Select, and_, bindparam, exists, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from clinic.core import audit, storage
+from clinic.core import audit, limits, storage
 from clinic.core.db import as_uuid, db, get_or_404, new_id, utcnow
-from clinic.core.errors import Conflict, Forbidden, Invalid, NotFound, RuleRefusal, ServiceUnavailable
+from clinic.core.errors import (
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    RateLimited,
+    RuleRefusal,
+    ServiceUnavailable,
+)
 from clinic.notifications import notify
 from clinic.visits import rules
 from clinic.visits.models import (
@@ -160,6 +168,7 @@ def submit_diagnosis(
         raise Invalid("The diagnosis date is before the patient's birth.", fields=[{"loc": "diagnosed_on"}])
     if document_kind not in rules.DOCUMENT_KINDS:
         raise Invalid("Unknown document kind.", fields=[{"loc": "document_kind", "message": "unknown"}])
+    spend_upload_quota(account, len(document))
     sniffed = rules.sniff_upload(
         document,
         max_bytes=int(current_app.config["MAX_DOCUMENT_BYTES"]),
@@ -191,6 +200,17 @@ def submit_diagnosis(
         detail={"icd10": code, "icd10_national": parsed.national},
     )
     return diag
+
+
+def spend_upload_quota(account: Account, size: int) -> None:
+    """Uploads per account: at most UPLOAD_COUNT_LIMIT files and UPLOAD_BYTES_PER_DAY bytes
+    (429 past either); refused uploads count too, since they were decoded all the same."""
+    limits.check("UPLOAD_COUNT_LIMIT", "uploads", str(account.id))
+    key = f"upload-bytes/{account.id}"
+    budget = int(current_app.config.get("UPLOAD_BYTES_PER_DAY", 200 * 1024 * 1024))
+    spent = limits.guard().incr(key, 24 * 3600, amount=max(size, 1))
+    if spent > budget:
+        raise RateLimited("Uploads are limited to %(mb)s MB a day per account.", params={"mb": budget >> 20})
 
 
 def _physician(principal_id: str) -> Account:
@@ -831,6 +851,7 @@ def post_message(account: Account, visit_id: str, text: str | None, image: bytes
         raise Invalid("A message needs text or an image.")
     msg = VisitMessage(visit_id=visit.id, sender_id=account.id, sender_role=account.role.value, text=text or None)
     if image is not None:
+        spend_upload_quota(account, len(image))
         sniffed = rules.sniff_upload(image, max_bytes=int(current_app.config["MAX_IMAGE_BYTES"]), allow_pdf=False)
         msg.image_path = storage.save(f"visits/{visit.id}", image, sniffed.ext)
         msg.image_type = sniffed.mime
