@@ -146,6 +146,10 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     fd_fhir.register()  # CarePlan (family-doctor contracts, follow-ups), Observation (home readings)
     # GET /visits/{id} lists the visit's prescriptions: the visit domain cannot import them.
     app.extensions.setdefault("visit_extras", []).append(rx_api.visit_prescriptions)
+    from clinic.family_doctor import services as fd_services
+
+    # Contracted patients reach their family-doctor team first in the waiting queue.
+    app.extensions.setdefault("visit_first", []).append(fd_services.visit_first)
 
     payments.init_app(app)  # PAYMENTS=stripe: the fee port; the signed webhook
     register_purpose("consultation", visits_services.mark_visit_paid)

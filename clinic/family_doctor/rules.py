@@ -60,6 +60,18 @@ CONTROLLED_INTERVAL_MONTHS = 3
 UNCONTROLLED_INTERVAL_DAYS = 14
 FIRST_FOLLOWUP_DAYS = 14  # the first follow-up after a contract takes effect
 REMIND_DAYS_BEFORE = 3  # SMS reminders: this many days before, and on the day
+TEAM_FIRST_MINUTES = 30  # a contracted patient's waiting visit is held this long for their team
+
+
+def visit_first(*, on_team: bool, team_can_take: bool, waited_minutes: float) -> str | None:
+    """Contracted patients reach their team first: "mine" for a team physician, "held" for
+    any other physician while the team has someone in the visit's department and the visit
+    has waited less than TEAM_FIRST_MINUTES; None (the ordinary queue) otherwise."""
+    if on_team:
+        return "mine"
+    if team_can_take and waited_minutes < TEAM_FIRST_MINUTES:
+        return "held"
+    return None
 
 
 class Classification(enum.StrEnum):

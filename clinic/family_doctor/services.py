@@ -968,3 +968,41 @@ def renew_long_term(physician: Account, claims: dict[str, Any], patient_id: str,
         detail={"from": str(last.id), "patient": str(patient.id), "contract": str(contract.id)},
     )
     return rx
+
+
+# --- contracted patients reach their team first ------------------------------------------
+
+
+def visit_first(physician: Account, visits: list[Any]) -> dict[uuid.UUID, str]:
+    """The `visit_first` hook of the visit queue: a waiting visit of a patient with an active
+    contract goes to the team's physicians first (see rules.visit_first)."""
+    if not visits:
+        return {}
+    by_patient = {
+        c.patient_id: c
+        for c in db.session.scalars(
+            select(Contract).where(
+                Contract.patient_id.in_({v.patient_id for v in visits}), Contract.status == ContractStatus.ACTIVE
+            )
+        ).unique()
+    }
+    out: dict[uuid.UUID, str] = {}
+    now = utcnow()
+    for v in visits:
+        contract = by_patient.get(v.patient_id)
+        if contract is None or v.requested_physician_id is not None:
+            continue  # no contract, or the patient chose a physician: the ordinary routing
+        team_ids = team_physician_ids(contract.team)
+        departments = {  # where someone on the team can take it now (on duty, in that department)
+            a.staff.department_code
+            for a in db.session.scalars(select(Account).where(Account.id.in_(team_ids), Account.active))
+            if a.staff is not None and a.staff.on_duty
+        }
+        found = rules.visit_first(
+            on_team=physician.id in team_ids,
+            team_can_take=v.department in departments,
+            waited_minutes=(now - v.created_at).total_seconds() / 60,
+        )
+        if found is not None:
+            out[v.id] = found
+    return out

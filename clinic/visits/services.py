@@ -724,6 +724,24 @@ def get_physician(physician_id: str) -> Account:
     return _physician(physician_id)
 
 
+# Visits some physicians see first (a family-doctor team for its contracted patients): hooks
+# registered by the app factory as app.extensions["visit_first"], each answering, for one
+# physician and some waiting visits, {visit_id: "mine" (theirs first) | "held" (for others
+# first, for now)}. The visit domain cannot import the packages above it.
+
+
+def _first_for(physician: Account, visits: list[Visit]) -> dict[uuid.UUID, str]:
+    out: dict[uuid.UUID, str] = {}
+    for hook in current_app.extensions.get("visit_first", []):
+        out.update(hook(physician, visits))
+    return out
+
+
+class HeldForTeam(Conflict):
+    code = "held_for_team"
+    default_message = "This visit is held for the patient's family doctor team for now; take another one."
+
+
 def waiting_visits_for(physician_id: str) -> list[Visit]:
     """The physician's queue: visits that chose them, and (while on duty) their department's."""
     physician = _physician(physician_id)
@@ -731,7 +749,7 @@ def waiting_visits_for(physician_id: str) -> list[Visit]:
     on_duty = bool(physician.staff and physician.staff.on_duty)
     mine = Visit.requested_physician_id == physician.id
     routed = or_(mine, Visit.requested_physician_id.is_(None)) if on_duty else mine
-    return list(
+    rows = list(
         db.session.scalars(
             select(Visit)
             .where(Visit.status == VisitStatus.WAITING, Visit.department == dept, routed)
@@ -739,6 +757,10 @@ def waiting_visits_for(physician_id: str) -> list[Visit]:
             .limit(200)
         )
     )
+    # contracted patients' visits: their family-doctor team's first, held from the others a while
+    first = _first_for(physician, rows)
+    theirs_first = [v for v in rows if first.get(v.id) == "mine"]
+    return theirs_first + [v for v in rows if v.id not in first]
 
 
 def queue_position(visit: Visit) -> int | None:
@@ -823,6 +845,8 @@ def accept_visit(physician_id: str, claims: dict[str, Any], visit_id: str) -> Vi
     if visit.requested_physician_id not in (None, physician.id):
         raise Forbidden("The patient chose another physician for this visit.")
     _refuse_if_suspended()
+    if visit.status == VisitStatus.WAITING and _first_for(physician, [visit]).get(visit.id) == "held":
+        raise HeldForTeam()
     _move(visit, rules.VisitEvent.ACCEPT)
     visit.physician_id, visit.accepted_at = physician.id, utcnow()
     audit.record(session, "visit.accepted", subject_type="visit", subject_id=visit.id)

@@ -228,3 +228,12 @@ def test_stable_means_recent_controlled_readings_and_no_open_alert() -> None:
     assert not rules.is_stable([C.CONTROLLED, C.UNCONTROLLED], 0)
     assert not rules.is_stable([C.URGENT], 0)
     assert not rules.is_stable([C.CONTROLLED], 1)
+
+
+def test_contracted_patients_reach_their_team_first() -> None:
+    assert rules.visit_first(on_team=True, team_can_take=True, waited_minutes=0) == "mine"
+    assert rules.visit_first(on_team=True, team_can_take=True, waited_minutes=500) == "mine"
+    assert rules.visit_first(on_team=False, team_can_take=True, waited_minutes=29.9) == "held"
+    assert rules.visit_first(on_team=False, team_can_take=True, waited_minutes=30) is None
+    # nobody on the team practises in the visit's department: the ordinary queue
+    assert rules.visit_first(on_team=False, team_can_take=False, waited_minutes=0) is None
