@@ -9,7 +9,7 @@ from flask import Flask
 from flask_migrate import Migrate
 from flask_wtf.csrf import CSRFProtect
 
-from clinic.core import auditlog, crypto, i18n, jobs, limits, pages, web
+from clinic.core import auditlog, crypto, i18n, jobs, limits, pages, security, web
 from clinic.core.api import build_blueprint
 from clinic.core.config import PROJECT_ROOT, Config
 from clinic.core.db import db
@@ -51,6 +51,7 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"))
     csrf.init_app(app)
     limits.init_app(app)
+    security.init_app(app)  # CSP and the other security headers on every answer
     i18n.init_app(app)
     web.init_app(app)
     pages.init_app(app)  # role decorators' hooks: the page actor, labels, Beijing time, favicon

@@ -108,6 +108,24 @@ def resend_code(principal: Principal) -> StatusOut:
     return StatusOut(status="sent")
 
 
+class PasswordIn(RequestModel):
+    current_password: str = Field(min_length=1, max_length=128)
+    new_password: str = Field(min_length=1, max_length=128)
+
+
+@router.post(
+    "/accounts/me/password",
+    summary="Change the caller's password; every session and token of the account ends (log in again)",
+    body=PasswordIn,
+    response=StatusOut,
+    roles=["patient", "physician", "pharmacist", "admin", "regulator"],
+    errors={401: ["bad_credentials"], 422: ["weak_password"]},
+)
+def change_password(body: PasswordIn, principal: Principal) -> StatusOut:
+    services.change_password(services.get_account(principal.id), body.current_password, body.new_password)
+    return StatusOut(status="changed")
+
+
 class FamilyIn(RequestModel):
     name: str = Field(min_length=1, max_length=100)
     id_number: str = Field(min_length=1, max_length=32)

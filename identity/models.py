@@ -52,6 +52,9 @@ class Account(UserMixin, Base):
     phone_hash: Mapped[str | None] = mapped_column(String(64), index=True)
     phone_verified_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Page sessions and API tokens carry it; raising it (logout, password change,
+    # deactivation) ends every session and token issued before.
+    session_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     patients: Mapped[list[Patient]] = relationship(
         back_populates="account", order_by="Patient.created_at", lazy="select"
@@ -59,7 +62,8 @@ class Account(UserMixin, Base):
     staff: Mapped[StaffProfile | None] = relationship(back_populates="account", lazy="joined")
 
     def get_id(self) -> str:
-        return str(self.id)
+        """What the page session stores: the account and its session version."""
+        return f"{self.id}:{self.session_version}"
 
     @property
     def is_active(self) -> bool:

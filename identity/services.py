@@ -300,6 +300,47 @@ def send_code(phone_e164: str) -> None:
     limits.hit("SMS_PHONE_RATE_LIMIT", "sms-phone", phone_e164)
 
 
+def end_sessions(account: Account, reason: str) -> None:
+    """End every page session and API token of the account (logout, password change,
+    deactivation): they carry its session version, which moves on."""
+    account.session_version = (account.session_version or 0) + 1
+    db.session.flush()
+    audit.record(
+        db.session(), "auth.sessions_ended", subject_type="account", subject_id=account.id, detail={"reason": reason}
+    )
+
+
+def change_password(account: Account, current: str, new: str) -> None:
+    """The owner changes their password; every other session ends with the old one."""
+    ok: bool
+    try:
+        ok = _hasher.verify(account.password_hash, current)
+    except (VerificationError, InvalidHashError):
+        ok = False
+    if not ok:
+        raise BadCredentials("The current password is wrong.")
+    _check_password_policy(new)
+    account.password_hash = hash_password(new)
+    audit.record(db.session(), "auth.password_changed", subject_type="account", subject_id=account.id)
+    end_sessions(account, "password_changed")
+
+
+def set_active(account: Account, active: bool) -> None:
+    """An administrator deactivates (or reactivates) an account; deactivation ends its sessions."""
+    was_active = account.active
+    account.active = active
+    if was_active == active:
+        return
+    audit.record(
+        db.session(),
+        "account.activated" if active else "account.deactivated",
+        subject_type="account",
+        subject_id=account.id,
+    )
+    if not active:
+        end_sessions(account, "deactivated")
+
+
 def get_account(account_id: str | uuid.UUID) -> Account:
     return get_or_404(Account, account_id)
 

@@ -20,7 +20,9 @@ from identity.models import Account
 ALLOWED_ALGORITHMS = ["HS256"]
 
 _accounts = Account.__table__
-_ACCOUNT_STATE = select(_accounts.c.role, _accounts.c.active).where(_accounts.c.id == bindparam("account_id"))
+_ACCOUNT_STATE = select(_accounts.c.role, _accounts.c.active, _accounts.c.session_version).where(
+    _accounts.c.id == bindparam("account_id")
+)
 
 
 def issue(
@@ -37,6 +39,7 @@ def issue(
         "exp": now + ttl,
         "jti": secrets.token_urlsafe(12),
         "typ": "access",
+        "sv": account.session_version,
     }
     if face_verified_at is not None:
         claims["face_at"] = int(face_verified_at.timestamp())
@@ -90,4 +93,6 @@ def load_principal(token: str) -> Principal:
     row = db.session.connection().execute(_ACCOUNT_STATE, {"account_id": account_id}).first()
     if row is None or not row.active or row.role.value != claims.get("role"):
         raise Unauthenticated("The token's account is unknown or disabled.")
+    if claims.get("sv", 0) != row.session_version:
+        raise Unauthenticated("The token was issued before the account's sessions were ended; log in again.")
     return Principal(id=str(account_id), role=row.role.value, claims=claims)

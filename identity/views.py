@@ -49,11 +49,14 @@ login_manager.login_message = _l("Please log in to continue.")
 
 @login_manager.user_loader
 def _load_user(user_id: str) -> Account | None:
+    """The session's account, if active and the session is of its current session version
+    (a cookie from before a logout, password change or deactivation is refused)."""
+    account_id, _, version = user_id.partition(":")
     try:
-        account = services.get_account(user_id)
+        account = services.get_account(account_id)
     except DomainError:
         return None
-    return account if account.active else None
+    return account if account.active and version == str(account.session_version) else None
 
 
 class LoginForm(FlaskForm):
@@ -163,7 +166,9 @@ def login() -> Any:
 @login_required
 def logout() -> Response:
     session.pop("face_at", None)
+    services.end_sessions(current_user._get_current_object(), "logout")
     logout_user()
+    session.clear()
     return redirect(url_for("identity.login"))
 
 

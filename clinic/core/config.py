@@ -172,6 +172,7 @@ class Config:
     SESSION_COOKIE_SAMESITE: str = "Lax"
     SESSION_COOKIE_HTTPONLY: bool = True
     SESSION_COOKIE_SECURE: bool = False
+    HSTS_MAX_AGE_SECONDS: int = 31536000  # Strict-Transport-Security in production (HTTPS answers)
     WTF_CSRF_ENABLED: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 

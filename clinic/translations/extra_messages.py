@@ -40,6 +40,8 @@ MESSAGES = (
     # identity/services.py and identity/rules.py
     N_("The username or password is wrong."),
     N_("The code is wrong or has expired."),
+    N_("The current password is wrong."),
+    N_("The token was issued before the account's sessions were ended; log in again."),
     N_("Confirm your phone number with the code we sent by SMS before requesting a visit."),
     N_("This ID number or phone number is already registered; log in, or recover the account."),
     N_("A mainland mobile number has 11 digits starting with 13–19."),
