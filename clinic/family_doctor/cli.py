@@ -28,7 +28,7 @@ def init_app(app: Flask) -> None:
         """Run once a day: close lapsed contracts, and queue SMS reminders 3 days before and on each due date."""
         day: date = on.date() if on else services.today()
         with acting_as(CLI_ACTOR), unit_of_work():
-            counts = services.send_reminders(day, services.outbox_sms)
+            counts = services.send_reminders(day)
         click.echo(json.dumps({"date": day.isoformat(), **counts}))
 
     @group.command("level")

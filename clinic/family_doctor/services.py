@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from flask import current_app
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
-from clinic.core import audit, jobs
+from clinic.core import audit
 from clinic.core.db import as_uuid, db, utcnow
 from clinic.core.errors import Conflict, Forbidden, Invalid, NotFound, RuleRefusal
 from clinic.family_doctor import rules
@@ -691,6 +690,7 @@ def record_reading(
                     detail={"kind": kind, "summary": reading_summary(reading)},
                 )
             )
+            _alert_team(contract, patient, reading)
             alerted = True
     audit.record(
         session,
@@ -782,40 +782,14 @@ def overdue(physician: Account) -> list[PanelRow]:
 
 # --- SMS reminders (the daily job) -----------------------------------------------------
 
-SMS_JOB = "sms"  # the outbox's SMS handler (clinic.notifications registers it)
 
-REMINDER_TEXT = {
-    "before": {
-        "zh_CN": "【{hospital}】{name}，您的家庭医生随访将于{due}到期，请提前测量血压/血糖并在线提交，团队会与您联系。",
-        "en": "[{hospital}] {name}, your family-doctor follow-up is due on {due}. Please measure and enter your "
-        "readings beforehand; the team will contact you.",
-    },
-    "due_day": {
-        "zh_CN": "【{hospital}】{name}，今天是您的家庭医生随访日，请测量血压/血糖并在线提交，或联系您的家庭医生团队。",
-        "en": "[{hospital}] {name}, your family-doctor follow-up is due today. Please measure and enter your "
-        "readings, or contact your family doctor team.",
-    },
-}
+def send_reminders(day: date) -> dict[str, int]:
+    """Remind every active plan's patient 3 days before and on its due date, once each, through
+    the notification kernel (in the app, and by SMS through the outbox after the commit)."""
+    from clinic.notifications.services import notify
 
-
-def _reminder_body(kind: str, patient: Patient, due: date) -> str:
-    locale = str(current_app.config.get("BABEL_DEFAULT_LOCALE", "zh_CN"))
-    texts = REMINDER_TEXT[kind]
-    template = texts.get(locale) or texts.get(locale.split("_")[0]) or texts["zh_CN"]
-    inst = db.session.get(Institution, 1)
-    hospital = (inst.name if inst else "") or "互联网医院"
-    if not locale.startswith("zh"):
-        hospital = (inst.name_en if inst else "") or "Internet hospital"
-    return template.format(hospital=hospital, name=patient.name, due=due.isoformat())
-
-
-def send_reminders(day: date, send: Any) -> dict[str, int]:
-    """Remind every active plan's patient 3 days before and on its due date (once each).
-
-    `send(session, kind, phone, subject_id, body)` records the SMS in the outbox.
-    """
     session = db.session()
-    counts = {"expired": expire_lapsed(day), "before": 0, "due_day": 0, "no_phone": 0}
+    counts = {"expired": expire_lapsed(day), "before": 0, "due_day": 0}
     plans = db.session.scalars(
         select(FollowUpPlan).where(
             FollowUpPlan.active,
@@ -836,34 +810,47 @@ def send_reminders(day: date, send: Any) -> dict[str, int]:
             continue
         patient = db.session.get(Patient, plan.patient_id)
         assert patient is not None
-        phone = patient.account.phone
-        note_id = (
-            send(session, "fd_followup", phone, plan.id, _reminder_body(kind, patient, plan.next_due))
-            if phone
-            else None
+        note = notify(
+            session,
+            account_id=patient.account_id,
+            kind=f"fd_followup_{kind}",
+            link=f"/family-doctor/people/{patient.id}",
+            subject_type="fd_plan",
+            subject_id=plan.id,
+            name=patient.name,
+            due=plan.next_due.isoformat(),
         )
-        counts[kind if phone else "no_phone"] += 1
-        session.add(Reminder(plan_id=plan.id, due_on=plan.next_due, kind=kind, notification_id=note_id))
+        counts[kind] += 1
+        session.add(
+            Reminder(plan_id=plan.id, due_on=plan.next_due, kind=kind, notification_id=note.id if note else None)
+        )
         audit.record(
             session,
             "fd.reminder_sent",
             subject_type="fd_plan",
             subject_id=plan.id,
-            detail={"kind": kind, "due": plan.next_due.isoformat(), "sms": bool(phone)},
+            detail={"kind": kind, "due": plan.next_due.isoformat()},
         )
     session.flush()
     return counts
 
 
-def outbox_sms(session: Any, kind: str, phone: str, subject_id: uuid.UUID, body: str) -> uuid.UUID:
-    """Record the SMS as a Notification and put it in the outbox (sent after the commit)."""
-    from clinic.notifications.models import SmsMessage
+def _alert_team(contract: Contract, patient: Patient, reading: HomeReading) -> None:
+    """Tell the team's physicians of an urgent reading (in the app; the lead also by SMS)."""
+    from clinic.notifications.services import notify
 
-    note = SmsMessage(kind=kind, subject_type="fd_plan", subject_id=subject_id, to_phone=phone, body=body)
-    session.add(note)
-    session.flush()
-    jobs.enqueue(session, SMS_JOB, {"notification_id": str(note.id)})
-    return note.id
+    for account_id in sorted(team_physician_ids(contract.team), key=lambda a: a != contract.team.lead_id):
+        notify(
+            db.session(),
+            account_id=account_id,
+            kind="fd_urgent_reading",
+            link=f"/family-doctor/team/patients/{patient.id}",
+            subject_type="fd_reading",
+            subject_id=reading.id,
+            sms=account_id == contract.team.lead_id,
+            name=patient.name,
+            summary=reading_summary(reading),
+        )
 
 
 # --- the demo world (`flask demo --level 基层`) ------------------------------------------

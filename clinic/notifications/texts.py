@@ -72,6 +72,22 @@ TEXTS: dict[str, dict[str, str]] = {
         "en": "The drug fee of your prescription ({rx}) is unpaid; the prescription expires {until}. "
         "Pay it under 'My prescriptions'.",
     },
+    # family-doctor contracts (clinic/family_doctor)
+    "fd_followup_before": {
+        "zh_CN": "{name}，您的家庭医生随访将于{due}到期，请提前测量血压/血糖并在线提交，团队会与您联系。",
+        "en": "{name}, your family-doctor follow-up is due on {due}. Please measure and enter your readings "
+        "beforehand; the team will contact you.",
+    },
+    "fd_followup_due_day": {
+        "zh_CN": "{name}，今天是您的家庭医生随访日，请测量血压/血糖并在线提交，或联系您的家庭医生团队。",
+        "en": "{name}, your family-doctor follow-up is due today. Please measure and enter your readings, or "
+        "contact your family doctor team.",
+    },
+    "fd_urgent_reading": {
+        "zh_CN": "签约居民{name}提交了危急读数（{summary}），已提示其立即线下就医，请尽快电话联系。",
+        "en": "Contracted resident {name} entered an urgent reading ({summary}) and was told to go to a hospital "
+        "in person; please call them soon.",
+    },
 }
 
 HOSPITAL = {"zh_CN": "互联网医院", "en": "Internet hospital"}

@@ -13,6 +13,7 @@ from clinic.core.audit import AuditEntry
 from clinic.core.db import db, unit_of_work
 from clinic.family_doctor import services
 from clinic.family_doctor.models import Alert, Contract, FollowUpPlan, HomeReading
+from clinic.notifications.models import InboxNotification, SmsMessage
 from identity.models import Role
 from tests.support import factories as f
 from tests.support import fd_factories as fd
@@ -199,6 +200,10 @@ def test_urgent_reading_tells_the_patient_to_go_in_person_and_alerts_the_team(cl
     assert panel[0]["patient_id"] == p["patient_id"]
     assert [a["summary"] for a in panel[0]["open_alerts"]] == ["182/96 mmHg"]
     assert audits("fd.reading_urgent") == 1
+    db.session.remove()
+    told = db.session.scalars(select(InboxNotification).where(InboxNotification.kind == "fd_urgent_reading")).all()
+    assert {n.account_id for n in told} == {world.lead.id, world.member.id}
+    assert {n.link for n in told} == {f"/family-doctor/team/patients/{p['patient_id']}"}
     # acknowledged: no longer open
     alert_id = panel[0]["open_alerts"][0]["id"]
     resp = client.post(f"{API}/family-doctor/alerts/{alert_id}/acknowledge", headers=f.auth(world.lead_token))
@@ -364,7 +369,6 @@ def test_admin_sets_level_teams_and_packages(client: FlaskClient) -> None:
 
 
 def test_reminders_sms_three_days_before_and_on_the_day_once(client: FlaskClient, ctx: Any) -> None:
-    from clinic.notifications.models import SmsMessage as Notification
 
     world = fd.team(client)
     p = fd.patient(client, world)
@@ -380,6 +384,10 @@ def test_reminders_sms_three_days_before_and_on_the_day_once(client: FlaskClient
     on_day = runner.invoke(args=["family-doctor", "remind", "--date", due.isoformat()])
     assert '"due_day": 1' in on_day.output
     db.session.remove()
-    bodies = db.session.scalars(select(Notification.body).where(Notification.kind == "fd_followup")).all()
+    bodies = db.session.scalars(
+        select(SmsMessage.body).where(SmsMessage.kind.in_(["fd_followup_before", "fd_followup_due_day"]))
+    ).all()
     assert len(bodies) == 2 and all("随访" in b for b in bodies)
     assert due.isoformat() in bodies[0]
+    inbox = db.session.scalars(select(InboxNotification.link).where(InboxNotification.kind.like("fd_followup%"))).all()
+    assert inbox == [f"/family-doctor/people/{p['patient_id']}"] * 2
