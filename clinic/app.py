@@ -176,4 +176,7 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     from clinic.telemedicine import cli as telemedicine_cli
 
     telemedicine_cli.init_app(app)  # `flask partners link|ping|resend`
+    from clinic.telemedicine import views as telemedicine_views
+
+    telemedicine_views.init_app(app)  # the administrator's partner institutions page
     return app

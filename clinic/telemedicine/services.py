@@ -6,6 +6,7 @@ commits (the request, CLI command or job is the commit point).
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from clinic.telemedicine.models import FederationMessage, PartnerInstitution
 from clinic.telemedicine.rules import N_
 from identity.models import Institution
 
+log = logging.getLogger("clinic.telemedicine")
 CHINA = ZoneInfo("Asia/Shanghai")  # agreements run from and to Beijing dates
 DELIVER_JOB = "federation.deliver"
 PING_EVENT = "ping"  # a connectivity check: signed, verified, recorded, nothing else
@@ -214,10 +216,19 @@ def fetch_institution_key(jwks_url: str, timeout: float = 10.0) -> dict[str, Any
         resp.raise_for_status()
         keys = resp.json().get("keys", [])
     except (requests.RequestException, ValueError, AttributeError) as exc:
-        raise Invalid(N_("The partner's JWKS could not be read: %(error)s"), params={"error": str(exc)[:200]}) from None
+        log.warning("the JWKS at %s could not be read: %s", jwks_url, exc)
+        raise Invalid(
+            N_(
+                "The partner's published keys could not be read at that address; check it and that the partner is reachable."
+            ),
+            fields=[{"loc": "jwks_url", "message": "unreachable"}],
+        ) from None
     found = [k for k in keys if isinstance(k, dict) and str(k.get("kid", "")).startswith("inst-")]
     if len(found) != 1:
-        raise Invalid(N_("The partner's JWKS must publish exactly one institution key (kid inst-...)."))
+        raise Invalid(
+            N_("The address must publish exactly one institution key of the partner."),
+            fields=[{"loc": "jwks_url", "message": "no institution key"}],
+        )
     return dict(found[0])
 
 

@@ -57,21 +57,34 @@ class Clinic:
         return done.stdout.decode().strip()
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "flask", "--app", "wsgi", "run", "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=ROOT,
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        with open(self.db_path.parent / "server.log", "ab") as log:  # the server's output, read on failure
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "flask",
+                    "--app",
+                    "wsgi",
+                    "run",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                ],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 240  # a cold start imports face_recognition: slow on a busy machine
+        while time.monotonic() < deadline and self.proc.poll() is None:
             try:
                 if requests.get(self.url + "/.well-known/jwks.json", timeout=2).status_code == 200:
                     return
             except requests.RequestException:
                 time.sleep(0.3)
-        raise AssertionError(f"clinic {self.name} did not start")
+        output = (self.db_path.parent / "server.log").read_text(errors="replace")[-3000:]
+        raise AssertionError(f"clinic {self.name} did not start:\n{output}")
 
     def stop(self) -> None:
         if self.proc is not None:
