@@ -49,7 +49,7 @@ def test_an_administrator_registers_a_partner_by_clicking(
     with LiveServer(_partner_jwks_app(key.public_jwk)) as partner:
         try:
             log_in(page, admin.username)
-            page.get_by_role("link", name="合作机构").click()
+            page.get_by_role("link", name="合作机构", exact=True).click()
             expect(page.locator("h1")).to_have_text("合作机构")
             expect(page.locator("#partners-empty")).to_be_visible()
             page.fill("#name", "乙市第一人民医院")
