@@ -25,11 +25,7 @@ from flask import (
 )
 from flask_babel import lazy_gettext as _l
 from flask_login import LoginManager, current_user, login_required, login_user, logout_user
-from flask_wtf import FlaskForm
 from werkzeug.wrappers import Response
-from wtforms import PasswordField, SelectField, StringField
-from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, EqualTo, Length
 
 from clinic.core import limits
 from clinic.core.audit import Actor, acting_as
@@ -39,6 +35,7 @@ from clinic.core.pages import face_checked, page_face_claims, panels_for, physic
 from clinic.core.web import handle_refusal
 from identity import services
 from identity.face import ImageTooLarge
+from identity.forms import CodeForm, FamilyForm, LoginForm, RegisterForm
 from identity.models import Account, Role
 
 bp = Blueprint("identity", __name__, template_folder="templates")
@@ -57,37 +54,6 @@ def _load_user(user_id: str) -> Account | None:
     except DomainError:
         return None
     return account if account.active and version == str(account.session_version) else None
-
-
-class LoginForm(FlaskForm):
-    username = StringField(_l("Phone number or username"), validators=[DataRequired(), Length(max=64)])
-    password = PasswordField(_l("Password"), validators=[DataRequired(), Length(max=128)])
-
-
-class RegisterForm(FlaskForm):
-    name = StringField(_l("Real name"), validators=[DataRequired(), Length(max=100)])
-    id_number = StringField(_l("Resident ID number"), validators=[DataRequired(), Length(max=32)])
-    phone = StringField(_l("Mobile phone"), validators=[DataRequired(), Length(max=32)])
-    password = PasswordField(_l("Password"), validators=[DataRequired(), Length(min=8, max=128)])
-    confirm = PasswordField(_l("Repeat password"), validators=[DataRequired(), EqualTo("password")])
-
-
-class CodeForm(FlaskForm):
-    code = StringField(_l("Code from the SMS"), validators=[DataRequired(), Length(max=12)])
-
-
-class FamilyForm(FlaskForm):
-    name = StringField(_l("Real name"), validators=[DataRequired(), Length(max=100)])
-    id_number = StringField(_l("Resident ID number"), validators=[DataRequired(), Length(max=32)])
-    relation = SelectField(
-        _l("Relation to you"),
-        choices=[
-            SelectChoice("child", _l("Child")),
-            SelectChoice("parent", _l("Parent")),
-            SelectChoice("spouse", _l("Spouse")),
-            SelectChoice("other", _l("Other")),
-        ],
-    )
 
 
 def _safe_next(target: str | None) -> str | None:
