@@ -31,13 +31,18 @@ help:
 	@echo "make lint          ruff format --check, ruff check, mypy"
 	@echo "make translations  extract strings and update $(TRANSLATIONS)/*/LC_MESSAGES/messages.po"
 
-# uv into the system Python when it is missing, then the locked environment in .venv.
+# uv into the system Python when it is missing, then the locked environment in .venv, then
+# the npm packages of package-lock.json (node_modules/).
 install:
 	@if ! $(UV) --version >/dev/null 2>&1; then \
 		echo "Installing uv into $$($(PYTHON) -c 'import sys; print(sys.executable)')"; \
 		$(PYTHON) -m pip install --quiet uv; \
 	fi
 	$(UV) sync --extra dev --quiet
+	# Browser libraries the app serves itself (Twilio Video for the visit room), from package-lock.json.
+	if [ ! -d node_modules/twilio-video ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then \
+		npm ci --no-audit --no-fund --ignore-scripts --loglevel=error; \
+	fi
 
 # Embedded defaults (see clinic/core/config.py): SQLite in instance/, inline jobs,
 # PAYMENTS=off, SMS codes written to the log. Secrets are generated into instance/.

@@ -133,6 +133,9 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     # The institution's own key beside the prescription keys, with its own kid
     app.extensions.setdefault("jwks_extra", []).append(telemedicine_services.published_keys)
     rx_cli.init_app(app)
+    from pharmacy import cli as pharmacy_cli
+
+    pharmacy_cli.init_app(app)  # flask pharmacy remind-unpaid
     csrf.exempt(api_bp)  # the API takes Bearer tokens only, never cookies
     app.register_blueprint(api_bp)
     audit_log.init_app(app)  # the audit viewer (admin pages)

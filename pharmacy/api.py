@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import date, datetime
 from typing import Any, Literal
 
@@ -308,9 +309,9 @@ def dispense(prescription_id: str, principal: Any) -> DispenseOut:
 class CheckoutIn(RequestModel):
     collect_at_pharmacy: bool = False
     recipient_name: str | None = Field(default=None, max_length=60)
-    phone: str | None = Field(default=None, pattern=r"^\+?[0-9]{6,20}$")
+    phone: str | None = Field(default=None, max_length=32)
     address: str | None = Field(default=None, max_length=300)
-    region_code: str | None = Field(default=None, pattern=REGION)
+    region_code: str | None = Field(default=None, max_length=12)
 
 
 class CheckoutOut(ResponseModel):
@@ -364,3 +365,61 @@ class DeliveryOut(ResponseModel):
 )
 def delivery(prescription_id: str, principal: Any) -> DeliveryOut:
     return DeliveryOut(**review.delivery_view(principal.id, principal.role, prescription_id))
+
+
+class PatientPrescriptionOut(ResponseModel):
+    id: uuid.UUID
+    status: str
+    patient_id: uuid.UUID
+    visit_id: uuid.UUID
+    physician: dict[str, Any]
+    items: list[dict[str, Any]]
+    fee_fen: int
+    paid: bool
+    delivery_status: str
+    signed_at: datetime
+    expires_at: datetime
+
+
+class PatientPrescriptionsOut(ResponseModel):
+    items: list[PatientPrescriptionOut]
+
+
+@router.get(
+    "/prescriptions",
+    summary="The prescriptions of every person on the patient's account, newest first",
+    response=PatientPrescriptionsOut,
+    roles=["patient"],
+)
+def my_prescriptions(principal: Any) -> PatientPrescriptionsOut:
+    return PatientPrescriptionsOut(
+        items=[
+            PatientPrescriptionOut(
+                id=p.rx.id,
+                status=p.rx.status.value,
+                patient_id=p.rx.patient_id,
+                visit_id=p.rx.visit_id,
+                physician={"id": str(p.rx.physician_id), "name": p.physician_name},
+                items=[
+                    {
+                        "drug_id": str(i.drug_id),
+                        "name": i.drug_name,
+                        "strength": i.strength,
+                        "dose": str(i.dose),
+                        "unit": i.unit,
+                        "frequency": i.frequency,
+                        "route": i.route,
+                        "days": i.days,
+                        "quantity": str(i.quantity),
+                    }
+                    for i in p.rx.items
+                ],
+                fee_fen=p.fee_fen,
+                paid=p.paid,
+                delivery_status=p.delivery_status,
+                signed_at=p.rx.signed_at,
+                expires_at=p.rx.expires_at,
+            )
+            for p in review.patient_prescriptions(principal.id)
+        ]
+    )

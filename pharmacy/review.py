@@ -32,10 +32,11 @@ from sqlalchemy.orm import Session
 from clinic.core import audit
 from clinic.core.db import db, get_or_404, new_id, utcnow
 from clinic.core.errors import Conflict, Forbidden, Invalid, RuleRefusal, Violation
+from clinic.core.pages import bj
 from clinic.visits.models import Visit
 from identity.models import Account, Institution, StaffProfile
 from identity.services import require_qualified_pharmacist
-from pharmacy import notify, rules, services
+from pharmacy import notify, regions, rules, services
 from pharmacy.models import Delivery, Review
 from pharmacy.rules import DeliveryStatus
 from prescriptions import services as rx_services
@@ -404,8 +405,11 @@ def checkout(
     review = _locked_review(rx.id)
     if review is None or rx.status != PrescriptionStatus.APPROVED:
         raise Conflict("Only an approved prescription that is not dispensed yet can be paid.", code="not_approved")
-    if not collect and not (recipient_name and phone and address and region_code):
-        raise Invalid("A delivery needs recipient_name, phone, address and region_code (or collect_at_pharmacy).")
+    if not collect:
+        problems = rules.address_violations(recipient_name, phone, regions.place(region_code) is not None, address)
+        if problems:
+            raise RuleRefusal("invalid", problems)
+        phone = rules.mainland_mobile(phone)
     review.collect = collect
     review.recipient_name, review.recipient_phone = recipient_name, phone
     review.address, review.region_code = address, region_code
@@ -740,3 +744,66 @@ def patient_prescriptions(account_id: str | uuid.UUID, visit_id: uuid.UUID | Non
             )
         )
     return out
+
+
+@dataclass(frozen=True)
+class SavedAddress:
+    recipient_name: str
+    phone: str
+    region_code: str
+    address: str
+
+    @property
+    def phone_local(self) -> str:
+        return self.phone[3:] if self.phone.startswith("+86") else self.phone
+
+    @property
+    def place_label(self) -> str:
+        found = regions.place(self.region_code)
+        return found.label if found else ""
+
+
+def saved_address(account_id: str | uuid.UUID, prescription_id: uuid.UUID | None = None) -> SavedAddress | None:
+    """The address given for this prescription, else the newest one the account gave (reused)."""
+    query = (
+        select(Review)
+        .join(Prescription, Prescription.id == Review.prescription_id)
+        .where(Prescription.account_id == uuid.UUID(str(account_id)), Review.region_code.is_not(None))
+        .order_by((Review.prescription_id == prescription_id).desc(), Prescription.signed_at.desc())
+        .limit(1)
+    )
+    review = db.session.scalars(query).first()
+    if review is None or not review.region_code or review.collect:
+        return None
+    return SavedAddress(
+        review.recipient_name or "", review.recipient_phone or "", review.region_code, review.address or ""
+    )
+
+
+def remind_expiring_unpaid(now: datetime, within: timedelta) -> int:
+    """Tell each patient whose approved prescription expires within `within` with its drug
+    fee unpaid: once per prescription (a second run tells nobody again)."""
+    from clinic.notifications.models import InboxNotification
+
+    due = db.session.scalars(
+        select(Prescription)
+        .join(Review, Review.prescription_id == Prescription.id)
+        .where(
+            Prescription.status == PrescriptionStatus.APPROVED,
+            Prescription.expires_at > now,
+            Prescription.expires_at <= now + within,
+            Review.paid_at.is_(None),
+            Review.fee_waived.is_(False),
+        )
+    ).all()
+    told = 0
+    for rx in due:
+        already = db.session.scalars(
+            select(InboxNotification.id).where(
+                InboxNotification.kind == "expiring", InboxNotification.subject_id == str(rx.id)
+            )
+        ).first()
+        if already is None:
+            notify.tell_patient(db.session(), "expiring", rx.id, until=bj(rx.expires_at))
+            told += 1
+    return told

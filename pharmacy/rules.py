@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from urllib.parse import urlsplit
 
-from clinic.core.errors import Conflict, Invalid
+from clinic.core.errors import Conflict, Invalid, Violation
+from identity.rules import normalize_phone
 
 # --- routing --------------------------------------------------------------------------
 
@@ -304,3 +305,49 @@ def _address_literal(host: str) -> bool:
     except OSError:
         return all(label.isdigit() or label.startswith("0x") for label in host.split("."))
     return True
+
+
+# --- delivery addresses as people give them -------------------------------------------------
+
+
+def mainland_mobile(typed: str | None) -> str | None:
+    """A mainland China mobile number in E.164 (+86…), however typed, or None if it is not one
+    (the same rule as registration: identity.rules.normalize_phone)."""
+    try:
+        return normalize_phone(typed or "")
+    except ValueError:
+        return None
+
+
+def address_violations(
+    recipient_name: str | None, phone: str | None, region_known: bool, address: str | None
+) -> list[Violation]:
+    """Everything wrong with a delivery address, each naming its field in words."""
+    v: list[Violation] = []
+    if not (recipient_name or "").strip():
+        v.append(Violation("recipient_required", "Give the recipient's name.", detail={"field": "recipient_name"}))
+    if mainland_mobile(phone) is None:
+        v.append(
+            Violation(
+                "phone_invalid",
+                "The recipient's mobile number must be a mainland China mobile number of 11 digits starting with 1.",
+                detail={"field": "phone"},
+            )
+        )
+    if not region_known:
+        v.append(
+            Violation(
+                "region_unknown",
+                "Choose the province, city and district from the lists.",
+                detail={"field": "region_code"},
+            )
+        )
+    if len((address or "").strip()) < 4:
+        v.append(
+            Violation(
+                "address_required",
+                "Give the street address: street, building, door number.",
+                detail={"field": "address"},
+            )
+        )
+    return v

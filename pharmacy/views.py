@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from flask import Blueprint, Flask, abort, flash, redirect, render_template, request, session, url_for
+from flask import Blueprint, Flask, abort, flash, jsonify, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
 from flask_login import current_user
 from markupsafe import Markup
@@ -20,7 +20,7 @@ from clinic.core.pages import Panel, Words, admin_page, label_for, patient_page,
 from clinic.core.web import handle_refusal
 from clinic.visits.models import Visit
 from identity.models import Account, Role
-from pharmacy import review, services
+from pharmacy import regions, review, services
 from pharmacy.forms import PartnerForm, ReviewForm
 from pharmacy.labels import DELIVERY_STATUS
 from prescriptions import services as rx_services
@@ -138,6 +138,8 @@ def track(prescription_id: str) -> Any:
             flash(_("Saved."), "success")
     rx = rx_services.prescription_for(me, "patient", prescription_id)
     view = review.delivery_view(me, "patient", prescription_id)
+    saved = review.saved_address(me, rx.id)
+    typed = request.form.get("region_code") if request.method == "POST" else None
     return render_template(
         "pharmacy/track.html",
         rx=rx,
@@ -145,6 +147,48 @@ def track(prescription_id: str) -> Any:
         payment=payment,
         rx_status=RX_STATUS,
         delivery_status=DELIVERY_STATUS,
+        saved=saved,
+        picker=_picker(typed or (saved.region_code if saved else None)),
+    )
+
+
+def _picker(code: str | None) -> dict[str, Any]:
+    """The three lists of the address picker, with a saved choice selected."""
+    place = regions.place(code)
+    province = city = district = ""
+    if place is not None:
+        district = place.code
+        province = next((p.code for p in regions.provinces() if p.name == place.province), "")
+        city = next((c.code for c in regions.cities(province) if c.name == place.city), "")
+    return {
+        "provinces": regions.provinces(),
+        "cities": regions.cities(province) if province else (),
+        "districts": regions.districts(city) if city else (),
+        "province": province,
+        "city": city,
+        "district": district,
+    }
+
+
+@bp.get("/regions", endpoint="regions")
+def regions_json() -> Response:
+    """The address picker's next list: cities of a province, districts of a city."""
+    parent = request.args.get("parent", "")
+    items = regions.cities(parent) if len(parent) == 2 else regions.districts(parent) if len(parent) == 4 else ()
+    resp = jsonify({"items": [{"code": d.code, "name": d.name} for d in items]})
+    resp.headers["Cache-Control"] = "public, max-age=86400"
+    return resp
+
+
+@bp.get("/prescriptions/<prescription_id>/pdf")
+@patient_page
+def my_document(prescription_id: str) -> Response:
+    """The printable prescription for the patient's own account (the staff have their own route)."""
+    rx = rx_services.prescription_for(str(current_user.id), "patient", prescription_id)
+    return Response(
+        rx_services.document_for(rx),
+        mimetype="application/pdf",
+        headers={"Content-Disposition": f'inline; filename="prescription-{rx.id}.pdf"', "Cache-Control": "no-store"},
     )
 
 

@@ -27,6 +27,7 @@ from flask import (
     redirect,
     render_template,
     request,
+    send_from_directory,
     session,
     url_for,
 )
@@ -40,6 +41,8 @@ from werkzeug.wrappers import Response
 from wtforms.fields.choices import SelectChoice
 
 from clinic.core import storage
+from clinic.core import twilio as twilio_adapter
+from clinic.core.config import PROJECT_ROOT
 from clinic.core.db import as_uuid, db
 from clinic.core.errors import DomainError, RuleRefusal
 from clinic.core.pages import (
@@ -551,6 +554,28 @@ def live(visit_id: str) -> Any:
     )
     resp.headers["Cache-Control"] = "no-store"
     return resp
+
+
+@bp.get("/visits/<visit_id>/video-token")
+@participant_page
+def video_token(visit_id: str) -> Any:
+    """The room page's Twilio Video token: participants only, while the visit is in progress."""
+    identity_, room_name = services.video_grant(_me(), visit_id)
+    cfg = current_app.config
+    token = twilio_adapter.video_token(
+        cfg["TWILIO_ACCOUNT_SID"], cfg["TWILIO_API_KEY_SID"], cfg["TWILIO_API_KEY_SECRET"], identity_, room_name
+    )
+    resp = jsonify({"token": token, "room": room_name})
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+@bp.get("/vendor/twilio-video.min.js")
+def twilio_video_sdk() -> Response:
+    """The Twilio Video SDK from the project's npm install (package-lock.json), served by the app."""
+    return send_from_directory(
+        PROJECT_ROOT / "node_modules" / "twilio-video" / "dist", "twilio-video.min.js", max_age=86400
+    )
 
 
 @bp.post("/visits/<visit_id>/messages")
