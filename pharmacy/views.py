@@ -148,8 +148,18 @@ def track(prescription_id: str) -> Any:
         rx_status=RX_STATUS,
         delivery_status=DELIVERY_STATUS,
         saved=saved,
+        typed=_typed(saved),
         picker=_picker(typed or (saved.region_code if saved else None)),
     )
+
+
+def _typed(saved: review.SavedAddress | None) -> dict[str, str]:
+    """What the address form shows: what was just typed (a refusal keeps it), else the saved address."""
+    if request.method == "POST":
+        return {k: request.form.get(k, "") for k in ("recipient_name", "phone", "address")}
+    if saved is None:
+        return {"recipient_name": "", "phone": "", "address": ""}
+    return {"recipient_name": saved.recipient_name, "phone": saved.phone_local, "address": saved.address}
 
 
 def _picker(code: str | None) -> dict[str, Any]:
@@ -174,7 +184,7 @@ def _picker(code: str | None) -> dict[str, Any]:
 def regions_json() -> Response:
     """The address picker's next list: cities of a province, districts of a city."""
     parent = request.args.get("parent", "")
-    items = regions.cities(parent) if len(parent) == 2 else regions.districts(parent) if len(parent) == 4 else ()
+    items = regions.districts(parent) if request.args.get("level") == "district" else regions.cities(parent)
     resp = jsonify({"items": [{"code": d.code, "name": d.name} for d in items]})
     resp.headers["Cache-Control"] = "public, max-age=86400"
     return resp

@@ -24,7 +24,8 @@
   function load(parent, select, then) {
     fill(select, []);
     if (!parent) { return; }
-    fetch(url + '?parent=' + encodeURIComponent(parent), {credentials: 'same-origin'})
+    var level = select === district ? 'district' : 'city';
+    fetch(url + '?level=' + level + '&parent=' + encodeURIComponent(parent), {credentials: 'same-origin'})
       .then(function (r) { return r.json(); })
       .then(function (data) { fill(select, data.items); if (then) { then(); } });
   }

@@ -126,9 +126,11 @@ def test_the_picker_lists_come_from_the_division_codes(ctx: Flask) -> None:
     web = ctx.test_client()
     cities = web.get("/regions?parent=44").get_json()["items"]
     assert {"code": "4403", "name": "深圳市"} in cities
-    districts = web.get("/regions?parent=4403").get_json()["items"]
+    districts = web.get("/regions?level=district&parent=4403").get_json()["items"]
     assert {"code": "440305", "name": "南山区"} in districts
+    # a municipality: the city level is itself, its districts hang under it
     assert web.get("/regions?parent=11").get_json()["items"] == [{"code": "11", "name": "北京市"}]
+    assert {"code": "110105", "name": "朝阳区"} in web.get("/regions?level=district&parent=11").get_json()["items"]
     assert web.get("/regions?parent=99").get_json()["items"] == []
 
 
