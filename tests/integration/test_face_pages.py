@@ -41,7 +41,11 @@ def test_password_then_face_before_any_physician_page(client: FlaskClient, ctx: 
     assert home.status_code == 302 and "/face" in home.headers["Location"]
     page = client.get("/face")
     html = page.get_data(as_text=True)
-    assert page.status_code == 200 and "getUserMedia" in html and 'type="file"' in html
+    # the camera script is served from the clinic's static files (the CSP allows no inline script)
+    assert page.status_code == 200 and 'type="file"' in html
+    assert "/static/face.js" in html and "<script>" not in html
+    script = client.get("/static/face.js")
+    assert script.status_code == 200 and b"getUserMedia" in script.data
     csrf = extract_csrf(html)
     # a refusal is shown on the page, with its status
     resp = client.post("/face", data={"csrf_token": csrf, "image": (io.BytesIO(F.fr_images()["biden"]), "c.jpg")})
