@@ -4,6 +4,7 @@ and time; export as CSV; the audit log's check shown (incremental: clinic.core.a
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
@@ -102,7 +103,7 @@ CSV_FIELDS = [
     "detail",
     "client_ip",
     "hash",  # the entry's RFC 6962 leaf hash (hex)
-    "sig",  # the log's signature on (seq, leaf hash), base64
+    "sig",  # the log's signature on (seq, leaf hash), hex: base64 may start with + (a formula)
 ]
 
 
@@ -207,7 +208,7 @@ def audit_csv() -> Response:
                 json.dumps(e.detail, ensure_ascii=False, sort_keys=True),
                 e.client_ip or "",
                 e.hash,
-                e.sig or "",
+                base64.b64decode(e.sig).hex() if e.sig else "",
             ]
             for e in services.export_audit(_filter(_window(args)))
         ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from typing import Any
 
 from flask.testing import FlaskClient
@@ -70,8 +71,9 @@ def test_page_shows_the_chain_check_and_exports_csv(client: FlaskClient) -> None
     assert resp.status_code == 200 and resp.mimetype == "text/csv"
     rows = list(csv.DictReader(io.StringIO(resp.get_data(as_text=True).lstrip("\ufeff"))))
     assert len(rows) == 19 and {r["subject_id"] for r in rows} == {"v1"}
-    # each row carries its RFC 6962 leaf hash (hex) and the log's signature on it
-    assert all(len(r["hash"]) == 64 and len(r["sig"]) == 88 for r in rows)
+    # each row carries its RFC 6962 leaf hash and the log's Ed25519 signature on it, both in
+    # hex: a base64 signature may start with "+", which a spreadsheet reads as a formula
+    assert all(re.fullmatch(r"[0-9a-f]{64}", r["hash"]) and re.fullmatch(r"[0-9a-f]{128}", r["sig"]) for r in rows)
     db.session.expire_all()
     assert db.session.query(AuditEntry).filter(AuditEntry.action == "audit.exported").count() == 1
 
