@@ -92,7 +92,28 @@ def _workstation() -> dict[str, Any]:
     sig = hashlib.sha256(
         "|".join(f"{p.panel.key}:{','.join(str(getattr(r, 'id', r)) for r in p.rows)}" for p in panels).encode()
     ).hexdigest()[:16]
-    return {"panels": panels, "face_until": until, "face_left": left, "now": now, "sig": sig}
+    staff = current_user.staff
+    return {
+        "panels": panels,
+        "face_until": until,
+        "face_left": left,
+        "now": now,
+        "sig": sig,
+        "on_duty": bool(staff is not None and staff.on_duty),
+    }
+
+
+@bp.post("/workstation/duty")
+@physician_page
+def workstation_duty() -> Response:
+    """On or off duty: the public directory shows it and new department visits are routed by it."""
+    on_duty = request.form.get("on_duty") == "1"
+    services.set_on_duty(current_user.id, on_duty)
+    if on_duty:
+        flash(_l("You are on duty: new visits to your department can come to you."), "ok")
+    else:
+        flash(_l("You are off duty: no new visits are routed to you until you come back on duty."), "ok")
+    return redirect(url_for("identity.home"))
 
 
 @bp.get("/workstation/live")

@@ -112,3 +112,29 @@ def test_a_physician_voids_an_unreviewed_prescription_with_a_reason_and_revises_
         headers=f.auth(v["face"]),
     )
     assert twice.status_code == 409 and twice.get_json()["error"]["code"] == "already_replaced"
+
+
+def test_a_physician_goes_off_duty_from_the_workstation_and_the_directory_shows_it(
+    client: FlaskClient, ctx: Flask
+) -> None:
+    from tests.integration.test_visit_pages import face_checked
+
+    doc = f.staff(Role.PHYSICIAN)
+    page = login(ctx, doc.username)
+    face_checked(page)
+    home = page.get("/").get_data(as_text=True)
+    assert 'data-on-duty="yes"' in home and "下线" in home
+
+    def listed() -> bool:
+        items = client.get("/api/v1/physicians").get_json()["items"]
+        return next(p["on_duty"] for p in items if p["id"] == str(doc.id))
+
+    assert listed() is True
+    resp = page.post("/workstation/duty", data={"csrf_token": extract_csrf(home), "on_duty": "0"})
+    assert resp.status_code == 302
+    after = page.get("/").get_data(as_text=True)
+    assert 'data-on-duty="no"' in after and "您已下线" in after and "上线" in after
+    assert listed() is False
+    # and back on duty with the button now shown
+    page.post("/workstation/duty", data={"csrf_token": extract_csrf(after), "on_duty": "1"})
+    assert listed() is True
