@@ -40,6 +40,10 @@ install:
 	fi
 	$(UV) sync --extra dev --quiet
 	# Browser libraries the app serves itself (Twilio Video for the visit room), from package-lock.json.
+	if ! command -v npm >/dev/null 2>&1; then \
+		echo "Installing Debian's nodejs and npm (for the browser libraries of package-lock.json)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm </dev/null; \
+	fi
 	if [ ! -d node_modules/twilio-video ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then \
 		npm ci --no-audit --no-fund --ignore-scripts --loglevel=error; \
 	fi
