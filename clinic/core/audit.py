@@ -182,6 +182,11 @@ def _before_commit(session: Session) -> None:
 
 @event.listens_for(Session, "after_commit")
 def _after_commit(session: Session) -> None:
+    # SQLAlchemy also calls this when a SAVEPOINT is released (begin_nested): the entries are
+    # not committed yet, and a sequencer pass on its own connection would wait for this
+    # transaction's write lock (SQLite: the whole busy timeout). The root commit kicks it.
+    if session.in_nested_transaction():
+        return
     if session.info.pop("audit_appended", None) and on_appended is not None:
         on_appended()
 

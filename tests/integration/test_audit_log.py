@@ -352,3 +352,22 @@ def test_background_sequencer_integrates_a_request_entry_within_the_merge_delay(
     monkeypatch.setattr(cfg, "mode", "commit")
     assert cfg.kicker is not None
     cfg.kicker.wake.set()  # let the thread see the switch and end
+
+
+def test_a_released_savepoint_does_not_start_the_sequencer(ctx: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SAVEPOINT's release is not a commit: the sequencer starts once, after the real one.
+    (Kicked at the release, its own connection waited for this transaction's write lock on
+    SQLite for the whole busy timeout.)"""
+    kicks: list[str] = []
+    monkeypatch.setattr(audit, "on_appended", lambda: kicks.append("kick"))
+    with unit_of_work() as s:
+        audit.record(s, "test.savepoint", subject_type="test", subject_id="1")
+        with s.begin_nested():
+            s.flush()
+        assert kicks == []  # released, not committed
+    assert kicks == ["kick"]  # once, after the commit
+    assert (
+        db.session.scalar(select(func.count()).select_from(AuditPending))
+        + db.session.scalar(select(func.count()).select_from(AuditEntry).where(AuditEntry.action == "test.savepoint"))
+        == 1
+    )
