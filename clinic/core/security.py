@@ -11,8 +11,9 @@
 
 from __future__ import annotations
 
-from flask import Flask
+from flask import Flask, g
 from flask_talisman import Talisman
+from werkzeug.wrappers import Response
 
 STRIPE_JS = "https://js.stripe.com"
 CSP: dict[str, str | list[str]] = {
@@ -34,8 +35,26 @@ CSP: dict[str, str | list[str]] = {
 talisman = Talisman()
 
 
+def _keep_view_csp(resp: Response) -> Response:
+    """Before Talisman's hook: a policy the view set itself (stored files are served with
+    `default-src 'none'; sandbox`, stricter than the pages') is kept aside..."""
+    if "Content-Security-Policy" in resp.headers:
+        g.view_csp = resp.headers["Content-Security-Policy"]
+    return resp
+
+
+def _restore_view_csp(resp: Response) -> Response:
+    """...and put back after Talisman wrote the site's policy over it."""
+    kept = g.pop("view_csp", None)
+    if kept:
+        resp.headers["Content-Security-Policy"] = kept
+    return resp
+
+
 def init_app(app: Flask) -> None:
     production = app.config.get("ENV") == "production"
+    # Flask runs after-request hooks in reverse order of registration: this one after Talisman's
+    app.after_request(_restore_view_csp)
     talisman.init_app(
         app,
         content_security_policy=CSP,
@@ -49,3 +68,4 @@ def init_app(app: Flask) -> None:
         session_cookie_http_only=True,
         x_content_type_options=True,
     )
+    app.after_request(_keep_view_csp)  # and this one before it
