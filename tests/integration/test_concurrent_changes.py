@@ -294,10 +294,11 @@ def test_the_expiry_run_leaves_a_prescription_a_pharmacist_acts_on_meanwhile(cli
     a pharmacist rejects at that very moment stays rejected, the others expire."""
     v = visit_in_progress(client)
     ids = []
-    for _ in range(3):
+    # three different prescriptions: the same one again would be a duplicate submission
+    for drug, unit in (("amlodipine", "片"), ("valsartan", "粒"), ("hydrochlorothiazide", "片")):
         resp = client.post(
             f"/api/v1/visits/{v['visit_id']}/prescriptions",
-            json={"items": [item(v["drugs"]["amlodipine"])]},
+            json={"items": [item(v["drugs"][drug], unit=unit)]},
             headers=f.auth(v["face"]),
         )
         assert resp.status_code == 201, resp.get_json()

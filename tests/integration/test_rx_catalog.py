@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -130,7 +131,8 @@ def test_sign_verify_tamper_and_rotate(ctx: Flask) -> None:
     content = {
         "patient": {"id": "p1", "name": "张伟"},
         "items": [{"drug_id": "d1", "days": 7}],
-        "physician": str(doc.id),
+        "physician": {"id": str(doc.id), "name": "王建国"},  # the signer, whose key must sign
+        "iat": int(time.time()),  # when: the key must have been valid then
     }
     with acting_as(CLI), unit_of_work():
         token, kid = signing.sign(doc.id, content)

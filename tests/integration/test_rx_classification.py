@@ -93,7 +93,7 @@ def test_the_queue_page_for_pharmacists_and_administrators(ctx: Flask, tmp_path:
     admin = f.staff(Role.ADMIN)
     page = ctx.test_client()
     login(page, admin.username)
-    home = page.get("/").get_data(as_text=True)
+    home = page.get("/", follow_redirects=True).get_data(as_text=True)  # the administrator's console
     assert "/catalog/classification" in home  # reachable from the menu
     html = page.get("/catalog/classification").get_data(as_text=True)
     assert "待分类药品" in html and "院内制剂甲片" in html and "某新药胶囊" in html and "分类决定" in html
