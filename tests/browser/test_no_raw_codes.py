@@ -20,7 +20,7 @@ from tests.support import faces as F
 from tests.support import factories as f
 from tests.support.live_server import LiveServer
 
-SKIP = ("/logout", "/lang/", "/static/", "/document", ".csv", ".pdf", "/image", "/face/photo", "/video")
+SKIP = ("/logout", "/lang/", "/static/", "/document", "/pdf", ".csv", ".pdf", "/image", "/face/photo", "/video")
 MAX_PAGES = 45
 
 
