@@ -31,7 +31,8 @@ def child_visit(client: FlaskClient) -> dict[str, Any]:
     drugs = seed()
     doc = f.staff(Role.PHYSICIAN, department="cardiology")
     reg = f.patient("王芳", GUARDIAN_BORN)
-    born = date.today() - timedelta(days=4 * 365)
+    # three and a half: aged 3 on the UTC date and on Beijing's, whatever the hour
+    born = date.today() - timedelta(days=3 * 365 + 180)
     with acting_as(Actor(str(reg.account.id), "patient")), unit_of_work():
         account = db.session.get(Account, reg.account.id)
         assert account is not None
@@ -90,7 +91,7 @@ def test_a_child_under_six_needs_a_valid_guardian_and_an_accompanying_physician(
         url,
         json=body(
             v["drugs"],
-            guardian={**GUARDIAN, "id_number": f.id_number(date.today() - timedelta(days=10 * 365))},
+            guardian={**GUARDIAN, "id_number": f.id_number(date.today() - timedelta(days=10 * 365 + 180))},
             accompanying_physician=PHYSICIAN,
         ),
         headers=headers,
