@@ -3,12 +3,10 @@ enqueues, flushes; never commits (the request, CLI command or job is the commit 
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -19,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from clinic.core import audit
 from clinic.core.db import as_uuid, db, utcnow
 from clinic.core.errors import Conflict, Forbidden, Invalid, NotFound, RuleRefusal
+from clinic.core.versioned_text import TextShelf, VersionedText
 from clinic.family_doctor import rules
 from clinic.family_doctor.models import (
     Alert,
@@ -234,34 +233,15 @@ def teams_of(physician_id: uuid.UUID) -> list[Team]:
 AGREEMENT_DIR = Path(__file__).resolve().parent / "agreement"
 
 
-@dataclass(frozen=True)
-class AgreementText:
-    version: str
-    text_zh: str
-    text_en: str
-
-    @cached_property
-    def sha256(self) -> str:
-        return hashlib.sha256(f"{self.version}\n{self.text_zh}\n---\n{self.text_en}".encode()).hexdigest()
+_agreements = TextShelf(AGREEMENT_DIR)
 
 
-@lru_cache(maxsize=8)
-def _agreement(version: str) -> AgreementText:
-    return AgreementText(
-        version,
-        (AGREEMENT_DIR / f"{version}.zh.md").read_text(encoding="utf-8"),
-        (AGREEMENT_DIR / f"{version}.en.md").read_text(encoding="utf-8"),
-    )
-
-
-@lru_cache(maxsize=1)
-def current_agreement() -> AgreementText:
+def current_agreement() -> VersionedText:
     """The newest version shipped with the code (a new version is a new file and a deploy)."""
-    versions = sorted(p.name.split(".")[0] for p in AGREEMENT_DIR.glob("*.zh.md"))
-    return _agreement(versions[-1])
+    return _agreements.current()
 
 
-def _require_current(version: str) -> AgreementText:
+def _require_current(version: str) -> VersionedText:
     current = current_agreement()
     if version != current.version:
         raise StaleAgreement(

@@ -6,7 +6,6 @@ import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import date, timedelta
-from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,6 +24,7 @@ from clinic.core.errors import (
     RuleRefusal,
     ServiceUnavailable,
 )
+from clinic.core.versioned_text import TextShelf, VersionedText
 from clinic.notifications import notify
 from clinic.visits import rules
 from clinic.visits.models import (
@@ -343,33 +343,12 @@ def _physician_may_read(physician: Account, diag: Diagnosis) -> bool:
 # --- informed consent -----------------------------------------------------------------
 
 CONSENT_DIR = Path(__file__).resolve().parent / "consent"
+_consents = TextShelf(CONSENT_DIR)
 
 
-@dataclass(frozen=True)
-class ConsentText:
-    version: str
-    text_zh: str
-    text_en: str
-
-    @cached_property  # read by every visit request
-    def sha256(self) -> str:
-        return hashlib.sha256(f"{self.version}\n{self.text_zh}\n---\n{self.text_en}".encode()).hexdigest()
-
-
-@lru_cache(maxsize=8)
-def _consent(version: str) -> ConsentText:
-    return ConsentText(
-        version,
-        (CONSENT_DIR / f"{version}.zh.md").read_text(encoding="utf-8"),
-        (CONSENT_DIR / f"{version}.en.md").read_text(encoding="utf-8"),
-    )
-
-
-@lru_cache(maxsize=1)
-def current_consent() -> ConsentText:
+def current_consent() -> VersionedText:
     """The newest version shipped with the code (a new version is a new file and a deploy)."""
-    versions = sorted(p.name.split(".")[0] for p in CONSENT_DIR.glob("*.zh.md"))
-    return _consent(versions[-1])
+    return _consents.current()
 
 
 class StaleConsent(Conflict):
