@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
-from clinic.core.errors import Violation
+from clinic.core.errors import Conflict, Violation
 
 LEVELS = ("三级", "二级", "一级", "基层")
 SERVICES = ("consultation", "remote_diagnosis", "referral")
@@ -159,3 +160,62 @@ def parse_split(text: str) -> tuple[int, int]:
     if a < 0 or b < 0 or a + b != 100:
         raise ValueError("the two shares must sum to 100")
     return a, b
+
+
+# --- the lifecycle of a consultation or referral: FHIR R4 Task.status ------------------
+
+
+class TaskStatus(StrEnum):
+    """The FHIR Task states a consultation or a referral moves through, on each side."""
+
+    REQUESTED = "requested"
+    ACCEPTED = "accepted"
+    IN_PROGRESS = "in-progress"
+    COMPLETED = "completed"
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+class TaskEvent(StrEnum):
+    ACCEPT = "accept"  # the receiving side takes it (a qualified specialist, a department)
+    START = "start"  # work has begun (questions asked back, the patient has arrived)
+    COMPLETE = "complete"  # the opinion is written, the referral's outcome reported
+    REJECT = "reject"  # the receiving side declines
+    CANCEL = "cancel"  # the requesting side withdraws it
+    FAIL = "fail"  # the message could not be delivered, after every retry
+
+
+TERMINAL = frozenset({TaskStatus.COMPLETED, TaskStatus.REJECTED, TaskStatus.CANCELLED, TaskStatus.FAILED})
+
+_TASK_MOVES: dict[tuple[TaskStatus, TaskEvent], TaskStatus] = {
+    (TaskStatus.REQUESTED, TaskEvent.ACCEPT): TaskStatus.ACCEPTED,
+    (TaskStatus.REQUESTED, TaskEvent.REJECT): TaskStatus.REJECTED,
+    (TaskStatus.REQUESTED, TaskEvent.CANCEL): TaskStatus.CANCELLED,
+    (TaskStatus.REQUESTED, TaskEvent.FAIL): TaskStatus.FAILED,
+    (TaskStatus.ACCEPTED, TaskEvent.START): TaskStatus.IN_PROGRESS,
+    (TaskStatus.ACCEPTED, TaskEvent.COMPLETE): TaskStatus.COMPLETED,
+    (TaskStatus.ACCEPTED, TaskEvent.CANCEL): TaskStatus.CANCELLED,
+    (TaskStatus.ACCEPTED, TaskEvent.FAIL): TaskStatus.FAILED,
+    (TaskStatus.IN_PROGRESS, TaskEvent.COMPLETE): TaskStatus.COMPLETED,
+    (TaskStatus.IN_PROGRESS, TaskEvent.CANCEL): TaskStatus.CANCELLED,
+    (TaskStatus.IN_PROGRESS, TaskEvent.FAIL): TaskStatus.FAILED,
+}
+
+
+class IllegalTaskTransition(Conflict):
+    code = "illegal_transition"
+
+
+def transition(status: TaskStatus, event: TaskEvent) -> TaskStatus:
+    """The one place a consultation or a referral changes status; illegal moves are refused
+    by name (a completed consultation cannot be accepted again, a declined referral cannot
+    be completed)."""
+    nxt = _TASK_MOVES.get((status, event))
+    if nxt is None:
+        raise IllegalTaskTransition(
+            N_("This request has moved on; it cannot be changed that way now."),
+            status=status.value,
+            event=event.value,
+        )
+    return nxt
