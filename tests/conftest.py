@@ -28,6 +28,8 @@ from clinic.core import limits
 from clinic.core.config import Config
 from clinic.core.db import db
 
+pytest_plugins = ["tests.support.clinic_pair"]  # `pair`: two clinics side by side (issue 19)
+
 BACKENDS = ["sqlite"] + (["postgresql"] if os.environ.get("TEST_DATABASE_URL") else [])
 
 
