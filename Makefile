@@ -15,6 +15,7 @@ PY := $(VENV)/bin/python
 FLASK := $(VENV)/bin/flask --app wsgi
 HOST ?= 127.0.0.1
 PORT ?= 8000
+PAIR_PORTS ?= 8000 8001
 WORKERS ?= 2
 CHROMIUM := /usr/bin/chromium
 CJK_FONT := /usr/share/fonts/truetype/wqy/wqy-microhei.ttc
@@ -23,10 +24,11 @@ PYTEST_ARGS ?=
 LOCALES := zh_CN
 TRANSLATIONS := clinic/translations
 
-.PHONY: help install run serve demo test chromium translations lint
+.PHONY: help install run pair serve demo test chromium translations lint
 
 help:
 	@echo "make run           install, migrate, load the demo world once, serve on http://$(HOST):$(PORT)/"
+	@echo "make pair          two clinics side by side (三级 on $(word 1,$(PAIR_PORTS)), 基层 on $(word 2,$(PAIR_PORTS))), linked by agreements"
 	@echo "make test          install and run the test suite (SQLite; PostgreSQL too when it answers)"
 	@echo "make lint          ruff format --check, ruff check, mypy"
 	@echo "make translations  extract strings and update $(TRANSLATIONS)/*/LC_MESSAGES/messages.po"
@@ -61,6 +63,13 @@ run: install
 	$(PY) scripts/devdemo.py summary --url http://$(HOST):$(PORT)/
 	echo "== Serving with gunicorn on http://$(HOST):$(PORT)/ (Ctrl-C stops it)"
 	exec $(VENV)/bin/gunicorn --bind $(HOST):$(PORT) --workers $(WORKERS) --access-logfile - wsgi:app
+
+# Two institutions side by side (issue 19): each its own instance folder and database under
+# instance/pair/{a,b}, demo world (三级 and 基层), gunicorn and outbox sweeper, then a
+# cooperation agreement each way from the other's JWKS; prints both sides' logins.
+# Ctrl-C stops both. `make pair PAIR_PORTS="9000 9001"` for other ports.
+pair: install
+	exec $(PY) scripts/pair.py --host $(HOST) --ports $(PAIR_PORTS)
 
 # The browser tests drive Debian's Chromium (never a downloaded browser build); a CJK
 # font makes the Chinese pages' screenshots readable.

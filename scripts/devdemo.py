@@ -1,7 +1,8 @@
 """Helpers for `make run` and `make test` (run with the project's .venv Python).
 
 devdemo.py is-empty            exit 0 when the database has no accounts (the demo may be loaded)
-devdemo.py summary --url URL   print where to open the app and the demo logins (instance/demo.json)
+devdemo.py summary --url URL   print where to open the app and the demo logins (instance/demo.json,
+                               or --demo PATH)
 devdemo.py pg-ready URL        exit 0 when PostgreSQL accepts a connection at URL
 """
 
@@ -35,8 +36,8 @@ def _line(role: str, account: dict[str, Any], extra: str = "") -> str:
     return f"  {role:<11} {account['username']:<16} {account['password']:<16} {name} {extra}".rstrip()
 
 
-def summary(url: str) -> int:
-    path = ROOT / "instance" / "demo.json"
+def summary(url: str, path: Path | None = None) -> int:
+    path = path or ROOT / "instance" / "demo.json"
     print()
     print(f"The clinic is starting at {url}  (language: 中文 by default; 'English' at the top right)")
     if not path.exists():
@@ -44,7 +45,8 @@ def summary(url: str) -> int:
         return 0
     world = json.loads(path.read_text())
     acc = world["accounts"]
-    print(f"Demo world of {world['institution']['name']} (saved in {path.relative_to(ROOT)}):")
+    shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+    print(f"Demo world of {world['institution']['name']} (saved in {shown}):")
     print(f"  {'role':<11} {'username':<16} {'password':<16} name")
     print(_line("admin", acc["admin"]))
     for p in acc.get("physicians", []):
@@ -86,13 +88,14 @@ def main(argv: list[str]) -> int:
     sub.add_parser("is-empty")
     s = sub.add_parser("summary")
     s.add_argument("--url", default="http://127.0.0.1:8000/")
+    s.add_argument("--demo", type=Path, default=None, help="the demo world's JSON (default: instance/demo.json)")
     p = sub.add_parser("pg-ready")
     p.add_argument("url")
     args = parser.parse_args(argv)
     if args.cmd == "is-empty":
         return is_empty()
     if args.cmd == "summary":
-        return summary(args.url)
+        return summary(args.url, args.demo)
     return pg_ready(args.url)
 
 

@@ -169,6 +169,9 @@ class Config:
     # Uploads
     MAX_CONTENT_LENGTH: int = 12 * 1024 * 1024
     BABEL_DEFAULT_LOCALE: str = "zh_CN"
+    # Browsers share cookies between ports of one host: two clinics side by side on
+    # 127.0.0.1 (`make pair`) each need their own session cookie name.
+    SESSION_COOKIE_NAME: str = "session"
     SESSION_COOKIE_SAMESITE: str = "Lax"
     SESSION_COOKIE_HTTPONLY: bool = True
     SESSION_COOKIE_SECURE: bool = False
