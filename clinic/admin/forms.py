@@ -94,11 +94,43 @@ class IncidentForm(FlaskForm):
     suspend = BooleanField(_l("Stop all online services now (clinical adverse events only)"))
 
 
+NAME_ZH_REQUIRED = _l("Give the condition's name in Chinese.")
+NAME_ZH_LENGTH = _l("The name in Chinese is at most 100 characters.")
+
+
 class ConditionForm(FlaskForm):
-    code = StringField(_l("ICD-10 code"), validators=[DataRequired(REQUIRED), Length(min=3, max=16)])
-    name_zh = StringField(_l("Name in Chinese"), validators=[DataRequired(REQUIRED), Length(max=100)])
-    department = SelectField(_l("Department"), validators=[DataRequired(REQUIRED)])
+    code = StringField(
+        _l("ICD-10 code"),
+        validators=[
+            DataRequired(_l("Give the condition's ICD-10 code.")),
+            Length(min=3, max=16, message=_l("The ICD-10 code is 3 to 16 characters, such as I10 or B18.1.")),
+        ],
+    )
+    name_zh = StringField(
+        _l("Name in Chinese"), validators=[DataRequired(NAME_ZH_REQUIRED), Length(max=100, message=NAME_ZH_LENGTH)]
+    )
+    department = SelectField(_l("Department"), validators=[DataRequired(_l("Choose the department."))])
     chronic = BooleanField(_l("Chronic condition"), default=True)
+
+
+class ConditionEditForm(FlaskForm):
+    """Changing a catalog entry: everything but its ICD-10 code (its identity)."""
+
+    name_zh = StringField(
+        _l("Name in Chinese"), validators=[DataRequired(NAME_ZH_REQUIRED), Length(max=100, message=NAME_ZH_LENGTH)]
+    )
+    name_en = StringField(
+        _l("Name in English"),
+        validators=[
+            DataRequired(_l("Give the condition's name in English.")),
+            Length(max=200, message=_l("The name in English is at most 200 characters.")),
+        ],
+    )
+    department = SelectField(
+        _l("Department"), validators=[DataRequired(_l("Choose the department."))], validate_choice=False
+    )
+    chronic = BooleanField(_l("Chronic condition"))
+    active = BooleanField(_l("Offered for online return visits"))
 
 
 def choices(pairs: list[tuple[str, str]]) -> list[SelectChoice]:

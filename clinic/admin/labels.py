@@ -17,6 +17,7 @@ ACTION = words(
         "catalog.seeded": ("初始化药品目录", "Catalog seeded"),
         "catalog.classified": ("药品管制分类", "Drug classified"),
         "condition.saved": ("保存病种目录", "Condition saved"),
+        "condition.updated": ("修改病种目录", "Condition changed"),
         "consent.accepted": ("签署知情同意", "Consent accepted"),
         "delivery.dispatched": ("配送单已发出", "Delivery dispatched"),
         "delivery.routed": ("分配配送企业", "Delivery routed"),
@@ -141,6 +142,18 @@ INCIDENT_KIND = words(
 SEVERITY = words(
     {"low": ("低", "Low"), "medium": ("中", "Medium"), "high": ("高", "High"), "critical": ("严重", "Critical")}
 )
+# The SMS to the regulator, as the incidents page follows it (clinic.regulator.services.NOTICE_STATES)
+REGULATOR_SMS = words(
+    {
+        "queued": ("排队待发送", "Queued"),
+        "retrying": ("发送失败，正在重试", "Failed; retrying"),
+        "sent": ("已由短信平台发出", "Sent by the SMS provider"),
+        "logged": ("仅写入应用日志（开发环境，未真正发出）", "Written to the app log only (development; not sent)"),
+        "failed": ("多次重试后放弃，请电话报告监管部门", "Given up after retries; report to the regulator by phone"),
+        "not_configured": ("未发送：未配置监管部门联系电话", "Not sent: no regulator contact configured"),
+        "not_kept": ("已发送（短信内容在留存功能上线前发出，未留存）", "Sent (before SMS texts were kept)"),
+    }
+)
 
 
 def action_words(action: str) -> str:
@@ -157,3 +170,4 @@ def register() -> None:
     register_labels("audit_subject", SUBJECT)
     register_labels("incident_kind", INCIDENT_KIND)
     register_labels("severity", SEVERITY)
+    register_labels("regulator_sms", REGULATOR_SMS)

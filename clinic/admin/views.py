@@ -15,6 +15,7 @@ from flask_login import current_user
 from sqlalchemy import select
 
 from clinic.admin.forms import (
+    ConditionEditForm,
     ConditionForm,
     DeactivateForm,
     FaceForm,
@@ -112,7 +113,11 @@ def _incident_form() -> IncidentForm:
 def _incidents_page(form: IncidentForm, status: int = 200) -> Any:
     incidents = regulator.list_incidents()
     return render_template(
-        "admin/incidents.html", form=form, incidents=incidents, names=_names({i.reported_by for i in incidents})
+        "admin/incidents.html",
+        form=form,
+        incidents=incidents,
+        names=_names({i.reported_by for i in incidents}),
+        notices={i.id: regulator.regulator_notice(i) for i in incidents},
     ), status
 
 
@@ -140,6 +145,19 @@ def incidents() -> Any:
         flash(_("Recorded. The regulator is told by SMS."), "ok")
         return redirect(url_for(".incidents"))
     return _incidents_page(form, 422 if form.errors else 200)
+
+
+@bp.get("/incidents/<incident_id>")
+@admin_page
+def incident(incident_id: str) -> Any:
+    """One incident and the SMS that told the regulator: its text, the number (masked), when, and its state."""
+    found = regulator.get_incident(incident_id)
+    return render_template(
+        "admin/incident.html",
+        incident=found,
+        notice=regulator.regulator_notice(found),
+        reporter=_names({found.reported_by}).get(found.reported_by, "—"),
+    )
 
 
 # --- staff accounts, face enrollment ---------------------------------------------------------
@@ -275,7 +293,7 @@ def unlock(account_id: str) -> Any:
 
 def _condition_page(form: ConditionForm, status: int = 200) -> Any:
     return render_template(
-        "admin/conditions.html", form=form, conditions=visits.list_conditions(), departments=dict(_departments())
+        "admin/conditions.html", form=form, conditions=visits.all_conditions(), departments=dict(_departments())
     ), status
 
 
@@ -286,15 +304,50 @@ def conditions() -> Any:
     form.department.choices = choices(_departments())
     if form.validate_on_submit():
         try:
-            visits.upsert_condition(
+            visits.add_condition(
                 form.code.data or "", form.name_zh.data or "", form.department.data or "", bool(form.chronic.data)
             )
         except DomainError as err:
-            form.code.errors = [handle_refusal(err)]
+            target = form.department if "department" in err.message else form.code
+            target.errors = [handle_refusal(err)]
             return _condition_page(form, err.status)
         flash(_("Saved."), "ok")
         return redirect(url_for(".conditions"))
     return _condition_page(form, 422 if form.errors else 200)
+
+
+# The field a refusal of the service names (its `fields[0].loc`) carries the message.
+_CONDITION_FIELDS = ("name_zh", "name_en", "department")
+
+
+@bp.route("/conditions/<code>/edit", methods=["GET", "POST"])
+@admin_page
+def edit_condition(code: str) -> Any:
+    cond = visits.get_condition(code)
+    form = ConditionEditForm(obj=cond)
+    form.department.choices = choices(_departments())
+    status = 200
+    if form.validate_on_submit():
+        change = visits.ConditionChange(
+            name_zh=form.name_zh.data or "",
+            name_en=form.name_en.data or "",
+            department=form.department.data or "",
+            chronic=bool(form.chronic.data),
+            active=bool(form.active.data),
+        )
+        try:
+            visits.update_condition(cond.code, change)
+        except DomainError as err:
+            message = handle_refusal(err)
+            loc = next(iter(err.extra.get("fields") or [{}])).get("loc")
+            getattr(form, loc if loc in _CONDITION_FIELDS else "name_zh").errors = [message]
+            cond = visits.get_condition(code)  # the refusal rolled the session back
+            return render_template("admin/condition_edit.html", form=form, condition=cond), err.status
+        flash(_("%(name)s is saved.", name=change.name_zh.strip()), "ok")
+        return redirect(url_for(".conditions"))
+    if form.errors:
+        status = 422
+    return render_template("admin/condition_edit.html", form=form, condition=cond), status
 
 
 def init_app(app: Flask) -> None:

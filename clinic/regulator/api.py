@@ -2,11 +2,13 @@
 
 - POST /regulator/token (regulator, login token) → a short-lived token carrying `scope`
 - GET  /regulator/fhir/{type}?since=&until=&page= (regulator, scoped token) → FHIR R4 searchset Bundle
-- POST /admin/incidents, GET /admin/incidents (admin)
+- POST /admin/incidents, GET /admin/incidents, GET /admin/incidents/{id} (admin): each with the SMS to
+  the regulator (its text, the masked number, when, its state)
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 from typing import Literal
 
@@ -84,6 +86,23 @@ class IncidentIn(RequestModel):
     suspend: bool = Field(default=False, description="Adverse events only: stop all online services now")
 
 
+class RegulatorSmsOut(ResponseModel):
+    state: Literal["queued", "retrying", "sent", "logged", "failed", "not_configured", "not_kept"] = Field(
+        description="queued: in the outbox, not tried yet; retrying: a try failed, the outbox tries again; "
+        "sent: accepted by the SMS provider (reference = its message id; delivery to the handset is not "
+        "reported back); logged: written to the application log (SMS_BACKEND=log, nothing sent); failed: the "
+        "outbox gave up; not_configured: no regulator contact (REGULATOR_CONTACT_PHONE), nothing sent; "
+        "not_kept: sent before the text was kept"
+    )
+    text: str | None = Field(description="The SMS exactly as sent (or as it will be sent)")
+    to: str | None = Field(description="The number it goes to, masked (+86 139****9000)")
+    queued_at: datetime | None
+    sent_at: datetime | None
+    reference: str | None = Field(description="The SMS provider's message id")
+    failed_tries: int = Field(description="Tries that failed so far")
+    last_failure_at: datetime | None
+
+
 class IncidentOut(ResponseModel):
     id: str
     kind: str
@@ -98,6 +117,7 @@ class IncidentOut(ResponseModel):
     regulator_notified_at: datetime | None
     notification_error: str | None
     suspension_triggered: bool
+    regulator_sms: RegulatorSmsOut = Field(description="The SMS to the regulator contact: text, number, state")
 
 
 class IncidentList(ResponseModel):
@@ -120,6 +140,7 @@ def _out(i: object) -> IncidentOut:
         regulator_notified_at=i.regulator_notified_at,
         notification_error=i.notification_error,
         suspension_triggered=i.suspension_triggered,
+        regulator_sms=RegulatorSmsOut(**asdict(services.regulator_notice(i))),
     )
 
 
@@ -151,3 +172,14 @@ def record_incident(body: IncidentIn, principal: Principal) -> IncidentOut:
 @router.get("/admin/incidents", summary="Recorded incidents, newest first", response=IncidentList, roles=["admin"])
 def list_incidents(principal: Principal) -> IncidentList:
     return IncidentList(items=[_out(i) for i in services.list_incidents()])
+
+
+@router.get(
+    "/admin/incidents/<incident_id>",
+    summary="One incident, with the SMS to the regulator: its text, the masked number, when, and how far it got",
+    response=IncidentOut,
+    roles=["admin"],
+    errors={404: ["not_found"]},
+)
+def get_incident(incident_id: str, principal: Principal) -> IncidentOut:
+    return _out(services.get_incident(incident_id))

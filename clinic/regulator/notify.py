@@ -42,4 +42,15 @@ def send_sms(to: str, body: str) -> Sent:
 
 
 def mask_phone(phone: str) -> str:
-    return phone[:4] + "*" * max(0, len(phone) - 8) + phone[-4:] if len(phone) > 8 else "*" * len(phone)
+    """A number as it may be shown or logged: a mainland mobile as +86 139****9000 (the
+    operator prefix and the last four digits, as Chinese apps show it), anything else with
+    all but its first three and last four digits hidden; a short number entirely."""
+    digits = "".join(ch for ch in phone if ch.isdigit())
+    if phone.startswith("+86") and len(digits) == 13:
+        return f"+86 {digits[2:5]}****{digits[-4:]}"
+    if not phone.startswith("+") and len(digits) == 11 and digits.startswith("1"):
+        return f"{digits[:3]}****{digits[-4:]}"
+    if len(digits) <= 8:
+        return "*" * len(digits)
+    lead = "+" if phone.startswith("+") else ""
+    return f"{lead}{digits[:3]}{'*' * (len(digits) - 7)}{digits[-4:]}"

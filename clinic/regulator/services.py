@@ -19,8 +19,9 @@ from sqlalchemy import LargeBinary, Table, delete, func, select, type_coerce, up
 
 from clinic.core import audit, crypto, jobs, storage
 from clinic.core.audit import AuditEntry
-from clinic.core.db import Base, db, utcnow
+from clinic.core.db import Base, as_uuid, db, utcnow
 from clinic.core.errors import Forbidden, Invalid, NotFound
+from clinic.notifications.models import SmsMessage
 from clinic.regulator import fhir, notify, retention, rules
 from clinic.regulator.models import Incident, IncidentKind, RegulatorAccess, Severity
 from clinic.visits.models import Visit, VisitMessage
@@ -298,6 +299,7 @@ def record_incident(admin_id: str, report: IncidentReport) -> Incident:
 
 
 NOTICE_JOB = "incident.notify_regulator"
+NOTICE_SMS_KIND = "regulator_incident"  # the SmsMessage kind of the SMS to the regulator
 
 
 class NoticeNotSent(Exception):
@@ -309,8 +311,11 @@ def _regulator_contact() -> str:
 
 
 def _queue_regulator_notice(incident: Incident) -> None:
+    """Write the SMS to the regulator (its text and number are the record of what the regulator
+    was told) and put it in the outbox; without a configured contact, record the gap."""
     session = db.session()
-    if not _regulator_contact():
+    contact = _regulator_contact()
+    if not contact:
         incident.notification_error = "no regulator contact configured (REGULATOR_CONTACT_PHONE)"
         audit.record(
             session,
@@ -320,7 +325,42 @@ def _queue_regulator_notice(incident: Incident) -> None:
             detail={"reason": incident.notification_error},
         )
         return
-    jobs.enqueue(session, NOTICE_JOB, {"incident_id": str(incident.id)})
+    message = _notice_message(incident, contact)
+    jobs.enqueue(session, NOTICE_JOB, {"incident_id": str(incident.id), "sms_id": str(message.id)})
+
+
+def _notice_message(incident: Incident, contact: str) -> SmsMessage:
+    session = db.session()
+    message = SmsMessage(
+        kind=NOTICE_SMS_KIND,
+        subject_type="incident",
+        subject_id=incident.id,
+        to_phone=contact,
+        body=_notice_body(incident),
+        status="queued",
+        created_at=utcnow(),
+    )
+    session.add(message)
+    session.flush()
+    return message
+
+
+def _stored_notice(incident_id: uuid.UUID, sms_id: Any = None) -> SmsMessage | None:
+    session = db.session()
+    if sms_id:
+        found = session.get(SmsMessage, uuid.UUID(str(sms_id)))
+        if found is not None:
+            return found
+    return session.scalars(
+        select(SmsMessage)
+        .where(
+            SmsMessage.subject_type == "incident",
+            SmsMessage.subject_id == incident_id,
+            SmsMessage.kind == NOTICE_SMS_KIND,
+        )
+        .order_by(SmsMessage.created_at.desc())
+        .limit(1)
+    ).first()
 
 
 def _notice_body(incident: Incident) -> str:
@@ -337,21 +377,27 @@ def _notice_body(incident: Incident) -> str:
 
 
 def notify_regulator_job(payload: dict[str, Any]) -> None:
-    """The outbox handler: send the incident's SMS to the regulator contact, once."""
+    """The outbox handler: send the incident's stored SMS to the number stored with it, once."""
     session = db.session()
     incident = session.get(Incident, uuid.UUID(str(payload["incident_id"])))
     if incident is None:
         raise jobs.PermanentJobError("the incident does not exist")
     if incident.regulator_notified_at is not None:
         return  # a repeated delivery of the job: the regulator was told already
-    contact = _regulator_contact()
-    if not contact:
-        raise jobs.PermanentJobError("no regulator contact configured (REGULATOR_CONTACT_PHONE)")
-    sent = notify.send_sms(contact, _notice_body(incident))
+    message = _stored_notice(incident.id, payload.get("sms_id"))
+    if message is None:  # queued before the text was kept with the incident: keep it now
+        contact = _regulator_contact()
+        if not contact:
+            raise jobs.PermanentJobError("no regulator contact configured (REGULATOR_CONTACT_PHONE)")
+        message = _notice_message(incident, contact)
+    sent = notify.send_sms(message.to_phone, message.body)
     if not sent.ok:
         raise NoticeNotSent(sent.error or "the SMS was not accepted")
-    detail = {"to": notify.mask_phone(contact), "channel": sent.channel, "reference": sent.reference}
-    incident.regulator_notified_at, incident.notification_error = utcnow(), None
+    now = utcnow()
+    message.status = "sent" if sent.channel == "twilio" else "logged"
+    message.provider_ref, message.sent_at = sent.reference, now
+    detail = {"to": notify.mask_phone(message.to_phone), "channel": sent.channel, "reference": sent.reference}
+    incident.regulator_notified_at, incident.notification_error = now, None
     audit.record(session, "incident.regulator_notified", subject_type="incident", subject_id=incident.id, detail=detail)
 
 
@@ -362,6 +408,9 @@ def notice_failed(payload: dict[str, Any], error: str, final: bool) -> None:
     if incident is None:
         return
     incident.notification_error = ("gave up: " if final else "will retry: ") + error
+    message = _stored_notice(incident.id, payload.get("sms_id"))
+    if final and message is not None and message.status == "queued":
+        message.status = "failed"
     audit.record(
         session,
         "incident.notification_failed",
@@ -377,6 +426,79 @@ def register_jobs() -> None:
 
 def list_incidents(limit: int = 100) -> list[Incident]:
     return list(db.session.scalars(select(Incident).order_by(Incident.reported_at.desc()).limit(limit)))
+
+
+def get_incident(incident_id: str | uuid.UUID) -> Incident:
+    key = as_uuid(incident_id)
+    incident = db.session.get(Incident, key) if key is not None else None
+    if incident is None:
+        raise NotFound("No such incident.")
+    return incident
+
+
+@dataclass(frozen=True)
+class RegulatorNotice:
+    """Following the SMS to the regulator: what it said, to which number (masked), when,
+    and how far it got. `state` is one of NOTICE_STATES."""
+
+    state: str
+    text: str | None
+    to: str | None
+    queued_at: datetime | None
+    sent_at: datetime | None
+    reference: str | None
+    failed_tries: int
+    last_failure_at: datetime | None
+
+
+# queued: in the outbox, not tried yet · retrying: tried, failed, tried again later ·
+# sent: accepted by the SMS provider (its reference kept) · logged: written to the app log
+# (SMS_BACKEND=log, development: nothing left the building) · failed: the outbox gave up ·
+# not_configured: no regulator contact, nothing sent · not_kept: sent before texts were kept
+NOTICE_STATES = ("queued", "retrying", "sent", "logged", "failed", "not_configured", "not_kept")
+
+
+def regulator_notice(incident: Incident) -> RegulatorNotice:
+    session = db.session()
+    failures = session.scalars(
+        select(AuditEntry.at)
+        .where(
+            AuditEntry.subject_type == "incident",
+            AuditEntry.subject_id == str(incident.id),
+            AuditEntry.action == "incident.notification_failed",
+        )
+        .order_by(AuditEntry.seq)
+    ).all()
+    message = _stored_notice(incident.id)
+    if message is None:
+        if incident.regulator_notified_at is not None:
+            state = "not_kept"
+        elif incident.notification_error and "REGULATOR_CONTACT_PHONE" in incident.notification_error:
+            state = "not_configured"
+        else:
+            state = "failed" if (incident.notification_error or "").startswith("gave up") else "queued"
+        return RegulatorNotice(
+            state,
+            None,
+            None,
+            None,
+            incident.regulator_notified_at,
+            None,
+            len(failures),
+            failures[-1] if failures else None,
+        )
+    settled = message.status in ("sent", "logged", "failed")
+    state = message.status if settled else ("retrying" if failures else "queued")
+    return RegulatorNotice(
+        state=state,
+        text=message.body,
+        to=notify.mask_phone(message.to_phone),
+        queued_at=message.created_at,
+        sent_at=message.sent_at,
+        reference=message.provider_ref,
+        failed_tries=len(failures),
+        last_failure_at=failures[-1] if failures else None,
+    )
 
 
 # --- retention -------------------------------------------------------------------------------

@@ -93,6 +93,82 @@ def upsert_condition(code: str, name_zh: str, department: str, chronic: bool, ac
     return cond
 
 
+def add_condition(code: str, name_zh: str, department: str, chronic: bool) -> Condition:
+    """A new catalog entry; a code already in the catalog is changed with `update_condition`."""
+    normalized = rules.normalize_icd10(code)
+    if normalized is not None and db.session.get(Condition, normalized) is not None:
+        raise Conflict(
+            "%(code)s is already in the catalog; change it from its row.",
+            code="condition_exists",
+            params={"code": normalized},
+            fields=[{"loc": "code", "message": "already in the catalog"}],
+        )
+    return upsert_condition(code, name_zh, department, chronic)
+
+
+@dataclass(frozen=True)
+class ConditionChange:
+    """What an administrator may change of a catalog entry (its ICD-10 code is its identity)."""
+
+    name_zh: str
+    name_en: str
+    department: str
+    chronic: bool
+    active: bool
+
+
+def get_condition(code: str) -> Condition:
+    cond = db.session.get(Condition, code)
+    if cond is None:
+        raise NotFound("No such condition in the catalog.")
+    return cond
+
+
+def update_condition(code: str, change: ConditionChange) -> Condition:
+    """Change a catalog entry's names, department, chronic flag and whether it is offered
+    online; audited with what changed (old and new). Refusals name the field."""
+    cond = get_condition(code)
+    name_zh, name_en = change.name_zh.strip(), change.name_en.strip()
+    if not name_zh or len(name_zh) > 100:
+        raise Invalid(
+            "The Chinese name is required, at most 100 characters.",
+            fields=[{"loc": "name_zh", "message": "required, at most 100 characters"}],
+        )
+    if not name_en or len(name_en) > 200:
+        raise Invalid(
+            "The English name is required, at most 200 characters.",
+            fields=[{"loc": "name_en", "message": "required, at most 200 characters"}],
+        )
+    dept = db.session.get(Department, change.department)
+    if dept is None or not dept.approved:
+        raise Invalid(
+            "The department is not one of the institution's approved departments.",
+            fields=[{"loc": "department", "message": "unknown department"}],
+        )
+    new = {
+        "name_zh": name_zh,
+        "name_en": name_en,
+        "department": change.department,
+        "chronic": change.chronic,
+        "active": change.active,
+    }
+    changed = {k: [getattr(cond, k), v] for k, v in new.items() if getattr(cond, k) != v}
+    if not changed:
+        return cond
+    for key, value in new.items():
+        setattr(cond, key, value)
+    db.session.flush()
+    audit.record(
+        db.session(), "condition.updated", subject_type="condition", subject_id=cond.code, detail={"changed": changed}
+    )
+    return cond
+
+
+def all_conditions() -> list[Condition]:
+    """The whole catalog for its administrators, those no longer offered online included."""
+    return list(db.session.scalars(select(Condition).order_by(Condition.code)))
+
+
 def seed_conditions() -> None:
     for code, zh, dept, chronic in DEFAULT_CONDITIONS:
         upsert_condition(code, zh, dept, chronic)

@@ -4,6 +4,7 @@ retried until it goes through), an adverse event can stop the service; all audit
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -11,13 +12,16 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import select, update
+from markupsafe import escape
+from sqlalchemy import delete, select, update
 
 from clinic.app import create_app
 from clinic.core import jobs
 from clinic.core.audit import AuditEntry
 from clinic.core.db import db, unit_of_work, utcnow
 from clinic.core.jobs import OutboxJob
+from clinic.core.pages import bj
+from clinic.notifications.models import SmsMessage
 from clinic.regulator.models import Incident
 from clinic.visits import services as visits
 from identity.models import Role
@@ -148,3 +152,126 @@ def test_without_a_contact_the_incident_is_kept_and_the_gap_recorded(client: Fla
     assert resp.status_code == 201 and resp.get_json()["regulator_notified"] is False
     assert "REGULATOR_CONTACT_PHONE" in resp.get_json()["notification_error"]
     assert "incident.notification_skipped" in actions()
+
+
+# --- following the SMS to the regulator (issue 16 item 5) ----------------------------------------
+
+MASKED = "+86 139****9000"
+
+
+def sms_of(sclient: FlaskClient, tok: str, incident_id: str) -> dict[str, Any]:
+    resp = sclient.get(f"/api/v1/admin/incidents/{incident_id}", headers=f.auth(tok))
+    assert resp.status_code == 200, resp.get_json()
+    sms: dict[str, Any] = resp.get_json()["regulator_sms"]
+    return sms
+
+
+def test_the_sms_text_number_time_and_state_are_kept_and_shown(sclient: FlaskClient, standin: TwilioStandin) -> None:
+    admin = f.staff(Role.ADMIN)
+    tok = f.token(sclient, admin.username)
+    created = sclient.post("/api/v1/admin/incidents", json=incident(), headers=f.auth(tok)).get_json()
+    # Answered before the commit: the text is written with the incident, still queued.
+    assert created["regulator_sms"]["state"] == "queued" and created["regulator_sms"]["to"] == MASKED
+    [sent] = [m for m in standin.outbox if m["kind"] == "message"]
+    sms = sms_of(sclient, tok, created["id"])
+    assert sms["state"] == "sent" and sms["text"] == sent["body"] and created["id"] in sms["text"]
+    assert sms["to"] == MASKED and CONTACT not in json.dumps(sms)
+    assert sms["reference"].startswith("SM") and len(sms["reference"]) == 34
+    assert sms["sent_at"] and sms["queued_at"] <= sms["sent_at"] and sms["failed_tries"] == 0
+    # The record keeps the full number (encrypted at rest) and the exact text.
+    row = db.session.scalars(select(SmsMessage).where(SmsMessage.subject_id == uuid.UUID(created["id"]))).one()
+    assert (row.to_phone, row.body, row.status, row.subject_type) == (CONTACT, sent["body"], "sent", "incident")
+    listed = sclient.get("/api/v1/admin/incidents", headers=f.auth(tok)).get_json()["items"]
+    assert listed[0]["regulator_sms"] == sms
+
+
+def test_retries_are_followed_until_sent_or_given_up(
+    sclient: FlaskClient, sms_app: Flask, standin: TwilioStandin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    admin = f.staff(Role.ADMIN)
+    tok = f.token(sclient, admin.username)
+    monkeypatch.setitem(sms_app.config, "JOBS_MAX_ATTEMPTS", 2)
+    standin.failure = 503
+    first = sclient.post("/api/v1/admin/incidents", json=incident(), headers=f.auth(tok)).get_json()["id"]
+    sms = sms_of(sclient, tok, first)
+    assert sms["state"] == "retrying" and sms["failed_tries"] == 1 and sms["last_failure_at"]
+    assert sms["text"] and first in sms["text"] and sms["sent_at"] is None and sms["reference"] is None
+    with unit_of_work():
+        db.session.execute(update(OutboxJob).values(next_attempt_at=utcnow()))
+    jobs.run_due()  # the second try fails too: the outbox gives up
+    db.session.remove()
+    sms = sms_of(sclient, tok, first)
+    assert sms["state"] == "failed" and sms["failed_tries"] == 2 and sms["sent_at"] is None
+    assert not [m for m in standin.outbox if m["kind"] == "message"]
+
+
+def test_a_development_log_and_a_missing_contact_say_so(client: FlaskClient, ctx: Flask) -> None:
+    admin = f.staff(Role.ADMIN)
+    tok = f.token(client, admin.username)
+    created = client.post("/api/v1/admin/incidents", json=incident(), headers=f.auth(tok)).get_json()
+    sms = client.get(f"/api/v1/admin/incidents/{created['id']}", headers=f.auth(tok)).get_json()["regulator_sms"]
+    assert sms == {
+        "state": "not_configured",
+        "text": None,
+        "to": None,
+        "queued_at": None,
+        "sent_at": None,
+        "reference": None,
+        "failed_tries": 0,
+        "last_failure_at": None,
+    }
+    ctx.config["REGULATOR_CONTACT_PHONE"] = "13900139000"
+    try:
+        logged = client.post("/api/v1/admin/incidents", json=incident(), headers=f.auth(tok)).get_json()
+    finally:
+        ctx.config.pop("REGULATOR_CONTACT_PHONE")
+    sms = client.get(f"/api/v1/admin/incidents/{logged['id']}", headers=f.auth(tok)).get_json()["regulator_sms"]
+    assert sms["state"] == "logged" and sms["to"] == "139****9000" and sms["sent_at"] and sms["reference"] is None
+
+
+def test_a_notice_queued_before_texts_were_kept_is_written_when_it_goes_out(
+    sclient: FlaskClient, standin: TwilioStandin
+) -> None:
+    admin = f.staff(Role.ADMIN)
+    tok = f.token(sclient, admin.username)
+    standin.failure = 503
+    iid = sclient.post("/api/v1/admin/incidents", json=incident(), headers=f.auth(tok)).get_json()["id"]
+    # As an outbox row written by the previous release: no SMS record, only the incident's id.
+    with unit_of_work():
+        db.session.execute(delete(SmsMessage).where(SmsMessage.subject_id == uuid.UUID(iid)))
+        db.session.execute(update(OutboxJob).values(payload={"incident_id": iid}, next_attempt_at=utcnow()))
+    standin.failure = None
+    assert jobs.run_due() == {"done": 1}
+    db.session.remove()
+    [sent] = [m for m in standin.outbox if m["kind"] == "message"]
+    sms = sms_of(sclient, tok, iid)
+    assert sms["state"] == "sent" and sms["text"] == sent["body"] and sent["to"] == CONTACT
+
+
+def test_one_incident_is_for_administrators_only(sclient: FlaskClient) -> None:
+    admin = f.staff(Role.ADMIN)
+    tok = f.token(sclient, admin.username)
+    iid = sclient.post("/api/v1/admin/incidents", json=incident(), headers=f.auth(tok)).get_json()["id"]
+    assert sclient.get(f"/api/v1/admin/incidents/{uuid.uuid4()}", headers=f.auth(tok)).status_code == 404
+    assert sclient.get("/api/v1/admin/incidents/not-an-id", headers=f.auth(tok)).status_code == 404
+    other = f.token(sclient, f.staff(Role.REGULATOR).username)
+    resp = sclient.get(f"/api/v1/admin/incidents/{iid}", headers=f.auth(other))
+    assert resp.status_code == 403 and resp.get_json()["error"]["code"] == "forbidden"
+
+
+def test_the_incident_page_shows_the_sms_in_words_and_beijing_time(
+    sclient: FlaskClient, sms_app: Flask, standin: TwilioStandin
+) -> None:
+    from tests.integration.test_pharmacy_pages import login
+
+    admin = f.staff(Role.ADMIN)
+    tok = f.token(sclient, admin.username)
+    iid = sclient.post("/api/v1/admin/incidents", json=incident(), headers=f.auth(tok)).get_json()["id"]
+    row = db.session.scalars(select(SmsMessage).where(SmsMessage.subject_id == uuid.UUID(iid))).one()
+    page = login(sms_app, admin.username)
+    listing = page.get("/admin/incidents").get_data(as_text=True)
+    assert f'href="/admin/incidents/{iid}"' in listing and "查看短信" in listing and "已由短信平台发出" in listing
+    html = page.get(f"/admin/incidents/{iid}").get_data(as_text=True)
+    assert MASKED in html and CONTACT not in html and "已由短信平台发出" in html
+    assert escape(row.body) in html and bj(row.sent_at) in html and row.provider_ref in html
+    assert page.get(f"/admin/incidents/{uuid.uuid4()}").status_code == 404
