@@ -68,6 +68,16 @@ class FilePart:
     description: str = ""
 
 
+@dataclass(frozen=True)
+class RawBody:
+    """A request body that is not JSON (e.g. a compact JWS as application/jose): the handler
+    reads it itself; this only documents it (media type and a JSON Schema of its text)."""
+
+    media_type: str
+    schema: dict[str, Any]
+    description: str = ""
+
+
 @dataclass
 class Operation:
     method: str
@@ -85,6 +95,7 @@ class Operation:
     errors: dict[int, list[str]] = field(default_factory=dict)
     empty_status: int | None = None  # e.g. 204 when a queue is empty
     raw_response: str | None = None  # media type for non-JSON answers (PDF)
+    raw_body: RawBody | None = None  # a non-JSON request body the handler reads itself
     auth: str = "bearer"  # bearer | none | custom (signature schemes)
     idempotent: bool = False  # takes an Idempotency-Key header (clinic.core.idempotency)
 
@@ -124,6 +135,7 @@ class ApiRouter:
         errors: dict[int, list[str]] | None = None,
         empty_status: int | None = None,
         raw_response: str | None = None,
+        raw_body: RawBody | None = None,
         auth: str = "bearer",
         idempotent: bool = False,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -145,6 +157,7 @@ class ApiRouter:
                     errors=dict(errors or {}),
                     empty_status=empty_status,
                     raw_response=raw_response,
+                    raw_body=raw_body,
                     auth=auth if roles is None else "bearer",
                     idempotent=idempotent,
                 )
@@ -311,6 +324,7 @@ def build_blueprint(routers: Iterable[ApiRouter], token_loader: TokenLoader) -> 
 STANDARD_MESSAGES = {
     200: "OK",
     201: "Created",
+    202: "Accepted",
     204: "Nothing to return",
     401: "Not authenticated",
     403: "Forbidden",
@@ -398,6 +412,12 @@ def openapi_document(operations: list[Operation]) -> dict[str, Any]:
                     form_required.append(part.name)
             schema = {"type": "object", "properties": props, "required": form_required}
             doc["requestBody"] = {"required": True, "content": {"multipart/form-data": {"schema": schema}}}
+        elif op.raw_body is not None:
+            doc["requestBody"] = {
+                "required": True,
+                "description": op.raw_body.description,
+                "content": {op.raw_body.media_type: {"schema": op.raw_body.schema}},
+            }
         success: dict[str, Any] = {"description": STANDARD_MESSAGES.get(op.status, "OK")}
         if op.raw_response:
             success["content"] = {op.raw_response: {"schema": {"type": "string", "format": "binary"}}}

@@ -11,9 +11,9 @@ from typing import Any, Literal
 from flask import request
 from pydantic import Field, model_validator
 
-from clinic.core.api import ApiRouter, Principal, RequestModel, ResponseModel
+from clinic.core.api import ApiRouter, Principal, RawBody, RequestModel, ResponseModel
 from clinic.core.errors import Invalid
-from clinic.telemedicine import rules, services
+from clinic.telemedicine import envelope, rules, services
 from clinic.telemedicine.models import PartnerInstitution
 
 router = ApiRouter("telemedicine")
@@ -165,6 +165,22 @@ class FederationAccepted(ResponseModel):
     duplicate: bool
 
 
+SIGNED_MESSAGE = RawBody(
+    media_type="application/jose",
+    schema={
+        "type": "string",
+        "pattern": r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$",
+        "maxLength": envelope.MAX_MESSAGE_BYTES,
+        "description": "Compact JWS serialization (RFC 7515 §7.1): BASE64URL(header).BASE64URL(payload)."
+        "BASE64URL(signature). Header: alg ES256, kid the sender's institution key (as in its "
+        "/.well-known/jwks.json and pinned here by the cooperation agreement), typ fhir+jws. Payload: "
+        "a FHIR R4 Bundle of type message whose first entry is a MessageHeader (its id makes a "
+        "repeated delivery a no-op; eventCoding.code names the event; source.endpoint the sender).",
+    },
+    description="The signed message, as the text of a compact JWS (no JSON wrapper)",
+)
+
+
 @router.post(
     "/federation/messages",
     summary="A partner institution's signed message: a compact JWS (ES256, Content-Type "
@@ -173,7 +189,13 @@ class FederationAccepted(ResponseModel):
     response=FederationAccepted,
     status=202,
     auth="none",
-    errors={401: ["bad_signature"], 403: ["no_agreement"], 415: ["unsupported_media_type"], 422: ["invalid_message"]},
+    raw_body=SIGNED_MESSAGE,
+    errors={
+        401: ["bad_signature"],
+        403: ["no_agreement"],
+        415: ["unsupported_media_type"],
+        422: ["invalid_message", "unknown_event"],
+    },
 )
 def federation_inbox() -> FederationAccepted:
     if request.mimetype != "application/jose":
