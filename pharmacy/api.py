@@ -13,7 +13,7 @@ from pydantic import AwareDatetime, Field, ValidationError
 from clinic.core.api import ApiRouter, RequestModel, ResponseModel
 from clinic.core.db import db
 from clinic.core.errors import Invalid
-from pharmacy import review, services
+from pharmacy import review, rules, services
 from pharmacy.models import DeliveryPartner, Review
 from prescriptions.models import Prescription
 
@@ -125,6 +125,14 @@ class CallbackIn(RequestModel):
     prescription_id: str = Field(min_length=1, max_length=64)
     status: Literal["picked_up", "in_transit", "delivered", "failed"]
     at: AwareDatetime
+    waybill_no: str | None = Field(
+        default=None,
+        max_length=40,
+        pattern=rules.WAYBILL_PATTERN,
+        description="Optional: the partner's waybill number (运单号), printable ASCII (spaces inside allowed, "
+        "surrounding ones trimmed), at most 40 characters; kept on the delivery and shown on the patient's "
+        "tracking timeline",
+    )
 
 
 class CallbackOut(ResponseModel):
@@ -136,7 +144,7 @@ class CallbackOut(ResponseModel):
     "/partners/<partner_id>/callbacks",
     summary="A delivery partner's status event, signed: X-Timestamp and X-Signature "
     '(sha256=<hex HMAC-SHA256 of "<timestamp>.<raw body>">), at most 5 minutes old; '
-    "body {event_id, prescription_id, status: picked_up|in_transit|delivered|failed, at}; "
+    "body {event_id, prescription_id, status: picked_up|in_transit|delivered|failed, at, waybill_no?}; "
     "the same event_id again changes nothing",
     response=CallbackOut,
     auth="custom",
@@ -153,7 +161,7 @@ def partner_callback(partner_id: str) -> CallbackOut:
     except (ValueError, UnicodeDecodeError, ValidationError) as exc:
         raise Invalid(f"The callback body is not valid: {str(exc)[:300]}") from None
     at: datetime = body.at
-    result = services.apply_callback(partner, body.event_id, body.prescription_id, body.status, at)
+    result = services.apply_callback(partner, body.event_id, body.prescription_id, body.status, at, body.waybill_no)
     return CallbackOut(status=result.delivery.status.value, duplicate=result.duplicate)
 
 
@@ -345,6 +353,7 @@ def checkout(prescription_id: str, body: CheckoutIn, principal: Any) -> Checkout
 class DeliveryEventOut(ResponseModel):
     status: str
     at: datetime
+    waybill_no: str | None = Field(default=None, description="The waybill number the partner's event carried")
 
 
 class DeliveryOut(ResponseModel):
@@ -352,6 +361,7 @@ class DeliveryOut(ResponseModel):
     prescription_status: str
     partner: dict[str, str] | None
     status: str
+    waybill_no: str | None = Field(default=None, description="The current partner's waybill number (运单号)")
     events: list[DeliveryEventOut]
     paid: bool
     fee_fen: int

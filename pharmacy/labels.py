@@ -8,7 +8,7 @@ from pharmacy.rules import REVIEW_REASONS
 DELIVERY_STATUS = words(
     {
         "not_dispensed": ("尚未发药", "Not dispensed yet"),
-        "routed": ("已交配送企业", "Handed to a delivery partner"),
+        "routed": ("正在安排配送", "Arranging delivery"),  # chosen, not yet accepted by the partner
         "dispatched": ("配送企业已接单", "Accepted by the delivery partner"),
         "picked_up": ("已揽收", "Picked up"),
         "in_transit": ("运输中", "On the way"),

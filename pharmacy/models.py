@@ -71,6 +71,8 @@ class Delivery(Versioned, Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     dispatched_at: Mapped[datetime | None]
     delivered_at: Mapped[datetime | None]
+    # the current partner's waybill number (运单号), from its callbacks; cleared when rerouted
+    waybill_no: Mapped[str | None] = mapped_column(String(40))
 
     partner: Mapped[DeliveryPartner | None] = relationship(lazy="joined")
     events: Mapped[list[DeliveryEvent]] = relationship(
@@ -96,6 +98,7 @@ class DeliveryEvent(Base):
     at: Mapped[datetime]  # when it happened (the partner's time for callbacks)
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     raw: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    waybill_no: Mapped[str | None] = mapped_column(String(40))  # as the partner's callback gave it
 
     delivery: Mapped[Delivery] = relationship(back_populates="events")
 

@@ -538,7 +538,8 @@ def delivery_view(principal_id: str, role: str, prescription_id: str) -> dict[st
         "prescription_status": rx.status.value,
         "partner": {"id": str(delivery.partner.id), "name": delivery.partner.name} if delivery.partner else None,
         "status": delivery.status.value,
-        "events": [{"status": e.status, "at": e.at} for e in delivery.events],
+        "waybill_no": delivery.waybill_no,
+        "events": [{"status": e.status, "at": e.at, "waybill_no": e.waybill_no} for e in delivery.events],
         "paid": bool(review and review.paid_at),
         "fee_fen": review.fee_fen if review else 0,
     }

@@ -97,6 +97,11 @@ def route(
 # --- the delivery lifecycle --------------------------------------------------------------
 
 
+# A partner's waybill number (运单号): printable ASCII, no leading or trailing space, at most
+# 40 characters (SF1234567890123, JD0001234567-1-1, YT 7788 9900 1122).
+WAYBILL_PATTERN = r"^[!-~](?:[ -~]{0,38}[!-~])?$"
+
+
 class DeliveryStatus(enum.StrEnum):
     ROUTED = "routed"  # a partner is chosen; the order is in the outbox
     DISPATCHED = "dispatched"  # the partner accepted the order (2xx)

@@ -360,9 +360,15 @@ def verify_partner(partner_id: str, timestamp: str | None, signature: str | None
 
 
 def apply_callback(
-    partner: DeliveryPartner, event_id: str, prescription_id: str, status: str, at: datetime
+    partner: DeliveryPartner,
+    event_id: str,
+    prescription_id: str,
+    status: str,
+    at: datetime,
+    waybill_no: str | None = None,
 ) -> CallbackResult:
-    """A partner's status event: idempotent by event_id; moves the delivery; refuses jumps."""
+    """A partner's status event: idempotent by event_id; moves the delivery; refuses jumps.
+    An event with a waybill number (运单号) gives the delivery its current one."""
     session = db.session()
     rx_id = _uuid(prescription_id)
     stmt = select(Delivery).where(Delivery.prescription_id == rx_id)
@@ -407,16 +413,30 @@ def apply_callback(
             event_id=event_id,
             status=status,
             at=at,
-            raw={"event_id": event_id, "status": status, "at": at.isoformat()},
+            raw={
+                "event_id": event_id,
+                "status": status,
+                "at": at.isoformat(),
+                **({"waybill_no": waybill_no} if waybill_no else {}),
+            },
+            waybill_no=waybill_no,
         )
     )
     delivery.status, delivery.updated_at = after, utcnow()
+    if waybill_no:
+        delivery.waybill_no = waybill_no
     audit.record(
         session,
         f"delivery.{status}",
         subject_type="prescription",
         subject_id=delivery.prescription_id,
-        detail={"delivery": str(delivery.id), "partner": str(partner.id), "event_id": event_id, "from": before.value},
+        detail={
+            "delivery": str(delivery.id),
+            "partner": str(partner.id),
+            "event_id": event_id,
+            "from": before.value,
+            **({"waybill_no": waybill_no} if waybill_no else {}),
+        },
     )
     if after == DeliveryStatus.OUT_FOR_DELIVERY and before != DeliveryStatus.OUT_FOR_DELIVERY:
         notify.tell_patient(
@@ -436,6 +456,7 @@ def apply_callback(
 def _after_failure(session: Session, delivery: Delivery) -> None:
     """A failed delivery goes to the next qualified partner, else back to the pharmacy."""
     failed_partner = delivery.partner_id
+    delivery.waybill_no = None  # that partner's waybill; the next partner gives its own
     if _route(delivery):
         delivery.status = rules.transition(delivery.status, DeliveryEventKind.REROUTED)
         _own_event(delivery, DeliveryEventKind.REROUTED, {"from": str(failed_partner), "to": str(delivery.partner_id)})

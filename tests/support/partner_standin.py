@@ -7,6 +7,9 @@
 It checks our signature on every order exactly as a partner would (X-Timestamp,
 X-Signature: sha256=<HMAC of "<timestamp>.<raw body>">, at most 5 minutes old) and keeps
 what it received in `orders` (accepted) and `refused`.
+
+A partner's callbacks are signed the same way: `callback(...)` makes the body a partner
+sends (with its optional waybill number, 运单号) and `sign(secret, body)` its headers.
 """
 
 from __future__ import annotations
@@ -27,6 +30,16 @@ def sign(secret: str, body: bytes, ts: int | None = None) -> dict[str, str]:
     ts = int(time.time()) if ts is None else ts
     mac = hmac.new(secret.encode(), f"{ts}.".encode() + body, hashlib.sha256).hexdigest()
     return {"X-Timestamp": str(ts), "X-Signature": f"sha256={mac}", "Content-Type": "application/json"}
+
+
+def callback(
+    event_id: str, prescription_id: str, status: str, at: str = "2026-11-23T08:00:00Z", waybill_no: str | None = None
+) -> bytes:
+    """A partner's status callback body; `waybill_no` is optional (partners that send none still work)."""
+    body: dict[str, Any] = {"event_id": event_id, "prescription_id": prescription_id, "status": status, "at": at}
+    if waybill_no is not None:
+        body["waybill_no"] = waybill_no
+    return json.dumps(body).encode()
 
 
 class PartnerStandin:
