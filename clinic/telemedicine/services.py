@@ -332,14 +332,19 @@ def receive(token: str) -> Received:
         kid=partner.kid,
         jws=token,
     )
+    # No SAVEPOINT here: with SQLite's driver a savepoint opened before any other write
+    # commits on release, which kept the message when its handler then refused it (and
+    # the sender's retry was answered "duplicate" without ever being applied). Nothing
+    # else has been written yet in this transaction, so a plain rollback is as narrow.
+    partner_id = partner.id
     try:
-        with session.begin_nested():
-            session.add(message)
-            session.flush()
+        session.add(message)
+        session.flush()
     except IntegrityError:  # the same message delivered twice at once: the other one has it
+        session.rollback()
         again = session.scalar(
             select(FederationMessage).where(
-                FederationMessage.partner_id == partner.id,
+                FederationMessage.partner_id == partner_id,
                 FederationMessage.direction == "in",
                 FederationMessage.message_id == header.id,
             )
