@@ -88,6 +88,16 @@ TEXTS: dict[str, dict[str, str]] = {
         "en": "Contracted resident {name} entered an urgent reading ({summary}) and was told to go to a hospital "
         "in person; please call them soon.",
     },
+    # two-way referral between institutions (clinic/telemedicine/referrals.py)
+    "referral_accepted": {
+        "zh_CN": "{name}，您的转诊已被{institution}接收，请于{when}（北京时间）到{place}就诊，请携带身份证。",
+        "en": "{name}, your referral was accepted by {institution}: please come on {when} (Beijing time) to "
+        "{place}, with your ID card.",
+    },
+    "referral_answered": {
+        "zh_CN": "您为{patient}发起的转诊（{institution}）有新进展：{status}。",
+        "en": "Your referral of {patient} to {institution} has moved on: {status}.",
+    },
 }
 
 HOSPITAL = {"zh_CN": "互联网医院", "en": "Internet hospital"}
