@@ -2,7 +2,7 @@
 Task identifier, and the confirmed diagnoses they carry (medical records: no delete path)
 
 Revision ID: telemed_0002
-Revises: identity_0002
+Revises: pharmacy_0004
 Create Date: 2026-12-02 17:24:36.751332
 
 """
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = 'telemed_0002'
-down_revision = 'identity_0002'
+down_revision = "pharmacy_0004"
 branch_labels = None
 depends_on = None
 
