@@ -10,9 +10,10 @@ import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from flask import current_app
 from sqlalchemy import LargeBinary, Table, delete, func, select, type_coerce, update
@@ -27,7 +28,7 @@ from clinic.regulator.models import Incident, IncidentKind, RegulatorAccess, Sev
 from clinic.visits.models import Visit, VisitMessage
 from identity import services as identity
 from identity import tokens
-from identity.models import Account, FaceEnrollment, Patient, Role
+from identity.models import Account, FaceEnrollment, Institution, Patient, Role
 
 
 class ScopeRequired(Forbidden):
@@ -363,16 +364,23 @@ def _stored_notice(incident_id: uuid.UUID, sms_id: Any = None) -> SmsMessage | N
     ).first()
 
 
+_SEVERITY_ZH = {Severity.LOW: "低", Severity.MEDIUM: "中", Severity.HIGH: "高", Severity.CRITICAL: "危急"}
+_BEIJING = ZoneInfo("Asia/Shanghai")
+
+
 def _notice_body(incident: Incident) -> str:
-    kind = (
-        "数据安全事件 data-security incident"
-        if incident.kind == IncidentKind.DATA_SECURITY
-        else "医疗不良事件 adverse event"
-    )
+    """The SMS to the regulator contact: Chinese, the time in Beijing time, the incident's
+    reference for the follow-up report (the regulator reads it on a phone, not in this app)."""
+    kind = "数据安全事件" if incident.kind == IncidentKind.DATA_SECURITY else "医疗不良事件"
+    found = incident.found_at
+    if found.tzinfo is None:  # stored as UTC without a zone (SQLite)
+        found = found.replace(tzinfo=UTC)
+    inst = db.session.get(Institution, 1)
+    name = inst.name if inst is not None and inst.name else "互联网医院"
     return (
-        f"[{current_app.config.get('REGULATOR_INSTITUTION_NAME') or 'Internet hospital'}] {kind} "
-        f"({incident.severity.value}), found {rules.rfc3339(incident.found_at)}: {incident.what[:300]} "
-        f"Scope: {incident.scope[:200]} Ref {incident.id}"
+        f"【{name}】{kind}（严重程度：{_SEVERITY_ZH[incident.severity]}），"
+        f"发现时间 {found.astimezone(_BEIJING):%Y-%m-%d %H:%M}（北京时间）：{incident.what[:300]}"
+        f" 影响范围：{incident.scope[:200]} 事件编号：{incident.id}"
     )
 
 

@@ -70,6 +70,7 @@ def actions() -> list[str]:
 def test_data_security_incident_is_reported_to_the_regulator_at_once(
     sclient: FlaskClient, standin: TwilioStandin
 ) -> None:
+    f.institution()  # its name signs the SMS
     admin = f.staff(Role.ADMIN)
     tok = f.token(sclient, admin.username)
     resp = sclient.post("/api/v1/admin/incidents", json=incident(), headers=f.auth(tok))
@@ -81,6 +82,9 @@ def test_data_security_incident_is_reported_to_the_regulator_at_once(
     sms = [m for m in standin.outbox if m["kind"] == "message"]
     assert len(sms) == 1 and sms[0]["to"] == CONTACT and sms[0]["from"] == FROM
     assert "120 patients" in sms[0]["body"] and body["id"] in sms[0]["body"]
+    # Chinese, and the time it was found in Beijing time (found_at was given as +08:00)
+    assert sms[0]["body"].startswith("【测试互联网医院】") and "数据安全事件（严重程度：" in sms[0]["body"]
+    assert "发现时间 2025-01-05 09:00（北京时间）" in sms[0]["body"]
     assert actions().index("incident.recorded") < actions().index("incident.regulator_notified")
     notified = db.session.scalars(select(AuditEntry).where(AuditEntry.action == "incident.regulator_notified")).one()
     assert notified.actor_role == "job" and CONTACT not in str(notified.detail)  # masked
