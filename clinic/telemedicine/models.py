@@ -33,6 +33,9 @@ class PartnerInstitution(Base):
     split_invited: Mapped[int] = mapped_column(Integer)
     valid_from: Mapped[date] = mapped_column(Date)
     valid_until: Mapped[date] = mapped_column(Date)
+    # The lowest professional title that may answer this partner's consultations (Jilin
+    # measures Art. 14: 副高 and above); checked on the invited side when a specialist accepts
+    consult_min_title: Mapped[str] = mapped_column(String(16), default="副主任医师", server_default="副主任医师")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     created_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("accounts.id"))
     key_rotated_at: Mapped[datetime | None]
@@ -128,3 +131,143 @@ class ReferralDiagnosis(Base):
     confirmed_at: Mapped[datetime | None]
 
     referral: Mapped[Referral] = relationship(back_populates="diagnoses")
+
+
+# --- remote consultation (远程会诊) and settlements between institutions ------------------
+# (tm-consult's section; referrals keep their own section)
+
+
+class ConsultationConsent(Base):
+    """A patient's (or guardian's) acceptance of one version of the remote-consultation
+    consent text (Jilin measures Art. 23, 28): what is shared with whom, the fee, and that
+    the inviting institution stays responsible."""
+
+    __tablename__ = "tm_consult_consents"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id"))
+    patient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("patients.id"), index=True)
+    version: Mapped[str] = mapped_column(String(32))
+    version_hash: Mapped[str] = mapped_column(String(64))
+    accepted_at: Mapped[datetime] = mapped_column(default=utcnow)
+    client_ip: Mapped[str | None] = mapped_column(String(64))
+
+
+class Consultation(Base):
+    """One remote consultation as one side keeps it: the inviting institution's record
+    (role "inviting", with its own patient) or the invited institution's (role "invited",
+    with the minimum identity the request carried). Both are keyed by the shared Task /
+    ServiceRequest identifier `task_id`. A medical record: no delete path."""
+
+    __tablename__ = "tm_consultations"
+    __table_args__ = (UniqueConstraint("partner_id", "role", "task_id", name="uq_tm_consultations_task"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    task_id: Mapped[str] = mapped_column(String(64), index=True)
+    role: Mapped[str] = mapped_column(String(8))  # inviting | invited
+    partner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tm_partners.id"), index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)  # rules.TaskStatus
+    department: Mapped[str] = mapped_column(String(64), index=True)
+    urgency: Mapped[str] = mapped_column(String(8))  # routine | urgent
+    question: Mapped[str] = mapped_column(EncryptedText)
+    summary: Mapped[str] = mapped_column(EncryptedText)
+    # inviting side: our patient, the visit it came from, who asked and who is present
+    patient_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("patients.id"), index=True)
+    visit_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("visits.id"))
+    requested_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("accounts.id"))
+    consent_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("tm_consult_consents.id"))
+    # both sides: the minimum identity shared, the names of the physicians, the conditions
+    patient_json: Mapped[str] = mapped_column(EncryptedText)  # {name, sex, birth_date}
+    conditions: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    requester_name: Mapped[str] = mapped_column(String(100), default="")
+    present_physicians: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    # invited side: who took it; inviting side learns their name and title
+    accepted_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("accounts.id"))
+    specialist_name: Mapped[str] = mapped_column(String(100), default="")
+    specialist_title: Mapped[str] = mapped_column(String(64), default="")
+    # the fee as each side's own agreement said when the consultation was requested
+    fee_fen: Mapped[int] = mapped_column(Integer)
+    split_inviting: Mapped[int] = mapped_column(Integer)
+    split_invited: Mapped[int] = mapped_column(Integer)
+    requested_at: Mapped[datetime] = mapped_column(default=utcnow)
+    accepted_at: Mapped[datetime | None]
+    completed_at: Mapped[datetime | None] = mapped_column(index=True)  # the opinion's signing time
+    acknowledged_at: Mapped[datetime | None]
+    acknowledged_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("accounts.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    partner: Mapped[PartnerInstitution] = relationship(lazy="joined")
+
+
+class ConsultationAttachment(Base):
+    """A record, image or ECG/lab PDF sent with a consultation, stored like other uploads
+    (private storage, type sniffed from the bytes); both sides keep a copy."""
+
+    __tablename__ = "tm_consult_attachments"
+    __table_args__ = (UniqueConstraint("consultation_id", "shared_id", name="uq_tm_consult_attachment"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    consultation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tm_consultations.id"), index=True)
+    shared_id: Mapped[str] = mapped_column(String(64))  # the DocumentReference id, the same on both sides
+    filename: Mapped[str] = mapped_column(String(200))
+    media_type: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(String(300))
+    uploaded_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("accounts.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ConsultationNote(Base):
+    """A message between the two sides about a consultation (questions asked back, answers)."""
+
+    __tablename__ = "tm_consult_notes"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    consultation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tm_consultations.id"), index=True)
+    shared_id: Mapped[str] = mapped_column(String(64))
+    side: Mapped[str] = mapped_column(String(8))  # inviting | invited: who wrote it
+    author_name: Mapped[str] = mapped_column(String(100))
+    text: Mapped[str] = mapped_column(EncryptedText)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ConsultationOpinion(Base):
+    """The consultation opinion (会诊意见), signed by the invited specialist with their own
+    key: the compact JWS as signed, and the public key that verifies it (vouched for by the
+    invited institution's signature on the message that carried it)."""
+
+    __tablename__ = "tm_consult_opinions"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    consultation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tm_consultations.id"), unique=True)
+    opinion: Mapped[str] = mapped_column(EncryptedText)
+    recommendations: Mapped[str] = mapped_column(EncryptedText)
+    jws: Mapped[str] = mapped_column(EncryptedText)
+    signer_kid: Mapped[str] = mapped_column(String(128))
+    signer_jwk: Mapped[dict[str, Any]] = mapped_column(JSON)
+    signer_name: Mapped[str] = mapped_column(String(100))
+    signer_title: Mapped[str] = mapped_column(String(64))
+    signed_at: Mapped[datetime]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SettlementStatement(Base):
+    """A monthly settlement statement between this institution and a partner (Jilin Art.
+    41–44), as sent to the partner or as received from it: the consultations completed in
+    the month with each one's fee and split. Kept as exchanged; a newer one supersedes."""
+
+    __tablename__ = "tm_settlement_statements"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    partner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tm_partners.id"), index=True)
+    month: Mapped[str] = mapped_column(String(7))  # YYYY-MM (Beijing)
+    direction: Mapped[str] = mapped_column(String(8))  # in | out
+    message_id: Mapped[str] = mapped_column(String(64))
+    count: Mapped[int] = mapped_column(Integer)
+    total_fen: Mapped[int] = mapped_column(Integer)
+    inviting_share_fen: Mapped[int] = mapped_column(Integer)
+    invited_share_fen: Mapped[int] = mapped_column(Integer)
+    # [{task_id, inviting: "sender"|"receiver", fee_fen, inviting_share_fen, invited_share_fen}]
+    lines: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
