@@ -528,7 +528,7 @@ class AttachmentOut(ResponseModel):
     created_at: datetime
 
 
-class NoteOut(ResponseModel):
+class ConsultNoteOut(ResponseModel):
     id: uuid.UUID
     side: str
     author: str
@@ -571,7 +571,7 @@ class ConsultationOut(ResponseModel):
     completed_at: datetime | None
     acknowledged_at: datetime | None
     attachments: list[AttachmentOut] | None = None
-    messages: list[NoteOut] | None = None
+    messages: list[ConsultNoteOut] | None = None
     opinion: OpinionOut | None = None
 
 
@@ -617,7 +617,7 @@ def consultation_out(c: Consultation, detail: bool = True) -> ConsultationOut:
             for a in consultations.attachments_of(c)
         ]
         out.messages = [
-            NoteOut(id=n.id, side=n.side, author=n.author_name, text=n.text, at=n.created_at)
+            ConsultNoteOut(id=n.id, side=n.side, author=n.author_name, text=n.text, at=n.created_at)
             for n in consultations.notes_of(c)
         ]
         op = consultations.opinion_of(c)
@@ -744,7 +744,7 @@ def get_consultation(consultation_id: str, principal: Principal) -> Consultation
     return consultation_out(consultations.consultation_for(identity.get_account(principal.id), consultation_id))
 
 
-class StatusOut(ResponseModel):
+class ConsultStatusOut(ResponseModel):
     status: str
 
 
@@ -752,40 +752,40 @@ class StatusOut(ResponseModel):
     "/consultations/<consultation_id>/accept",
     summary="Take a consultation asked of this institution (face-verified, qualified in its department, "
     "title at or above the agreement's requirement)",
-    response=StatusOut,
+    response=ConsultStatusOut,
     roles=PHYSICIAN,
     errors={403: ["face_verification_required", "not_qualified"], 404: ["not_found"], 409: ["illegal_transition"]},
 )
-def accept_consultation(consultation_id: str, principal: Principal) -> StatusOut:
-    return StatusOut(status=consultations.accept(principal.id, principal.claims, consultation_id).status)
+def accept_consultation(consultation_id: str, principal: Principal) -> ConsultStatusOut:
+    return ConsultStatusOut(status=consultations.accept(principal.id, principal.claims, consultation_id).status)
 
 
-class ReasonIn(RequestModel):
+class ConsultReasonIn(RequestModel):
     reason: str = Field(min_length=1, max_length=1000)
 
 
 @router.post(
     "/consultations/<consultation_id>/decline",
     summary="Decline a consultation asked of this department (FHIR Task rejected)",
-    body=ReasonIn,
-    response=StatusOut,
+    body=ConsultReasonIn,
+    response=ConsultStatusOut,
     roles=PHYSICIAN,
     errors={403: ["forbidden"], 404: ["not_found"], 409: ["illegal_transition"]},
 )
-def decline_consultation(consultation_id: str, body: ReasonIn, principal: Principal) -> StatusOut:
-    return StatusOut(status=consultations.decline(principal.id, consultation_id, body.reason).status)
+def decline_consultation(consultation_id: str, body: ConsultReasonIn, principal: Principal) -> ConsultStatusOut:
+    return ConsultStatusOut(status=consultations.decline(principal.id, consultation_id, body.reason).status)
 
 
 @router.post(
     "/consultations/<consultation_id>/cancel",
     summary="Withdraw a consultation request (the requesting physician; FHIR Task cancelled)",
-    body=ReasonIn,
-    response=StatusOut,
+    body=ConsultReasonIn,
+    response=ConsultStatusOut,
     roles=PHYSICIAN,
     errors={403: ["forbidden"], 404: ["not_found"], 409: ["illegal_transition"]},
 )
-def cancel_consultation(consultation_id: str, body: ReasonIn, principal: Principal) -> StatusOut:
-    return StatusOut(status=consultations.cancel(principal.id, consultation_id, body.reason).status)
+def cancel_consultation(consultation_id: str, body: ConsultReasonIn, principal: Principal) -> ConsultStatusOut:
+    return ConsultStatusOut(status=consultations.cancel(principal.id, consultation_id, body.reason).status)
 
 
 class NoteIn(RequestModel):
@@ -796,14 +796,14 @@ class NoteIn(RequestModel):
     "/consultations/<consultation_id>/messages",
     summary="Ask back (the accepting specialist) or answer (the inviting physician); sent to the other side",
     body=NoteIn,
-    response=NoteOut,
+    response=ConsultNoteOut,
     status=201,
     roles=PHYSICIAN,
     errors={403: ["forbidden"], 404: ["not_found"], 409: ["consultation_closed", "illegal_transition"]},
 )
-def write_note(consultation_id: str, body: NoteIn, principal: Principal) -> NoteOut:
+def write_note(consultation_id: str, body: NoteIn, principal: Principal) -> ConsultNoteOut:
     n = consultations.write_note(principal.id, consultation_id, body.text)
-    return NoteOut(id=n.id, side=n.side, author=n.author_name, text=n.text, at=n.created_at)
+    return ConsultNoteOut(id=n.id, side=n.side, author=n.author_name, text=n.text, at=n.created_at)
 
 
 class OpinionIn(RequestModel):
@@ -816,13 +816,13 @@ class OpinionIn(RequestModel):
     summary="The consultation opinion (会诊意见) of the accepting specialist, signed with their own key and "
     "sent back to the inviting institution as a signed DiagnosticReport",
     body=OpinionIn,
-    response=StatusOut,
+    response=ConsultStatusOut,
     roles=PHYSICIAN,
     errors={403: ["face_verification_required", "forbidden"], 404: ["not_found"], 409: ["illegal_transition"]},
 )
-def write_opinion(consultation_id: str, body: OpinionIn, principal: Principal) -> StatusOut:
+def write_opinion(consultation_id: str, body: OpinionIn, principal: Principal) -> ConsultStatusOut:
     c = consultations.write_opinion(principal.id, principal.claims, consultation_id, body.opinion, body.recommendations)
-    return StatusOut(status=c.status)
+    return ConsultStatusOut(status=c.status)
 
 
 class AcknowledgedOut(ResponseModel):
