@@ -4,7 +4,7 @@ opinions; monthly settlement statements exchanged with partners; the agreement's
 requirement for consultations (Jilin measures Art. 14). Medical records: no delete path.
 
 Revision ID: consult_0001
-Revises: pharmacy_0004
+Revises: telemed_0002
 Create Date: 2026-12-02 17:27:31
 """
 from alembic import op
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = "consult_0001"
-down_revision = "pharmacy_0004"
+down_revision = "telemed_0002"
 branch_labels = None
 depends_on = None
 
