@@ -290,27 +290,81 @@ def verify(body: VerifyIn, principal: Any) -> VerifyOut:
     return VerifyOut(**review.verify_jws(body.jws))
 
 
+class DispenseIn(RequestModel):
+    dispensed_by: str | None = Field(
+        default=None,
+        max_length=64,
+        description="调配: the account id of the pharmacist who made it up (when the caller checks and issues it)",
+    )
+    checked_by: str | None = Field(
+        default=None,
+        max_length=64,
+        description="核对、发药: the account id of the on-duty pharmacist who checked it (when the caller made it up)",
+    )
+
+
+class PharmacistRef(ResponseModel):
+    id: str
+    name: str
+
+
+class DispensingPharmacistsOut(ResponseModel):
+    dispensed_by: PharmacistRef | None
+    dispensed_at: datetime | None
+    checked_by: PharmacistRef | None
+    checked_at: datetime | None
+
+
 class DispenseOut(ResponseModel):
     status: str  # the prescription's
     delivery_status: str
     partner: str | None
+    dispensed_by: PharmacistRef | None = None
+    dispensed_at: datetime | None = None
+    checked_by: PharmacistRef | None = None
+    checked_at: datetime | None = None
+
+
+@router.post(
+    "/pharmacy/prescriptions/<prescription_id>/prepare",
+    summary="调配: record that the caller has made up an approved, paid prescription; another pharmacist "
+    "then checks it and issues it (dispense)",
+    response=DispensingPharmacistsOut,
+    roles=["pharmacist"],
+    errors={409: ["drug_fee_unpaid", "no_delivery_address", "illegal_transition", "already_prepared"]},
+)
+def prepare(prescription_id: str, principal: Any) -> DispensingPharmacistsOut:
+    done = review.prepare(principal.id, prescription_id)
+    return DispensingPharmacistsOut(**review.dispensing_pharmacists(done.prescription_id).as_dict())
 
 
 @router.post(
     "/pharmacy/prescriptions/<prescription_id>/dispense",
-    summary="Dispense an approved and paid prescription (once) and route it to a delivery partner "
-    "or the pharmacy counter",
+    summary="核对、发药: issue an approved and paid prescription (once) made up by one pharmacist and checked "
+    "by another, and route it to a delivery partner or the pharmacy counter. The caller is one of the two: "
+    "the checker of what another made up (recorded with prepare, or named in dispensed_by), or the "
+    "dispenser naming the on-duty pharmacist who checked it (checked_by). The body may be empty.",
+    body=DispenseIn,
+    body_optional=True,
     response=DispenseOut,
     roles=["pharmacist"],
-    errors={409: ["drug_fee_unpaid", "no_delivery_address", "illegal_transition"]},
+    errors={
+        409: ["drug_fee_unpaid", "no_delivery_address", "illegal_transition", "already_prepared"],
+        422: ["checker_required", "same_pharmacist", "not_a_pharmacist", "pharmacist_off_duty", "not_involved"],
+    },
 )
-def dispense(prescription_id: str, principal: Any) -> DispenseOut:
-    delivery = review.dispense(principal.id, prescription_id)
+def dispense(prescription_id: str, body: DispenseIn, principal: Any) -> DispenseOut:
+    delivery = review.dispense(
+        principal.id, prescription_id, dispensed_by=body.dispensed_by, checked_by=body.checked_by
+    )
     rx = db.session.get(Prescription, delivery.prescription_id)
     assert rx is not None
     partner = db.session.get(DeliveryPartner, delivery.partner_id) if delivery.partner_id else None
     return DispenseOut(
-        status=rx.status.value, delivery_status=delivery.status.value, partner=partner.name if partner else None
+        status=rx.status.value,
+        delivery_status=delivery.status.value,
+        partner=partner.name if partner else None,
+        **review.dispensing_pharmacists(rx.id).as_dict(),
     )
 
 

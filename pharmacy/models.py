@@ -138,5 +138,12 @@ class Review(Base):
     address: Mapped[str | None] = mapped_column(EncryptedText)
     region_code: Mapped[str | None] = mapped_column(String(12))
     collect: Mapped[bool] = mapped_column(Boolean, default=False)
+    # 调配 and 核对、发药 (处方管理办法 第三十七条, 处方标准 后记): the pharmacist who made up the
+    # prescription and the other pharmacist who checked it against it and issued it. The API
+    # calls them `dispensed_by` and `checked_by`; a prescription is `dispensed` once checked.
+    prepared_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("accounts.id"))
+    prepared_at: Mapped[datetime | None]
+    checked_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("accounts.id"))
+    checked_at: Mapped[datetime | None]
 
     prescription: Mapped[Prescription] = relationship(lazy="joined")

@@ -12,8 +12,10 @@ has reviewed it. Here:
   content plus the decision);
 - the drug fee is owed after approval (PaymentsPort, purpose "drug_fee"); with payments
   off it is waived at approval, i.e. payable on collection/delivery outside the system;
-- `dispense` needs approval AND payment (no 先药后方), happens once (the prescription's
-  transition function refuses a second), then routes the delivery.
+- `dispense` needs approval AND payment (no 先药后方) and two pharmacists: one who made it
+  up (调配, `prepare` or named) and another who checked and issued it (核对、发药); it
+  happens once (the prescription's transition function refuses a second), then routes
+  the delivery.
 """
 
 from __future__ import annotations
@@ -30,11 +32,11 @@ from sqlalchemy import event, or_, select, update
 from sqlalchemy.orm import Session
 
 from clinic.core import audit
-from clinic.core.db import db, get_or_404, new_id, utcnow
-from clinic.core.errors import Conflict, Forbidden, Invalid, RuleRefusal, Violation
+from clinic.core.db import as_uuid, db, get_or_404, new_id, utcnow
+from clinic.core.errors import Conflict, DomainError, Forbidden, Invalid, RuleRefusal, Violation
 from clinic.core.pages import bj
 from clinic.visits.models import Visit
-from identity.models import Account, Institution, StaffProfile
+from identity.models import Account, Institution, Role, StaffProfile
 from identity.services import require_qualified_pharmacist
 from pharmacy import notify, regions, rules, services
 from pharmacy.models import Delivery, Review
@@ -356,7 +358,14 @@ def _document_facts(rx_id: uuid.UUID) -> dict[str, Any] | None:
         return None
     pharmacist = db.session.get(Account, review.decided_by)
     name = (pharmacist.staff.name if pharmacist.staff else pharmacist.display_name) if pharmacist else None
-    return {"reviewer": name, "amount_fen": None if review.fee_waived else review.fee_fen}
+    people = dispensing_pharmacists(rx_id)
+    return {
+        "reviewer": name,
+        "amount_fen": None if review.fee_waived else review.fee_fen,
+        # 调配 and 核对、发药: only once issued (a prescription made up but not checked prints blank)
+        "dispenser": _staff_name(people.dispensed_by) if review.checked_by else None,
+        "checker": _staff_name(people.checked_by) if review.checked_by else None,
+    }
 
 
 rx_services.on_review_facts(_document_facts)
@@ -438,18 +447,172 @@ def mark_drug_fee_paid(prescription_id: uuid.UUID) -> Review | None:
     return review
 
 
-def dispense(pharmacist_id: str, prescription_id: str) -> Delivery:
-    """Dispense an approved, paid prescription once, and route it to the patient's door."""
-    _pharmacist(pharmacist_id)
+def _staff_name(account: Account | None) -> str:
+    if account is None:
+        return ""
+    return account.staff.name if account.staff else account.display_name
+
+
+def _not_a_pharmacist(role: str, qualified: bool) -> Invalid:
+    fields = [{"loc": role}]
+    if role == "dispensed_by":
+        if qualified:
+            return Invalid(
+                "The dispensing pharmacist named is not a pharmacist here.", code="not_a_pharmacist", fields=fields
+            )
+        return Invalid(
+            "The dispensing pharmacist named has no valid pharmacist qualification.",
+            code="not_a_pharmacist",
+            fields=fields,
+        )
+    if qualified:
+        return Invalid(
+            "The checking pharmacist named is not a pharmacist here.", code="not_a_pharmacist", fields=fields
+        )
+    return Invalid(
+        "The checking pharmacist named has no valid pharmacist qualification.", code="not_a_pharmacist", fields=fields
+    )
+
+
+def _named_pharmacist(account_id: str, role: str) -> Account:
+    """A pharmacist the caller names as the dispenser or the checker: qualified and on duty."""
+    key = as_uuid(account_id)
+    account = db.session.get(Account, key) if key is not None else None
+    if account is None or account.role != Role.PHARMACIST or not account.active:
+        raise _not_a_pharmacist(role, qualified=True)
+    try:
+        require_qualified_pharmacist(account)
+    except DomainError:
+        raise _not_a_pharmacist(role, qualified=False) from None
+    if account.staff is None or not account.staff.on_duty:
+        raise Invalid("The pharmacist named is not on duty.", code="pharmacist_off_duty", fields=[{"loc": role}])
+    return account
+
+
+def _dispensable(rx: Prescription, review: Review | None) -> Review:
+    """Approved, paid, and the patient has said where it goes; else the refusal."""
+    if rx.status != PrescriptionStatus.APPROVED or review is None:
+        raise Conflict(
+            "Only an approved prescription that is not dispensed yet can be made up and issued.",
+            code="illegal_transition",
+            current=rx.status.value,
+        )
+    if review.paid_at is None:
+        raise DrugFeeUnpaid()
+    if not review.collect and not review.address:
+        raise NoDeliveryAddress()
+    return review
+
+
+def on_duty_pharmacists(exclude: str | None = None) -> list[Account]:
+    """Pharmacists who may check now (qualified, active, on duty), by name; not `exclude`."""
+    accounts = db.session.scalars(
+        select(Account)
+        .join(StaffProfile, StaffProfile.account_id == Account.id)
+        .where(Account.role == Role.PHARMACIST, Account.active.is_(True), StaffProfile.on_duty.is_(True))
+        .order_by(StaffProfile.name)
+    ).all()
+    out = []
+    for account in accounts:
+        if exclude is not None and str(account.id) == exclude:
+            continue
+        try:
+            require_qualified_pharmacist(account)
+        except DomainError:
+            continue
+        out.append(account)
+    return out
+
+
+def prepare(pharmacist_id: str, prescription_id: str) -> Review:
+    """调配: the caller has made up an approved, paid prescription; another pharmacist checks
+    it and issues it (`dispense`). Recording it again by the same pharmacist changes nothing."""
+    me = _pharmacist(pharmacist_id)
     rx = _rx(prescription_id)
-    review = _locked_review(rx.id)
-    if rx.status == PrescriptionStatus.APPROVED:
-        if review is None or review.paid_at is None:
-            raise DrugFeeUnpaid()
-        if not review.collect and not review.address:
-            raise NoDeliveryAddress()
-    rx_services.transition(rx, "dispensed", reason="dispensed by pharmacist")  # once: refuses any other status
-    assert review is not None
+    review = _dispensable(rx, _locked_review(rx.id))
+    if review.prepared_by is not None:
+        if review.prepared_by == me.id:
+            return review
+        raise Conflict(
+            "Another pharmacist has already made up this prescription; check it and issue it instead.",
+            code="already_prepared",
+        )
+    review.prepared_by, review.prepared_at = me.id, utcnow()
+    audit.record(
+        db.session(),
+        "prescription.prepared",
+        subject_type="prescription",
+        subject_id=rx.id,
+        detail={"dispensed_by": str(me.id)},
+    )
+    db.session.flush()
+    return review
+
+
+def _pair_refusal(code: str) -> DomainError:
+    if code == "checker_required":
+        return Invalid(
+            "Two pharmacists dispense: name the pharmacist who checks and issues it, or record that you "
+            "made it up and let another pharmacist check it.",
+            code="checker_required",
+        )
+    if code == "already_prepared":
+        return Conflict(
+            "Another pharmacist has already made up this prescription; the dispenser named differs.",
+            code="already_prepared",
+        )
+    if code == "same_pharmacist":
+        return Invalid(
+            "The pharmacist who checks and issues a prescription must not be the one who made it up.",
+            code="same_pharmacist",
+        )
+    return Invalid("You must be the dispensing or the checking pharmacist yourself.", code="not_involved")
+
+
+def dispense(
+    pharmacist_id: str,
+    prescription_id: str,
+    *,
+    dispensed_by: str | None = None,
+    checked_by: str | None = None,
+) -> Delivery:
+    """核对、发药: an approved, paid prescription made up by one pharmacist (调配) and checked
+    by another is issued, once, and routed to the patient's door or the counter.
+
+    The caller is one of the two (pharmacy.rules.dispensing_pair): the checker, when another
+    pharmacist recorded making it up (`prepare`) or is named in `dispensed_by`; or the
+    dispenser, naming the on-duty colleague who checked it in `checked_by`."""
+    me = _pharmacist(pharmacist_id)
+    rx = _rx(prescription_id)
+    review = _dispensable(rx, _locked_review(rx.id))
+    pair = rules.dispensing_pair(
+        str(me.id),
+        str(review.prepared_by) if review.prepared_by else None,
+        str(as_uuid(dispensed_by) or dispensed_by) if dispensed_by else None,
+        str(as_uuid(checked_by) or checked_by) if checked_by else None,
+    )
+    if isinstance(pair, str):
+        raise _pair_refusal(pair)
+    dispenser = me if pair.dispenser == str(me.id) else _named_pharmacist(pair.dispenser, "dispensed_by")
+    checker = me if pair.checker == str(me.id) else _named_pharmacist(pair.checker, "checked_by")
+    now = utcnow()
+    if review.prepared_by is None:
+        review.prepared_by, review.prepared_at = dispenser.id, now
+    review.checked_by, review.checked_at = checker.id, now
+    rx_services.transition(rx, "dispensed", reason="dispensed by pharmacist", now=now)  # once
+    audit.record(
+        db.session(),
+        "prescription.dispensing_pharmacists",
+        subject_type="prescription",
+        subject_id=rx.id,
+        detail={
+            "dispensed_by": str(dispenser.id),
+            "prepared_at": review.prepared_at.isoformat() if review.prepared_at else None,
+            "checked_by": str(checker.id),
+            "checked_at": now.isoformat(),
+            "recorded_by": str(me.id),
+        },
+    )
     items = [
         {
             "drug_id": str(i.drug_id),
@@ -480,6 +643,38 @@ def dispense(pharmacist_id: str, prescription_id: str) -> Delivery:
             review.recipient_name or "", review.recipient_phone or "", review.address or "", review.region_code or ""
         ),
         items,
+    )
+
+
+@dataclass(frozen=True)
+class DispensingPharmacists:
+    dispensed_by: Account | None
+    dispensed_at: datetime | None
+    checked_by: Account | None
+    checked_at: datetime | None
+
+    def as_dict(self) -> dict[str, Any]:
+        def who(a: Account | None) -> dict[str, str] | None:
+            return {"id": str(a.id), "name": _staff_name(a)} if a is not None else None
+
+        return {
+            "dispensed_by": who(self.dispensed_by),
+            "dispensed_at": self.dispensed_at,
+            "checked_by": who(self.checked_by),
+            "checked_at": self.checked_at,
+        }
+
+
+def dispensing_pharmacists(rx_id: uuid.UUID) -> DispensingPharmacists:
+    review = db.session.get(Review, rx_id)
+    if review is None:
+        return DispensingPharmacists(None, None, None, None)
+    get = db.session.get
+    return DispensingPharmacists(
+        get(Account, review.prepared_by) if review.prepared_by else None,
+        review.prepared_at,
+        get(Account, review.checked_by) if review.checked_by else None,
+        review.checked_at,
     )
 
 
@@ -598,6 +793,9 @@ class QueueRow:
     paid: bool
     collect: bool
     has_address: bool
+    prepared_by: str = ""  # 调配: the name of the pharmacist who made it up, if recorded
+    prepared_at: datetime | None = None
+    prepared_by_me: bool = False
 
 
 def _rows(reviews: list[Review], pharmacist_id: str, now: datetime) -> list[QueueRow]:
@@ -609,6 +807,12 @@ def _rows(reviews: list[Review], pharmacist_id: str, now: datetime) -> list[Queu
         v.id: v for v in db.session.scalars(select(Visit).where(Visit.id.in_([rx.visit_id for rx in rxs.values()])))
     }
     me = uuid.UUID(pharmacist_id)
+    preparers = {
+        s.account_id: s.name
+        for s in db.session.scalars(
+            select(StaffProfile).where(StaffProfile.account_id.in_({r.prepared_by for r in reviews if r.prepared_by}))
+        )
+    }
     rows = []
     for r in reviews:
         rx = rxs[r.prescription_id]
@@ -633,6 +837,9 @@ def _rows(reviews: list[Review], pharmacist_id: str, now: datetime) -> list[Queu
                 paid=r.paid_at is not None,
                 collect=bool(r.collect),
                 has_address=bool(r.collect or r.address),
+                prepared_by=preparers.get(r.prepared_by, "") if r.prepared_by else "",
+                prepared_at=r.prepared_at,
+                prepared_by_me=r.prepared_by == me,
             )
         )
     return rows
@@ -700,6 +907,9 @@ def dispensing_label(pharmacist_id: str, prescription_id: str) -> dict[str, Any]
         or (pharmacist.staff.name if pharmacist.staff else pharmacist.display_name),
         "approved_at": review.decided_at if review else None,
         "cold_chain": any(i.cold_chain for i in rx.items),
+        # 调配 / 核对、发药 once recorded (the label may be printed before the check)
+        "dispenser": _staff_name(db.session.get(Account, review.prepared_by)) if review and review.prepared_by else "",
+        "checker": _staff_name(db.session.get(Account, review.checked_by)) if review and review.checked_by else "",
     }
 
 

@@ -244,6 +244,52 @@ def decision_problems(decision: str, reasons: list[str], signature_valid: bool, 
     return problems
 
 
+# --- dispensing: 调配 and 核对、发药 ---------------------------------------------------------------
+#
+# 处方管理办法 第三十七条 asks the pharmacist who dispenses to do 四查十对 (check the prescription,
+# the drugs, incompatibilities and appropriateness against department, name, age, drug name,
+# form, strength, quantity, appearance, dosage and diagnosis), and the 处方标准's 后记 has one
+# signature field for 调配 and another for 核对、发药. This clinic reads them as two people: the
+# check is a second pharmacist's independent look at what the first made up; one person
+# checking their own work is no 核对. Neither text says so in words, so this is a choice: a
+# pharmacy with one pharmacist on duty cannot issue online prescriptions until a second one is
+# there to check.
+# The reviewer (审核) may be either of the two: nothing asks for a third person.
+
+
+@dataclass(frozen=True)
+class DispensingPair:
+    dispenser: str  # 调配: made up the prescription
+    checker: str  # 核对、发药: checked it against the prescription and issued it
+
+
+DISPENSING_PROBLEMS = ("checker_required", "already_prepared", "not_involved", "same_pharmacist")
+
+
+def dispensing_pair(
+    caller: str, prepared_by: str | None, dispensed_by: str | None, checked_by: str | None
+) -> DispensingPair | str:
+    """Who dispensed and who checked, or the problem code.
+
+    `prepared_by`: who recorded making it up earlier (the first step), if anyone;
+    `dispensed_by` / `checked_by`: what the caller says now (either may be left out).
+    The caller is one of the two: a checker who checks what another made up, or a dispenser
+    who names the colleague at the counter who checked it.
+    """
+    if prepared_by and dispensed_by and dispensed_by != prepared_by:
+        return "already_prepared"
+    dispenser = prepared_by or dispensed_by
+    if dispenser is None and checked_by is None:
+        return "checker_required"
+    dispenser = dispenser or caller
+    checker = checked_by or caller
+    if dispenser == checker:
+        return "same_pharmacist"
+    if caller not in (dispenser, checker):
+        return "not_involved"
+    return DispensingPair(dispenser, checker)
+
+
 # --- partner endpoints -----------------------------------------------------------------------
 
 

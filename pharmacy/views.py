@@ -93,14 +93,38 @@ def reviewed() -> str:
 @bp.get("/pharmacy/to-dispense")
 @pharmacist_page
 def to_dispense() -> str:
-    return render_template("pharmacy/to_dispense.html", rows=review.dispense_rows(str(current_user.id)))
+    me = str(current_user.id)
+    return render_template(
+        "pharmacy/to_dispense.html",
+        rows=review.dispense_rows(me),
+        checkers=[(str(a.id), a.staff.name if a.staff else a.display_name) for a in review.on_duty_pharmacists(me)],
+    )
+
+
+@bp.post("/pharmacy/prepare/<prescription_id>")
+@pharmacist_page
+def prepare(prescription_id: str) -> Response:
+    """调配: I have made it up; another pharmacist checks it and issues it."""
+    try:
+        review.prepare(str(current_user.id), prescription_id)
+    except DomainError as err:
+        flash(handle_refusal(err), "error")
+    else:
+        flash(_("Recorded that you made it up; another pharmacist now checks it and issues it."), "success")
+    return redirect(url_for("pharmacy.to_dispense"))
 
 
 @bp.post("/pharmacy/dispense/<prescription_id>")
 @pharmacist_page
 def dispense(prescription_id: str) -> Response:
+    """核对、发药: I check what another made up, or I made it up and name who checked it."""
+    if request.form.get("four_checks") != "1":
+        flash(_("Confirm the check first: tick the box beside the button."), "error")
+        return redirect(url_for("pharmacy.to_dispense"))
     try:
-        delivery = review.dispense(str(current_user.id), prescription_id)
+        delivery = review.dispense(
+            str(current_user.id), prescription_id, checked_by=request.form.get("checked_by") or None
+        )
     except DomainError as err:
         flash(handle_refusal(err), "error")
     else:

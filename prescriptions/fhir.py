@@ -2,8 +2,9 @@
 
 One MedicationRequest per prescription item (FHIR orders one medication each); the
 items of one prescription share `groupIdentifier` (the prescription id). The signer is
-the `requester`; the pharmacist's review (reviewer, decision, time) is a complex
-extension, since R4 has no element for it. Registered by the app factory:
+the `requester`; the pharmacist's review (reviewer, decision, time) and the dispensing
+pharmacists (who made it up, who checked and issued it, when) are complex extensions,
+since R4's MedicationRequest has no element for them. Registered by the app factory:
 
     register_resource("MedicationRequest", MedicationRequestSource(review_model=Review))
 
@@ -30,6 +31,10 @@ SYS_PRESCRIPTION = "urn:clinic:identifier:prescription"
 SYS_DRUG = "urn:clinic:identifier:drug"
 SYS_STATUS = "urn:clinic:prescription-status"
 EXT_REVIEW = "urn:clinic:fhir:pharmacist-review"
+# 调配 and 核对、发药 (处方管理办法 第三十七条): who made the prescription up and who checked and
+# issued it, with the times. The interface has no MedicationDispense resource; R4's
+# MedicationDispense.performer.function codes name the same two roles (packager, finalchecker).
+EXT_DISPENSE = "urn:clinic:fhir:dispensing-pharmacists"
 EXT_STATUS = "urn:clinic:fhir:prescription-status"
 EXT_SIGNATURE_KID = "urn:clinic:fhir:signature-kid"
 # The physician's prescription JWS and the pharmacist's approval JWS; with a de-identified
@@ -114,6 +119,14 @@ def medication_request(item: PrescriptionItem, rx: Prescription, review: Any, ct
                 ],
             }
         )
+    if review is not None and getattr(review, "checked_by", None) is not None:
+        dispense: list[dict[str, Any]] = []
+        if getattr(review, "prepared_by", None) is not None:
+            dispense.append({"url": "packager", "valueReference": ctx.practitioner_ref(review.prepared_by)})
+            dispense.append({"url": "packagedAt", "valueDateTime": base.instant(review.prepared_at)})
+        dispense.append({"url": "finalchecker", "valueReference": ctx.practitioner_ref(review.checked_by)})
+        dispense.append({"url": "checkedAt", "valueDateTime": base.instant(review.checked_at)})
+        extensions.append({"url": EXT_DISPENSE, "extension": dispense})
     full = ctx.identified
     extensions.append(
         {

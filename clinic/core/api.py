@@ -98,6 +98,7 @@ class Operation:
     raw_body: RawBody | None = None  # a non-JSON request body the handler reads itself
     auth: str = "bearer"  # bearer | none | custom (signature schemes)
     idempotent: bool = False  # takes an Idempotency-Key header (clinic.core.idempotency)
+    body_optional: bool = False  # an empty body reads as {} (every field of `body` optional)
 
     @property
     def path(self) -> str:
@@ -138,6 +139,7 @@ class ApiRouter:
         raw_body: RawBody | None = None,
         auth: str = "bearer",
         idempotent: bool = False,
+        body_optional: bool = False,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
             self.operations.append(
@@ -160,6 +162,7 @@ class ApiRouter:
                     raw_body=raw_body,
                     auth=auth if roles is None else "bearer",
                     idempotent=idempotent,
+                    body_optional=body_optional,
                 )
             )
             return fn
@@ -258,7 +261,8 @@ def _view(op: Operation) -> Callable[..., Response]:
             # JSON or multipart: the same body model, read from the form fields.
             kwargs["body"] = _parse(op.body, request.form.to_dict(), "form")
         elif op.body is not None:
-            kwargs["body"] = _parse(op.body, _json_body(), "body")
+            empty = op.body_optional and not request.get_data(cache=True).strip()
+            kwargs["body"] = _parse(op.body, {} if empty else _json_body(), "body")
         if op.query is not None:
             kwargs["query"] = _parse(op.query, request.args.to_dict(), "query")
         if op.form is not None:
@@ -401,7 +405,10 @@ def openapi_document(operations: list[Operation]) -> dict[str, Any]:
                 },
             }
         elif op.body is not None:
-            doc["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref[op.body]}}}
+            doc["requestBody"] = {
+                "required": not op.body_optional,
+                "content": {"application/json": {"schema": ref[op.body]}},
+            }
         elif op.form is not None or op.files:
             fs: dict[str, Any] = dict(schemas.get(op.form.__name__, {})) if op.form else {}
             props: dict[str, Any] = dict(fs.get("properties", {}))

@@ -43,6 +43,10 @@ def pharmacist(client: FlaskClient) -> dict[str, str]:
     return f.auth(f.token(client, f.staff(Role.PHARMACIST).username))
 
 
+def account_id(client: FlaskClient, h: dict[str, str]) -> str:
+    return str(client.get("/api/v1/me", headers=h).get_json()["id"])
+
+
 def status(rx: str) -> str:
     got = db.session.get(Prescription, uuid.UUID(rx), populate_existing=True)
     assert got is not None
@@ -118,9 +122,18 @@ def test_claim_review_approve_pay_dispense_deliver(client: FlaskClient, partner_
     )
     assert out.status_code == 200 and out.get_json()["paid"] is True, out.get_json()
 
-    disp = client.post(f"/api/v1/pharmacy/prescriptions/{p['rx']}/dispense", headers=a)
+    # A made it up (调配) and names B, on duty beside A, as the pharmacist who checked it (核对、发药)
+    disp = client.post(
+        f"/api/v1/pharmacy/prescriptions/{p['rx']}/dispense", json={"checked_by": account_id(client, b)}, headers=a
+    )
     assert disp.status_code == 200, disp.get_json()
-    assert disp.get_json() == {"status": "dispensed", "delivery_status": "routed", "partner": "顺达"}
+    got = disp.get_json()
+    assert {k: got[k] for k in ("status", "delivery_status", "partner")} == {
+        "status": "dispensed",
+        "delivery_status": "routed",
+        "partner": "顺达",
+    }
+    assert got["dispensed_by"]["id"] == account_id(client, a) and got["checked_by"]["id"] == account_id(client, b)
     assert len(partner_server.orders) == 1  # sent right after the commit, signed
     track = client.get(f"/api/v1/prescriptions/{p['rx']}/delivery", headers=a).get_json()
     assert track["status"] == "dispatched"
@@ -233,6 +246,9 @@ def test_no_dispensing_before_the_drug_fee_is_paid(
     assert status(p["rx"]) == "approved"
     with acting_as(Actor(None, "payments")), unit_of_work():
         review.mark_drug_fee_paid(uuid.UUID(p["rx"]))
-    resp = client.post(f"/api/v1/pharmacy/prescriptions/{p['rx']}/dispense", headers=a)
+    b = pharmacist(client)  # checks what A made up and hands it over at the counter
+    resp = client.post(
+        f"/api/v1/pharmacy/prescriptions/{p['rx']}/dispense", json={"dispensed_by": account_id(client, a)}, headers=b
+    )
     assert resp.status_code == 200 and resp.get_json()["delivery_status"] == "collect_at_pharmacy"
     jobs.drain()

@@ -1,6 +1,7 @@
 """A pharmacist's day at a desk (1366×768), by the links and buttons on the screen only:
 the queue from the menu, claim, return one with a reason, approve the next, print the
-dispensing label, dispense. Every page on the way is checked for raw codes."""
+dispensing label, make it up (调配) and hand it to a colleague, who checks it and issues it
+(核对、发药) at their own desk. Every page on the way is checked for raw codes."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from typing import Any
 from flask.testing import FlaskClient
 from playwright.sync_api import expect
 
-from identity.models import Role
+from clinic.core.audit import Actor, acting_as
+from clinic.core.db import db, unit_of_work
+from identity.models import Role, StaffProfile
 from tests.browser.staff import assert_readable, desk, log_in
 from tests.support import factories as f
 from tests.support.live_server import LiveServer
@@ -29,6 +32,13 @@ def test_a_pharmacists_day(
     )
     assert first.status_code == 201, first.get_json()
     pharmacist = f.staff(Role.PHARMACIST)
+    checker = f.staff(Role.PHARMACIST)
+    made_up_by = "王敏"
+    with acting_as(Actor(None, "test")), unit_of_work():
+        for account, name in ((pharmacist, made_up_by), (checker, "李静")):
+            staff = db.session.get(StaffProfile, account.id)
+            assert staff is not None
+            staff.name = name
 
     with desk(browser, live_server.url, screenshot_dir, f"{backend['name']}-pharmacist") as (page, shot):
         log_in(page, pharmacist.username)
@@ -84,13 +94,36 @@ def test_a_pharmacists_day(
         assert patient.status_code == 200, patient.get_json()
         page.get_by_role("link", name="待发药").click()
         expect(page.locator("#to-dispense tbody tr")).to_have_count(1)
+        # the colleague on duty is offered as the checker; this pharmacist is not
+        expect(page.locator("#to-dispense select option")).to_have_text(["— 请选择 —", "李静"])
         assert_readable(page)
         shot("04-to-dispense")
-        page.get_by_role("button", name="发药").click()
+        # 调配: this pharmacist made it up and hands it over; checking it alone is not offered
+        page.get_by_role("button", name="调配完成，交他人核对").click()
+        expect(page.locator(".flash")).to_contain_text("已记录由您调配")
+        expect(page.locator("#to-dispense .prepared")).to_contain_text("本人已调配")
+        expect(page.get_by_role("button", name="核对无误，发药")).to_have_count(0)
+        assert_readable(page)
+        shot("05-made-up")
+
+    # 核对、发药: the colleague checks it at their own desk
+    with desk(browser, live_server.url, screenshot_dir, f"{backend['name']}-checker") as (page, shot):
+        log_in(page, checker.username)
+        page.get_by_role("link", name="待发药").click()
+        row = page.locator("#to-dispense tbody tr")
+        expect(row).to_contain_text(f"{made_up_by} 已调配")
+        page.get_by_role("button", name="核对无误，发药").click()  # the box is not ticked yet
+        expect(page.locator("#to-dispense tbody tr")).to_have_count(1)  # the browser asks for the tick
+        page.get_by_label("已按“四查十对”核对").check()
+        assert_readable(page)
+        shot("06-check")
+        page.get_by_role("button", name="核对无误，发药").click()
         expect(page.locator(".flash")).to_contain_text("已发药")
         page.locator("#just-label").click()
         expect(page.locator("#label")).to_contain_text("苯磺酸氨氯地平片")
         expect(page.locator("#label")).to_contain_text("每日一次")
+        expect(page.locator("#label-pharmacists")).to_contain_text(f"调配: {made_up_by}")
+        expect(page.locator("#label-pharmacists")).to_contain_text("核对、发药: 李静")
         expect(page.get_by_role("button", name="打印")).to_be_visible()
         assert_readable(page)
-        shot("05-label")
+        shot("07-label")

@@ -187,8 +187,8 @@ def test_one_prescription_dispensed_twice_at_once(
         json={"items": [item(v["drugs"]["amlodipine"])]},
         headers=f.auth(v["face"]),
     ).get_json()["id"]
-    a = f.auth(f.token(client, f.staff(Role.PHARMACIST).username))
-    b = f.auth(f.token(client, f.staff(Role.PHARMACIST).username))
+    pa, pb = f.staff(Role.PHARMACIST), f.staff(Role.PHARMACIST)
+    a, b = f.auth(f.token(client, pa.username)), f.auth(f.token(client, pb.username))
     assert client.post("/api/v1/pharmacy/queue/claim", headers=a).status_code == 200
     decided = client.post(f"/api/v1/pharmacy/prescriptions/{rx}/review", json={"decision": "approve"}, headers=a)
     assert decided.status_code == 200, decided.get_json()
@@ -198,9 +198,12 @@ def test_one_prescription_dispensed_twice_at_once(
     assert checkout.status_code == 200 and checkout.get_json()["paid"] is True, checkout.get_json()
     url = f"/api/v1/pharmacy/prescriptions/{rx}/dispense"
     other = ctx.test_client()
-    overtaken = interleave(monkeypatch, review, "_rx", lambda: other.post(url, headers=b))
+    # each made it up and names the other as the checking pharmacist: two valid requests
+    overtaken = interleave(
+        monkeypatch, review, "_rx", lambda: other.post(url, json={"checked_by": str(pa.id)}, headers=b)
+    )
 
-    resp = client.post(url, headers=a)
+    resp = client.post(url, json={"checked_by": str(pb.id)}, headers=a)
 
     assert overtaken[0].status_code == 200, overtaken[0].get_json()
     # Dispensing re-reads the prescription with its review (locked on PostgreSQL), so the

@@ -55,11 +55,26 @@ def test_pharmacist_claims_reviews_and_patient_tracks(client: FlaskClient, ctx: 
     page = saved.get_data(as_text=True)
     assert '<span class="badge approved">审核通过</span>' in page
     assert '<p id="delivery-status" data-status="not_dispensed">尚未发药' in page
+    # 调配 by this pharmacist, 核对、发药 by another on their own screen
     queue = ph.get("/pharmacy/queue").get_data(as_text=True)
-    dispensed = ph.post(f"/pharmacy/dispense/{rx}", data={"csrf_token": extract_csrf(queue)})
+    alone = ph.post(f"/pharmacy/dispense/{rx}", data={"csrf_token": extract_csrf(queue), "four_checks": "1"})
+    assert alone.status_code == 302  # nobody named to check: refused, nothing dispensed
+    assert "须由另一位药师核对" in ph.get("/pharmacy/to-dispense").get_data(as_text=True)
+    prepared = ph.post(f"/pharmacy/prepare/{rx}", data={"csrf_token": extract_csrf(queue)})
+    assert prepared.status_code == 302
+    assert "本人已调配" in ph.get("/pharmacy/to-dispense").get_data(as_text=True)
+    checker = f.staff(Role.PHARMACIST)
+    ph2 = login(ctx, checker.username)
+    listing = ph2.get("/pharmacy/to-dispense").get_data(as_text=True)
+    assert "已调配" in listing and "核对无误，发药" in listing
+    unticked = ph2.post(f"/pharmacy/dispense/{rx}", data={"csrf_token": extract_csrf(listing)})
+    assert unticked.status_code == 302 and "四查十对" in ph2.get("/pharmacy/to-dispense").get_data(as_text=True)
+    dispensed = ph2.post(f"/pharmacy/dispense/{rx}", data={"csrf_token": extract_csrf(listing), "four_checks": "1"})
     assert dispensed.status_code == 302
-    after = ph.get("/pharmacy/to-dispense").get_data(as_text=True)
+    after = ph2.get("/pharmacy/to-dispense").get_data(as_text=True)
     assert "已发药；配送状态：请到药房自取" in after and f"/pharmacy/label/{rx}" in after
+    label_page = ph2.get(f"/pharmacy/label/{rx}").get_data(as_text=True)
+    assert checker.staff is not None and checker.staff.name in label_page
     label = ph.get(f"/pharmacy/label/{rx}").get_data(as_text=True)
     assert "苯磺酸氨氯地平片" in label and "每日一次" in label
     page = patient.get(f"/prescriptions/{rx}/track").get_data(as_text=True)
