@@ -178,7 +178,10 @@ def test_from_registration_to_a_delivered_prescription_on_a_phone(
     shoot("rx-04-address")
 
     # --- dispensed and delivered (pharmacist, partner callbacks); the timeline follows ------
-    disp = api.post(f"/api/v1/pharmacy/prescriptions/{rx}/dispense", headers=pharmacist)
+    checker = f.staff(Role.PHARMACIST)  # 调配 by the reviewer, 核对、发药 by a colleague
+    disp = api.post(
+        f"/api/v1/pharmacy/prescriptions/{rx}/dispense", json={"checked_by": str(checker.id)}, headers=pharmacist
+    )
     assert disp.status_code == 200, disp.get_json()
     pid = partner_id
     for st in ("picked_up", "delivered"):
