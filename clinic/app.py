@@ -72,6 +72,7 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     from clinic.regulator import api as regulator_api
     from clinic.regulator import cli as regulator_cli
     from clinic.regulator import services as regulator_services
+    from clinic.regulator import telemedicine_fhir as regulator_telemedicine_fhir
     from clinic.telemedicine import api as telemedicine_api
     from clinic.telemedicine import services as telemedicine_services
     from clinic.visits import api as visits_api
@@ -148,6 +149,7 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     from clinic.family_doctor import fhir as fd_fhir
 
     fd_fhir.register()  # CarePlan (family-doctor contracts, follow-ups), Observation (home readings)
+    regulator_telemedicine_fhir.register()  # ServiceRequest, Task, DiagnosticReport (between institutions)
     # GET /visits/{id} lists the visit's prescriptions: the visit domain cannot import them.
     app.extensions.setdefault("visit_extras", []).append(rx_api.visit_prescriptions)
     from clinic.family_doctor import services as fd_services

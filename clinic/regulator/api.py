@@ -59,7 +59,8 @@ class FhirQuery(RequestModel):
     "/regulator/fhir/<resource>",
     summary=(
         "Read-only FHIR R4 searchset Bundle of Organization, Practitioner, Patient, Condition, Encounter, "
-        "MedicationRequest or AuditEvent in a time window (at most 31 days), paged; every read is audited"
+        "MedicationRequest, AuditEvent, CarePlan, Observation, ServiceRequest, Task or DiagnosticReport in a "
+        "time window (at most 31 days), paged; every read is audited"
     ),
     query=FhirQuery,
     roles=["regulator"],

@@ -155,6 +155,11 @@ RESOURCE_TYPES = (
     "AuditEvent",
     "CarePlan",  # family-doctor contracts and follow-ups (clinic/family_doctor/fhir.py)
     "Observation",  # home readings
+    # between institutions (clinic/regulator/telemedicine_fhir.py): consultations and referrals,
+    # their Task states, and the signed consultation opinions
+    "ServiceRequest",
+    "Task",
+    "DiagnosticReport",
 )
 _registry: dict[str, ResourceSource] = {}
 
@@ -464,6 +469,8 @@ def _entity_what(e: AuditEntry, ctx: FhirContext) -> dict[str, Any]:
         return {"reference": f"Encounter/{sid}"}
     if kind == "diagnosis":
         return {"reference": f"Condition/{sid}"}
+    if kind in ("consultation", "referral") and sid:  # between institutions: telemedicine_fhir.py's ids
+        return {"reference": f"ServiceRequest/{kind}-{sid}"}
     return {"identifier": {"system": f"urn:clinic:{kind or 'subject'}", "value": sid or "-"}}
 
 
@@ -575,6 +582,8 @@ def register_clinic_resources() -> None:
     _registry.setdefault("MedicationRequest", EmptySource())
     _registry.setdefault("CarePlan", EmptySource())
     _registry.setdefault("Observation", EmptySource())
+    for name in ("ServiceRequest", "Task", "DiagnosticReport"):
+        _registry.setdefault(name, EmptySource())
 
 
 register_clinic_resources()

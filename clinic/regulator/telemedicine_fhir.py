@@ -1,0 +1,253 @@
+"""Remote consultations and two-way referrals between institutions (issue 19 item 6) for the
+regulators' FHIR interface, as this institution keeps them, built with `fhir.resources`
+R4B models (the same in R4 for these three types) and de-identified unless the scope
+allows identity.
+
+- ServiceRequest, one per consultation and per referral, in the role this institution
+  played (inviting or invited; sending or receiving): who asked (requester) whom
+  (performer), for which patient, why (ICD-10 reasonCode), when, how urgent, the
+  attachments sent with it (supportingInfo, by their shared id), the appointment and
+  place of an accepted referral. Its window time is when it was requested.
+- Task, one per ServiceRequest (same id): the FHIR Task status the two institutions
+  exchanged (requested … completed, rejected, cancelled, failed), the owner, the
+  execution period, the opinion as output, acknowledgement / outcome as businessStatus.
+  Its window time is also the request's.
+- DiagnosticReport, one per consultation opinion (会诊意见, LOINC 11488-4 Consult note):
+  who signed it with which key (kid), when; under the identified scope the opinion and
+  recommendations (conclusion) and the signed compact JWS itself (presentedForm), which
+  the regulator can verify. Its window time is the signing time.
+
+(Referrals are read now; the consultations and their opinions are read from their records
+in the same way, registered beside them.)
+
+Both institutions carry the same Task identifier (system SYS_TASK), so a provincial
+platform reading both can join them. A patient known only to the partner (the invited
+side keeps the minimum identity a request carried) is referenced by a keyed pseudonym
+of the partner and the task, with the name only under the identified scope. Free text
+(question, clinical summary, reasons, opinion) is written only under the identified
+scope: it may name the patient.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fhir.resources.R4B.resource import Resource
+from fhir.resources.R4B.servicerequest import ServiceRequest
+from fhir.resources.R4B.task import Task
+from sqlalchemy import Select, select
+
+from clinic.regulator import fhir as base
+from clinic.telemedicine.models import PartnerInstitution, Referral
+from clinic.telemedicine.rules import TaskStatus
+
+SYS_TASK = "urn:clinic:identifier:telemedicine-task"  # shared by both institutions
+SYS_ATTACHMENT = "urn:clinic:identifier:telemedicine-attachment"  # the DocumentReference id, shared
+SYS_PARTNER_PATIENT = "urn:clinic:identifier:partner-patient"  # pseudonym of a partner's patient
+SYS_SERVICE = "urn:clinic:telemedicine-service"
+SYS_OPINION = "urn:clinic:identifier:consultation-opinion"
+EXT_ROLE = "urn:clinic:fhir:telemedicine-role"  # inviting | invited | sending | receiving
+EXT_DEPARTMENT = "urn:clinic:fhir:telemedicine-department"
+EXT_DIRECTION = "urn:clinic:fhir:referral-direction"  # up | down
+EXT_SIGNER_KID = "urn:clinic:fhir:opinion-signer-kid"
+TASK_CODE = "http://hl7.org/fhir/CodeSystem/task-code"
+LOINC = "http://loinc.org"
+
+# ServiceRequest.status from the Task state the institutions exchanged
+REQUEST_STATUS = {
+    TaskStatus.REQUESTED: "active",
+    TaskStatus.ACCEPTED: "active",
+    TaskStatus.IN_PROGRESS: "active",
+    TaskStatus.COMPLETED: "completed",
+    TaskStatus.REJECTED: "revoked",
+    TaskStatus.CANCELLED: "revoked",
+    TaskStatus.FAILED: "revoked",
+}
+CONSULTATION = {"code": "consultation", "display": "远程会诊 Remote consultation"}
+REFERRAL = {"code": "referral", "display": "双向转诊 Two-way referral"}
+
+
+def referral_id(r: Referral) -> str:
+    return f"referral-{r.id}"
+
+
+def _status(value: str) -> TaskStatus:
+    try:
+        return TaskStatus(value)
+    except ValueError:
+        return TaskStatus.FAILED
+
+
+def _partner_ref(p: PartnerInstitution) -> dict[str, Any]:
+    """The partner institution: by its practice licence number, with its name."""
+    return {"identifier": {"system": base.SYS_LICENSE, "value": p.license_no}, "display": p.name}
+
+
+def _person(name: str, title: str, partner: PartnerInstitution) -> dict[str, Any]:
+    """A physician of the partner institution (not a Practitioner of ours): named only."""
+    who = f"{name}（{title}）" if title else name
+    return {"display": f"{who}，{partner.name}" if who else partner.name}
+
+
+def _subject(
+    ctx: base.FhirContext, patient_id: uuid.UUID | None, partner: PartnerInstitution, shared: str, name: str
+) -> dict[str, Any]:
+    if patient_id is not None:
+        return ctx.patient_ref(patient_id)
+    ref: dict[str, Any] = {
+        "identifier": {
+            "system": SYS_PARTNER_PATIENT,
+            "value": base.pseudonym("partner-patient", f"{partner.id}:{shared}"),
+        }
+    }
+    if ctx.identified and name:
+        ref["display"] = name
+    return ref
+
+
+def _extension(role: str, department: str, direction: str | None = None) -> list[dict[str, Any]]:
+    out = [
+        {"url": EXT_ROLE, "valueCode": role},
+        {"url": EXT_DEPARTMENT, "valueString": department},
+    ]
+    if direction:
+        out.append({"url": EXT_DIRECTION, "valueCode": direction})
+    return out
+
+
+def _icd10(code: str, name: str) -> dict[str, Any]:
+    return {"coding": [{"system": base.ICD10, "code": code, "display": name or None}], "text": name or None}
+
+
+def _notes(ctx: base.FhirContext, *texts: tuple[str, str | None]) -> list[dict[str, Any]] | None:
+    if not ctx.identified:
+        return None
+    return [{"text": f"{label}：{value}"} for label, value in texts if value]
+
+
+# --- referrals --------------------------------------------------------------------------------
+
+
+def _referrals(ctx: base.FhirContext) -> Select[Any]:
+    w = ctx.window
+    return (
+        select(Referral)
+        .where(Referral.created_at >= w.since, Referral.created_at < w.until)
+        .order_by(Referral.created_at, Referral.id)
+    )
+
+
+def _referral_parties(r: Referral, ctx: base.FhirContext) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    if r.role == "sending":
+        requester = ctx.practitioner_ref(r.requested_by) if r.requested_by else ctx.organization_ref()
+        performers = [_partner_ref(r.partner)]
+        if r.responder_name:
+            performers.append(_person(r.responder_name, "", r.partner))
+        return requester, performers
+    requester = _person(r.requester_name, "", r.partner) if r.requester_name else _partner_ref(r.partner)
+    performers = [ctx.organization_ref()]
+    if r.responded_by:
+        performers.append(ctx.practitioner_ref(r.responded_by))
+    return requester, performers
+
+
+def referral_request(r: Referral, ctx: base.FhirContext) -> ServiceRequest:
+    requester, performers = _referral_parties(r, ctx)
+    data: dict[str, Any] = {
+        "id": referral_id(r),
+        "identifier": [{"system": SYS_TASK, "value": r.shared_id}],
+        "status": REQUEST_STATUS[_status(r.status)],
+        "intent": "order",
+        "category": [{"coding": [{"system": SYS_SERVICE, **REFERRAL}]}],
+        "code": {
+            "coding": [{"system": SYS_SERVICE, **REFERRAL}],
+            "text": "上转 Referral up" if r.direction == "up" else "下转 Referral down",
+        },
+        "subject": _subject(ctx, r.patient_id, r.partner, r.shared_id, r.patient_name),
+        "encounter": {"reference": f"Encounter/{r.visit_id}"} if r.visit_id else None,
+        "authoredOn": base.instant(r.created_at),
+        "occurrenceDateTime": base.instant(r.appointment_at),
+        "requester": requester,
+        "performer": performers,
+        "reasonCode": [_icd10(d.icd10, d.name) for d in r.diagnoses] or None,
+        "locationCode": [{"text": r.place}] if r.place and ctx.identified else None,
+        "note": _notes(ctx, ("转诊原因 Reason", r.reason), ("病情摘要 Clinical summary", r.summary)),
+        "extension": _extension(r.role, r.department, r.direction),
+    }
+    return ServiceRequest.model_validate(base._clean(data))
+
+
+def referral_task(r: Referral, ctx: base.FhirContext) -> Task:
+    requester, performers = _referral_parties(r, ctx)
+    moments = [t for t in (r.created_at, r.responded_at, r.closed_at) if t is not None]
+    business = None
+    if r.outcome_summary:
+        business = {"text": "接诊结果已回报 Outcome reported"}
+    elif r.appointment_at is not None:
+        business = {"text": "已预约 Appointment given"}
+    data: dict[str, Any] = {
+        "id": referral_id(r),
+        "identifier": [{"system": SYS_TASK, "value": r.shared_id}],
+        "basedOn": [{"reference": f"ServiceRequest/{referral_id(r)}"}],
+        "status": _status(r.status).value,
+        "businessStatus": business,
+        "statusReason": {"text": r.decline_reason} if r.decline_reason and ctx.identified else None,
+        "intent": "order",
+        "code": {"coding": [{"system": TASK_CODE, "code": "fulfill", "display": "Fulfill the focal request"}]},
+        "focus": {"reference": f"ServiceRequest/{referral_id(r)}"},
+        "for": _subject(ctx, r.patient_id, r.partner, r.shared_id, r.patient_name),
+        "authoredOn": base.instant(r.created_at),
+        "lastModified": base.instant(max(moments)) if moments else None,
+        "requester": requester,
+        "owner": performers[-1],
+        "executionPeriod": {"start": base.instant(r.responded_at), "end": base.instant(r.closed_at)}
+        if r.responded_at
+        else None,
+        "output": [{"type": {"text": "转诊结果 Referral outcome"}, "valueString": r.outcome_summary}]
+        if r.outcome_summary and ctx.identified
+        else None,
+        "extension": _extension(r.role, r.department, r.direction),
+    }
+    return Task.model_validate(base._clean(data))
+
+
+# --- sources ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Chained:
+    """One resource type read from several sources, one after the other (consultations, then
+    referrals), paged across them."""
+
+    parts: Sequence[base.ResourceSource]
+
+    def count(self, ctx: base.FhirContext) -> int:
+        return sum(p.count(ctx) for p in self.parts)
+
+    def page(self, ctx: base.FhirContext, offset: int, limit: int) -> list[Resource]:
+        out: list[Resource] = []
+        for part in self.parts:
+            if limit - len(out) <= 0:
+                break
+            n = part.count(ctx)
+            if offset >= n:
+                offset -= n
+                continue
+            out += part.page(ctx, offset, limit - len(out))
+            offset = 0
+        return out
+
+
+def register() -> None:
+    base.register_resource(
+        "ServiceRequest",
+        Chained([base.QuerySource(_referrals, referral_request)]),
+    )
+    base.register_resource(
+        "Task",
+        Chained([base.QuerySource(_referrals, referral_task)]),
+    )
+    # DiagnosticReport: the consultation opinions, registered with the consultations
