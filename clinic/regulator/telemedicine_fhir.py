@@ -17,9 +17,6 @@ allows identity.
   recommendations (conclusion) and the signed compact JWS itself (presentedForm), which
   the regulator can verify. Its window time is the signing time.
 
-(Referrals are read now; the consultations and their opinions are read from their records
-in the same way, registered beside them.)
-
 Both institutions carry the same Task identifier (system SYS_TASK), so a provincial
 platform reading both can join them. A patient known only to the partner (the invited
 side keeps the minimum identity a request carried) is referenced by a keyed pseudonym
@@ -30,18 +27,27 @@ scope: it may name the patient.
 
 from __future__ import annotations
 
+import base64
+import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from fhir.resources.R4B.resource import Resource
 from fhir.resources.R4B.servicerequest import ServiceRequest
 from fhir.resources.R4B.task import Task
 from sqlalchemy import Select, select
 
 from clinic.regulator import fhir as base
-from clinic.telemedicine.models import PartnerInstitution, Referral
+from clinic.telemedicine.models import (
+    Consultation,
+    ConsultationAttachment,
+    ConsultationOpinion,
+    PartnerInstitution,
+    Referral,
+)
 from clinic.telemedicine.rules import TaskStatus
 
 SYS_TASK = "urn:clinic:identifier:telemedicine-task"  # shared by both institutions
@@ -68,6 +74,10 @@ REQUEST_STATUS = {
 }
 CONSULTATION = {"code": "consultation", "display": "远程会诊 Remote consultation"}
 REFERRAL = {"code": "referral", "display": "双向转诊 Two-way referral"}
+
+
+def consultation_id(c: Consultation) -> str:
+    return f"consultation-{c.id}"
 
 
 def referral_id(r: Referral) -> str:
@@ -126,6 +136,169 @@ def _notes(ctx: base.FhirContext, *texts: tuple[str, str | None]) -> list[dict[s
     if not ctx.identified:
         return None
     return [{"text": f"{label}：{value}"} for label, value in texts if value]
+
+
+# --- consultations ----------------------------------------------------------------------------
+
+
+def _consultation_patient_name(c: Consultation) -> str:
+    try:
+        return str(json.loads(c.patient_json or "{}").get("name", ""))
+    except ValueError:
+        return ""
+
+
+def _consultation_parties(c: Consultation, ctx: base.FhirContext) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(requester, performers): an inviting record asked the partner; an invited one was asked."""
+    if c.role == "inviting":
+        requester = ctx.practitioner_ref(c.requested_by) if c.requested_by else ctx.organization_ref()
+        performers = [_partner_ref(c.partner)]
+        if c.specialist_name:
+            performers.append(_person(c.specialist_name, c.specialist_title, c.partner))
+        return requester, performers
+    requester = _person(c.requester_name, "", c.partner) if c.requester_name else _partner_ref(c.partner)
+    performers = [ctx.organization_ref()]
+    if c.accepted_by:
+        performers.append(ctx.practitioner_ref(c.accepted_by))
+    return requester, performers
+
+
+def _consultations(ctx: base.FhirContext) -> Select[Any]:
+    w = ctx.window
+    return (
+        select(Consultation)
+        .where(Consultation.requested_at >= w.since, Consultation.requested_at < w.until)
+        .order_by(Consultation.requested_at, Consultation.id)
+    )
+
+
+def consultation_request(c: Consultation, ctx: base.FhirContext) -> ServiceRequest:
+    requester, performers = _consultation_parties(c, ctx)
+    attachments = ctx.session.scalars(
+        select(ConsultationAttachment)
+        .where(ConsultationAttachment.consultation_id == c.id)
+        .order_by(ConsultationAttachment.created_at, ConsultationAttachment.id)
+    ).all()
+    data: dict[str, Any] = {
+        "id": consultation_id(c),
+        "identifier": [{"system": SYS_TASK, "value": c.task_id}],
+        "status": REQUEST_STATUS[_status(c.status)],
+        "intent": "order",
+        "category": [{"coding": [{"system": SYS_SERVICE, **CONSULTATION}]}],
+        "code": {"coding": [{"system": SYS_SERVICE, **CONSULTATION}], "text": CONSULTATION["display"]},
+        "priority": "urgent" if c.urgency == "urgent" else "routine",
+        "subject": _subject(ctx, c.patient_id, c.partner, c.task_id, _consultation_patient_name(c)),
+        "encounter": {"reference": f"Encounter/{c.visit_id}"} if c.visit_id else None,
+        "authoredOn": base.instant(c.requested_at),
+        "requester": requester,
+        "performer": performers,
+        "reasonCode": [_icd10(str(d.get("icd10", "")), str(d.get("name", ""))) for d in c.conditions or []] or None,
+        "supportingInfo": [
+            {
+                "identifier": {"system": SYS_ATTACHMENT, "value": a.shared_id},
+                "display": f"{a.media_type}, {a.size} bytes, sha256 {a.sha256}",
+            }
+            for a in attachments
+        ]
+        or None,
+        "note": _notes(ctx, ("会诊问题 Question", c.question), ("病情摘要 Clinical summary", c.summary)),
+        "extension": _extension(c.role, c.department),
+    }
+    return ServiceRequest.model_validate(base._clean(data))
+
+
+def consultation_task(c: Consultation, ctx: base.FhirContext) -> Task:
+    requester, performers = _consultation_parties(c, ctx)
+    opinion = ctx.session.scalar(select(ConsultationOpinion).where(ConsultationOpinion.consultation_id == c.id))
+    moments = [t for t in (c.requested_at, c.accepted_at, c.completed_at, c.acknowledged_at) if t is not None]
+    business = None
+    if c.acknowledged_at is not None:
+        business = {"text": "会诊意见已确认 Opinion acknowledged"}
+    elif opinion is not None:
+        business = {"text": "会诊意见已出具 Opinion issued"}
+    data: dict[str, Any] = {
+        "id": consultation_id(c),
+        "identifier": [{"system": SYS_TASK, "value": c.task_id}],
+        "basedOn": [{"reference": f"ServiceRequest/{consultation_id(c)}"}],
+        "status": _status(c.status).value,
+        "businessStatus": business,
+        "intent": "order",
+        "priority": "urgent" if c.urgency == "urgent" else "routine",
+        "code": {"coding": [{"system": TASK_CODE, "code": "fulfill", "display": "Fulfill the focal request"}]},
+        "focus": {"reference": f"ServiceRequest/{consultation_id(c)}"},
+        "for": _subject(ctx, c.patient_id, c.partner, c.task_id, _consultation_patient_name(c)),
+        "authoredOn": base.instant(c.requested_at),
+        "lastModified": base.instant(max(moments)) if moments else None,
+        "requester": requester,
+        "owner": performers[-1],
+        "executionPeriod": {"start": base.instant(c.accepted_at), "end": base.instant(c.completed_at)}
+        if c.accepted_at
+        else None,
+        "output": [
+            {
+                "type": {"text": "会诊意见 Consultation opinion"},
+                "valueReference": {"reference": f"DiagnosticReport/{opinion_id(opinion)}"},
+            }
+        ]
+        if opinion is not None
+        else None,
+        "extension": _extension(c.role, c.department),
+    }
+    return Task.model_validate(base._clean(data))
+
+
+# --- the opinion ------------------------------------------------------------------------------
+
+
+def opinion_id(o: ConsultationOpinion) -> str:
+    return f"opinion-{o.id}"
+
+
+def _opinions(ctx: base.FhirContext) -> Select[Any]:
+    w = ctx.window
+    return (
+        select(ConsultationOpinion)
+        .where(ConsultationOpinion.signed_at >= w.since, ConsultationOpinion.signed_at < w.until)
+        .order_by(ConsultationOpinion.signed_at, ConsultationOpinion.id)
+    )
+
+
+def opinion_report(o: ConsultationOpinion, ctx: base.FhirContext) -> DiagnosticReport:
+    c = ctx.session.get(Consultation, o.consultation_id)
+    assert c is not None  # a foreign key
+    if c.role == "invited" and c.accepted_by:
+        performers = [ctx.practitioner_ref(c.accepted_by), ctx.organization_ref()]
+    else:
+        performers = [_person(o.signer_name, o.signer_title, c.partner), _partner_ref(c.partner)]
+    data: dict[str, Any] = {
+        "id": opinion_id(o),
+        "identifier": [{"system": SYS_OPINION, "value": c.task_id}],
+        "basedOn": [{"reference": f"ServiceRequest/{consultation_id(c)}"}],
+        "status": "final",
+        "category": [{"coding": [{"system": SYS_SERVICE, **CONSULTATION}]}],
+        "code": {
+            "coding": [{"system": LOINC, "code": "11488-4", "display": "Consult note"}],
+            "text": "远程会诊意见 Remote consultation opinion",
+        },
+        "subject": _subject(ctx, c.patient_id, c.partner, c.task_id, _consultation_patient_name(c)),
+        "effectiveDateTime": base.instant(o.signed_at),
+        "issued": base.instant(o.signed_at),
+        "performer": performers,
+        "extension": [{"url": EXT_SIGNER_KID, "valueString": o.signer_kid}],
+    }
+    if ctx.identified:
+        data["conclusion"] = (
+            f"{o.opinion}\n建议 Recommendations：{o.recommendations}" if o.recommendations else o.opinion
+        )
+        data["presentedForm"] = [
+            {
+                "contentType": "application/jose",
+                "data": base64.b64encode(o.jws.encode()).decode(),
+                "title": "签名的会诊意见 Signed opinion (compact JWS, ES256)",
+                "creation": base.instant(o.signed_at),
+            }
+        ]
+    return DiagnosticReport.model_validate(base._clean(data))
 
 
 # --- referrals --------------------------------------------------------------------------------
@@ -244,10 +417,12 @@ class Chained:
 def register() -> None:
     base.register_resource(
         "ServiceRequest",
-        Chained([base.QuerySource(_referrals, referral_request)]),
+        Chained(
+            [base.QuerySource(_consultations, consultation_request), base.QuerySource(_referrals, referral_request)]
+        ),
     )
     base.register_resource(
         "Task",
-        Chained([base.QuerySource(_referrals, referral_task)]),
+        Chained([base.QuerySource(_consultations, consultation_task), base.QuerySource(_referrals, referral_task)]),
     )
-    # DiagnosticReport: the consultation opinions, registered with the consultations
+    base.register_resource("DiagnosticReport", base.QuerySource(_opinions, opinion_report))
