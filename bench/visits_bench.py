@@ -217,6 +217,15 @@ class Gunicorn:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("gunicorn did not come up")
             time.sleep(0.3)
+        # One worker answering is not all of them: each imports the app on its own (seconds of
+        # CPU), and one still importing during the first rounds would have its start-up
+        # counted as the requests' CPU and served no requests meanwhile. Wait until the
+        # server's processes are idle.
+        while time.monotonic() < deadline:
+            before = group_cpu(self.proc.pid)
+            time.sleep(1.0)
+            if group_cpu(self.proc.pid) - before < 0.05:
+                break
 
     def stop(self) -> None:
         if self.proc.poll() is None:
