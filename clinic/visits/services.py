@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from flask import current_app
-from sqlalchemy import Exists, Select, and_, bindparam, exists, func, insert, or_, select, update
+from sqlalchemy import BindParameter, Exists, Select, and_, bindparam, exists, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from clinic.core import audit, limits, storage
@@ -542,8 +542,12 @@ def _build_gate_query() -> Select[Any]:
 
     The caller's patient (no row when it is not on the caller's account), that patient's
     diagnosis and its catalog condition (outer-joined: absent when the diagnosis is not
-    this patient's), the newest suspension switch, consent and department approval.
-    Shaped so that PostgreSQL keeps one generic plan for the prepared statement.
+    this patient's), the newest suspension switch, the account's phone confirmation, the
+    diagnosis's open visit (one at most), consent and department approval.
+    Shaped so that PostgreSQL keeps one generic plan for the prepared statement: the open
+    statuses are written into the SQL, not bound, so that even the generic plan can prove
+    the partial unique index's predicate and look the open visit up in it (bound, they made
+    a generic plan scan the whole visits table).
     """
     p = Patient.__table__
     d = Diagnosis.__table__
@@ -554,6 +558,13 @@ def _build_gate_query() -> Select[Any]:
     approved = exists().where(dep.c.code == bindparam("department"), dep.c.approved.is_(True))
     acc = Account.__table__
     phone_verified = select(acc.c.phone_verified_at).where(acc.c.id == bindparam("account_id")).scalar_subquery()
+    v = Visit.__table__
+    open_statuses: BindParameter[Any] = bindparam(
+        "open_statuses", list(OPEN_VISIT_STATUSES), expanding=True, literal_execute=True
+    )
+    open_visit = (
+        select(v.c.id).where(v.c.diagnosis_id == d.c.id, v.c.status.in_(open_statuses)).limit(1).scalar_subquery()
+    )
     return (
         select(
             suspended.label("suspended"),
@@ -562,6 +573,7 @@ def _build_gate_query() -> Select[Any]:
             d.c.id.label("diagnosis_id"),
             d.c.status.label("diagnosis_status"),
             d.c.department.label("diagnosis_department"),
+            open_visit.label("open_visit_id"),
             c.c.code.label("condition_code"),
             c.c.department.label("condition_department"),
             c.c.active.label("condition_active"),
@@ -633,10 +645,8 @@ def request_visit(
             raise NotFound()  # another account's people are never revealed
     if gate.phone_verified_at is None:
         raise identity.PhoneNotVerified()  # the account's phone is confirmed before any visit
-    if gate.diagnosis_id is not None:
-        open_id = _open_visit_of(gate.diagnosis_id)
-        if open_id is not None:
-            raise _already_open(open_id)
+    if gate.open_visit_id is not None:
+        raise _already_open(gate.open_visit_id)
     chosen = as_uuid(physician_id) if physician_id is not None else None
     has_condition = gate.condition_code is not None
     facts = rules.VisitRequestFacts(
