@@ -22,7 +22,9 @@ What it does, in one run:
    (b) GET /api/v1/health/db: one read of the institution by primary key;
 5. prints requests/s, p50, p90, p99 and the server's CPU per request (gunicorn master and
    workers, from /proc, divided by every request answered in the rounds, refused ones too;
-   the database server's is not included) of each, and the ratios the project targets:
+   the database server's is not included) of each, with the part of it spent outside the
+   workers' main threads ("threads": the audit sequencer's thread, which integrates and signs
+   the entries the requests appended), and the ratios the project targets:
    visits throughput >= 50 % of the bare endpoint's, and visits p99 <= 5 x its p50.
 """
 
@@ -259,6 +261,12 @@ class Result:
     errors: dict[int, int] = field(default_factory=dict)
     seconds: float = 0.0
     cpu: float = 0.0  # CPU seconds of the gunicorn processes (master and workers) while it ran
+    # ... of which in the workers' other threads (the audit sequencer's, clinic.core.auditlog)
+    cpu_threads: float = 0.0
+
+    def threads_ms_per_request(self) -> float:
+        answered = self.count + sum(self.errors.values())
+        return self.cpu_threads / answered * 1000 if answered else float("nan")
 
     def cpu_ms_per_request(self) -> float:
         # Over every request answered while the CPU was counted, refused ones too: dividing
@@ -281,21 +289,41 @@ class Result:
         return data[min(len(data) - 1, int(round(p / 100 * (len(data) - 1))))] * 1000
 
 
-def group_cpu(pgid: int) -> float:
-    """User + system CPU seconds of every live process in a process group (from /proc)."""
+def _ticks(stat_path: str) -> tuple[int, int] | None:
+    """(pgrp, utime + stime) of a process or thread, from its /proc stat file."""
+    try:
+        with open(stat_path) as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[2]), int(fields[11]) + int(fields[12])  # pgrp; utime, stime
+
+
+def group_cpu_split(pgid: int) -> tuple[float, float]:
+    """CPU seconds (user + system) of every live process in a process group, and the part of
+    it spent in threads other than each process's main thread (from /proc)."""
     tick = os.sysconf("SC_CLK_TCK")
-    total = 0
+    total = others = 0
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
+        found = _ticks(f"/proc/{entry}/stat")
+        if found is None or found[0] != pgid:
+            continue
+        total += found[1]
         try:
-            with open(f"/proc/{entry}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
+            tids = [t for t in os.listdir(f"/proc/{entry}/task") if t != entry]
         except OSError:
             continue
-        if int(fields[2]) == pgid:  # fields[2] is pgrp; utime, stime are fields[11], fields[12]
-            total += int(fields[11]) + int(fields[12])
-    return total / tick
+        for tid in tids:
+            thread = _ticks(f"/proc/{entry}/task/{tid}/stat")
+            if thread is not None:
+                others += thread[1]
+    return total / tick, others / tick
+
+
+def group_cpu(pgid: int) -> float:
+    return group_cpu_split(pgid)[0]
 
 
 def drive(
@@ -309,7 +337,7 @@ def drive(
     pgid: int | None = None,
 ) -> None:
     """`total` requests from `clients` threads (one keep-alive connection each), bounded by time."""
-    cpu0 = group_cpu(pgid) if pgid else 0.0
+    cpu0, threads0 = group_cpu_split(pgid) if pgid else (0.0, 0.0)
     lock = threading.Lock()
     issued = {"n": 0}
     deadline = time.monotonic() + max_seconds
@@ -354,7 +382,9 @@ def drive(
         t.join()
     result.seconds += time.perf_counter() - t0
     if pgid:
-        result.cpu += group_cpu(pgid) - cpu0
+        cpu1, threads1 = group_cpu_split(pgid)
+        result.cpu += cpu1 - cpu0
+        result.cpu_threads += threads1 - threads0
 
 
 def main() -> int:
@@ -420,13 +450,13 @@ def main() -> int:
         )
         print(
             f"{'endpoint':34} {'ok':>6} {'errors':>8} {'req/s':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8}"
-            f" {'CPU ms/req':>10}"
+            f" {'CPU ms/req':>10} {'(threads)':>9}"
         )
         for r in (bare, visit):
             print(
                 f"{r.name:34} {r.count:6d} {sum(r.errors.values()):8d} {r.rps():8.1f} "
                 f"{r.pct(50):8.2f} {r.pct(90):8.2f} {r.pct(99):8.2f} {r.cpu_ms_per_request():10.2f}"
-                + (f"  errors by status: {r.errors}" if r.errors else "")
+                f" {r.threads_ms_per_request():9.2f}" + (f"  errors by status: {r.errors}" if r.errors else "")
             )
         throughput_ratio = visit.rps() / bare.rps() if bare.rps() else 0.0
         tail_ratio = visit.pct(99) / visit.pct(50) if visit.count else float("inf")
@@ -450,6 +480,7 @@ def main() -> int:
                     "bare_p99_ms": round(bare.pct(99), 2),
                     "bare_cpu_ms_per_request": round(bare.cpu_ms_per_request(), 2),
                     "visits_cpu_ms_per_request": round(visit.cpu_ms_per_request(), 2),
+                    "visits_sequencer_thread_cpu_ms_per_request": round(visit.threads_ms_per_request(), 2),
                     "errors": {"bare": bare.errors, "visits": visit.errors},
                     "pass": ok,
                 }
