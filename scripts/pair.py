@@ -242,6 +242,10 @@ def summary(sides: list[Side]) -> None:
     say("pinning the other's institution key from its /.well-known/jwks.json.")
     say(f"Try it in one browser: a physician of {names['b']} ({b.url}/) asks {names['a']} for a remote")
     say(f"consultation or refers a patient up; a physician of {names['a']} ({a.url}/) takes it, or refers down.")
+    say("  - a consultation is asked for a patient the physician has seen: first a visit on that side (the")
+    say("    patient asks for one, the physician takes it), then the consultation from it;")
+    say("  - the receiving side needs a physician of the department asked for: both demo worlds have")
+    say("    心血管内科 (dr_wang, 主任医师) and 内分泌科 (dr_li, 副主任医师).")
     say("Each tab keeps its own login (separate session cookies). Ctrl-C stops both clinics.")
 
 
