@@ -162,6 +162,7 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     register_purpose("drug_fee", pharmacy_review.mark_drug_fee_paid)  # approved prescription, fee paid
 
     from clinic.admin import labels as admin_labels
+    from clinic.admin import reclaims as admin_reclaims
     from clinic.admin import views as admin_views
     from clinic.family_doctor import labels as fd_labels
     from clinic.visits import labels as visit_labels
@@ -170,6 +171,7 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     from prescriptions import labels as rx_labels
 
     admin_views.init_app(app)  # the administrator's console
+    admin_reclaims.init_app(app)  # the staff check of ID number reclaims; tells the claimant
     for domain in (identity_labels, visit_labels, rx_labels, pharmacy_labels, fd_labels, admin_labels):
         domain.register()  # one mapping of codes to words per domain
 

@@ -209,3 +209,56 @@ class FaceImage(Base):
     purpose: Mapped[str] = mapped_column(String(16))  # enrollment | check
     outcome: Mapped[str] = mapped_column(String(16))  # enrolled | match | mismatch
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# --- reclaiming an ID number registered by someone else -----------------------------
+
+
+class ReclaimStatus(enum.StrEnum):
+    AWAITING_CODE = "awaiting_code"  # asked; the new phone is not confirmed yet
+    SUBMITTED = "submitted"  # phone confirmed: waiting for the staff check
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+class IdentityReclaim(Base):
+    """A person's request to take back their ID number from whoever registered it.
+
+    The claimant is known by what they typed (name, ID number, a new phone they confirm
+    by SMS code, optionally a photo of their ID card, kept encrypted) until a staff member
+    checks it. Approval moves the real-name patient record (and with it the person's
+    medical records) to a new account on the confirmed phone; rejection changes nothing.
+    """
+
+    __tablename__ = "identity_reclaims"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    status: Mapped[ReclaimStatus] = mapped_column(
+        Enum(ReclaimStatus, native_enum=False, length=16, values_callable=_values), index=True
+    )
+    name: Mapped[str] = mapped_column(String(100))
+    id_number: Mapped[str] = mapped_column(EncryptedText, deferred=True)
+    id_number_hash: Mapped[str] = mapped_column(String(64), index=True)
+    phone: Mapped[str] = mapped_column(EncryptedText, deferred=True)
+    phone_hash: Mapped[str] = mapped_column(String(64))
+    # The new account's password (argon2), chosen by the claimant; cleared once decided.
+    password_hash: Mapped[str] = mapped_column(String(255), default="")
+    photo_file: Mapped[str | None] = mapped_column(String(128))
+    photo_media_type: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    code_confirmed_at: Mapped[datetime | None]
+    decided_at: Mapped[datetime | None]
+    decided_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("accounts.id"))
+    reason: Mapped[str] = mapped_column(String(500), default="")
+    old_account_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("accounts.id"))
+    new_account_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("accounts.id"))
+    patient_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("patients.id"))
+
+    @property
+    def masked_id_number(self) -> str:
+        return self.id_number[:3] + "*" * 11 + self.id_number[-4:]
+
+    @property
+    def masked_phone(self) -> str:
+        digits = self.phone.removeprefix("+86")
+        return digits[:3] + "****" + digits[-4:]

@@ -121,6 +121,11 @@ class Config:
     # Registrations from one client address (a hospital's Wi-Fi is one address for a building);
     # only successful ones count
     REGISTER_ADDRESS_RATE_LIMIT: str = "200 per hour"
+    # Requests to reclaim an ID number registered by someone else (identity/reclaims.py):
+    # per client address, and per ID number whoever asks (counted whether it is registered)
+    RECLAIM_ADDRESS_RATE_LIMIT: str = "20 per hour"
+    RECLAIM_ID_RATE_LIMIT: str = "3 per day"
+    RECLAIM_PHOTO_MAX_BYTES: int = 8 * 1024 * 1024
     OTP_TTL_SECONDS: int = 600
     OTP_MAX_ATTEMPTS: int = 5
     # Face verification of physicians (identity/face.py)

@@ -98,6 +98,22 @@ TEXTS: dict[str, dict[str, str]] = {
         "zh_CN": "您为{patient}发起的转诊（{institution}）有新进展：{status}。",
         "en": "Your referral of {patient} to {institution} has moved on: {status}.",
     },
+    # reclaiming an ID number registered by someone else (identity/reclaims.py)
+    "reclaim_approved": {
+        "zh_CN": "您找回身份证号（{id_number}）的申请已核实通过，已为您开通账号，请用手机号{mobile}和申请时设置的密码登录。",
+        "en": "Your request to reclaim your ID number ({id_number}) was approved: log in with the mobile number "
+        "{mobile} and the password you chose.",
+    },
+    "reclaim_rejected": {
+        "zh_CN": "您找回身份证号（{id_number}）的申请未通过核实，原因：{reason}。如有疑问请携带身份证到医院窗口咨询。",
+        "en": "Your request to reclaim your ID number ({id_number}) was not approved: {reason}. Bring your ID "
+        "card to the hospital's service desk if you have questions.",
+    },
+    "reclaim_lost": {
+        "zh_CN": "经医院核实，身份证号{id_number}属于他人，已按其本人申请从您的账号转出，您的账号已退出登录。如有异议请联系医院。",
+        "en": "After a check by the hospital, the ID number {id_number} belongs to someone else and was moved "
+        "from your account at their request; your account was logged out. Contact the hospital if you disagree.",
+    },
 }
 
 HOSPITAL = {"zh_CN": "互联网医院", "en": "Internet hospital"}
