@@ -25,6 +25,7 @@ from flask import (
 )
 from flask_babel import lazy_gettext as _l
 from flask_login import LoginManager, current_user, login_required, login_user, logout_user
+from werkzeug.datastructures import FileStorage
 from werkzeug.wrappers import Response
 
 from clinic.core import limits
@@ -33,9 +34,9 @@ from clinic.core.db import db, unit_of_work
 from clinic.core.errors import DomainError, Invalid
 from clinic.core.pages import face_checked, page_face_claims, panels_for, physician_page
 from clinic.core.web import handle_refusal
-from identity import services
+from identity import reclaims, services
 from identity.face import ImageTooLarge
-from identity.forms import CodeForm, FamilyForm, LoginForm, RegisterForm
+from identity.forms import CodeForm, FamilyForm, LoginForm, ReclaimForm, RegisterForm
 from identity.models import Account, Role
 
 bp = Blueprint("identity", __name__, template_folder="templates")
@@ -169,7 +170,8 @@ def register() -> Any:
             )
         except DomainError as err:
             flash(handle_refusal(err), "error")
-            return render_template("identity/register.html", form=form), err.status
+            taken = err.code == "already_registered"
+            return render_template("identity/register.html", form=form, taken=taken), err.status
         db.session.flush()
         login_user(reg.account)
         flash(_l("Registered. We sent a code to your phone."), "ok")
@@ -229,6 +231,84 @@ def family() -> Any:
             flash(_l("Added to your account."), "ok")
             return redirect(url_for("identity.family"))
     return render_template("identity/family.html", form=form, account=account), status
+
+
+# --- reclaiming an ID number registered by someone else (identity/reclaims.py) --------------
+
+
+@bp.route("/reclaim", methods=["GET", "POST"])
+def reclaim() -> Any:
+    """The claimant's request: name, ID number, a new phone, the new account's password and
+    optionally a photo of the ID card. A code goes to the new phone."""
+    form = ReclaimForm()
+    if form.validate_on_submit():
+        try:
+            photo = None
+            upload = form.photo.data
+            if isinstance(upload, FileStorage) and upload.filename:
+                cap = int(current_app.config["RECLAIM_PHOTO_MAX_BYTES"])
+                photo = upload.stream.read(cap + 1)
+                if len(photo) > cap:
+                    raise ImageTooLarge(f"The image is larger than {cap // (1024 * 1024)} MB.")
+            started = reclaims.start(
+                form.name.data or "",
+                form.id_number.data or "",
+                form.phone.data or "",
+                form.password.data or "",
+                photo,
+                request.remote_addr or "-",
+            )
+        except DomainError as err:
+            flash(handle_refusal(err), "error")
+            return render_template("identity/reclaim.html", form=form), err.status
+        session["reclaim_id"] = str(started.id)
+        flash(_l("We sent a code to your new phone."), "ok")
+        return redirect(url_for("identity.reclaim_code"))
+    return render_template("identity/reclaim.html", form=form), (422 if form.errors else 200)
+
+
+def _reclaim_id() -> str | None:
+    value = session.get("reclaim_id")
+    return value if isinstance(value, str) else None
+
+
+@bp.route("/reclaim/code", methods=["GET", "POST"])
+def reclaim_code() -> Any:
+    reclaim_id = _reclaim_id()
+    if reclaim_id is None:
+        return redirect(url_for("identity.reclaim"))
+    form = CodeForm()
+    if form.validate_on_submit():
+        try:
+            limits.check("CODE_RATE_LIMIT", "verify-reclaim", reclaim_id)
+            reclaims.confirm_code(reclaim_id, form.code.data or "")
+        except DomainError as err:
+            flash(handle_refusal(err), "error")
+            return render_template("identity/reclaim_code.html", form=form), err.status
+        session.pop("reclaim_id", None)
+        session["reclaim_done"] = True
+        return redirect(url_for("identity.reclaim_done"))
+    return render_template("identity/reclaim_code.html", form=form), (422 if form.errors else 200)
+
+
+@bp.post("/reclaim/code/resend")
+def reclaim_resend() -> Any:
+    reclaim_id = _reclaim_id()
+    if reclaim_id is None:
+        return redirect(url_for("identity.reclaim"))
+    try:
+        reclaims.resend_code(reclaim_id)
+        flash(_l("A new code is on its way."), "ok")
+    except DomainError as err:
+        flash(handle_refusal(err), "error")
+    return redirect(url_for("identity.reclaim_code"))
+
+
+@bp.get("/reclaim/done")
+def reclaim_done() -> Any:
+    if not session.get("reclaim_done"):
+        return redirect(url_for("identity.reclaim"))
+    return render_template("identity/reclaim_done.html", accepted=_l(reclaims.ACCEPTED))
 
 
 @bp.get("/lang/<code>")
