@@ -222,7 +222,11 @@ def review_screen(pharmacist_id: str, prescription_id: str) -> dict[str, Any]:
             "weight_kg": str(rx.weight_kg) if rx.weight_kg is not None else None,
             "allergies": list(person.allergies or []),
         },
-        "diagnosis": {"icd10": rx.diagnosis_icd10, "status": visit.diagnosis.status.value},
+        "diagnosis": {
+            "icd10": rx.diagnosis_icd10,
+            "icd10_national": rx_services.national_code_of(rx),
+            "status": visit.diagnosis.status.value,
+        },
         "physician": rx.content.get("physician", {}),
         "items": _items_with_reference(rx),
         "cold_chain": any(i.cold_chain for i in rx.items),
@@ -783,6 +787,7 @@ class QueueRow:
     age: Any  # prescriptions.rules.Age
     department: str  # code; the page shows its name
     icd10: str
+    icd10_national: str | None  # the national clinical edition code the proof carried
     drugs: list[str]
     queued_at: datetime
     claimed_by_me: bool
@@ -827,6 +832,7 @@ def _rows(reviews: list[Review], pharmacist_id: str, now: datetime) -> list[Queu
                 age=age_display(visit.patient.birth_date, now.date()),
                 department=visit.department,
                 icd10=rx.diagnosis_icd10,
+                icd10_national=visit.diagnosis.icd10_national if visit.diagnosis.icd10 == rx.diagnosis_icd10 else None,
                 drugs=[" ".join(p for p in (i.drug_name, i.strength) if p) for i in rx.items],
                 queued_at=r.queued_at,
                 claimed_by_me=held and r.claimed_by == me,

@@ -25,6 +25,7 @@ from clinic.core import audit
 from clinic.core.crypto import lookup_hash
 from clinic.core.db import as_uuid, db, get_or_404, new_id, utcnow
 from clinic.core.errors import Conflict, Invalid, NotFound, RuleRefusal, Violation
+from clinic.visits import rules as visit_rules
 from clinic.visits.models import Condition, Visit
 from identity.models import Account, Department, Institution
 from identity.services import require_fresh_face
@@ -947,7 +948,7 @@ def create_prescription(
             "birth_date": patient.birth_date.isoformat(),
             "age": age.zh(),
         },
-        "diagnosis": {"icd10": visit.diagnosis.icd10},
+        "diagnosis": {"icd10": visit.diagnosis.icd10, "icd10_national": visit.diagnosis.icd10_national},
         "weight_kg": str(spec.weight_kg) if spec.weight_kg is not None else None,
         "long_term": spec.long_term,
         "items": [
@@ -1234,7 +1235,6 @@ def document_for(rx: Prescription) -> bytes:
 
     inst = db.session.get(Institution, 1)
     c = rx.content
-    condition = db.session.get(Condition, rx.diagnosis_icd10)
     dept = visit_department(rx)
     g = rx.guardian
     a = rx.accompanying_physician
@@ -1242,7 +1242,6 @@ def document_for(rx: Prescription) -> bytes:
     signed_day = rx.signed_at.astimezone(CHINA).date() if rx.signed_at.tzinfo else rx.signed_at.date()
     facts = review_facts(rx.id)
     settings = (inst.settings or {}) if inst else {}
-    words = condition.name_zh if condition else ""
     doc = document.PrescriptionDocument(
         prescription_id=str(rx.id),
         institution=inst.name if inst else "",
@@ -1252,7 +1251,7 @@ def document_for(rx: Prescription) -> bytes:
         sex={"male": "男", "female": "女"}.get(c["patient"]["sex"], c["patient"]["sex"]),
         age=c["patient"]["age"],
         weight_kg=c.get("weight_kg"),
-        diagnosis=f"{words}（{rx.diagnosis_icd10}）" if words else rx.diagnosis_icd10,
+        diagnosis=diagnosis_in_words(rx),
         department=dept,
         items=[
             document.DocumentLine(
@@ -1287,6 +1286,29 @@ def document_for(rx: Prescription) -> bytes:
         accompanying_physician=f"{a['name']}（{a['specialty']}，执业证书编码 {a['license_no']}）" if a else None,
     )
     return document.render_pdf(doc)
+
+
+def national_code_of(rx: Prescription) -> str | None:
+    """The 国家临床版 2.0 code of the prescription's diagnosis, when its proof carried one."""
+    signed = rx.content.get("diagnosis", {}).get("icd10_national")
+    if signed:
+        return str(signed)
+    visit = db.session.get(Visit, rx.visit_id)
+    diag = visit.diagnosis if visit is not None else None
+    return diag.icd10_national if diag is not None and diag.icd10 == rx.diagnosis_icd10 else None
+
+
+def diagnosis_in_words(rx: Prescription) -> str:
+    """临床诊断 in words: the national code's name where known, else the catalog condition's."""
+    national = national_code_of(rx)
+    condition = db.session.get(Condition, rx.diagnosis_icd10)
+    if condition is None:
+        codes = list(db.session.scalars(select(Condition.code)))
+        match = visit_rules.match_condition(rx.diagnosis_icd10, codes)
+        condition = db.session.get(Condition, match) if match else None
+    words = visit_rules.national_name(national) or (condition.name_zh if condition else "")
+    code = national or rx.diagnosis_icd10
+    return f"{words}（{code}）" if words else code
 
 
 def visit_department(rx: Prescription) -> str:

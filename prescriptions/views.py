@@ -601,6 +601,7 @@ def _prescription_page(rx: Prescription, void_form: VoidForm | None = None, stat
         rx=rx,
         rx_status=RX_STATUS,
         outcome=services.review_outcome(rx.id),
+        diagnosis_national=services.national_code_of(rx),
         replaced_by=services.replaced_by(rx.id),
         revisable=rx.status.value in ("returned", "rejected", "cancelled"),
         void_form=void_form or VoidForm(),

@@ -12,7 +12,7 @@ from werkzeug.datastructures import FileStorage
 
 from clinic.core import twilio as twilio_adapter
 from clinic.core.api import ApiRouter, FilePart, Principal, RequestModel, ResponseModel
-from clinic.visits import services
+from clinic.visits import rules, services
 from clinic.visits.models import Diagnosis, Visit
 from identity import services as identity
 
@@ -105,6 +105,9 @@ class DiagnosisOut(ResponseModel):
     icd10_national: str | None = Field(default=None, description="国家临床版 2.0 code as on the proof, if it had one")
     condition: str | None = None
     condition_name: str | None = Field(default=None, description="The condition's Chinese name")
+    national_name: str | None = Field(
+        default=None, description="The Chinese name of the national code where the clinic's table names it"
+    )
     department: str | None = None
     institution: str | None = None
     diagnosed_on: date | None = None
@@ -127,6 +130,7 @@ def diagnosis_out(d: Diagnosis) -> DiagnosisOut:
         icd10_national=d.icd10_national,
         condition=d.condition_code,
         condition_name=_condition_name(d),
+        national_name=rules.national_name(d.icd10_national),
         department=d.department,
         institution=d.institution,
         diagnosed_on=d.diagnosed_on,

@@ -8,10 +8,13 @@ approved for, with the patient's informed consent; never a first visit.
 from __future__ import annotations
 
 import enum
+import functools
 import io
+import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pypdf
@@ -62,6 +65,22 @@ def parse_icd10(raw: str) -> ParsedCode | None:
         if who is not None:
             return ParsedCode(who, national)
     return None
+
+
+NATIONAL_NAMES = Path(__file__).parent / "data" / "icd10_national.json"
+
+
+@functools.cache
+def _national_names() -> dict[str, str]:
+    data = json.loads(NATIONAL_NAMES.read_text(encoding="utf-8"))
+    return {code.upper(): str(entry["name"]) for code, entry in data["codes"].items()}
+
+
+def national_name(code: str | None) -> str | None:
+    """The Chinese name of a 国家临床版 2.0 code where data/icd10_national.json names it."""
+    if not code:
+        return None
+    return _national_names().get(code.strip().upper())
 
 
 def icd10_name(code: str) -> str:

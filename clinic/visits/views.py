@@ -134,12 +134,18 @@ def _catalog() -> dict[str, Condition]:
 
 
 def condition_label(diag: Diagnosis) -> str:
-    """The condition's name in the UI language; before review, the catalog entry it falls under."""
+    """The condition's name in the UI language; before review, the catalog entry it falls under.
+
+    A proof written in the national clinical edition (国家临床版 2.0) shows that code and, where
+    clinic/visits/data names it, its Chinese name: 支气管哮喘 (J45.900x001)."""
     cond: Condition | None = diag.condition
     if cond is None:
         catalog = _catalog()
         match = rules.match_condition(diag.icd10, catalog)
         cond = catalog.get(match) if match else None
+    if diag.icd10_national and not _english():
+        name = rules.national_name(diag.icd10_national) or (cond.name_zh if cond is not None else "")
+        return f"{name} ({diag.icd10_national})" if name else diag.icd10_national
     if cond is not None:
         return f"{cond.name_en if _english() else cond.name_zh} ({diag.icd10})"
     try:
@@ -148,11 +154,15 @@ def condition_label(diag: Diagnosis) -> str:
         return diag.icd10
 
 
-def icd10_words(code: str | None) -> str:
-    """A diagnosis code in words with the code after it: 原发性高血压 (I10)."""
+def icd10_words(code: str | None, national: str | None = None) -> str:
+    """A diagnosis code in words with the code after it: 原发性高血压 (I10); with the national
+    edition code the proof carried, its own name where known: 支气管哮喘 (J45.900x001)."""
     if not code:
         return "—"
     cond = _catalog().get(code) or _catalog().get(rules.match_condition(code, _catalog()) or "")
+    if national and not _english():
+        name = rules.national_name(national) or (cond.name_zh if cond is not None else "")
+        return f"{name} ({national})" if name else national
     if cond is not None:
         return f"{cond.name_en if _english() else cond.name_zh} ({code})"
     if not _english():
