@@ -281,6 +281,7 @@ def send_referral(physician_id: str | uuid.UUID, req: ReferralRequest) -> Referr
         )
     session.flush()
     message = services.send(partner.id, REQUEST_EVENT, request_resources(referral, patient))
+    referral.request_message_id = message.id  # sending side: the request as signed and sent
     audit.record(
         session,
         "referral.sent",
@@ -953,9 +954,43 @@ def partners_for_referral() -> list[PartnerInstitution]:
     return [p for p in services.list_partners() if _agreement_refusal(p) is None]
 
 
+def _request_undelivered(message: FederationMessage) -> None:
+    """The outbox gave up on a referral request (the partner never answered through every
+    retry): the referral fails, and the referring physician is told to act otherwise."""
+    session = db.session()
+    referral = session.scalar(
+        select(Referral).where(Referral.role == SENDING, Referral.request_message_id == message.id)
+    )
+    if referral is None or referral.status != TaskStatus.REQUESTED.value:
+        return
+    _move(referral, TaskEvent.FAIL)
+    referral.closed_at = utcnow()
+    audit.record(
+        session,
+        "referral.failed",
+        subject_type="referral",
+        subject_id=referral.id,
+        detail={"shared_id": referral.shared_id, "message_id": message.message_id, "attempts": message.attempts},
+    )
+    if referral.requested_by is not None:
+        notify(
+            session,
+            account_id=referral.requested_by,
+            kind="referral_answered",
+            link=f"/physician/referrals/{referral.id}",
+            subject_type="referral",
+            subject_id=referral.id,
+            sms=False,
+            patient=referral.patient_name,
+            institution=referral.partner.name,
+            status=_status_zh(referral.status),
+        )
+
+
 def register_events() -> None:
     services.register_event(REQUEST_EVENT, _on_request)
     services.register_event(STATUS_EVENT, _on_status)
+    services.register_undelivered(REQUEST_EVENT, _request_undelivered)
 
 
 register_events()

@@ -464,11 +464,24 @@ def deliver(payload: dict[str, Any]) -> None:
         )
 
 
+DeliveryFailedHandler = Callable[[FederationMessage], None]
+_undelivered_handlers: dict[str, DeliveryFailedHandler] = {}
+
+
+def register_undelivered(code: str, handler: DeliveryFailedHandler) -> None:
+    """Register what becomes of a sent message of this event that the outbox gives up on
+    (every retry failed): e.g. a referral request moves to the FHIR Task state `failed`."""
+    _undelivered_handlers[code] = handler
+
+
 def _delivery_failed(payload: dict[str, Any], error: str, final: bool) -> None:
     message = db.session.get(FederationMessage, as_uuid(payload.get("message")))
     if message is not None:
         message.attempts += 1
         message.last_error = error[:2000]
+        handler = _undelivered_handlers.get(message.event_code)
+        if final and handler is not None:
+            handler(message)
 
 
 def register_jobs() -> None:

@@ -413,3 +413,29 @@ def test_the_list_refuses_unknown_filters(client: FlaskClient, role: str) -> Non
     assert client.get(f"{API}/referrals?role={role}", headers=headers).status_code == 200
     assert client.get(f"{API}/referrals?role=both", headers=headers).status_code == 422
     assert client.get(f"{API}/referrals?status=done", headers=headers).status_code == 422
+
+
+def test_a_request_the_outbox_gives_up_on_fails_and_the_physician_is_told(client: FlaskClient) -> None:
+    from clinic.core.audit import Actor, acting_as
+    from clinic.core.db import unit_of_work
+
+    cf.catalog()
+    physician = f.staff(Role.PHYSICIAN)
+    p = cf.ready_patient(client, physician, "I10")
+    pid = partner(client, _key())
+    headers = physician_headers(client, physician)
+    rid = client.post(f"{API}/referrals", json=referral_body(p["reg"].patient.id, pid), headers=headers).get_json()[
+        "id"
+    ]
+    db.session.remove()
+    message = db.session.scalars(select(FederationMessage).where(FederationMessage.direction == "out")).one()
+    payload = {"message": str(message.id)}
+    with acting_as(Actor(None, "job")), unit_of_work():
+        services._delivery_failed(payload, "partner unreachable", False)  # another try follows
+    assert client.get(f"{API}/referrals/{rid}", headers=headers).get_json()["status"] == "requested"
+    with acting_as(Actor(None, "job")), unit_of_work():
+        services._delivery_failed(payload, "partner unreachable", True)  # the outbox gives up
+    assert client.get(f"{API}/referrals/{rid}", headers=headers).get_json()["status"] == "failed"
+    assert audits("referral.failed") == 1
+    note = InboxNotification.account_id == physician.id
+    assert count(InboxNotification, note, InboxNotification.kind == "referral_answered") == 1
