@@ -37,7 +37,7 @@ from clinic.core import audit, storage
 from clinic.core.db import as_uuid, db, utcnow
 from clinic.core.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, RuleRefusal, Violation
 from clinic.core.versioned_text import TextShelf, VersionedText
-from clinic.telemedicine import rules, services
+from clinic.telemedicine import envelope, rules, services
 from clinic.telemedicine.models import (
     Consultation,
     ConsultationAttachment,
@@ -1302,7 +1302,27 @@ def _on_statement(message: FederationMessage, bundle: dict[str, Any], partner: P
         _record_statement(partner, month, "out", reply.message_id, ours)
 
 
+def _request_undelivered(message: FederationMessage) -> None:
+    """The outbox gave up on a consultation request (the partner never answered through
+    every retry): the consultation fails (FHIR Task `failed`), audited; its page says so."""
+    try:
+        bundle = envelope.verify(message.jws, services.own_key().public_jwk)
+        task_id = _task_id_of(bundle)
+    except (envelope.BadSignature, envelope.BadMessage, DomainError):
+        return
+    c = db.session.scalar(
+        select(Consultation).where(
+            Consultation.partner_id == message.partner_id,
+            Consultation.role == INVITING,
+            Consultation.task_id == task_id,
+        )
+    )
+    if c is not None and c.status == TaskStatus.REQUESTED.value:
+        _move(c, TaskEvent.FAIL, message_id=message.message_id, attempts=message.attempts)
+
+
 def register_events() -> None:
+    services.register_undelivered(EV_REQUEST, _request_undelivered)
     services.register_event(EV_REQUEST, _on_request)
     services.register_event(EV_ATTACHMENT, _on_attachment)
     services.register_event(EV_ACCEPTED, _on_accepted)

@@ -624,3 +624,22 @@ def test_consultation_records_have_no_delete_path(app: Flask) -> None:
         if r.methods and ({"DELETE", "PUT", "PATCH"} & set(r.methods))
     ]
     assert deletes == []
+
+
+def test_a_request_the_outbox_gives_up_on_fails(client: FlaskClient, world: dict[str, Any]) -> None:
+    from clinic.core.audit import Actor, acting_as
+    from clinic.core.db import unit_of_work
+
+    give_consent(client, world["patient"]["token"], world["patient_id"])
+    cid = ask(client, world).get_json()["id"]
+    db.session.remove()
+    message = db.session.scalars(select(FederationMessage).where(FederationMessage.direction == "out")).one()
+    payload = {"message": str(message.id)}
+    headers = f.auth(world["face"])
+    with acting_as(Actor(None, "job")), unit_of_work():
+        services._delivery_failed(payload, "partner unreachable", False)  # another try follows
+    assert client.get(f"{API}/consultations/{cid}", headers=headers).get_json()["status"] == "requested"
+    with acting_as(Actor(None, "job")), unit_of_work():
+        services._delivery_failed(payload, "partner unreachable", True)  # the outbox gives up
+    assert client.get(f"{API}/consultations/{cid}", headers=headers).get_json()["status"] == "failed"
+    assert audits("consultation.failed") == 1
