@@ -712,7 +712,13 @@ def init_app(app: Flask) -> None:
         mode=str(cfg.get("AUDIT_SEQUENCER") or ("commit" if cfg.get("TESTING") else "background")),
     )
     log_cfg: LogConfig = app.extensions["auditlog"]
-    log_cfg.kicker = _Kicker(app, interval=float(cfg.get("AUDIT_KICK_SECONDS", max(0.05, log_cfg.merge_delay / 4))))
+    # At most one pass per merge delay / 2 in each process (as the `flask audit sequencer` loop):
+    # an entry waits at most that plus two passes. Every worker's thread pays a pass's fixed
+    # cost (some 15 round trips, busy or not) at this rate, so a shorter interval bought no
+    # bound it needs: at merge delay / 4, the threads took ~19 % of POST /visits' CPU in
+    # bench/visits_bench.py.
+    kick = float(cfg.get("AUDIT_KICK_SECONDS", max(0.05, log_cfg.merge_delay / 2)))
+    log_cfg.kicker = _Kicker(app, interval=kick)
     audit.on_appended = _kick
     from clinic.core import jobs
 
