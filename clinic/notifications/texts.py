@@ -98,6 +98,15 @@ TEXTS: dict[str, dict[str, str]] = {
         "zh_CN": "您为{patient}发起的转诊（{institution}）有新进展：{status}。",
         "en": "Your referral of {patient} to {institution} has moved on: {status}.",
     },
+    # remote consultation between institutions (clinic/telemedicine/consultations.py)
+    "consultation_received": {
+        "zh_CN": "{institution}邀请本科室远程会诊（{urgency}），请在远程会诊中查看并接受。",
+        "en": "{institution} asks your department for a remote consultation ({urgency}); open Remote consultations to take it.",
+    },
+    "consultation_answered": {
+        "zh_CN": "您为{patient}申请的远程会诊（{institution}）有新进展：{status}。",
+        "en": "Your remote consultation for {patient} at {institution} has moved on: {status}.",
+    },
     # reclaiming an ID number registered by someone else (identity/reclaims.py)
     "reclaim_approved": {
         "zh_CN": "您找回身份证号（{id_number}）的申请已核实通过，已为您开通账号，请用手机号{mobile}和申请时设置的密码登录。",

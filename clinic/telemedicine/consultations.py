@@ -37,6 +37,7 @@ from clinic.core import audit, storage
 from clinic.core.db import as_uuid, db, utcnow
 from clinic.core.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, RuleRefusal, Violation
 from clinic.core.versioned_text import TextShelf, VersionedText
+from clinic.notifications.services import notify
 from clinic.telemedicine import envelope, rules, services
 from clinic.telemedicine.models import (
     Consultation,
@@ -336,6 +337,54 @@ def _move(c: Consultation, event: TaskEvent, **detail: Any) -> None:
         subject_id=c.id,
         detail={"task_id": c.task_id, "role": c.role, "from": before, "event": event.value, **detail},
     )
+
+
+STATUS_ZH = {
+    "requested": "待接受",
+    "accepted": "已接受",
+    "in-progress": "进行中",
+    "completed": "已出具会诊意见",
+    "rejected": "已拒绝",
+    "cancelled": "已撤回",
+    "failed": "未能送达",
+}
+URGENCY_ZH = {"routine": "普通", "urgent": "紧急"}
+
+
+def _tell_requester(c: Consultation) -> None:
+    """In-app note to the inviting physician that the consultation moved on (no SMS)."""
+    if c.role != INVITING or c.requested_by is None:
+        return
+    notify(
+        db.session(),
+        account_id=c.requested_by,
+        kind="consultation_answered",
+        link=f"/physician/consultations/{c.id}",
+        subject_type="consultation",
+        subject_id=c.id,
+        sms=False,
+        patient=patient_of(c).get("name", ""),
+        institution=c.partner.name,
+        status=STATUS_ZH.get(c.status, c.status),
+    )
+
+
+def _tell_department(c: Consultation) -> None:
+    """In-app note to the invited department's active physicians: a request is waiting."""
+    doctors = db.session.scalars(select(Account).where(Account.role == Role.PHYSICIAN, Account.active.is_(True))).all()
+    for doctor in doctors:
+        if _department(doctor) == c.department:
+            notify(
+                db.session(),
+                account_id=doctor.id,
+                kind="consultation_received",
+                link=f"/physician/consultations/{c.id}",
+                subject_type="consultation",
+                subject_id=c.id,
+                sms=False,
+                institution=c.partner.name,
+                urgency=URGENCY_ZH.get(c.urgency, c.urgency),
+            )
 
 
 def _task(c: Consultation) -> dict[str, Any]:
@@ -1011,6 +1060,7 @@ def _on_request(_message: FederationMessage, bundle: dict[str, Any], partner: Pa
         subject_id=c.id,
         detail={"task_id": task_id, "partner_id": str(partner.id), "department": department},
     )
+    _tell_department(c)
 
 
 def _on_attachment(_message: FederationMessage, bundle: dict[str, Any], partner: PartnerInstitution) -> None:
@@ -1037,6 +1087,7 @@ def _on_accepted(_message: FederationMessage, bundle: dict[str, Any], partner: P
     c.accepted_at = _parse_time(task.get("lastModified")) or utcnow()
     if c.status == TaskStatus.REQUESTED.value:
         _move(c, TaskEvent.ACCEPT, specialist=c.specialist_name)
+        _tell_requester(c)
 
 
 def _on_note(_message: FederationMessage, bundle: dict[str, Any], partner: PartnerInstitution) -> None:
@@ -1078,6 +1129,7 @@ def _on_opinion(_message: FederationMessage, bundle: dict[str, Any], partner: Pa
         _move(c, TaskEvent.COMPLETE, signer_kid=str(jwk.get("kid")))
     c.completed_at = signed_at
     _store_opinion(c, content, token, str(jwk.get("kid")), jwk, signed_at)
+    _tell_requester(c)
 
 
 def _on_closed(event: TaskEvent, role: str) -> services.EventHandler:
@@ -1086,6 +1138,7 @@ def _on_closed(event: TaskEvent, role: str) -> services.EventHandler:
         reason = str((_resources(bundle, "Task")[0].get("statusReason") or {}).get("text") or "")
         if TaskStatus(c.status) not in rules.TERMINAL:
             _move(c, event, reason=reason, by="partner")
+            _tell_requester(c)
 
     return handler
 
@@ -1319,6 +1372,7 @@ def _request_undelivered(message: FederationMessage) -> None:
     )
     if c is not None and c.status == TaskStatus.REQUESTED.value:
         _move(c, TaskEvent.FAIL, message_id=message.message_id, attempts=message.attempts)
+        _tell_requester(c)
 
 
 def register_events() -> None:

@@ -25,6 +25,7 @@ from sqlalchemy import func, select
 
 from clinic.core.audit import AuditEntry
 from clinic.core.db import db
+from clinic.notifications.models import InboxNotification
 from clinic.telemedicine import consultations as consult
 from clinic.telemedicine import envelope, services
 from clinic.telemedicine.models import (
@@ -356,6 +357,9 @@ def test_a_partners_request_reaches_the_department_queue_and_only_a_qualified_se
     junior = world["doctor"]  # cardiology, 主治医师: below the agreement's 副主任医师
     senior = f.staff(Role.PHYSICIAN, department="cardiology", title="副主任医师")
     other_dept = f.staff(Role.PHYSICIAN, department="endocrinology", title="主任医师")
+    told = InboxNotification.kind == "consultation_received"  # the department's physicians at the time
+    assert count(InboxNotification, told) == 1
+    assert count(InboxNotification, told, InboxNotification.account_id == junior.id) == 1
     queue = client.get(f"{API}/consultations?role=invited&status=requested", headers=f.auth(cf.face_token(senior)))
     (item,) = queue.get_json()["items"]
     assert (
@@ -521,6 +525,8 @@ def test_the_signed_opinion_arrives_and_the_inviting_physician_acknowledges_it(
     resp = client.post(f"{API}/consultations/{cid}/acknowledge", headers=headers)
     assert resp.status_code == 200 and resp.get_json()["status"] == "completed"
     assert audits("consultation.acknowledged") == 1 and audits("consultation.opinion_received") == 1
+    mine = InboxNotification.account_id == world["doctor"].id
+    assert count(InboxNotification, mine, InboxNotification.kind == "consultation_answered") == 2  # accepted, answered
 
 
 # --- settlements --------------------------------------------------------------------------------------
