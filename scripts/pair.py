@@ -271,6 +271,8 @@ def main(argv: list[str]) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, terminate)
+    # Ctrl-C, even when started from a shell that ignores SIGINT for background jobs
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         for side in sides:
             prepare(side)
@@ -292,6 +294,7 @@ def main(argv: list[str]) -> int:
         return 0
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # stopping the children is not to be interrupted
         stop(sides)
 
 

@@ -37,7 +37,7 @@ def _free_port() -> int:
 class Run:
     """scripts/pair.py as `make pair` runs it, its output read line by line."""
 
-    def __init__(self, root: Path, ports: tuple[int, int]) -> None:
+    def __init__(self, root: Path, ports: tuple[int, int], sigint_ignored: bool = False) -> None:
         self.lines: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue()
         env = {k: v for k, v in os.environ.items() if k != "TEST_DATABASE_URL"}
@@ -48,6 +48,8 @@ class Run:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            # as a shell without job control starts a background job: Ctrl-C must still stop it
+            preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None,
         )
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -187,8 +189,9 @@ def test_make_pair_starts_two_linked_clinics_and_ctrl_c_stops_both(tmp_path: Pat
     finally:
         run.kill()
 
-    # again (as `make pair` is run every morning): the same worlds, no second agreement
-    again = Run(tmp_path, ports)
+    # again (as `make pair` is run every morning, here started as a background job): the same
+    # worlds, no second agreement
+    again = Run(tmp_path, ports, sigint_ignored=True)
     try:
         again.wait_for(READY)
         assert "Loading the demo world" not in again.output
