@@ -172,6 +172,11 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
 
     admin_views.init_app(app)  # the administrator's console
     admin_reclaims.init_app(app)  # the staff check of ID number reclaims; tells the claimant
+    from identity import reclaims as identity_reclaims
+    from prescriptions import services as rx_services
+
+    identity_reclaims.add_records_follow(app, "visits", visits_services.visits_follow_patient)
+    identity_reclaims.add_records_follow(app, "prescriptions", rx_services.prescriptions_follow_patient)
     for domain in (identity_labels, visit_labels, rx_labels, pharmacy_labels, fd_labels, admin_labels):
         domain.register()  # one mapping of codes to words per domain
 

@@ -71,6 +71,22 @@ def set_teller(app: Flask, teller: Teller) -> None:
     app.extensions[TELLER] = teller
 
 
+RecordsFollow = Callable[[Session, uuid.UUID, uuid.UUID, uuid.UUID], int]
+RECORDS_FOLLOW = "identity.records_follow_patient"
+
+
+def add_records_follow(app: Flask, kind: str, move: RecordsFollow) -> None:
+    """Records a domain keeps per account for a patient (visits, prescriptions) move with the
+    patient to the new account, so the old account no longer reads them and the owner does.
+    `move(session, patient_id, old_account_id, new_account_id)` answers how many moved."""
+    app.extensions.setdefault(RECORDS_FOLLOW, {})[kind] = move
+
+
+def _move_records(session: Session, patient_id: uuid.UUID, old: uuid.UUID, new: uuid.UUID) -> dict[str, int]:
+    movers: dict[str, RecordsFollow] = current_app.extensions.get(RECORDS_FOLLOW, {})
+    return {kind: move(session, patient_id, old, new) for kind, move in sorted(movers.items())}
+
+
 def _tell(session: Session, reclaim: IdentityReclaim) -> None:
     teller: Teller | None = current_app.extensions.get(TELLER)
     if teller is not None:
@@ -273,6 +289,7 @@ def approve(reclaim_id: str | uuid.UUID) -> IdentityReclaim:
         )
         session.add(patient)
     _flush_or(Conflict("This ID number changed hands meanwhile; open the request again.", code="conflict"))
+    moved = _move_records(session, patient.id, old.id, account.id) if old is not None else {}
     reclaim.status = ReclaimStatus.APPROVED
     reclaim.decided_at = utcnow()
     reclaim.decided_by = as_uuid(audit.current_actor().id)
@@ -302,6 +319,7 @@ def approve(reclaim_id: str | uuid.UUID) -> IdentityReclaim:
             "to_account_id": str(account.id),
             "reason": "identity_reclaimed",
             "reclaim_id": str(reclaim.id),
+            "records_moved": moved,
         },
     )
     audit.record(session, "patient.registered", subject_type="account", subject_id=account.id)

@@ -15,10 +15,12 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, select
+from sqlalchemy import and_, select, update
+from sqlalchemy.engine import CursorResult
+from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import flag_modified
 
 from clinic.core import audit
@@ -1191,6 +1193,18 @@ def expire_overdue(now: datetime | None = None) -> int:
     """Expire every overdue prescription in this transaction (`flask drugs expire` commits each)."""
     now = now or utcnow()
     return sum(expire_if_overdue(rx_id, now) for rx_id in overdue_prescriptions(now))
+
+
+def prescriptions_follow_patient(session: Session, patient_id: uuid.UUID, old: uuid.UUID, new: uuid.UUID) -> int:
+    """A patient's prescriptions move with the patient to the account that reclaimed their ID
+    number: its PDF, fee, address and tracking are the owner's, no longer the old account's."""
+    moved = session.execute(
+        update(Prescription)
+        .where(Prescription.patient_id == patient_id, Prescription.account_id == old)
+        .values(account_id=new)
+        .execution_options(synchronize_session="fetch")
+    )
+    return int(cast(CursorResult[Any], moved).rowcount or 0)  # an UPDATE answers a cursor
 
 
 def prescription_for(principal_id: str, role: str, prescription_id: str | uuid.UUID) -> Prescription:

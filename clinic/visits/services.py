@@ -7,11 +7,13 @@ import uuid
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from flask import current_app
 from sqlalchemy import BindParameter, Exists, Select, and_, bindparam, exists, func, insert, or_, select, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from clinic.core import audit, limits, storage
 from clinic.core.db import as_uuid, db, get_or_404, new_id, utcnow
@@ -891,6 +893,18 @@ def _tell_patient(visit: Visit, kind: str, **kw: Any) -> None:
         subject_id=visit.id,
         **kw,
     )
+
+
+def visits_follow_patient(session: Session, patient_id: uuid.UUID, old: uuid.UUID, new: uuid.UUID) -> int:
+    """A patient's visits requested from the old account move with the patient (ID number
+    reclaimed by its owner): the account that manages the person reads them, no one else."""
+    moved = session.execute(
+        update(Visit)
+        .where(Visit.patient_id == patient_id, Visit.account_id == old)
+        .values(account_id=new)
+        .execution_options(synchronize_session="fetch")
+    )
+    return int(cast(CursorResult[Any], moved).rowcount or 0)  # an UPDATE answers a cursor
 
 
 def visits_of(account: Account) -> list[Visit]:

@@ -23,6 +23,7 @@ from clinic.core.db import db
 from clinic.notifications.models import InboxNotification, SmsMessage
 from identity.models import Account, IdentityReclaim, Patient, ReclaimStatus, Role
 from tests.support import factories as f
+from tests.support import rx_factories as rx
 
 CLAIMANT_PASSWORD = "MyOwn2026pass"
 ACCEPTED = "已受理，工作人员将核实后短信通知您"
@@ -341,3 +342,40 @@ def test_the_reclaim_endpoints_are_in_the_openapi_document(client: FlaskClient) 
         "/admin/reclaims/{reclaim_id}/reject",
     ):
         assert any(p.endswith(path) for p in paths), path
+
+
+def test_the_squatters_visits_and_prescriptions_of_the_person_follow_the_owner(
+    client: FlaskClient, sms: pytest.LogCaptureFixture, admin: tuple[Account, dict[str, str]]
+) -> None:
+    """What the squatter requested for the person (a visit, a prescription) is the person's
+    record: after the reclaim the owner reads it and the old account no longer does."""
+    _, admin_auth = admin
+    v = rx.visit_in_progress(client)
+    squat, visit_id = v["reg"], v["visit_id"]
+    resp = client.post(
+        f"/api/v1/visits/{visit_id}/prescriptions",
+        json={"items": [rx.item(v["drugs"]["amlodipine"], days=7)]},
+        headers=f.auth(v["face"]),
+    )
+    assert resp.status_code == 201, resp.get_json()
+    rx_id = resp.get_json()["id"]
+    victim_number = db.session.get(Patient, squat.patient.id).id_number
+
+    reclaim_id, phone = submitted_claim(client, sms, victim_number)
+    out = client.post(f"/api/v1/admin/reclaims/{reclaim_id}/approve", headers=admin_auth).get_json()
+    assert entry("patient.account_changed", squat.patient.id).detail["records_moved"] == {
+        "prescriptions": 1,
+        "visits": 1,
+    }
+
+    owner = f.auth(f.token(client, phone, CLAIMANT_PASSWORD))
+    assert client.get(f"/api/v1/visits/{visit_id}", headers=owner).status_code == 200
+    mine = client.get("/api/v1/prescriptions", headers=owner).get_json()["items"]
+    assert [p["id"] for p in mine] == [rx_id]
+    assert str(db.session.get(Patient, squat.patient.id).account_id) == out["new_account_id"]
+
+    # the squatter logs in again (its password still works for its own account): nothing of the person
+    again = f.auth(f.token(client, squat.account.username))
+    assert client.get(f"/api/v1/visits/{visit_id}", headers=again).status_code == 404
+    assert client.get("/api/v1/prescriptions", headers=again).get_json()["items"] == []
+    assert client.get(f"/api/v1/prescriptions/{rx_id}", headers=again).status_code == 404
