@@ -16,6 +16,7 @@ from flask import (
     abort,
     current_app,
     flash,
+    g,
     jsonify,
     redirect,
     render_template,
@@ -37,9 +38,25 @@ from clinic.core.web import handle_refusal
 from identity import reclaims, services
 from identity.face import ImageTooLarge
 from identity.forms import CodeForm, FamilyForm, LoginForm, ReclaimForm, RegisterForm
-from identity.models import Account, Role
+from identity.models import Account, Institution, Role
 
 bp = Blueprint("identity", __name__, template_folder="templates")
+
+
+def institution_name() -> str:
+    """The institution's name for the page header (two clinics side by side must be told
+    apart, and a patient should see whose service this is); read once per request."""
+    if "institution_name" not in g:
+        inst = db.session.get(Institution, 1)
+        g.institution_name = inst.name if inst is not None else ""
+    return str(g.institution_name)
+
+
+@bp.app_context_processor
+def _institution() -> dict[str, Any]:
+    return {"institution_name": institution_name}
+
+
 login_manager = LoginManager()
 login_manager.login_view = "identity.login"
 login_manager.login_message = _l("Please log in to continue.")
