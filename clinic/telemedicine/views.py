@@ -221,9 +221,16 @@ def _referral_form() -> ReferralForm:
     form.institution_id.choices = [
         (str(p.id), f"{p.name}（{LEVEL_WORDS.get(p.level, p.level)}）") for p in referrals.partners_for_referral()
     ]
+    # Departments a partner agreed to receive (an agreement with no list: any approved one);
+    # never a department not approved for internet care (急诊, 精神科).
+    partners = referrals.partners_for_referral()
+    agreed = {d for p in partners for d in p.departments}
+    if any(not p.departments for p in partners):
+        agreed = set()
     form.department.choices = [
         (d.code, d.name_zh if str(get_locale()) != "en" else d.name_en)
-        for d in db.session.scalars(select(Department).order_by(Department.code))
+        for d in db.session.scalars(select(Department).where(Department.approved).order_by(Department.code))
+        if not agreed or d.code in agreed
     ]
     return form
 

@@ -134,6 +134,8 @@ def test_referral_pages_receive_answer_confirm_and_send(
         page.get_by_role("link", name="返回转诊列表").click()
         page.get_by_role("link", name="发起转诊").click()
         page.select_option("#patient_id", label=own["reg"].patient.name)
+        offered = page.locator("#department option").all_inner_texts()
+        assert "心血管内科" in offered and "精神科" not in offered  # never a department not approved online
         page.select_option("#department", label="心血管内科")
         page.fill("#reason", "血糖控制不佳，需上级医院调整方案")
         page.fill("#summary", "二甲双胍联合格列美脲三个月，空腹血糖仍 11 mmol/L。")
