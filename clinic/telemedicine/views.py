@@ -66,7 +66,24 @@ class PartnerForm(FlaskForm):
         option_widget=CheckboxInput(),
         validators=[DataRequired()],
     )
-    departments = StringField(_l("Departments (separated by commas; empty: all)"), validators=[Length(max=500)])
+    departments = SelectMultipleField(
+        _l("Departments (none ticked: all)"),
+        choices=[],
+        widget=ListWidget(prefix_label=False),
+        option_widget=CheckboxInput(),
+        validate_choice=True,
+    )
+    consult_min_title = SelectField(
+        _l("Lowest title that may answer a consultation"),
+        choices=[
+            ("", _l("No requirement")),
+            ("住院医师", "住院医师"),
+            ("主治医师", "主治医师"),
+            ("副主任医师", "副主任医师"),
+            ("主任医师", "主任医师"),
+        ],
+        default="副主任医师",
+    )
     fee_yuan = DecimalField(
         _l("Fee per consultation (yuan)"),
         places=2,
@@ -84,6 +101,10 @@ class PartnerForm(FlaskForm):
 @admin_page
 def partners_page() -> Any:
     form = PartnerForm()
+    form.departments.choices = [
+        (d.code, d.name_zh if str(get_locale()) != "en" else d.name_en)
+        for d in db.session.scalars(select(Department).where(Department.approved).order_by(Department.code))
+    ]
     if not form.is_submitted():
         form.valid_from.data = services.today()
         form.valid_until.data = services.today() + timedelta(days=365)
@@ -101,9 +122,7 @@ def partners_page() -> Any:
                     base_url=form.base_url.data or "",
                     public_jwk=jwk,
                     services=tuple(form.services.data or ()),
-                    departments=tuple(
-                        d.strip() for d in (form.departments.data or "").replace("，", ",").split(",") if d.strip()
-                    ),
+                    departments=tuple(form.departments.data or ()),
                     fee_fen=int((form.fee_yuan.data or 0) * 100),
                     split_inviting=inviting,
                     split_invited=100 - inviting,
@@ -111,6 +130,7 @@ def partners_page() -> Any:
                     valid_until=form.valid_until.data or start + timedelta(days=365),
                 )
             )
+            partner.consult_min_title = form.consult_min_title.data or ""
         except DomainError as err:
             flash(handle_refusal(err), "error")
         else:
@@ -127,6 +147,7 @@ def partners_page() -> Any:
         service_words=SERVICE_WORDS,
         level_words=LEVEL_WORDS,
         own_level=services.own_level(),
+        department_names=_department_names(),
     )
 
 

@@ -57,7 +57,9 @@ def test_an_administrator_registers_a_partner_by_clicking(
             page.select_option("#level", label="三级")
             page.fill("#base_url", partner.url)
             page.fill("#jwks_url", partner.url + "/.well-known/jwks.json")
-            page.fill("#departments", "心血管内科，内分泌科")
+            page.get_by_label("心血管内科").check()
+            page.get_by_label("内分泌科").check()
+            page.select_option("#consult_min_title", label="主任医师")
             page.fill("#fee_yuan", "200")
             page.fill("#split_inviting", "30")  # a split that does not sum to 100 cannot be typed: invited is the rest
             page.get_by_role("button", name="登记并固定密钥").click()
@@ -66,6 +68,8 @@ def test_an_administrator_registers_a_partner_by_clicking(
             expect(row).to_contain_text("三级")
             expect(row).to_contain_text("远程会诊")
             expect(row).to_contain_text("双向转诊")
+            expect(row).to_contain_text("心血管内科、内分泌科")
+            expect(row.locator(".partner-title")).to_have_text("会诊由主任医师及以上职称的医师解答")
             expect(row).to_contain_text("200.00 元；邀请方 30% / 受邀方 70%")
             expect(row.locator(".partner-status")).to_have_text("有效")
             assert_readable(page)
@@ -85,4 +89,4 @@ def test_an_administrator_registers_a_partner_by_clicking(
     db.session.remove()
     (p,) = db.session.scalars(select(PartnerInstitution)).all()
     assert p.kid == key.kid and p.fee_fen == 20000 and (p.split_inviting, p.split_invited) == (30, 70)
-    assert p.departments == ["心血管内科", "内分泌科"]
+    assert p.departments == ["cardiology", "endocrinology"] and p.consult_min_title == "主任医师"
