@@ -627,6 +627,37 @@ def consultation_acknowledge(consultation_id: str) -> Any:
     )
 
 
+def _reasoned(consultation_id: str, act: Any, done: Any) -> Any:
+    reason = " ".join((request.form.get("reason") or "").split())[:500]
+
+    def run() -> None:
+        if len(reason) < 2:
+            raise Invalid(N_("Say why (the other institution's physician reads it)."), field="reason")
+        act(reason)
+
+    return _act(consultation_id, run, done)
+
+
+@consult_bp.post("/physician/consultations/<consultation_id>/decline")
+@physician_page
+def consultation_decline(consultation_id: str) -> Any:
+    return _reasoned(
+        consultation_id,
+        lambda reason: consultations.decline(str(current_user.id), consultation_id, reason),
+        _l("The consultation is declined; the requesting institution is told why."),
+    )
+
+
+@consult_bp.post("/physician/consultations/<consultation_id>/cancel")
+@physician_page
+def consultation_cancel(consultation_id: str) -> Any:
+    return _reasoned(
+        consultation_id,
+        lambda reason: consultations.cancel(str(current_user.id), consultation_id, reason),
+        _l("The request is withdrawn; the invited institution is told why."),
+    )
+
+
 @consult_bp.get("/physician/consultations/<consultation_id>/attachments/<attachment_id>")
 @physician_page
 def consultation_attachment(consultation_id: str, attachment_id: str) -> Any:

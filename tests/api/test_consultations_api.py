@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -36,6 +37,7 @@ from clinic.telemedicine.models import (
     SettlementStatement,
 )
 from identity.models import Role
+from tests.conftest import extract_csrf
 from tests.support import clinic_factories as cf
 from tests.support import factories as f
 
@@ -409,6 +411,33 @@ def test_a_partners_request_reaches_the_department_queue_and_only_a_qualified_se
     (op,) = db.session.scalars(select(ConsultationOpinion)).all()
     assert op.jws == token and op.signer_kid == jwk["kid"]
     assert audits("consultation.accepted") == 1 and audits("consultation.completed") == 1
+
+
+def test_a_physician_of_the_invited_department_declines_from_the_page_saying_why(
+    client: FlaskClient, world: dict[str, Any]
+) -> None:
+    task_id, res = _incoming_request(world)
+    assert inbox(client, world["key"], consult.EV_REQUEST, res).status_code == 202
+    (cid,) = db.session.scalars(select(Consultation.id)).all()
+    doctor = world["doctor"]  # cardiology: the department asked
+    client.get("/logout")
+    login = client.get("/login").get_data(as_text=True)
+    client.post("/login", data={"username": doctor.username, "password": f.PASSWORD, "csrf_token": extract_csrf(login)})
+    with client.session_transaction() as sess:
+        sess["face_at"] = int(time.time())  # the face check done at login
+    page = client.get(f"/physician/consultations/{cid}").get_data(as_text=True)
+    assert "不接受此会诊" in page and "撤回申请" not in page  # withdrawing is the inviting side's
+    url = f"/physician/consultations/{cid}/decline"
+    assert client.post(url, data={"csrf_token": extract_csrf(page), "reason": ""}).status_code == 422
+    assert sent(consult.EV_REJECTED) == []
+    resp = client.post(url, data={"csrf_token": extract_csrf(page), "reason": "本科室本周无副主任以上医师排班"})
+    assert resp.status_code == 302
+    db.session.remove()
+    assert db.session.get(Consultation, cid).status == "rejected"
+    (msg,) = sent(consult.EV_REJECTED)
+    (task,) = resources(msg, "Task")
+    assert task["status"] == "rejected" and task["statusReason"]["text"] == "本科室本周无副主任以上医师排班"
+    assert audits("consultation.rejected") == 1
 
 
 def test_a_request_for_a_department_the_agreement_does_not_cover_is_refused(

@@ -126,3 +126,19 @@ def test_consent_request_and_settlement_pages(client: FlaskClient) -> None:
     )
     assert resp.status_code == 302 and _count(SettlementStatement) == 1
     assert "本方结算单已于" in client.get(resp.headers["Location"]).get_data(as_text=True)
+
+    # the requesting physician withdraws the request from its page, saying why
+    _log_in(client, doctor.username)
+    with client.session_transaction() as sess:
+        sess["face_at"] = int(time.time())
+    detail = client.get(f"/physician/consultations/{c.id}").get_data(as_text=True)
+    assert "撤回申请" in detail and 'id="decline-form"' not in detail  # declining is the invited side's
+    url = f"/physician/consultations/{c.id}/cancel"
+    resp = client.post(url, data={"csrf_token": extract_csrf(detail), "reason": " "})
+    assert resp.status_code == 422 and "请说明原因" in resp.get_data(as_text=True)
+    resp = client.post(url, data={"csrf_token": extract_csrf(detail), "reason": "患者已到院面诊"})
+    assert resp.status_code == 302
+    db.session.remove()
+    assert db.session.get(Consultation, c.id).status == "cancelled"
+    after = client.get(resp.headers["Location"]).get_data(as_text=True)
+    assert "撤回申请" not in after and "已撤销" in after and "会诊申请已撤回" in after
