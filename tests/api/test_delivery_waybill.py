@@ -66,7 +66,9 @@ def dispensed(client: FlaskClient) -> dict[str, Any]:
     address = {"recipient_name": "张三", "phone": "13800138000", "address": "示范路1号", "region_code": "110105"}
     out = client.post(f"/api/v1/prescriptions/{rx}/checkout", json=address, headers=f.auth(v["token"]))
     assert out.status_code == 200, out.get_json()
-    disp = client.post(f"/api/v1/pharmacy/prescriptions/{rx}/dispense", headers=ph)
+    checker = f.staff(Role.PHARMACIST)  # two pharmacists dispense (处方管理办法 第三十七条)
+    body = {"checked_by": str(checker.id)}
+    disp = client.post(f"/api/v1/pharmacy/prescriptions/{rx}/dispense", json=body, headers=ph)
     assert disp.status_code == 200, disp.get_json()
     return {**v, "rx": rx, "pharmacist": ph}
 

@@ -62,7 +62,9 @@ def test_the_patient_reads_the_waybill_number_on_the_timeline(
         client.post(f"/api/v1/prescriptions/{rx}/checkout", json=address, headers=f.auth(v["token"])).status_code == 200
     )
     partner_server.failure = 503  # the partner is down: the dispatch fails and is retried
-    assert client.post(f"/api/v1/pharmacy/prescriptions/{rx}/dispense", headers=ph).status_code == 200
+    checker = f.staff(Role.PHARMACIST)  # two pharmacists dispense (处方管理办法 第三十七条)
+    body = {"checked_by": str(checker.id)}
+    assert client.post(f"/api/v1/pharmacy/prescriptions/{rx}/dispense", json=body, headers=ph).status_code == 200
 
     log_in(page, v["reg"].account.username)
     page.get_by_role("link", name="我的处方").first.click()
