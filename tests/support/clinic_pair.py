@@ -92,6 +92,17 @@ class Clinic:
             self.proc.wait(timeout=20)
             self.proc = None
 
+    def logged(self, action: str, seconds: float = 30) -> int:
+        """How many audit entries of `action` the log holds, waiting until there is one: an
+        entry reaches audit_entries when the sequencer integrates it (within the merge delay),
+        not when its request answers."""
+        deadline = time.monotonic() + seconds
+        while True:
+            count = len(self.rows(f"SELECT 1 FROM audit_entries WHERE action = '{action}'"))
+            if count or time.monotonic() > deadline:
+                return count
+            time.sleep(0.3)
+
     def rows(self, sql: str) -> list[tuple[object, ...]]:
         engine = create_engine(f"sqlite:///{self.db_path}")
         try:
