@@ -701,11 +701,20 @@ def attachment_bytes(
     return att, storage.load(att.path)
 
 
+def _reason(reason: str) -> str:
+    """Declining or withdrawing says why: the other institution's physician reads it."""
+    reason = " ".join(reason.split())
+    if not reason:
+        raise Invalid(N_("Say why (the other institution's physician reads it)."), field="reason")
+    return reason
+
+
 def cancel(physician_id: str, consultation_id: str, reason: str) -> Consultation:
     physician = _physician(physician_id)
     c = consultation_for(physician, consultation_id)
     if c.role != INVITING or c.requested_by != physician.id:
         raise Forbidden(N_("Only the requesting physician may withdraw the request."))
+    reason = _reason(reason)
     _move(c, TaskEvent.CANCEL, reason=reason)
     services.send(c.partner_id, EV_CANCELLED, [{**_task(c), "statusReason": {"text": reason}}])
     return c
@@ -780,6 +789,7 @@ def decline(physician_id: str, consultation_id: str, reason: str) -> Consultatio
     c = consultation_for(physician, consultation_id)
     if c.role != INVITED or _department(physician) != c.department:
         raise Forbidden(N_("A physician of the invited department declines consultations."))
+    reason = _reason(reason)
     _move(c, TaskEvent.REJECT, reason=reason)
     services.send(c.partner_id, EV_REJECTED, [{**_task(c), "statusReason": {"text": reason}}])
     return c

@@ -239,12 +239,10 @@ def _my_patients(physician: Account) -> list[Patient]:
 def _referral_form() -> ReferralForm:
     form = ReferralForm()
     form.patient_id.choices = [(str(p.id), p.name) for p in _my_patients(_me())]
-    form.institution_id.choices = [
-        (str(p.id), f"{p.name}（{LEVEL_WORDS.get(p.level, p.level)}）") for p in referrals.partners_for_referral()
-    ]
+    partners = referrals.partners_for_referral()
+    form.institution_id.choices = [(str(p.id), f"{p.name}（{LEVEL_WORDS.get(p.level, p.level)}）") for p in partners]
     # Departments a partner agreed to receive (an agreement with no list: any approved one);
     # never a department not approved for internet care (急诊, 精神科).
-    partners = referrals.partners_for_referral()
     agreed = {d for p in partners for d in p.departments}
     if any(not p.departments for p in partners):
         agreed = set()
@@ -628,14 +626,8 @@ def consultation_acknowledge(consultation_id: str) -> Any:
 
 
 def _reasoned(consultation_id: str, act: Any, done: Any) -> Any:
-    reason = " ".join((request.form.get("reason") or "").split())[:500]
-
-    def run() -> None:
-        if len(reason) < 2:
-            raise Invalid(N_("Say why (the other institution's physician reads it)."), field="reason")
-        act(reason)
-
-    return _act(consultation_id, run, done)
+    reason = (request.form.get("reason") or "")[:500]
+    return _act(consultation_id, lambda: act(reason), done)
 
 
 @consult_bp.post("/physician/consultations/<consultation_id>/decline")
