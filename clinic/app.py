@@ -11,7 +11,7 @@ from flask_wtf.csrf import CSRFProtect
 
 from clinic.core import auditlog, crypto, i18n, jobs, limits, pages, security, web
 from clinic.core.api import build_blueprint
-from clinic.core.config import PROJECT_ROOT, Config
+from clinic.core.config import PROJECT_ROOT, Config, bind
 from clinic.core.db import db
 
 csrf = CSRFProtect()
@@ -43,7 +43,7 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
         template_folder="templates",
         static_folder="static",
     )
-    app.config.update(cfg.as_flask())
+    bind(app, cfg)  # app.config mirrors cfg; settings() reads cfg, typed
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     db.configure(cfg.DATABASE_URL)

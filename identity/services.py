@@ -19,9 +19,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from clinic.core import audit, crypto, limits
+from clinic.core.config import settings
 from clinic.core.crypto import lookup_hash
 from clinic.core.db import as_uuid, db, get_or_404, utcnow
 from clinic.core.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, RateLimited, RuleRefusal
+from clinic.core.principal import Principal
 from identity import face, rules
 from identity.models import (
     STAFF_ROLES,
@@ -422,17 +424,14 @@ def face_is_fresh(face_verified_at: int | float | None, now: float, window_secon
     return face_verified_at is not None and 0 <= now - float(face_verified_at) <= window_seconds
 
 
-def require_fresh_face(claims: dict[str, object]) -> None:
-    """Confirming a diagnosis, accepting a visit, signing a prescription: the token (or
-    page session) must carry a successful face check (`face_at`, Unix seconds) within
+def require_fresh_face(who: Principal) -> None:
+    """Confirming a diagnosis, accepting a visit, signing a prescription: the caller's token
+    (or page session) must carry a successful face check (`face_at`, Unix seconds) within
     FACE_FRESH_SECONDS; else 403 face_verification_required."""
-    from flask import current_app
-
-    face_at = claims.get("face_at")
-    window = int(current_app.config["FACE_FRESH_SECONDS"])
-    if claims.get("sub") is not None and face_locked(claims["sub"]):
+    window = settings().FACE_FRESH_SECONDS
+    if face_locked(who.account_id):
         raise FaceLocked()
-    if not isinstance(face_at, int | float) or not face_is_fresh(face_at, utcnow().timestamp(), window):
+    if who.face_at is None or not face_is_fresh(who.face_at, utcnow().timestamp(), window):
         raise FaceVerificationRequired(
             "Verify your face first: these acts need a face check within the last %(minutes)s minutes.",
             params={"minutes": window // 60},

@@ -12,9 +12,9 @@ from flask import current_app
 from jose import JWTError, jwt
 from sqlalchemy import bindparam, select
 
-from clinic.core.api import Principal
 from clinic.core.db import db, utcnow
 from clinic.core.errors import Unauthenticated
+from clinic.core.principal import Principal
 from identity.models import Account
 
 ALLOWED_ALGORITHMS = ["HS256"]
@@ -95,4 +95,11 @@ def load_principal(token: str) -> Principal:
         raise Unauthenticated("The token's account is unknown or disabled.")
     if claims.get("sv", 0) != row.session_version:
         raise Unauthenticated("The token was issued before the account's sessions were ended; log in again.")
-    return Principal(id=str(account_id), role=row.role.value, claims=claims)
+    face_at = claims.get("face_at")
+    scope = claims.get("scope")
+    return Principal(
+        account_id=account_id,
+        role=row.role.value,
+        face_at=float(face_at) if isinstance(face_at, int | float) else None,
+        scope=scope if isinstance(scope, str) else None,
+    )

@@ -33,7 +33,7 @@ from clinic.core import limits
 from clinic.core.audit import Actor, acting_as
 from clinic.core.db import db, unit_of_work
 from clinic.core.errors import DomainError, Invalid
-from clinic.core.pages import face_checked, page_face_claims, panels_for, physician_page
+from clinic.core.pages import face_checked, page_principal, panels_for, physician_page
 from clinic.core.web import handle_refusal
 from identity import reclaims, services
 from identity.face import ImageTooLarge
@@ -338,7 +338,7 @@ def set_language(code: str) -> Response:
 
 # --- physicians' face check on pages: the decorators live in clinic.core.pages ------------
 
-__all__ = ["bp", "face_checked", "login_manager", "page_face_claims", "physician_page"]
+__all__ = ["bp", "face_checked", "login_manager", "page_principal", "physician_page"]
 
 
 def _wants_json() -> bool:

@@ -134,8 +134,7 @@ class PrescribedOut(ResponseModel):
 )
 def prescribe(visit_id: str, body: PrescribeIn, principal: Principal, idempotency_key: str | None) -> PrescribedOut:
     rx = services.create_prescription(
-        principal.id,
-        principal.claims,
+        principal,
         visit_id,
         body.spec(),
         refuse_repeats=idempotency_key is None,

@@ -27,6 +27,7 @@ from clinic.core import audit
 from clinic.core.crypto import lookup_hash
 from clinic.core.db import as_uuid, db, get_or_404, new_id, utcnow
 from clinic.core.errors import Conflict, Invalid, NotFound, RuleRefusal, Violation
+from clinic.core.principal import Principal
 from clinic.visits import rules as visit_rules
 from clinic.visits.models import Condition, Visit
 from identity.models import Account, Department, Institution
@@ -875,8 +876,7 @@ def prescription_facts(
 
 
 def create_prescription(
-    physician_id: str,
-    claims: dict[str, Any],
+    who: Principal,
     visit_id: str | uuid.UUID,
     spec: PrescriptionSpec,
     *,
@@ -891,21 +891,21 @@ def create_prescription(
     `replaces`: the returned (or rejected, or voided) prescription of the same patient that
     this one revises; it is recorded with the new one.
     """
-    require_fresh_face(claims)
+    require_fresh_face(who)
     visit = _visit(visit_id)
-    replaced = _replaceable(physician_id, visit, replaces) if replaces else None
+    replaced = _replaceable(who.id, visit, replaces) if replaces else None
     now = utcnow()
     # A revision is not a repeat: signing it twice is refused as already_replaced instead.
     if refuse_repeats and replaced is None:  # before the rules: a repeat would also be its own duplicate_therapy
-        refuse_repeat(visit, physician_id, spec, now)
-    violations, drugs = evaluate_prescription(physician_id, visit, spec, now.astimezone(CHINA).date())
+        refuse_repeat(visit, who.id, spec, now)
+    violations, drugs = evaluate_prescription(who.id, visit, spec, now.astimezone(CHINA).date())
     if violations:
         raise RuleRefusal("prescription_rejected", violations)
     # Written against the visit as it was judged (in progress): the visit's row version is
     # counted up with this prescription, so if it was completed or referred meanwhile (in
     # another window) the prescription is refused with 409 instead of following it.
     flag_modified(visit, "status")
-    physician = db.session.get(Account, uuid.UUID(str(physician_id)))
+    physician = db.session.get(Account, uuid.UUID(str(who.id)))
     assert physician is not None  # the token loader checked it
     patient = visit.patient
     rx_id = new_id()

@@ -48,7 +48,7 @@ from clinic.core import crypto, idempotency
 from clinic.core.audit import Actor
 from clinic.core.db import db, utcnow
 from clinic.core.errors import DomainError, RuleRefusal, Violation
-from clinic.core.pages import admin_page, label_for, page_face_claims, physician_page, role_page
+from clinic.core.pages import admin_page, label_for, page_principal, physician_page, role_page
 from clinic.core.web import handle_refusal
 from clinic.visits import services as visit_services
 from clinic.visits.models import Visit
@@ -522,14 +522,10 @@ def _sign_once(visit_id: str, spec: services.PrescriptionSpec, replaces: str | N
     except DomainError:
         key = None
     if key is None:
-        return str(
-            services.create_prescription(str(current_user.id), page_face_claims(), visit_id, spec, replaces=replaces).id
-        )
+        return str(services.create_prescription(page_principal(), visit_id, spec, replaces=replaces).id)
 
     def sign() -> tuple[int, dict[str, Any]]:
-        rx = services.create_prescription(
-            str(current_user.id), page_face_claims(), visit_id, spec, refuse_repeats=False, replaces=replaces
-        )
+        rx = services.create_prescription(page_principal(), visit_id, spec, refuse_repeats=False, replaces=replaces)
         return 201, {"id": str(rx.id)}
 
     answer, _ = idempotency.run_once(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +22,7 @@ from werkzeug.datastructures import FileStorage
 from clinic.core import idempotency, limits
 from clinic.core.audit import Actor, set_actor
 from clinic.core.errors import DomainError, Forbidden, Invalid, Unauthenticated
+from clinic.core.principal import Principal
 from clinic.core.text import unclean_fields
 
 API_PREFIX = "/api/v1"
@@ -47,15 +47,6 @@ class ErrorBody(BaseModel):
 
 class ErrorEnvelope(BaseModel):
     error: ErrorBody
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling, from a verified Bearer token."""
-
-    id: str
-    role: str
-    claims: dict[str, Any]
 
 
 TokenLoader = Callable[[str], Principal]
@@ -282,7 +273,7 @@ def _view(op: Operation) -> Callable[..., Response]:
             kwargs["idempotency_key"] = key
             print_ = idempotency.fingerprint(request.method, request.path, request.get_data(cache=True))
             answer, replayed = idempotency.run_once(
-                uuid.UUID(principal.id), op.endpoint, key, print_, lambda: _answer(op, op.handler(**kwargs))
+                principal.account_id, op.endpoint, key, print_, lambda: _answer(op, op.handler(**kwargs))
             )
             resp = jsonify(answer.response)
             resp.status_code = answer.status

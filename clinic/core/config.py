@@ -10,7 +10,12 @@ import os
 import secrets
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from flask import Config as FlaskBaseConfig
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -253,3 +258,46 @@ class Config:
         out["RATELIMIT_STORAGE_URI"] = self.REDIS_URL or "memory://"
         out["RATELIMIT_HEADERS_ENABLED"] = True
         return out
+
+
+_FIELDS = frozenset(f.name for f in fields(Config) if f.name != "extra")
+
+
+class FlaskConfig(FlaskBaseConfig):
+    """Flask's `app.config`, kept in step with the app's typed `Config`: a setting changed
+    through `app.config[...]` (a test narrowing a limit, an extension's default) is what
+    `settings()` then reads."""
+
+    typed: Config | None = None
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, value)
+        if self.typed is not None and key in _FIELDS:
+            setattr(self.typed, key, value)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:  # dict.update bypasses __setitem__
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+
+def bind(app: Flask, cfg: Config) -> None:
+    """Make `cfg` the app's configuration: `app.config` mirrors it and `settings()` returns it."""
+    flask_config = FlaskConfig(app.root_path, app.config)
+    app.config = flask_config
+    flask_config.update(cfg.as_flask())
+    flask_config.typed = cfg
+    app.extensions["clinic.config"] = cfg
+
+
+def settings() -> Config:
+    """The running app's configuration, typed: `settings().FACE_FRESH_SECONDS`. Code reads
+    settings through this, never `current_app.config["..."]` strings."""
+    from flask import current_app
+
+    cfg: Config = current_app.extensions["clinic.config"]
+    return cfg

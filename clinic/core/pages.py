@@ -32,6 +32,7 @@ from markupsafe import escape
 from werkzeug.wrappers import Response
 
 from clinic.core.audit import Actor, set_actor
+from clinic.core.principal import Principal
 
 log = logging.getLogger("clinic.pages")
 
@@ -54,12 +55,15 @@ def face_checked() -> bool:
     return isinstance(session.get("face_at"), int)
 
 
-def page_face_claims() -> dict[str, Any]:
-    """The page session's face claims, for `require_fresh_face(page_face_claims())`."""
-    claims: dict[str, Any] = {"face_at": session.get("face_at")}
-    if current_user.is_authenticated:
-        claims["sub"] = str(current_user.id)
-    return claims
+def page_principal() -> Principal:
+    """The signed-in user of a page, as the services take them (with the login session's face
+    check, if any). Only for pages behind `role_page`/`physician_page`: someone is signed in."""
+    face_at = session.get("face_at")
+    return Principal(
+        account_id=current_user.id,
+        role=_role() or "",
+        face_at=float(face_at) if isinstance(face_at, int | float) else None,
+    )
 
 
 def _unauthorized() -> Any:

@@ -570,5 +570,5 @@ class RenewedOut(ResponseModel):
     },
 )
 def renew_long_term(patient_id: str, body: RenewalIn, principal: Principal) -> RenewedOut:
-    rx = services.renew_long_term(identity.get_account(principal.id), principal.claims, patient_id, str(body.visit_id))
+    rx = services.renew_long_term(principal, patient_id, str(body.visit_id))
     return RenewedOut(id=rx.id, status=rx.status.value, jws=rx.jws, long_term=rx.long_term)

@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from clinic.core import audit
 from clinic.core.db import as_uuid, db, utcnow
 from clinic.core.errors import Conflict, Forbidden, Invalid, NotFound, RuleRefusal
+from clinic.core.principal import Principal
 from clinic.core.versioned_text import TextShelf, VersionedText
 from clinic.family_doctor import rules
 from clinic.family_doctor.models import (
@@ -885,13 +886,14 @@ def _stability(patient_id: uuid.UUID, day: date) -> bool:
     return rules.is_stable(list(latest.values()), len(open_alerts))
 
 
-def renew_long_term(physician: Account, claims: dict[str, Any], patient_id: str, visit_id: str) -> Any:
+def renew_long_term(who: Principal, patient_id: str, visit_id: str) -> Any:
     """The team's physician renews the patient's last long-term prescription in a return visit
     they have accepted: same drugs, doses and days; every prescription rule is run again by
     the prescribing service (a new signature, a new pharmacist review)."""
     from prescriptions import services as rx_services
     from prescriptions.models import Prescription
 
+    physician = identity.get_account(who.account_id)
     patient, contract = _patient_for(physician, patient_id)
     if physician.role != Role.PHYSICIAN or contract is None or contract.status != ContractStatus.ACTIVE:
         raise NotFound()
@@ -926,7 +928,7 @@ def renew_long_term(physician: Account, claims: dict[str, Any], patient_id: str,
         long_term=True,
         assessment_note=last.assessment_note or "家庭医生团队续方：病情稳定，居家读数控制满意",
     )
-    rx = rx_services.create_prescription(str(physician.id), claims, visit_id, spec)
+    rx = rx_services.create_prescription(who, visit_id, spec)
     audit.record(
         db.session(),
         "fd.long_term_renewed",

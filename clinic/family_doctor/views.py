@@ -18,7 +18,7 @@ from werkzeug.wrappers import Response
 
 from clinic.core.db import as_uuid, db
 from clinic.core.errors import DomainError, RuleRefusal
-from clinic.core.pages import admin_page, bj, page_face_claims, patient_page, physician_page
+from clinic.core.pages import admin_page, bj, page_principal, patient_page, physician_page
 from clinic.core.web import handle_refusal, localized
 from clinic.family_doctor import chart, rules, services
 from clinic.family_doctor.models import HomeReading
@@ -364,7 +364,7 @@ def followup(patient_id: str) -> Any:
 @physician_page
 def renew_long_term(patient_id: str) -> Any:
     try:
-        services.renew_long_term(_me(), page_face_claims(), patient_id, request.form.get("visit_id", ""))
+        services.renew_long_term(page_principal(), patient_id, request.form.get("visit_id", ""))
     except DomainError as err:
         flash(_refused(err), "error")
         return _team_patient_page(patient_id, err.status)

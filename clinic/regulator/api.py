@@ -43,7 +43,7 @@ class ScopedTokenOut(ResponseModel):
     errors={403: ["scope_not_allowed", "scope_exchange_refused"]},
 )
 def scoped_token(body: ScopedTokenIn, principal: Principal) -> ScopedTokenOut:
-    issued = services.issue_scoped_token(principal.id, principal.claims, list(body.scope))
+    issued = services.issue_scoped_token(principal, list(body.scope))
     return ScopedTokenOut(access_token=issued.token, expires_in=issued.expires_in, scope=issued.scopes)
 
 
@@ -70,7 +70,7 @@ class FhirQuery(RequestModel):
 def fhir_search(resource: str, query: FhirQuery, principal: Principal) -> Response:
     base = request.url_root.rstrip("/") + "/api/v1/regulator/fhir"
     body = services.read_resources(
-        resource, principal.claims, query.since, query.until, query.page, base_url=base, self_url=request.url
+        resource, principal, query.since, query.until, query.page, base_url=base, self_url=request.url
     )
     return Response(body, status=200, mimetype="application/fhir+json")
 

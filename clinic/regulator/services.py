@@ -22,6 +22,7 @@ from clinic.core import audit, crypto, jobs, storage
 from clinic.core.audit import AuditEntry
 from clinic.core.db import Base, as_uuid, db, utcnow
 from clinic.core.errors import Forbidden, Invalid, NotFound
+from clinic.core.principal import Principal
 from clinic.notifications.models import SmsMessage
 from clinic.regulator import fhir, notify, retention, rules
 from clinic.regulator.models import Incident, IncidentKind, RegulatorAccess, Severity
@@ -85,13 +86,13 @@ class ScopedToken:
     scopes: list[str]
 
 
-def issue_scoped_token(account_id: str, claims: dict[str, Any], requested: list[str]) -> ScopedToken:
+def issue_scoped_token(who: Principal, requested: list[str]) -> ScopedToken:
     """Exchange a regulator's login token for a short-lived token carrying `scope`."""
     session = db.session()
-    account = identity.get_account(account_id)
+    account = identity.get_account(who.account_id)
     if account.role != Role.REGULATOR:
         raise Forbidden("Only regulator accounts hold scoped tokens.")
-    if claims.get("scope"):
+    if who.is_scoped:
         raise Forbidden(
             "A scoped token cannot be exchanged for another; use your login token.", code="scope_exchange_refused"
         )
@@ -118,9 +119,9 @@ def issue_scoped_token(account_id: str, claims: dict[str, Any], requested: list[
     return ScopedToken(token, ttl, granted)
 
 
-def token_scopes(claims: dict[str, Any]) -> tuple[str, ...]:
-    raw = claims.get("scope")
-    if not isinstance(raw, str) or not raw.strip():
+def token_scopes(who: Principal) -> tuple[str, ...]:
+    raw = who.scope
+    if not raw or not raw.strip():
         raise ScopeRequired()
     scopes = tuple(s for s in raw.split() if s in rules.KNOWN_SCOPES)
     if not scopes:
@@ -133,7 +134,7 @@ def token_scopes(claims: dict[str, Any]) -> tuple[str, ...]:
 
 def read_resources(
     resource_type: str,
-    claims: dict[str, Any],
+    who: Principal,
     since: str | None,
     until: str | None,
     page: int,
@@ -142,7 +143,7 @@ def read_resources(
 ) -> str:
     """One page of one resource type as a validated FHIR searchset Bundle (JSON); audited."""
     session = db.session()
-    scopes = token_scopes(claims)
+    scopes = token_scopes(who)
     source = fhir.source_for(resource_type)
     if source is None:
         raise NotFound(f"Unknown resource type {resource_type!r}; one of: {', '.join(fhir.RESOURCE_TYPES)}.")

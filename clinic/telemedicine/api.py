@@ -446,7 +446,7 @@ def referral_outcome(referral_id: str, body: ReferralOutcomeIn, principal: Princ
     },
 )
 def confirm_carried_diagnosis(referral_id: str, carried_id: str, principal: Principal) -> ReferralStatusOut:
-    referrals.confirm_carried(principal.id, principal.claims, referral_id, carried_id)
+    referrals.confirm_carried(principal, referral_id, carried_id)
     return ReferralStatusOut(status="confirmed")
 
 
@@ -651,8 +651,7 @@ def consultation_out(c: Consultation, detail: bool = True) -> ConsultationOut:
 )
 def request_consultation(body: ConsultationIn, principal: Principal) -> ConsultationCreated:
     c = consultations.request_consultation(
-        principal.id,
-        principal.claims,
+        principal,
         consultations.ConsultationRequest(
             patient_id=str(body.patient_id),
             institution_id=str(body.institution_id),
@@ -757,7 +756,7 @@ class ConsultStatusOut(ResponseModel):
     errors={403: ["face_verification_required", "not_qualified"], 404: ["not_found"], 409: ["illegal_transition"]},
 )
 def accept_consultation(consultation_id: str, principal: Principal) -> ConsultStatusOut:
-    return ConsultStatusOut(status=consultations.accept(principal.id, principal.claims, consultation_id).status)
+    return ConsultStatusOut(status=consultations.accept(principal, consultation_id).status)
 
 
 class ConsultReasonIn(RequestModel):
@@ -821,7 +820,7 @@ class OpinionIn(RequestModel):
     errors={403: ["face_verification_required", "forbidden"], 404: ["not_found"], 409: ["illegal_transition"]},
 )
 def write_opinion(consultation_id: str, body: OpinionIn, principal: Principal) -> ConsultStatusOut:
-    c = consultations.write_opinion(principal.id, principal.claims, consultation_id, body.opinion, body.recommendations)
+    c = consultations.write_opinion(principal, consultation_id, body.opinion, body.recommendations)
     return ConsultStatusOut(status=c.status)
 
 

@@ -36,6 +36,7 @@ from sqlalchemy import exists, select
 from clinic.core import audit, storage
 from clinic.core.db import as_uuid, db, utcnow
 from clinic.core.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, RuleRefusal, Violation
+from clinic.core.principal import Principal
 from clinic.core.versioned_text import TextShelf, VersionedText
 from clinic.notifications.services import notify
 from clinic.telemedicine import envelope, rules, services
@@ -443,13 +444,13 @@ class ConsultationRequest:
     visit_id: str | None = None
 
 
-def request_consultation(physician_id: str, claims: dict[str, Any], req: ConsultationRequest) -> Consultation:
+def request_consultation(who: Principal, req: ConsultationRequest) -> Consultation:
     """A physician asks a partner institution's department for a remote consultation for
     their own patient. Every check comes before any write: a refusal leaves only its audit
     entry."""
     session = db.session()
-    physician = _physician(physician_id)
-    identity.require_fresh_face(claims)
+    physician = _physician(who.id)
+    identity.require_fresh_face(who)
     identity.require_qualified_physician(physician)
     pid = as_uuid(req.patient_id)
     patient = session.get(Patient, pid) if pid else None
@@ -743,11 +744,11 @@ def acknowledge(physician_id: str, consultation_id: str) -> Consultation:
 # --- answering (the invited side) -----------------------------------------------------------------
 
 
-def accept(physician_id: str, claims: dict[str, Any], consultation_id: str) -> Consultation:
+def accept(who: Principal, consultation_id: str) -> Consultation:
     """A physician of the invited department takes the consultation: face-fresh, qualified
     there, and of at least the title the agreement requires (Jilin Art. 14)."""
-    physician = _physician(physician_id)
-    identity.require_fresh_face(claims)
+    physician = _physician(who.id)
+    identity.require_fresh_face(who)
     c = consultation_for(physician, consultation_id)
     if c.role != INVITED:
         raise Forbidden(N_("The invited institution's physicians accept consultations."))
@@ -848,13 +849,11 @@ def _sign_opinion(physician: Account, content: dict[str, Any]) -> tuple[str, str
     return str(token), key.kid, dict(key.public_jwk)
 
 
-def write_opinion(
-    physician_id: str, claims: dict[str, Any], consultation_id: str, opinion: str, recommendations: str
-) -> Consultation:
+def write_opinion(who: Principal, consultation_id: str, opinion: str, recommendations: str) -> Consultation:
     """The accepting specialist's opinion (会诊意见), signed with their own key, sent back
     as a DiagnosticReport; the consultation is completed on both sides."""
-    physician = _physician(physician_id)
-    identity.require_fresh_face(claims)
+    physician = _physician(who.id)
+    identity.require_fresh_face(who)
     c = consultation_for(physician, consultation_id)
     if c.role != INVITED or c.accepted_by != physician.id:
         raise Forbidden(N_("Only the specialist who accepted the consultation writes its opinion."))

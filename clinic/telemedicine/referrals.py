@@ -39,6 +39,7 @@ from clinic.core.crypto import lookup_hash
 from clinic.core.db import as_uuid, db, utcnow
 from clinic.core.errors import DomainError, Forbidden, Invalid, NotFound, Violation
 from clinic.core.pages import to_beijing
+from clinic.core.principal import Principal
 from clinic.notifications.services import notify
 from clinic.telemedicine import services
 from clinic.telemedicine.models import FederationMessage, PartnerInstitution, Referral, ReferralDiagnosis
@@ -813,17 +814,15 @@ def _tell_patient(referral: Referral, sms: bool) -> None:
 # --- diagnosis carry-over ------------------------------------------------------------------
 
 
-def confirm_carried(
-    physician_id: str | uuid.UUID, claims: dict[str, Any], referral_id: str | uuid.UUID, carried_id: str | uuid.UUID
-) -> ReferralDiagnosis:
+def confirm_carried(who: Principal, referral_id: str | uuid.UUID, carried_id: str | uuid.UUID) -> ReferralDiagnosis:
     """A physician here confirms a diagnosis the referred patient arrived with: it becomes a
     confirmed diagnosis here (its document: the carried record and the hash of the signed
     referral), on which the patient's online return visits pass the gate (Art. 16)."""
     from clinic.visits import services as visits
 
     session = db.session()
-    physician = _physician(physician_id)
-    identity.require_fresh_face(claims)
+    physician = _physician(who.id)
+    identity.require_fresh_face(who)
     referral = _load(referral_id)
     if referral.role != RECEIVING:
         raise Forbidden(N_("Only the receiving institution confirms carried diagnoses."), code="not_receiving")

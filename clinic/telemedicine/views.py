@@ -28,7 +28,7 @@ from wtforms.widgets import CheckboxInput, ListWidget
 
 from clinic.core.db import as_uuid, db
 from clinic.core.errors import DomainError, Invalid
-from clinic.core.pages import admin_page, page_face_claims, patient_page, physician_page
+from clinic.core.pages import admin_page, page_principal, patient_page, physician_page
 from clinic.core.web import handle_refusal
 from clinic.telemedicine import consultations, referrals, rules, services
 from clinic.telemedicine.models import PartnerInstitution
@@ -374,7 +374,7 @@ def referral_outcome(referral_id: str) -> Any:
 @physician_page
 def referral_confirm_diagnosis(referral_id: str, carried_id: str) -> Any:
     try:
-        carried = referrals.confirm_carried(current_user.id, page_face_claims(), referral_id, carried_id)
+        carried = referrals.confirm_carried(page_principal(), referral_id, carried_id)
     except DomainError as err:
         if err.code == "face_verification_required":
             flash(handle_refusal(err), "error")
@@ -506,8 +506,7 @@ def consultation_new() -> Any:
     elif form.validate():
         try:
             c = consultations.request_consultation(
-                str(me.id),
-                page_face_claims(),
+                page_principal(),
                 consultations.ConsultationRequest(
                     patient_id=form.patient_id.data or "",
                     institution_id=form.institution_id.data or "",
@@ -583,7 +582,7 @@ def consultation_attach(consultation_id: str) -> Any:
 def consultation_accept(consultation_id: str) -> Any:
     return _act(
         consultation_id,
-        lambda: consultations.accept(str(current_user.id), page_face_claims(), consultation_id),
+        lambda: consultations.accept(page_principal(), consultation_id),
         _l("You have taken this consultation."),
     )
 
@@ -610,7 +609,7 @@ def consultation_opinion(consultation_id: str) -> Any:
     def act() -> None:
         if not opinion:
             raise Invalid(N_("Write the consultation opinion first."))
-        consultations.write_opinion(str(current_user.id), page_face_claims(), consultation_id, opinion, recommendations)
+        consultations.write_opinion(page_principal(), consultation_id, opinion, recommendations)
 
     return _act(consultation_id, act, _l("The opinion is signed with your key and sent back."))
 

@@ -206,7 +206,7 @@ class StatusOut(ResponseModel):
     },
 )
 def confirm_diagnosis(diagnosis_id: str, principal: Principal) -> StatusOut:
-    diag = services.confirm_diagnosis(principal.id, principal.claims, diagnosis_id)
+    diag = services.confirm_diagnosis(principal, diagnosis_id)
     return StatusOut(status=diag.status.value)
 
 
@@ -459,7 +459,7 @@ def list_visits(query: VisitsQuery, principal: Principal) -> VisitsOut:
     },
 )
 def accept_visit(visit_id: str, principal: Principal) -> StatusOut:
-    return StatusOut(status=services.accept_visit(principal.id, principal.claims, visit_id).status.value)
+    return StatusOut(status=services.accept_visit(principal, visit_id).status.value)
 
 
 class MessageIn(RequestModel):

@@ -26,6 +26,7 @@ from clinic.core.errors import (
     RuleRefusal,
     ServiceUnavailable,
 )
+from clinic.core.principal import Principal
 from clinic.core.versioned_text import TextShelf, VersionedText
 from clinic.notifications import notify
 from clinic.visits import rules
@@ -311,9 +312,9 @@ def _pending_diagnosis(diagnosis_id: str) -> Diagnosis:
     return diag
 
 
-def confirm_diagnosis(physician_id: str, claims: dict[str, Any], diagnosis_id: str) -> Diagnosis:
-    physician = _physician(physician_id)
-    identity.require_fresh_face(claims)
+def confirm_diagnosis(who: Principal, diagnosis_id: str) -> Diagnosis:
+    physician = _physician(who.id)
+    identity.require_fresh_face(who)
     diag = _pending_diagnosis(diagnosis_id)
     cond = catalog_condition(diag.icd10)
     if cond is None:
@@ -915,10 +916,10 @@ def visits_of(account: Account) -> list[Visit]:
     return list(db.session.scalars(query.order_by(Visit.created_at.desc()).limit(200)))
 
 
-def accept_visit(physician_id: str, claims: dict[str, Any], visit_id: str) -> Visit:
+def accept_visit(who: Principal, visit_id: str) -> Visit:
     session = db.session()
-    physician = _physician(physician_id)
-    identity.require_fresh_face(claims)
+    physician = _physician(who.id)
+    identity.require_fresh_face(who)
     visit = _load_visit(visit_id)
     identity.require_qualified_physician(physician, department=visit.department)
     if visit.requested_physician_id not in (None, physician.id):

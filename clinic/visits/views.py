@@ -49,7 +49,7 @@ from clinic.core.pages import (
     Panel,
     Words,
     label_for,
-    page_face_claims,
+    page_principal,
     participant_page,
     patient_page,
     physician_page,
@@ -640,7 +640,7 @@ def proof(diagnosis_id: str) -> Any:
 @physician_page
 def confirm_proof(diagnosis_id: str) -> Any:
     try:
-        services.confirm_diagnosis(str(current_user.id), page_face_claims(), diagnosis_id)
+        services.confirm_diagnosis(page_principal(), diagnosis_id)
     except DomainError as err:
         if err.code == FACE_REQUIRED:
             return _to_face(err, url_for("visits.proof", diagnosis_id=diagnosis_id))
@@ -685,7 +685,7 @@ def visit_queue() -> Any:
 @physician_page
 def accept(visit_id: str) -> Any:
     try:
-        services.accept_visit(str(current_user.id), page_face_claims(), visit_id)
+        services.accept_visit(page_principal(), visit_id)
     except DomainError as err:
         if err.code == FACE_REQUIRED:
             return _to_face(err, url_for("visits.room", visit_id=visit_id))

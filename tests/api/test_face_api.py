@@ -14,7 +14,8 @@ from sqlalchemy import func, select, text
 
 from clinic.core.audit import Actor, AuditEntry, acting_as
 from clinic.core.db import db, unit_of_work
-from identity import services
+from clinic.core.principal import Principal
+from identity import services, tokens
 from identity.models import Account, FaceEnrollment, FaceImage, Role
 from tests.support import faces as F
 from tests.support import factories as f
@@ -58,9 +59,9 @@ def test_a_matching_face_gives_a_token_carrying_the_check_time(client: FlaskClie
     assert claims["sub"] == str(doctor.id)
     assert "distance" not in str(body)
     # the new token passes the freshness gate; the old one does not
-    services.require_fresh_face(claims)
+    services.require_fresh_face(tokens.load_principal(body["access_token"]))
     with pytest.raises(services.FaceVerificationRequired):
-        services.require_fresh_face(jwt.get_unverified_claims(tok))
+        services.require_fresh_face(tokens.load_principal(tok))
     entry = audit_actions("face.verified")[-1]
     assert entry.detail["outcome"] == "match" and 0 <= entry.detail["distance"] < 0.55
     # the token works on the API
@@ -94,7 +95,7 @@ def test_five_consecutive_mismatches_lock_out_until_an_administrator_lifts_it(cl
     assert [e.action for e in audit_actions("face.locked")] == ["face.locked"]
     # a token with a fresh face check no longer passes the gate either
     with pytest.raises(services.FaceLocked):
-        services.require_fresh_face({"sub": str(doctor.id), "face_at": int(time.time())})
+        services.require_fresh_face(Principal(account_id=doctor.id, role="physician", face_at=time.time()))
     # the physician cannot lift it; an administrator can
     url = f"/api/v1/admin/physicians/{doctor.id}/face/unlock"
     assert client.post(url, headers=f.auth(tok)).status_code == 403

@@ -91,7 +91,7 @@ def test_physician_page_decorator_and_page_claims(ctx: Flask) -> None:
 
     @views.physician_page
     def workstation() -> str:
-        services.require_fresh_face(views.page_face_claims())
+        services.require_fresh_face(views.page_principal())
         return "ok"
 
     with ctx.test_request_context("/work"):
