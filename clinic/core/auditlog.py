@@ -71,6 +71,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from clinic.core import audit, merkle
 from clinic.core.audit import AuditEntry, AuditPending
+from clinic.core.config import settings
 from clinic.core.db import Base, db, new_id, utcnow
 from clinic.core.signed_note import Checkpoint, NoteError, Signer, Verifier
 
@@ -401,7 +402,7 @@ def _push_checkpoint(payload: dict[str, Any]) -> None:
         cfg.push_url,
         data=cp.note.encode(),
         headers={"Content-Type": "text/plain; charset=utf-8"},
-        timeout=int(current_app.config.get("PARTNER_HTTP_TIMEOUT", 10)),
+        timeout=settings().PARTNER_HTTP_TIMEOUT,
         allow_redirects=False,
     )
     if response.status_code >= 300:

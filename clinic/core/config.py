@@ -105,6 +105,7 @@ class Config:
     STRIPE_PUBLISHABLE_KEY: str = ""
     TWILIO_API_KEY_SID: str = ""
     TWILIO_API_KEY_SECRET: str = ""
+    UPLOAD_DIR: str = ""  # uploaded files (encrypted); default <instance>/uploads
     MAX_DOCUMENT_BYTES: int = 10 * 1024 * 1024
     MAX_IMAGE_BYTES: int = 8 * 1024 * 1024
     # Uploads per account (diagnosis proofs, images in the visit room): files per window,

@@ -1,8 +1,9 @@
 """The database: one engine, one scoped session, typed declarative models.
 
-Services use `db.session`, add and flush, and never commit. The commit point is
-`unit_of_work()` (requests, CLI commands and jobs all go through it), so a failed
-request leaves nothing half-written.
+Services use `db.session`, add and flush, and never commit. There are two commit points:
+a web request commits once after its view returns (clinic/core/web.py, `_commit_point`,
+which rolls back a refused or failed request), and CLI commands and jobs run inside
+`unit_of_work()`. So a failed request, command or job leaves nothing half-written.
 """
 
 from __future__ import annotations

@@ -40,7 +40,10 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from clinic.core import audit
 from clinic.core.audit import Actor, acting_as
+from clinic.core.config import Config, settings
 from clinic.core.db import Base, db, new_id, unit_of_work, utcnow
+
+_DEFAULTS = Config()
 
 log = logging.getLogger("clinic.jobs")
 
@@ -135,10 +138,9 @@ def _after_rollback(session: Session) -> None:
     session.info.pop("outbox_new", None)
 
 
-def _cfg(name: str, default: Any) -> Any:
-    if has_app_context():
-        return current_app.config.get(name, default)
-    return default
+def _settings() -> Config:
+    """The app's settings; outside an app (a bare worker import) the defaults."""
+    return settings() if has_app_context() else _DEFAULTS
 
 
 def _due(now: datetime) -> Any:
@@ -150,7 +152,7 @@ def _due(now: datetime) -> Any:
 
 def _claim(session: Session, job_id: uuid.UUID, now: datetime) -> datetime | None:
     """Compare-and-set one due row to `running` with a lease; None when someone else has it."""
-    lease = now + timedelta(seconds=int(_cfg("JOBS_LEASE_SECONDS", 30)))
+    lease = now + timedelta(seconds=_settings().JOBS_LEASE_SECONDS)
     result = session.execute(
         update(OutboxJob)
         .where(OutboxJob.id == job_id, _due(now))
@@ -179,7 +181,7 @@ class _Heartbeat:
 
     def __init__(self, jid: uuid.UUID, lease: datetime) -> None:
         self.jid, self.lease = jid, lease
-        self.seconds = int(_cfg("JOBS_LEASE_SECONDS", 30))
+        self.seconds = _settings().JOBS_LEASE_SECONDS
         self._stop = threading.Event()
         self._app = current_app._get_current_object() if has_app_context() else _app  # type: ignore[attr-defined]
         self._thread = threading.Thread(target=self._run, name=f"job-lease-{jid}", daemon=True)
@@ -255,7 +257,7 @@ def _failed(jid: uuid.UUID, lease: datetime, error: BaseException | None) -> str
         job.last_error = f"{type(error).__name__}: {error}"[:2000]
         job.locked_until = None
         permanent = isinstance(error, PermanentJobError)
-        final = permanent or job.attempts >= int(_cfg("JOBS_MAX_ATTEMPTS", 12))
+        final = permanent or job.attempts >= _settings().JOBS_MAX_ATTEMPTS
         on_failure = _failure_handlers.get(job.kind)
         if on_failure is not None:
             on_failure(dict(job.payload), job.last_error, final)
@@ -270,9 +272,7 @@ def _failed(jid: uuid.UUID, lease: datetime, error: BaseException | None) -> str
             )
             log.error("job %s (%s) is dead after %d attempts: %s", jid, job.kind, job.attempts, job.last_error)
             return "dead"
-        delay = backoff_seconds(
-            job.attempts, int(_cfg("JOBS_BACKOFF_SECONDS", 30)), int(_cfg("JOBS_BACKOFF_MAX_SECONDS", 3600))
-        )
+        delay = backoff_seconds(job.attempts, _settings().JOBS_BACKOFF_SECONDS, _settings().JOBS_BACKOFF_MAX_SECONDS)
         job.status, job.next_attempt_at = JobStatus.PENDING, utcnow() + timedelta(seconds=delay)
         log.warning("job %s (%s) attempt %d failed (%s); retry in %d s", jid, job.kind, job.attempts, error, delay)
     _schedule_retry(jid, delay)
@@ -305,7 +305,7 @@ def run_due(limit: int = 100) -> dict[str, int]:
 
 
 def _redis_url() -> str:
-    return str(_cfg("REDIS_URL", "") or "")
+    return _settings().REDIS_URL
 
 
 def _queue() -> Any:
@@ -313,7 +313,7 @@ def _queue() -> Any:
     from rq import Queue
 
     conn = Redis.from_url(_redis_url(), socket_connect_timeout=2, socket_timeout=5)
-    return Queue(str(_cfg("JOBS_QUEUE", "clinic")), connection=conn)
+    return Queue(_settings().JOBS_QUEUE, connection=conn)
 
 
 def _schedule_retry(jid: uuid.UUID, delay: int) -> None:

@@ -28,6 +28,7 @@ from limits import RateLimitItem, parse_many
 from limits.storage import MemoryStorage, Storage
 from limits.strategies import STRATEGIES, RateLimiter
 
+from clinic.core.config import settings
 from clinic.core.errors import RateLimited
 
 log = logging.getLogger("clinic.limits")
@@ -176,7 +177,8 @@ def guard() -> Guard:
 
 def _items(limit: str) -> list[RateLimitItem]:
     """`limit` is a config name (LOGIN_RATE_LIMIT) or a limit itself ("5 per minute; 20 per hour")."""
-    return list(parse_many(str(current_app.config.get(limit, limit))))
+    configured = getattr(settings(), limit, None) if limit.isidentifier() else None
+    return list(parse_many(str(configured or limit)))
 
 
 def refusal(item: RateLimitItem, retry_after: float | None = None) -> RateLimited:

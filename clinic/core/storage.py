@@ -15,11 +15,12 @@ from flask import current_app
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from clinic.core.config import settings
 from clinic.core.db import db
 
 
 def root() -> Path:
-    base = Path(current_app.config.get("UPLOAD_DIR") or Path(current_app.instance_path) / "uploads")
+    base = Path(settings().UPLOAD_DIR or Path(current_app.instance_path) / "uploads")
     base.mkdir(parents=True, exist_ok=True)
     return base
 
