@@ -27,6 +27,7 @@ from clinic.app import create_app
 from clinic.core import limits
 from clinic.core.config import Config
 from clinic.core.db import db
+from tests.support.twilio_standin import TwilioStandin
 
 pytest_plugins = ["tests.support.clinic_pair"]  # `pair`: two clinics side by side (issue 19)
 
@@ -156,10 +157,20 @@ def project_root() -> Path:
 
 
 @pytest.fixture(scope="session")
-def twilio_standin() -> Iterator[Any]:
-    """The local Twilio stand-in (Verify v2, Messages) that the real SDK is pointed at."""
-    from tests.support.twilio_standin import TwilioStandin
-
+def twilio_server() -> Iterator[TwilioStandin]:
+    """The local Twilio stand-in (Verify v2, Messages) that the real SDK is pointed at,
+    started once on a fixed port. Its settings (`app_settings()`) never change, so
+    module-scoped apps may be configured from it; tests use `twilio_standin`."""
     server = TwilioStandin().start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def twilio_standin(twilio_server: TwilioStandin) -> Iterator[TwilioStandin]:
+    """The stand-in, fresh for this test: no verifications, no outbox, no outage, and
+    serving again if an earlier test stopped it. Reset before and after, so what one test
+    breaks (`failure = 503`, `stop()`) never reaches the next, in any order."""
+    twilio_server.reset()
+    yield twilio_server
+    twilio_server.reset()

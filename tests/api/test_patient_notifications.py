@@ -26,7 +26,6 @@ from tests.support.twilio_standin import TwilioStandin
 
 @pytest.fixture
 def sms(ctx: Flask, twilio_standin: TwilioStandin, monkeypatch: pytest.MonkeyPatch) -> TwilioStandin:
-    twilio_standin.reset()
     for key, value in twilio_standin.app_settings().items():
         monkeypatch.setitem(ctx.config, key, value)
     return twilio_standin

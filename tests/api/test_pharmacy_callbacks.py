@@ -30,7 +30,6 @@ PHONE = "+8613800000077"
 
 @pytest.fixture
 def sms(ctx: Flask, twilio_standin: TwilioStandin, monkeypatch: pytest.MonkeyPatch) -> TwilioStandin:
-    twilio_standin.reset()
     for key, value in twilio_standin.app_settings().items():
         monkeypatch.setitem(ctx.config, key, value)
     return twilio_standin

@@ -89,7 +89,6 @@ def test_an_administrator_follows_the_sms_to_the_regulator(
     screenshot_dir: Path,
     backend: dict[str, Any],
 ) -> None:
-    twilio_standin.reset()
     for key, value in twilio_standin.app_settings().items():
         monkeypatch.setitem(live_app.config, key, value)
     monkeypatch.setitem(live_app.config, "TWILIO_SMS_FROM", "+15005550006")

@@ -33,20 +33,19 @@ CONTACT = "+8613900139000"
 FROM = "+15005550006"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def standin(twilio_standin: TwilioStandin) -> TwilioStandin:
     return twilio_standin
 
 
 @pytest.fixture(scope="module")
-def sms_app(app: Flask, backend: dict[str, Any], standin: TwilioStandin) -> Flask:
-    cfg = make_config(backend, **standin.app_settings(), TWILIO_SMS_FROM=FROM, REGULATOR_CONTACT_PHONE=CONTACT)
+def sms_app(app: Flask, backend: dict[str, Any], twilio_server: TwilioStandin) -> Flask:
+    cfg = make_config(backend, **twilio_server.app_settings(), TWILIO_SMS_FROM=FROM, REGULATOR_CONTACT_PHONE=CONTACT)
     return create_app(cfg)
 
 
 @pytest.fixture
 def sclient(ctx: Flask, sms_app: Flask, standin: TwilioStandin) -> Iterator[FlaskClient]:
-    standin.reset()
     with sms_app.app_context():
         yield sms_app.test_client()
 

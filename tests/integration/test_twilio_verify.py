@@ -28,21 +28,20 @@ from tests.support.twilio_standin import TwilioStandin
 PASSWORD = "Secret123x"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def standin(twilio_standin: TwilioStandin) -> TwilioStandin:
     return twilio_standin
 
 
 @pytest.fixture(scope="module")
-def twilio_app(app: Flask, backend: dict[str, Any], standin: TwilioStandin) -> Flask:
+def twilio_app(app: Flask, backend: dict[str, Any], twilio_server: TwilioStandin) -> Flask:
     """The app with SMS_BACKEND=twilio on the harness's (migrated) database."""
-    return create_app(make_config(backend, **standin.app_settings()))
+    return create_app(make_config(backend, **twilio_server.app_settings()))
 
 
 @pytest.fixture
 def tclient(ctx: Flask, twilio_app: Flask, standin: TwilioStandin) -> Iterator[FlaskClient]:
     """A client of the Twilio-configured app; `ctx` empties the tables afterwards."""
-    standin.reset()
     with twilio_app.app_context():
         yield twilio_app.test_client()
 
@@ -175,7 +174,6 @@ def test_the_standin_checks_credentials(standin: TwilioStandin) -> None:
 def test_messages_api_through_the_sdk(standin: TwilioStandin) -> None:
     from clinic.core.twilio import make_client
 
-    standin.reset()
     client = make_client(standin.account_sid, standin.auth_token, standin.base_url)
     msg = client.messages.create(to="+8613800000001", from_="+15005550006", body="您的处方已发货")
     assert msg.sid.startswith("SM") and msg.status == "queued" and msg.body == "您的处方已发货"
