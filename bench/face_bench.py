@@ -57,7 +57,7 @@ def main() -> None:
     from clinic.core.audit import Actor, acting_as
     from clinic.core.config import Config
     from clinic.core.db import db, unit_of_work
-    from identity import services
+    from identity import face_services, services
     from identity.models import Role
 
     tmp = Path(tempfile.mkdtemp(prefix="face-bench-"))
@@ -82,7 +82,7 @@ def main() -> None:
             account = services.create_staff(
                 services.StaffSpec(username="dr_bench", password=PASSWORD, role=Role.PHYSICIAN, name="Bench")
             )
-            services.enroll_face(account, F.grace_hopper())
+            face_services.enroll_face(account, F.grace_hopper())
         client = app.test_client()
         tok = client.post("/api/v1/auth/token", json={"username": "dr_bench", "password": PASSWORD}).get_json()[
             "access_token"

@@ -78,11 +78,13 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     from clinic.visits import api as visits_api
     from clinic.visits import services as visits_services
     from identity import api as identity_api
+    from identity import cli as identity_cli
     from identity import otp, views
     from identity.tokens import load_principal
 
     otp.init_app(app)
     views.init_app(app)
+    identity_cli.init_app(app)  # flask face enroll|unlock
 
     from clinic.visits import views as visits_views
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from clinic.core.db import db
 from clinic.visits import services as visits
-from identity import services
+from identity import face_services, services
 from identity.models import Department, Institution, Role
 from identity.rules import check_digit
 
@@ -96,7 +96,7 @@ def build(today: date | None = None, level: str = "三级") -> dict[str, Any]:
         )
         entry["department"] = dept
         accounts["physicians"].append(entry)
-    services.enroll_demo_physicians(accounts["physicians"])  # face_image: a real photo each
+    face_services.enroll_demo_physicians(accounts["physicians"])  # face_image: a real photo each
     for username, name in [("ph_zhao", "赵敏"), ("ph_chen", "陈静")]:
         accounts["pharmacists"].append(
             staff(

@@ -14,7 +14,7 @@ from werkzeug.datastructures import FileStorage
 from clinic.core import limits
 from clinic.core.api import ApiRouter, FilePart, Principal, RequestModel, ResponseModel
 from clinic.core.errors import NotFound
-from identity import face, reclaims, services, tokens
+from identity import face, face_services, reclaims, services, tokens
 from identity.models import IdentityReclaim, ReclaimStatus, Role
 
 router = ApiRouter("identity")
@@ -258,7 +258,7 @@ FACE_IMAGE = FilePart("image", description="A live picture of the physician's fa
 def auth_face(principal: Principal, files: dict[str, FileStorage | None]) -> FaceTokenOut:
     limits.check("FACE_RATE_LIMIT", "face", principal.id)
     account = services.get_account(principal.id)
-    verified_at = services.verify_face(account, _upload(files))
+    verified_at = face_services.verify_face(account, _upload(files))
     access, ttl = tokens.issue(account, face_verified_at=verified_at)
     return FaceTokenOut(access_token=access, expires_in=ttl, face_verified_at=int(verified_at.timestamp()))
 
@@ -286,7 +286,7 @@ def _physician(account_id: str) -> services.Account:
     errors={413: ["image_too_large"], 422: ["no_face", "several_faces", "not_an_image"]},
 )
 def admin_enroll_face(account_id: str, principal: Principal, files: dict[str, FileStorage | None]) -> FaceEnrolledOut:
-    enrollment = services.enroll_face(_physician(account_id), _upload(files))
+    enrollment = face_services.enroll_face(_physician(account_id), _upload(files))
     return FaceEnrolledOut(
         account_id=enrollment.account_id, enrolled_at=enrollment.enrolled_at, photo_sha256=enrollment.photo_sha256
     )
@@ -302,7 +302,7 @@ class FaceStateOut(ResponseModel):
 
 
 def _face_state(account: services.Account) -> FaceStateOut:
-    e = services.face_enrollment(account.id)
+    e = face_services.face_enrollment(account.id)
     return FaceStateOut(
         account_id=account.id,
         enrolled=e is not None,
@@ -331,7 +331,7 @@ def admin_face_state(account_id: str, principal: Principal) -> FaceStateOut:
 )
 def admin_face_unlock(account_id: str, principal: Principal) -> FaceStateOut:
     account = _physician(account_id)
-    services.unlock_face(account)
+    face_services.unlock_face(account)
     return _face_state(account)
 
 
@@ -342,7 +342,7 @@ def admin_face_unlock(account_id: str, principal: Principal) -> FaceStateOut:
     raw_response="image/*",
 )
 def admin_face_photo(account_id: str, principal: Principal) -> Response:
-    data, media_type = services.face_photo(_physician(account_id))
+    data, media_type = face_services.face_photo(_physician(account_id))
     resp = Response(data, mimetype=media_type)
     resp.headers["Cache-Control"] = "no-store"
     resp.headers["X-Content-Type-Options"] = "nosniff"

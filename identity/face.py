@@ -26,13 +26,16 @@ import hashlib
 import io
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from clinic.core.errors import DomainError, Invalid
 from identity import rules
+
+if TYPE_CHECKING:
+    from clinic.core.config import Config
 
 ALLOWED_FORMATS = {"JPEG", "PNG", "WEBP"}
 HASH_SIZE = 16  # dHash of 16 x 16 = 256 bits
@@ -81,11 +84,11 @@ class Prepared:
     media_type: str
 
 
-def limits_from(config: Any) -> Limits:
+def limits_from(config: Config) -> Limits:
     return Limits(
-        max_bytes=int(config["FACE_MAX_UPLOAD_BYTES"]),
-        max_pixels=int(config["FACE_MAX_PIXELS"]),
-        max_side=int(config["FACE_DETECT_MAX_SIDE"]),
+        max_bytes=config.FACE_MAX_UPLOAD_BYTES,
+        max_pixels=config.FACE_MAX_PIXELS,
+        max_side=config.FACE_DETECT_MAX_SIDE,
     )
 
 

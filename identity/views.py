@@ -1,15 +1,13 @@
-"""Identity pages: log in and out, patient registration with a phone code, family members."""
+"""Identity pages: log in and out, patient registration with a phone code, family members,
+reclaiming an ID number, the language, and the physician's workstation home and face check."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 import time
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import click
 from flask import (
     Blueprint,
     Flask,
@@ -30,12 +28,11 @@ from werkzeug.datastructures import FileStorage
 from werkzeug.wrappers import Response
 
 from clinic.core import limits
-from clinic.core.audit import Actor, acting_as
-from clinic.core.db import db, unit_of_work
+from clinic.core.db import db
 from clinic.core.errors import DomainError, Invalid
 from clinic.core.pages import face_checked, page_principal, panels_for, physician_page
 from clinic.core.web import handle_refusal
-from identity import reclaims, services
+from identity import face_services, reclaims, services
 from identity.face import ImageTooLarge
 from identity.forms import CodeForm, FamilyForm, LoginForm, ReclaimForm, RegisterForm
 from identity.models import Account, Institution, Role
@@ -365,7 +362,7 @@ def face() -> Any:
         data = upload.stream.read(cap + 1)
         if len(data) > cap:
             raise ImageTooLarge(f"The image is larger than {cap // (1024 * 1024)} MB.")
-        verified_at = services.verify_face(account, data)
+        verified_at = face_services.verify_face(account, data)
     except DomainError as err:
         message = handle_refusal(err)
         if _wants_json():
@@ -379,47 +376,6 @@ def face() -> Any:
     return redirect(target)
 
 
-# --- CLI: `flask face enroll|unlock` -------------------------------------------------
-
-face_cli = click.Group("face", help="Physicians' reference faces and face lockouts.")
-CLI_ACTOR = Actor(id=None, role="cli")
-
-
-def _cli_physician(username: str) -> Account:
-    from sqlalchemy import select
-
-    account = db.session.scalars(select(Account).where(Account.username == username)).first()
-    if account is None or account.role != Role.PHYSICIAN:
-        raise click.ClickException(f"no physician with the username {username!r}")
-    return account
-
-
-@face_cli.command("enroll")
-@click.option("--username", required=True)
-@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def face_enroll_cmd(username: str, path: Path) -> None:
-    """Enroll PATH as the physician's reference photo (exactly one face)."""
-    try:
-        with acting_as(CLI_ACTOR), unit_of_work():
-            enrollment = services.enroll_face(_cli_physician(username), path.read_bytes())
-    except DomainError as err:
-        raise click.ClickException(f"{err.code}: {err.message}") from None
-    click.echo(json.dumps({"username": username, "enrolled": True, "photo_sha256": enrollment.photo_sha256}))
-
-
-@face_cli.command("unlock")
-@click.option("--username", required=True)
-def face_unlock_cmd(username: str) -> None:
-    """Lift the physician's face lockout."""
-    try:
-        with acting_as(CLI_ACTOR), unit_of_work():
-            services.unlock_face(_cli_physician(username))
-    except DomainError as err:
-        raise click.ClickException(f"{err.code}: {err.message}") from None
-    click.echo(json.dumps({"username": username, "unlocked": True}))
-
-
 def init_app(app: Flask) -> None:
     login_manager.init_app(app)
     app.register_blueprint(bp)
-    app.cli.add_command(face_cli)

@@ -30,8 +30,8 @@ from clinic.core.errors import Conflict, Invalid, NotFound, RuleRefusal, Violati
 from clinic.core.principal import Principal
 from clinic.visits import rules as visit_rules
 from clinic.visits.models import Condition, Visit
+from identity.face_services import require_fresh_face
 from identity.models import Account, Department, Institution
-from identity.services import require_fresh_face
 from prescriptions import ingredients as ing
 from prescriptions import rules, signing
 from prescriptions.models import (

@@ -32,6 +32,7 @@ from clinic.core.web import handle_refusal
 from clinic.regulator import services as regulator
 from clinic.visits import services as visits
 from clinic.visits.models import ServiceSwitch
+from identity import face_services
 from identity import services as identity
 from identity.models import Account, Department, Role
 
@@ -182,8 +183,8 @@ def _staff_page(form: StaffForm, status: int = 200) -> Any:
         expiry=identity.credential_expiry,
         soon=today + timedelta(EXPIRING_DAYS),
         today=today,
-        enrolled={a.id for a in staff if identity.face_enrollment(a.id) is not None},
-        locked={a.id for a in staff if identity.face_locked(a.id)},
+        enrolled={a.id for a in staff if face_services.face_enrollment(a.id) is not None},
+        locked={a.id for a in staff if face_services.face_locked(a.id)},
         deactivate_form=DeactivateForm(),
     ), status
 
@@ -252,8 +253,8 @@ def _face_page(account: Account, form: FaceForm, status: int = 200) -> Any:
         "admin/face.html",
         account=account,
         form=form,
-        enrollment=identity.face_enrollment(account.id),
-        locked=identity.face_locked(account.id),
+        enrollment=face_services.face_enrollment(account.id),
+        locked=face_services.face_locked(account.id),
     ), status
 
 
@@ -266,7 +267,7 @@ def face(account_id: str) -> Any:
         cap = int(current_app.config["FACE_MAX_UPLOAD_BYTES"])
         data = form.photo.data.stream.read(cap + 1)
         try:
-            identity.enroll_face(account, data)
+            face_services.enroll_face(account, data)
         except DomainError as err:
             form.photo.errors = [handle_refusal(err)]
             return _face_page(account, form, err.status)
@@ -280,7 +281,7 @@ def face(account_id: str) -> Any:
 def unlock(account_id: str) -> Any:
     account = _physician(account_id)
     try:
-        identity.unlock_face(account)
+        face_services.unlock_face(account)
     except DomainError as err:
         flash(handle_refusal(err), "error")
         return redirect(url_for(".face", account_id=account_id))

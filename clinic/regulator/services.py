@@ -27,8 +27,8 @@ from clinic.notifications.models import SmsMessage
 from clinic.regulator import fhir, notify, retention, rules
 from clinic.regulator.models import Incident, IncidentKind, RegulatorAccess, Severity
 from clinic.visits.models import Visit, VisitMessage
+from identity import face_services, tokens
 from identity import services as identity
-from identity import tokens
 from identity.models import Account, FaceEnrollment, Institution, Patient, Role
 
 
@@ -643,7 +643,7 @@ def rotate_rows(target: EncryptedColumns, offset: int, limit: int) -> int:
 
 def encrypted_files() -> list[Path]:
     """Files encrypted with the field keys: physicians' reference face photos."""
-    folder = identity.face_photo_dir()
+    folder = face_services.face_photo_dir()
     names = db.session.scalars(select(FaceEnrollment.photo_file))
     return [folder / n for n in names if (folder / n).exists()]
 

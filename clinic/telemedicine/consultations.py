@@ -53,6 +53,7 @@ from clinic.telemedicine.models import (
 from clinic.telemedicine.rules import N_, TaskEvent, TaskStatus
 from clinic.visits import rules as visit_rules
 from clinic.visits.models import Diagnosis, DiagnosisStatus, Visit
+from identity import face_services
 from identity import services as identity
 from identity.models import Account, Patient, Role
 
@@ -450,7 +451,7 @@ def request_consultation(who: Principal, req: ConsultationRequest) -> Consultati
     entry."""
     session = db.session()
     physician = _physician(who.id)
-    identity.require_fresh_face(who)
+    face_services.require_fresh_face(who)
     identity.require_qualified_physician(physician)
     pid = as_uuid(req.patient_id)
     patient = session.get(Patient, pid) if pid else None
@@ -748,7 +749,7 @@ def accept(who: Principal, consultation_id: str) -> Consultation:
     """A physician of the invited department takes the consultation: face-fresh, qualified
     there, and of at least the title the agreement requires (Jilin Art. 14)."""
     physician = _physician(who.id)
-    identity.require_fresh_face(who)
+    face_services.require_fresh_face(who)
     c = consultation_for(physician, consultation_id)
     if c.role != INVITED:
         raise Forbidden(N_("The invited institution's physicians accept consultations."))
@@ -853,7 +854,7 @@ def write_opinion(who: Principal, consultation_id: str, opinion: str, recommenda
     """The accepting specialist's opinion (会诊意见), signed with their own key, sent back
     as a DiagnosticReport; the consultation is completed on both sides."""
     physician = _physician(who.id)
-    identity.require_fresh_face(who)
+    face_services.require_fresh_face(who)
     c = consultation_for(physician, consultation_id)
     if c.role != INVITED or c.accepted_by != physician.id:
         raise Forbidden(N_("Only the specialist who accepted the consultation writes its opinion."))

@@ -45,6 +45,7 @@ from clinic.telemedicine import services
 from clinic.telemedicine.models import FederationMessage, PartnerInstitution, Referral, ReferralDiagnosis
 from clinic.telemedicine.rules import N_, IllegalTaskTransition, TaskEvent, TaskStatus, transition
 from clinic.visits.models import Diagnosis, DiagnosisStatus, Visit
+from identity import face_services
 from identity import rules as identity_rules
 from identity import services as identity
 from identity.models import Account, Patient, Relation, Role
@@ -822,7 +823,7 @@ def confirm_carried(who: Principal, referral_id: str | uuid.UUID, carried_id: st
 
     session = db.session()
     physician = _physician(who.id)
-    identity.require_fresh_face(who)
+    face_services.require_fresh_face(who)
     referral = _load(referral_id)
     if referral.role != RECEIVING:
         raise Forbidden(N_("Only the receiving institution confirms carried diagnoses."), code="not_receiving")

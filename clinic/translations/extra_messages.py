@@ -45,6 +45,7 @@ MESSAGES = (
     N_("Confirm your phone number with the code we sent by SMS before requesting a visit."),
     N_("This ID number or phone number is already registered; log in, or recover the account."),
     N_("A mainland mobile number has 11 digits starting with 13–19."),
+    # identity/face_services.py
     N_("A face check is needed within the last minutes before this act."),
     N_("The face does not match the physician's enrolled face."),
     N_("Face verification is locked after too many consecutive mismatches; an administrator must lift it."),

@@ -42,6 +42,7 @@ from clinic.visits.models import (
     VisitNote,
     VisitStatus,
 )
+from identity import face_services
 from identity import rules as identity_rules
 from identity import services as identity
 from identity.models import Account, Department, Patient, Role
@@ -314,7 +315,7 @@ def _pending_diagnosis(diagnosis_id: str) -> Diagnosis:
 
 def confirm_diagnosis(who: Principal, diagnosis_id: str) -> Diagnosis:
     physician = _physician(who.id)
-    identity.require_fresh_face(who)
+    face_services.require_fresh_face(who)
     diag = _pending_diagnosis(diagnosis_id)
     cond = catalog_condition(diag.icd10)
     if cond is None:
@@ -919,7 +920,7 @@ def visits_of(account: Account) -> list[Visit]:
 def accept_visit(who: Principal, visit_id: str) -> Visit:
     session = db.session()
     physician = _physician(who.id)
-    identity.require_fresh_face(who)
+    face_services.require_fresh_face(who)
     visit = _load_visit(visit_id)
     identity.require_qualified_physician(physician, department=visit.department)
     if visit.requested_physician_id not in (None, physician.id):

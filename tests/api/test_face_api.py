@@ -15,7 +15,7 @@ from sqlalchemy import func, select, text
 from clinic.core.audit import Actor, AuditEntry, acting_as
 from clinic.core.db import db, unit_of_work
 from clinic.core.principal import Principal
-from identity import services, tokens
+from identity import face_services, services, tokens
 from identity.models import Account, FaceEnrollment, FaceImage, Role
 from tests.support import faces as F
 from tests.support import factories as f
@@ -28,7 +28,7 @@ def count(model: type) -> int:
 def enrolled_physician(photo: bytes | None = None) -> Account:
     doctor = f.staff(Role.PHYSICIAN)
     with acting_as(Actor(None, "test")), unit_of_work():
-        services.enroll_face(services.get_account(doctor.id), photo or F.fr_images()["obama"])
+        face_services.enroll_face(services.get_account(doctor.id), photo or F.fr_images()["obama"])
     return doctor
 
 
@@ -59,9 +59,9 @@ def test_a_matching_face_gives_a_token_carrying_the_check_time(client: FlaskClie
     assert claims["sub"] == str(doctor.id)
     assert "distance" not in str(body)
     # the new token passes the freshness gate; the old one does not
-    services.require_fresh_face(tokens.load_principal(body["access_token"]))
-    with pytest.raises(services.FaceVerificationRequired):
-        services.require_fresh_face(tokens.load_principal(tok))
+    face_services.require_fresh_face(tokens.load_principal(body["access_token"]))
+    with pytest.raises(face_services.FaceVerificationRequired):
+        face_services.require_fresh_face(tokens.load_principal(tok))
     entry = audit_actions("face.verified")[-1]
     assert entry.detail["outcome"] == "match" and 0 <= entry.detail["distance"] < 0.55
     # the token works on the API
@@ -94,8 +94,8 @@ def test_five_consecutive_mismatches_lock_out_until_an_administrator_lifts_it(cl
     assert (status, body["error"]["code"]) == (403, "face_locked")
     assert [e.action for e in audit_actions("face.locked")] == ["face.locked"]
     # a token with a fresh face check no longer passes the gate either
-    with pytest.raises(services.FaceLocked):
-        services.require_fresh_face(Principal(account_id=doctor.id, role="physician", face_at=time.time()))
+    with pytest.raises(face_services.FaceLocked):
+        face_services.require_fresh_face(Principal(account_id=doctor.id, role="physician", face_at=time.time()))
     # the physician cannot lift it; an administrator can
     url = f"/api/v1/admin/physicians/{doctor.id}/face/unlock"
     assert client.post(url, headers=f.auth(tok)).status_code == 403
@@ -214,7 +214,7 @@ def test_administrator_enrolls_exactly_one_face_and_only_they_see_the_photo(clie
     # the encoding is encrypted at rest, the photo too, and not under the web root
     raw = bytes(db.session.execute(text("SELECT encoding FROM face_enrollments")).scalar_one())
     assert len(row.encoding) == 128 * 8 and len(raw) > 1024 and row.encoding not in raw
-    stored = services.face_photo_dir() / row.photo_file
+    stored = face_services.face_photo_dir() / row.photo_file
     assert stored.exists() and F.grace_hopper()[:64] not in stored.read_bytes()
     assert ctx.static_folder and not str(stored.resolve()).startswith(str(ctx.static_folder))
     photo = client.get(url + "/photo", headers=f.auth(admin_tok))

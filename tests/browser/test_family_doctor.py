@@ -15,6 +15,7 @@ from playwright.sync_api import expect
 from clinic.core.audit import Actor, acting_as
 from clinic.core.db import unit_of_work
 from clinic.family_doctor import services
+from identity import face_services
 from identity import services as identity
 from identity.models import Role
 from tests.support import clinic_factories as cf
@@ -38,7 +39,7 @@ def test_sign_urgent_reading_go_in_person_and_team_alert(
     fd.set_level("基层")
     lead = f.staff(Role.PHYSICIAN, department="general")
     with acting_as(Actor(None, "test")), unit_of_work():
-        identity.enroll_face(identity.get_account(lead.id), F.astronaut())
+        face_services.enroll_face(identity.get_account(lead.id), F.astronaut())
         team = services.create_team("全科一组", lead.id, [services.MemberSpec("周护士", "nurse")])
         services.create_package(team.id, "高血压随访包", ["I10"], "每年至少4次随访，居家血压监测", 0)
     reg = f.patient("陈秀兰")

@@ -15,6 +15,7 @@ from playwright.sync_api import expect
 
 from clinic.core.audit import Actor, acting_as
 from clinic.core.db import db, unit_of_work
+from identity import face_services
 from identity import services as identity
 from identity.models import Role
 from prescriptions.models import Prescription
@@ -34,7 +35,7 @@ def test_a_physicians_day(
     doctor = f.staff(Role.PHYSICIAN, department="cardiology")
     other = f.staff(Role.PHYSICIAN, department="cardiology")
     with acting_as(Actor(None, "test")), unit_of_work():
-        identity.enroll_face(identity.get_account(doctor.id), F.astronaut())
+        face_services.enroll_face(identity.get_account(doctor.id), F.astronaut())
     # a proof waiting for confirmation, and a patient waiting for a return visit
     proof_owner = f.patient(name="李四")
     cf.diagnosis(proof_owner.patient.id, proof_owner.account, "I10")

@@ -13,6 +13,7 @@ from playwright.sync_api import expect
 
 from clinic.core.audit import Actor, acting_as
 from clinic.core.db import unit_of_work
+from identity import face_services
 from identity import services as identity
 from identity.models import Role
 from tests.support import clinic_factories as cf
@@ -35,7 +36,7 @@ def test_a_physician_prescribes_with_the_rules_shown_live(
     seed()
     doctor = f.staff(Role.PHYSICIAN, department="cardiology")
     with acting_as(Actor(None, "test")), unit_of_work():
-        identity.enroll_face(identity.get_account(doctor.id), F.astronaut())
+        face_services.enroll_face(identity.get_account(doctor.id), F.astronaut())
     api = ctx.test_client()
     visit_id = cf.open_visit(api, doctor)["visit_id"]
     assert api.post(f"/api/v1/visits/{visit_id}/accept", headers=f.auth(cf.face_token(doctor))).status_code == 200

@@ -25,6 +25,7 @@ from clinic.core.audit import Actor, acting_as
 from clinic.core.db import db, unit_of_work
 from clinic.telemedicine import envelope, services
 from clinic.telemedicine.models import Referral
+from identity import face_services
 from identity import services as identity
 from identity.models import Institution, Role
 from tests.browser.staff import PHONE, assert_readable, desk, log_in
@@ -74,7 +75,7 @@ def test_referral_pages_receive_answer_confirm_and_send(
     key = _partner(client)
     doctor = f.staff(Role.PHYSICIAN, department="cardiology")
     with acting_as(Actor(None, "test")), unit_of_work():
-        identity.enroll_face(identity.get_account(doctor.id), F.astronaut())
+        face_services.enroll_face(identity.get_account(doctor.id), F.astronaut())
     referred = f.patient(name="吴桂兰", born=date(1952, 4, 9))
     token, _shared = request_from_partner(key, "吴桂兰", referred.patient.id_number, direction="down")
     resp = client.post("/api/v1/federation/messages", data=token, headers={"Content-Type": "application/jose"})

@@ -18,6 +18,7 @@ from playwright.sync_api import expect
 
 from clinic.core.audit import Actor, acting_as
 from clinic.core.db import unit_of_work
+from identity import face_services
 from identity import services as identity
 from identity.models import Role
 from tests.support import clinic_factories as cf
@@ -45,7 +46,7 @@ def enrolled_physician() -> Any:
     """A cardiologist whose reference face is the astronaut photo (Eileen Collins)."""
     doctor = f.staff(Role.PHYSICIAN, department="cardiology")
     with acting_as(Actor(None, "test")), unit_of_work():
-        identity.enroll_face(identity.get_account(doctor.id), F.astronaut())
+        face_services.enroll_face(identity.get_account(doctor.id), F.astronaut())
     return doctor
 
 

@@ -13,7 +13,7 @@ from flask_login import login_user
 
 from clinic.core.audit import Actor, acting_as
 from clinic.core.db import unit_of_work
-from identity import services, views
+from identity import face_services, services, views
 from identity.models import Account, Role
 from tests.conftest import extract_csrf
 from tests.support import faces as F
@@ -23,7 +23,7 @@ from tests.support import factories as f
 def enrolled_physician(photo: bytes) -> Account:
     doctor = f.staff(Role.PHYSICIAN)
     with acting_as(Actor(None, "test")), unit_of_work():
-        services.enroll_face(services.get_account(doctor.id), photo)
+        face_services.enroll_face(services.get_account(doctor.id), photo)
     return doctor
 
 
@@ -91,7 +91,7 @@ def test_physician_page_decorator_and_page_claims(ctx: Flask) -> None:
 
     @views.physician_page
     def workstation() -> str:
-        services.require_fresh_face(views.page_principal())
+        face_services.require_fresh_face(views.page_principal())
         return "ok"
 
     with ctx.test_request_context("/work"):
@@ -110,7 +110,7 @@ def test_physician_page_decorator_and_page_claims(ctx: Flask) -> None:
         from flask import session
 
         session["face_at"] = int(time.time()) - 3600  # checked at this login, but an hour ago
-        with pytest.raises(services.FaceVerificationRequired):
+        with pytest.raises(face_services.FaceVerificationRequired):
             workstation()
         session["face_at"] = int(time.time()) - 60
         assert workstation() == "ok"
@@ -120,7 +120,7 @@ def test_demo_physicians_are_enrolled_with_real_photos_of_different_people(clien
     doctors = [f.staff(Role.PHYSICIAN), f.staff(Role.PHYSICIAN)]
     entries = [{"id": str(d.id), "username": d.username} for d in doctors]
     with acting_as(Actor(None, "cli")), unit_of_work():
-        services.enroll_demo_physicians(entries)
+        face_services.enroll_demo_physicians(entries)
     paths = [Path(e["face_image"]) for e in entries]
     assert all(p.is_absolute() and p.exists() for p in paths)
     assert paths[0].read_bytes() != paths[1].read_bytes()

@@ -17,7 +17,7 @@ from clinic.core.audit import Actor, acting_as
 from clinic.core.crypto import lookup_hash
 from clinic.core.db import db, unit_of_work
 from clinic.core.errors import Conflict
-from identity import services
+from identity import face_services, services
 from identity.models import Account, FaceEnrollment, Patient, Role
 from tests.support import factories as f
 
@@ -51,7 +51,7 @@ def people(ctx: Flask) -> dict[str, Any]:
                 consecutive_mismatches=0,
             )
         )
-    photo = services.face_photo_dir() / "p.bin"
+    photo = face_services.face_photo_dir() / "p.bin"
     photo.write_bytes(crypto.encrypt(PHOTO))
     return {"reg": reg, "physician": physician, "photo": photo}
 

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from clinic.app import create_app
 from clinic.core.audit import Actor, AuditEntry, acting_as
 from clinic.core.db import db, unit_of_work
-from identity import services
+from identity import face_services, services
 from identity.models import Role
 from tests.conftest import IsolatedClient, make_config
 from tests.support import faces as F
@@ -45,7 +45,7 @@ def test_login_registration_and_face_answer_with_redis_unreachable(
     reg = f.patient()
     doctor = f.staff(Role.PHYSICIAN)
     with acting_as(Actor(None, "test")), unit_of_work():
-        services.enroll_face(services.get_account(doctor.id), F.fr_images()["obama"])
+        face_services.enroll_face(services.get_account(doctor.id), F.fr_images()["obama"])
 
     resp = client.post("/api/v1/auth/token", json={"username": reg.account.username, "password": f.PASSWORD})
     assert resp.status_code == 200, resp.get_json()
