@@ -44,7 +44,7 @@ from pharmacy.rules import DeliveryStatus
 from prescriptions import services as rx_services
 from prescriptions import signing
 from prescriptions.models import Drug, Prescription, PrescriptionStatus
-from prescriptions.rules import age_display
+from prescriptions.rules import PrescriptionEvent, age_display
 
 # --- the queue follows the prescriptions ------------------------------------------------------
 
@@ -307,9 +307,8 @@ def decide(pharmacist_id: str, prescription_id: str, decision: str, reasons: lis
             code="invalid",
             problems=problems,
         )
-    target = rules.DECISION_STATUS[decision]
     review.state = "decided"  # before the transition, so the queue hook leaves it alone
-    rx_services.transition(rx, target, reason=";".join(codes) or None, now=now)
+    rx_services.transition(rx, PrescriptionEvent(decision), reason=";".join(codes) or None, now=now)
     review.decision, review.reasons = decision, [{"code": r["code"], "note": r.get("note", "")} for r in reasons]
     review.decided_by, review.decided_at = pharmacist.id, now
     review.signature_valid, review.rule_codes = checks.signature_valid, rule_codes
@@ -603,7 +602,7 @@ def dispense(
     if review.prepared_by is None:
         review.prepared_by, review.prepared_at = dispenser.id, now
     review.checked_by, review.checked_at = checker.id, now
-    rx_services.transition(rx, "dispensed", reason="dispensed by pharmacist", now=now)  # once
+    rx_services.transition(rx, PrescriptionEvent.DISPENSE, reason="dispensed by pharmacist", now=now)  # once
     audit.record(
         db.session(),
         "prescription.dispensing_pharmacists",
@@ -688,12 +687,12 @@ def _follow_delivery(session: Session, delivery: Delivery, status: DeliveryStatu
     if rx is None:
         return
     if status == DeliveryStatus.OUT_FOR_DELIVERY and rx.status == PrescriptionStatus.DISPENSED:
-        rx_services.transition(rx, "out_for_delivery")
+        rx_services.transition(rx, PrescriptionEvent.DISPATCH)
     elif status == DeliveryStatus.DELIVERED and rx.status in (
         PrescriptionStatus.DISPENSED,
         PrescriptionStatus.OUT_FOR_DELIVERY,
     ):
-        rx_services.transition(rx, "delivered")
+        rx_services.transition(rx, PrescriptionEvent.DELIVER)
 
 
 services.on_status_change(_follow_delivery)

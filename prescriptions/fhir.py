@@ -25,7 +25,8 @@ from sqlalchemy import func, select
 
 from clinic.regulator import fhir as base
 from prescriptions import signing
-from prescriptions.models import Prescription, PrescriptionItem, PrescriptionStatus
+from prescriptions.models import Prescription, PrescriptionItem
+from prescriptions.rules import PrescriptionStatus
 
 SYS_PRESCRIPTION = "urn:clinic:identifier:prescription"
 SYS_DRUG = "urn:clinic:identifier:drug"

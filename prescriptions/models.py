@@ -13,6 +13,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from clinic.core.crypto import EncryptedBytes
 from clinic.core.db import Base, Versioned, new_id, utcnow
+from prescriptions.rules import PrescriptionStatus
 
 
 class Drug(Base):
@@ -113,18 +114,6 @@ class SigningKey(Base):
     private_key: Mapped[bytes] = mapped_column(EncryptedBytes)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     retired_at: Mapped[datetime | None]
-
-
-class PrescriptionStatus(enum.StrEnum):
-    PENDING_REVIEW = "pending_review"
-    APPROVED = "approved"
-    REJECTED = "rejected"
-    RETURNED = "returned"
-    DISPENSED = "dispensed"
-    OUT_FOR_DELIVERY = "out_for_delivery"
-    DELIVERED = "delivered"
-    EXPIRED = "expired"
-    CANCELLED = "cancelled"
 
 
 class Prescription(Versioned, Base):

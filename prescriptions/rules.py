@@ -24,6 +24,7 @@ Sources (texts in /work/shared/seeds and the national rules beside them):
 from __future__ import annotations
 
 import calendar
+import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -757,45 +758,67 @@ def interaction_table(pairs: Sequence[Interaction]) -> dict[frozenset[str], Inte
 
 # --- lifecycle ----------------------------------------------------------------------------
 
-RX_STATUSES = (
-    "pending_review",
-    "approved",
-    "rejected",
-    "returned",
-    "dispensed",
-    "out_for_delivery",
-    "delivered",
-    "expired",
-    "cancelled",
-)
-TRANSITIONS: dict[str, frozenset[str]] = {
-    "pending_review": frozenset({"approved", "rejected", "returned", "expired", "cancelled"}),
-    "approved": frozenset({"dispensed", "expired", "cancelled"}),
-    "dispensed": frozenset({"out_for_delivery", "delivered"}),
-    "out_for_delivery": frozenset({"delivered"}),
-    "returned": frozenset({"cancelled"}),
-    "rejected": frozenset(),
-    "delivered": frozenset(),
-    "expired": frozenset(),
-    "cancelled": frozenset(),
+
+class PrescriptionStatus(enum.StrEnum):
+    PENDING_REVIEW = "pending_review"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    RETURNED = "returned"
+    DISPENSED = "dispensed"
+    OUT_FOR_DELIVERY = "out_for_delivery"
+    DELIVERED = "delivered"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+
+class PrescriptionEvent(enum.StrEnum):
+    APPROVE = "approve"  # the pharmacist approves it (the words are the review's decisions)
+    REJECT = "reject"  # the pharmacist rejects it
+    RETURN = "return"  # the pharmacist returns it to the physician for a revision
+    DISPENSE = "dispense"  # two pharmacists dispense and check it
+    DISPATCH = "dispatch"  # its delivery leaves the pharmacy
+    DELIVER = "deliver"  # its delivery reaches the door
+    EXPIRE = "expire"  # its validity ended before it was dispensed
+    CANCEL = "cancel"  # the physician voids it before review, or a returned one is withdrawn
+
+
+TRANSITIONS: dict[tuple[PrescriptionStatus, PrescriptionEvent], PrescriptionStatus] = {
+    (PrescriptionStatus.PENDING_REVIEW, PrescriptionEvent.APPROVE): PrescriptionStatus.APPROVED,
+    (PrescriptionStatus.PENDING_REVIEW, PrescriptionEvent.REJECT): PrescriptionStatus.REJECTED,
+    (PrescriptionStatus.PENDING_REVIEW, PrescriptionEvent.RETURN): PrescriptionStatus.RETURNED,
+    (PrescriptionStatus.PENDING_REVIEW, PrescriptionEvent.EXPIRE): PrescriptionStatus.EXPIRED,
+    (PrescriptionStatus.PENDING_REVIEW, PrescriptionEvent.CANCEL): PrescriptionStatus.CANCELLED,
+    (PrescriptionStatus.APPROVED, PrescriptionEvent.DISPENSE): PrescriptionStatus.DISPENSED,
+    (PrescriptionStatus.APPROVED, PrescriptionEvent.EXPIRE): PrescriptionStatus.EXPIRED,
+    (PrescriptionStatus.APPROVED, PrescriptionEvent.CANCEL): PrescriptionStatus.CANCELLED,
+    (PrescriptionStatus.DISPENSED, PrescriptionEvent.DISPATCH): PrescriptionStatus.OUT_FOR_DELIVERY,
+    (PrescriptionStatus.DISPENSED, PrescriptionEvent.DELIVER): PrescriptionStatus.DELIVERED,
+    (PrescriptionStatus.OUT_FOR_DELIVERY, PrescriptionEvent.DELIVER): PrescriptionStatus.DELIVERED,
+    (PrescriptionStatus.RETURNED, PrescriptionEvent.CANCEL): PrescriptionStatus.CANCELLED,
 }
-MIN_VALID_DAYS, MAX_VALID_DAYS = 1, 3
 
 
-class IllegalTransition(Conflict):
+class IllegalPrescriptionTransition(Conflict):
     code = "illegal_transition"
     default_message = "The prescription cannot move to that status from its current one."
 
 
-def next_status(current: str, target: str) -> str:
-    """The one transition function of the prescription lifecycle: `target`, or IllegalTransition.
+def transition(state: PrescriptionStatus, event: PrescriptionEvent) -> PrescriptionStatus:
+    """The one transition function of the prescription lifecycle: the next status, or
+    IllegalPrescriptionTransition (409 illegal_transition).
 
     Dispensing happens once: only an approved prescription is dispensed, and nothing
-    leads back to approved.
+    leads back to approved. Rejected, delivered, expired and cancelled are final.
     """
-    if target not in TRANSITIONS.get(current, frozenset()):
-        raise IllegalTransition(f"A prescription that is {current} cannot become {target}.", current=current)
-    return target
+    nxt = TRANSITIONS.get((state, event))
+    if nxt is None:
+        raise IllegalPrescriptionTransition(
+            f"A prescription that is {state.value} cannot {event.value}.", current=state.value
+        )
+    return nxt
+
+
+MIN_VALID_DAYS, MAX_VALID_DAYS = 1, 3
 
 
 def valid_days(configured: object) -> int:

@@ -41,8 +41,8 @@ from prescriptions.models import (
     ImportState,
     Prescription,
     PrescriptionItem,
-    PrescriptionStatus,
 )
+from prescriptions.rules import PrescriptionEvent, PrescriptionStatus
 
 DATA = ing.DATA
 SEARCH_LIMIT = 30
@@ -1098,7 +1098,7 @@ def void_prescription(physician_id: str, prescription_id: str | uuid.UUID, reaso
     if rx.status != PrescriptionStatus.PENDING_REVIEW:
         raise Conflict("Only a prescription still waiting for review can be voided.", code="not_voidable")
     rx.void_reason = reason
-    return transition(rx, "cancelled", reason=reason)
+    return transition(rx, PrescriptionEvent.CANCEL, reason=reason)
 
 
 # The pharmacist's decision on a prescription (reasons and note) lives in the pharmacy, which
@@ -1146,21 +1146,22 @@ def verify_prescription(rx: Prescription) -> dict[str, Any]:
 
 
 def transition(
-    rx: Prescription, target: str, *, reason: str | None = None, now: datetime | None = None
+    rx: Prescription, event: PrescriptionEvent, *, reason: str | None = None, now: datetime | None = None
 ) -> Prescription:
-    """Move a prescription through its lifecycle (pharmacy review, dispensing, delivery, expiry)."""
+    """Move a prescription through its lifecycle (pharmacy review, dispensing, delivery,
+    expiry, voiding) by `rules.transition`, audited as `prescription.<new status>`."""
     now = now or utcnow()
-    before = rx.status.value
-    rx.status = PrescriptionStatus(rules.next_status(before, target))
+    before = rx.status
+    rx.status = rules.transition(before, event)
     rx.status_changed_at = now
-    if target == "dispensed":
+    if rx.status == PrescriptionStatus.DISPENSED:
         rx.dispensed_at = now
     audit.record(
         db.session(),
-        f"prescription.{target}",
+        f"prescription.{rx.status.value}",
         subject_type="prescription",
         subject_id=rx.id,
-        detail={"from": before, "reason": reason},
+        detail={"from": before.value, "reason": reason},
     )
     db.session.flush()
     return rx
@@ -1185,7 +1186,7 @@ def expire_if_overdue(rx_id: uuid.UUID, now: datetime) -> bool:
     rx = db.session.get(Prescription, rx_id)
     if rx is None or rx.status not in _EXPIRING or rx.expires_at > now:
         return False
-    transition(rx, "expired", reason="validity ended", now=now)
+    transition(rx, PrescriptionEvent.EXPIRE, reason="validity ended", now=now)
     return True
 
 

@@ -23,6 +23,7 @@ from clinic.core.errors import Conflict
 from identity.models import Role
 from prescriptions import services, signing
 from prescriptions.models import Prescription
+from prescriptions.rules import PrescriptionEvent
 from tests.support import clinic_factories as cf
 from tests.support import factories as f
 from tests.support.rx_factories import item, visit_in_progress
@@ -137,15 +138,15 @@ def test_lifecycle_expiry_and_single_dispensing(client: FlaskClient) -> None:
         first = db.session.get(Prescription, ids[0])
         assert first is not None
         assert first.expires_at - first.signed_at == timedelta(days=1)
-        services.transition(first, "approved")
-        services.transition(first, "dispensed")
+        services.transition(first, PrescriptionEvent.APPROVE)
+        services.transition(first, PrescriptionEvent.DISPENSE)
     with acting_as(Actor(None, "test")), unit_of_work():
         first = db.session.get(Prescription, ids[0])
         assert first is not None
         with pytest.raises(Conflict):
-            services.transition(first, "dispensed")
+            services.transition(first, PrescriptionEvent.DISPENSE)
         with pytest.raises(Conflict):
-            services.transition(first, "approved")
+            services.transition(first, PrescriptionEvent.APPROVE)
     with acting_as(Actor(None, "test")), unit_of_work():
         assert services.expire_overdue(utcnow()) == 0
         assert services.expire_overdue(utcnow() + timedelta(days=1, seconds=1)) == 1

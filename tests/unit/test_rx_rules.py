@@ -228,3 +228,33 @@ def test_age_display_units(born: date, delta: int) -> None:
     assert a.unit == ("days" if delta < 28 else "months" if r.age_years(born, on) < 1 else "years")
     if a.unit == "months":
         assert 0 <= a.value <= 12
+
+
+# --- lifecycle ------------------------------------------------------------------------------
+
+RxS, RxE = r.PrescriptionStatus, r.PrescriptionEvent
+
+
+def test_the_lifecycle_paths() -> None:
+    s = RxS.PENDING_REVIEW
+    for ev in (RxE.APPROVE, RxE.DISPENSE, RxE.DISPATCH, RxE.DELIVER):
+        s = r.transition(s, ev)
+    assert s == RxS.DELIVERED
+    assert r.transition(RxS.DISPENSED, RxE.DELIVER) == RxS.DELIVERED  # handed over at the pharmacy
+    assert r.transition(RxS.PENDING_REVIEW, RxE.RETURN) == RxS.RETURNED
+    assert r.transition(RxS.RETURNED, RxE.CANCEL) == RxS.CANCELLED
+    assert r.transition(RxS.APPROVED, RxE.EXPIRE) == RxS.EXPIRED
+
+
+@given(st.sampled_from(list(RxS)), st.sampled_from(list(RxE)))
+def test_transition_is_total_and_refuses_by_name(current: r.PrescriptionStatus, event: r.PrescriptionEvent) -> None:
+    try:
+        nxt = r.transition(current, event)
+    except r.IllegalPrescriptionTransition as exc:
+        assert (current, event) not in r.TRANSITIONS
+        assert exc.status == 409 and exc.code == "illegal_transition" and exc.extra == {"current": current.value}
+        return
+    assert nxt == r.TRANSITIONS[(current, event)]
+    assert current not in (RxS.REJECTED, RxS.DELIVERED, RxS.EXPIRED, RxS.CANCELLED)  # final
+    assert nxt != RxS.APPROVED or current == RxS.PENDING_REVIEW  # nothing leads back to approved
+    assert event != RxE.DISPENSE or current == RxS.APPROVED  # dispensed once, only when approved
