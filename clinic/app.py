@@ -99,15 +99,15 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     fd_views.init_app(app)  # family-doctor pages: patients, the team's panel, administration
 
     from pharmacy import api as pharmacy_api
+    from pharmacy import delivery as pharmacy_delivery
     from pharmacy import review as pharmacy_review
-    from pharmacy import services as pharmacy_services
     from pharmacy import views as pharmacy_views
     from prescriptions import api as rx_api
     from prescriptions import cli as rx_cli
     from prescriptions import signing as rx_signing
 
     notifications_services.register_jobs()  # outbox handler: the patients' SMS
-    pharmacy_services.register_jobs()  # outbox handler: partner dispatch
+    pharmacy_delivery.register_jobs()  # outbox handler: partner dispatch
     regulator_services.register_jobs()  # outbox handler: the incident SMS to the regulator
     telemedicine_services.register_jobs()  # outbox handler: signed messages to partner institutions
     pharmacy_views.init_app(app)  # review queue and screen, prescription tracking

@@ -13,7 +13,8 @@ from pydantic import AwareDatetime, Field, ValidationError
 from clinic.core.api import ApiRouter, RequestModel, ResponseModel
 from clinic.core.db import db
 from clinic.core.errors import Invalid
-from pharmacy import review, rules, services
+from pharmacy import delivery as deliveries
+from pharmacy import review, rules
 from pharmacy.models import DeliveryPartner, Review
 from prescriptions.models import Prescription
 
@@ -33,11 +34,11 @@ class PartnerIn(RequestModel):
     secret: str | None = Field(default=None, min_length=32, max_length=200)
     active: bool = True
 
-    def spec(self) -> services.PartnerSpec:
+    def spec(self) -> deliveries.PartnerSpec:
         for r in self.regions:
             if not r.isdigit() or not 2 <= len(r) <= 6:
                 raise Invalid("A region is a GB/T 2260 code prefix of 2 to 6 digits.", fields=[{"loc": "regions"}])
-        return services.PartnerSpec(**self.model_dump())
+        return deliveries.PartnerSpec(**self.model_dump())
 
 
 class PartnerUpdate(RequestModel):
@@ -93,13 +94,13 @@ def _partner_out(p: DeliveryPartner, secret: str | None = None) -> PartnerOut:
     errors={409: ["partner_exists"], 422: ["unsafe_endpoint"]},
 )
 def create_partner(body: PartnerIn, principal: Any) -> PartnerOut:
-    partner, secret = services.create_partner(body.spec())
+    partner, secret = deliveries.create_partner(body.spec())
     return _partner_out(partner, secret)
 
 
 @router.get("/admin/partners", summary="The delivery partner registry", response=PartnerList, roles=["admin"])
 def list_partners(principal: Any) -> PartnerList:
-    return PartnerList(items=[_partner_out(p) for p in services.list_partners()])
+    return PartnerList(items=[_partner_out(p) for p in deliveries.list_partners()])
 
 
 @router.post(
@@ -116,7 +117,7 @@ def update_partner(partner_id: str, body: PartnerUpdate, principal: Any) -> Part
         PartnerIn.model_validate(
             {"name": "x", "license_no": "x", "license_valid_until": date.today(), "endpoint": "http://x", **changes}
         ).spec()
-    partner, secret = services.update_partner(partner_id, changes, body.rotate_secret)
+    partner, secret = deliveries.update_partner(partner_id, changes, body.rotate_secret)
     return _partner_out(partner, secret)
 
 
@@ -152,7 +153,7 @@ class CallbackOut(ResponseModel):
 )
 def partner_callback(partner_id: str) -> CallbackOut:
     raw = request.get_data(cache=True)
-    partner = services.verify_partner(
+    partner = deliveries.verify_partner(
         partner_id, request.headers.get("X-Timestamp"), request.headers.get("X-Signature"), raw
     )
     try:
@@ -161,7 +162,7 @@ def partner_callback(partner_id: str) -> CallbackOut:
     except (ValueError, UnicodeDecodeError, ValidationError) as exc:
         raise Invalid(f"The callback body is not valid: {str(exc)[:300]}") from None
     at: datetime = body.at
-    result = services.apply_callback(partner, body.event_id, body.prescription_id, body.status, at, body.waybill_no)
+    result = deliveries.apply_callback(partner, body.event_id, body.prescription_id, body.status, at, body.waybill_no)
     return CallbackOut(status=result.delivery.status.value, duplicate=result.duplicate)
 
 

@@ -38,7 +38,8 @@ from clinic.core.pages import bj
 from clinic.visits.models import Visit
 from identity.models import Account, Institution, Role, StaffProfile
 from identity.services import require_qualified_pharmacist
-from pharmacy import notify, regions, rules, services
+from pharmacy import delivery as deliveries
+from pharmacy import notify, regions, rules
 from pharmacy.models import Delivery, Review
 from pharmacy.rules import DeliveryStatus
 from prescriptions import services as rx_services
@@ -640,9 +641,9 @@ def dispense(
         notify.tell_patient(db.session(), "collect", rx.id, delivery.recipient_phone)
         db.session.flush()
         return delivery
-    return services.create_delivery(
+    return deliveries.create_delivery(
         rx.id,
-        services.Recipient(
+        deliveries.Recipient(
             review.recipient_name or "", review.recipient_phone or "", review.address or "", review.region_code or ""
         ),
         items,
@@ -695,7 +696,7 @@ def _follow_delivery(session: Session, delivery: Delivery, status: DeliveryStatu
         rx_services.transition(rx, PrescriptionEvent.DELIVER)
 
 
-services.on_status_change(_follow_delivery)
+deliveries.on_status_change(_follow_delivery)
 
 
 def _outcome(rx_id: uuid.UUID) -> dict[str, Any] | None:
@@ -719,7 +720,7 @@ rx_services.on_review_read(_outcome)
 
 def delivery_view(principal_id: str, role: str, prescription_id: str) -> dict[str, Any]:
     rx = rx_services.prescription_for(principal_id, role, prescription_id)
-    delivery = services.delivery_of(rx.id)
+    delivery = deliveries.delivery_of(rx.id)
     review = db.session.get(Review, rx.id)
     if delivery is None:
         return {
@@ -937,7 +938,7 @@ def patient_prescriptions(account_id: str | uuid.UUID, visit_id: uuid.UUID | Non
     rows = list(db.session.scalars(query.order_by(Prescription.signed_at.desc()).limit(200)))
     ids = [rx.id for rx in rows]
     reviews = {r.prescription_id: r for r in db.session.scalars(select(Review).where(Review.prescription_id.in_(ids)))}
-    deliveries = {
+    by_rx = {
         d.prescription_id: d for d in db.session.scalars(select(Delivery).where(Delivery.prescription_id.in_(ids)))
     }
     names = {
@@ -949,7 +950,7 @@ def patient_prescriptions(account_id: str | uuid.UUID, visit_id: uuid.UUID | Non
     out = []
     for rx in rows:
         review = reviews.get(rx.id)
-        delivery = deliveries.get(rx.id)
+        delivery = by_rx.get(rx.id)
         out.append(
             PatientPrescription(
                 rx=rx,

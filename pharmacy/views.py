@@ -20,7 +20,8 @@ from clinic.core.pages import Panel, Words, admin_page, label_for, patient_page,
 from clinic.core.web import handle_refusal
 from clinic.visits.models import Visit
 from identity.models import Account, Role
-from pharmacy import regions, review, services
+from pharmacy import delivery as deliveries
+from pharmacy import regions, review
 from pharmacy.forms import PartnerForm, ReviewForm
 from pharmacy.labels import DELIVERY_STATUS
 from prescriptions import services as rx_services
@@ -231,7 +232,7 @@ def my_document(prescription_id: str) -> Response:
 
 def _partners_page(form: PartnerForm, status: int = 200, secret: str | None = None, **extra: Any) -> Any:
     return render_template(
-        "pharmacy/partners.html", form=form, partners=services.list_partners(), secret=secret, **extra
+        "pharmacy/partners.html", form=form, partners=deliveries.list_partners(), secret=secret, **extra
     ), status
 
 
@@ -246,7 +247,7 @@ def _endpoint_refused(form: PartnerForm, err: DomainError) -> None:
 def partners() -> Any:
     form = PartnerForm()
     if form.validate_on_submit():
-        spec = services.PartnerSpec(
+        spec = deliveries.PartnerSpec(
             name=(form.name.data or "").strip(),
             license_no=(form.license_no.data or "").strip(),
             license_valid_until=form.license_valid_until.data or date.today(),
@@ -257,7 +258,7 @@ def partners() -> Any:
             active=bool(form.active.data),
         )
         try:
-            partner, secret = services.create_partner(spec)
+            partner, secret = deliveries.create_partner(spec)
         except DomainError as err:
             _endpoint_refused(form, err)
             return _partners_page(form, err.status)
@@ -269,7 +270,7 @@ def partners() -> Any:
 @bp.route("/admin/partners/<partner_id>", methods=["GET", "POST"])
 @admin_page
 def partner(partner_id: str) -> Any:
-    found = next((p for p in services.list_partners() if str(p.id) == partner_id), None)
+    found = next((p for p in deliveries.list_partners() if str(p.id) == partner_id), None)
     if found is None:
         abort(404)
     form = PartnerForm(obj=found)
@@ -295,7 +296,7 @@ def partner(partner_id: str) -> Any:
                 }
             )
             try:
-                found, secret = services.update_partner(partner_id, changes, rotate_secret=rotate)
+                found, secret = deliveries.update_partner(partner_id, changes, rotate_secret=rotate)
             except DomainError as err:
                 _endpoint_refused(form, err)
                 status = err.status

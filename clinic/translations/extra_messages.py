@@ -84,7 +84,7 @@ MESSAGES = (
     N_("%(ingredient)s is already prescribed in item %(other)s."),
     N_("%(ingredient)s is already prescribed in another active prescription of this visit."),
     N_("%(pair)s: contraindicated together (%(source)s)."),
-    # pharmacy/review.py, pharmacy/rules.py, pharmacy/services.py
+    # pharmacy/review.py, pharmacy/rules.py, pharmacy/delivery.py
     N_("You have not claimed this prescription (or your claim has expired); claim it from the queue."),
     N_("The drug fee is not paid: nothing is dispensed before an approved, paid prescription."),
     N_("The patient has not said where the medicines go (delivery address or collection)."),

@@ -22,7 +22,7 @@ from clinic.core.audit import Actor, AuditEntry, acting_as
 from clinic.core.db import db, unit_of_work
 from clinic.core.jobs import JobStatus, OutboxJob
 from identity.models import Role
-from pharmacy import services
+from pharmacy import delivery as deliveries
 from pharmacy.models import Delivery, DeliveryEvent
 from tests.integration.test_pharmacy_pages import login
 from tests.support import factories as f
@@ -42,8 +42,8 @@ def partner_server(ctx: Flask) -> Iterator[PartnerStandin]:
 
 def partner(name: str, endpoint: str, priority: int = 1) -> str:
     with acting_as(Actor(None, "test")), unit_of_work():
-        p, _ = services.create_partner(
-            services.PartnerSpec(
+        p, _ = deliveries.create_partner(
+            deliveries.PartnerSpec(
                 name, "LIC-" + name, date.today() + timedelta(days=90), ["11"], False, priority, endpoint, SECRET
             )
         )
@@ -158,7 +158,7 @@ def test_while_the_dispatch_fails_and_is_retried_the_patient_reads_arranging(cli
     partner("顺达", "http://127.0.0.1:9/orders")  # nothing listens: every dispatch fails
     d = dispensed(client)
     rx = d["rx"]
-    job = db.session.scalars(select(OutboxJob).where(OutboxJob.kind == services.DISPATCH_JOB)).one()
+    job = db.session.scalars(select(OutboxJob).where(OutboxJob.kind == deliveries.DISPATCH_JOB)).one()
     assert job.status == JobStatus.PENDING and job.attempts >= 1 and job.last_error  # failed, will retry
     assert delivery(rx).status.value == "routed"
     patient = login(client.application, d["reg"].account.username)

@@ -18,7 +18,7 @@ from clinic.core.audit import Actor, AuditEntry, acting_as
 from clinic.core.db import db, unit_of_work
 from clinic.notifications.models import SmsMessage as Notification
 from identity.models import Role
-from pharmacy import services
+from pharmacy import delivery as deliveries
 from pharmacy.models import Delivery, DeliveryEvent
 from pharmacy.rules import DeliveryStatus
 from tests.support import factories as f
@@ -47,16 +47,16 @@ def partner(name: str = "A", **kw: Any) -> tuple[str, str]:
     }
     spec.update(kw)
     with acting_as(Actor(None, "test")), unit_of_work():
-        p, secret = services.create_partner(services.PartnerSpec(**spec))
+        p, secret = deliveries.create_partner(deliveries.PartnerSpec(**spec))
     return str(p.id), secret
 
 
 def routed(status: DeliveryStatus = DeliveryStatus.DISPATCHED) -> uuid.UUID:
     rx = uuid.uuid4()
     with acting_as(Actor(None, "test")), unit_of_work():
-        d = services.create_delivery(
+        d = deliveries.create_delivery(
             rx,
-            services.Recipient("张三", PHONE, "北京市朝阳区示范路1号", "110105"),
+            deliveries.Recipient("张三", PHONE, "北京市朝阳区示范路1号", "110105"),
             [{"drug_id": str(uuid.uuid4()), "name": "氨氯地平片", "quantity": "7", "cold_chain": False}],
         )
         d.status = status

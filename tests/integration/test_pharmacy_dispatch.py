@@ -15,7 +15,8 @@ from clinic.core.audit import Actor, acting_as
 from clinic.core.db import db, unit_of_work, utcnow
 from clinic.core.jobs import JobStatus, OutboxJob
 from clinic.notifications.models import SmsMessage as Notification
-from pharmacy import rules, services
+from pharmacy import delivery as deliveries
+from pharmacy import rules
 from pharmacy.models import Delivery
 from pharmacy.rules import DeliveryStatus
 from tests.support.partner_standin import PartnerStandin
@@ -43,16 +44,16 @@ def make_partner(name: str, endpoint: str, **kw: object) -> str:
     }
     spec.update(kw)
     with acting_as(Actor(None, "test")), unit_of_work():
-        partner, _ = services.create_partner(services.PartnerSpec(**spec))  # type: ignore[arg-type]
+        partner, _ = deliveries.create_partner(deliveries.PartnerSpec(**spec))  # type: ignore[arg-type]
     return str(partner.id)
 
 
 def deliver(cold: bool = False, region: str = "110105") -> uuid.UUID:
     rx = uuid.uuid4()
     with acting_as(Actor(None, "test")), unit_of_work():
-        services.create_delivery(
+        deliveries.create_delivery(
             rx,
-            services.Recipient("张三", "+8613800000001", "北京市朝阳区示范路1号", region),
+            deliveries.Recipient("张三", "+8613800000001", "北京市朝阳区示范路1号", region),
             [{"drug_id": str(uuid.uuid4()), "name": "胰岛素", "quantity": "1", "cold_chain": cold}],
         )
     return rx
@@ -68,7 +69,7 @@ def delivery(rx: uuid.UUID) -> Delivery:
 def dispatch_jobs() -> list[OutboxJob]:
     return list(
         db.session.scalars(
-            select(OutboxJob).where(OutboxJob.kind == services.DISPATCH_JOB).execution_options(populate_existing=True)
+            select(OutboxJob).where(OutboxJob.kind == deliveries.DISPATCH_JOB).execution_options(populate_existing=True)
         )
     )
 
@@ -159,7 +160,7 @@ def test_the_partner_secret_is_encrypted_at_rest(ctx: Flask) -> None:
     make_partner("A", "http://127.0.0.1:9/x")
     raw = db.session.execute(text("SELECT secret FROM delivery_partners")).scalar_one()
     assert SECRET.encode() not in bytes(raw)
-    assert db.session.scalars(select(services.DeliveryPartner)).one().secret == SECRET
+    assert db.session.scalars(select(deliveries.DeliveryPartner)).one().secret == SECRET
 
 
 def test_order_headers_verify_with_the_rules() -> None:
