@@ -79,7 +79,7 @@ def run(args: Any, url: str) -> int:
     from clinic.core.config import Config
     from clinic.core.db import db, unit_of_work
     from identity.models import Role
-    from pharmacy import review
+    from pharmacy import services
     from pharmacy.models import Review
     from prescriptions.models import Prescription
     from tests.support import factories as f
@@ -154,11 +154,11 @@ def run(args: Any, url: str) -> int:
             session = db.session()
             with acting_as(Actor(pharmacists[0], "pharmacist")):
                 for _ in range(20):  # warm up
-                    review.claim_next(pharmacists[0])
+                    services.claim_next(pharmacists[0])
                     session.rollback()
                 for _ in range(samples):
                     t0 = time.perf_counter()
-                    got = review.claim_next(pharmacists[0])
+                    got = services.claim_next(pharmacists[0])
                     session.flush()
                     times.append(time.perf_counter() - t0)
                     session.rollback()
@@ -192,7 +192,7 @@ def run(args: Any, url: str) -> int:
                 barrier.wait()
                 while time.perf_counter() < stop_at[0]:
                     with unit_of_work() as s:
-                        got = review.claim_next(pid)
+                        got = services.claim_next(pid)
                         if got is None:
                             return
                         # the decision, in short: the row leaves the queue

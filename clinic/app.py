@@ -100,7 +100,7 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
 
     from pharmacy import api as pharmacy_api
     from pharmacy import delivery as pharmacy_delivery
-    from pharmacy import review as pharmacy_review
+    from pharmacy import services as pharmacy_services
     from pharmacy import views as pharmacy_views
     from prescriptions import api as rx_api
     from prescriptions import cli as rx_cli
@@ -161,7 +161,7 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
 
     payments.init_app(app)  # PAYMENTS=stripe: the fee port; the signed webhook
     register_purpose("consultation", visits_services.mark_visit_paid)
-    register_purpose("drug_fee", pharmacy_review.mark_drug_fee_paid)  # approved prescription, fee paid
+    register_purpose("drug_fee", pharmacy_services.mark_drug_fee_paid)  # approved prescription, fee paid
 
     from clinic.admin import labels as admin_labels
     from clinic.admin import reclaims as admin_reclaims

@@ -14,7 +14,7 @@ from clinic.core.api import ApiRouter, RequestModel, ResponseModel
 from clinic.core.db import db
 from clinic.core.errors import Invalid
 from pharmacy import delivery as deliveries
-from pharmacy import review, rules
+from pharmacy import rules, services
 from pharmacy.models import DeliveryPartner, Review
 from prescriptions.models import Prescription
 
@@ -183,7 +183,7 @@ class Claimed(ResponseModel):
     errors={403: ["not_qualified"]},
 )
 def claim(principal: Any) -> Claimed | None:
-    rx_id = review.claim_next(principal.id)
+    rx_id = services.claim_next(principal.id)
     return Claimed(prescription_id=str(rx_id)) if rx_id else None
 
 
@@ -231,7 +231,7 @@ class ReviewOut(ResponseModel):
     errors={409: ["not_claimed"], 422: ["invalid_signature", "prescription_rejected"], 403: ["not_qualified"]},
 )
 def review_prescription(prescription_id: str, body: ReviewIn, principal: Any) -> ReviewOut:
-    rx = review.decide(principal.id, prescription_id, body.decision, body.reason_dicts())
+    rx = services.decide(principal.id, prescription_id, body.decision, body.reason_dicts())
     record = db.session.get(Review, rx.id)
     return ReviewOut(status=rx.status.value, pharmacist_jws=record.pharmacist_jws if record else None)
 
@@ -266,7 +266,7 @@ class ReviewScreen(ResponseModel):
     roles=["pharmacist"],
 )
 def review_screen(prescription_id: str, principal: Any) -> ReviewScreen:
-    return ReviewScreen(**review.review_screen(principal.id, prescription_id))
+    return ReviewScreen(**services.review_screen(principal.id, prescription_id))
 
 
 class VerifyIn(RequestModel):
@@ -288,7 +288,7 @@ class VerifyOut(ResponseModel):
     errors={422: ["invalid_signature"]},
 )
 def verify(body: VerifyIn, principal: Any) -> VerifyOut:
-    return VerifyOut(**review.verify_jws(body.jws))
+    return VerifyOut(**services.verify_jws(body.jws))
 
 
 class DispenseIn(RequestModel):
@@ -335,8 +335,8 @@ class DispenseOut(ResponseModel):
     errors={409: ["drug_fee_unpaid", "no_delivery_address", "illegal_transition", "already_prepared"]},
 )
 def prepare(prescription_id: str, principal: Any) -> DispensingPharmacistsOut:
-    done = review.prepare(principal.id, prescription_id)
-    return DispensingPharmacistsOut(**review.dispensing_pharmacists(done.prescription_id).as_dict())
+    done = services.prepare(principal.id, prescription_id)
+    return DispensingPharmacistsOut(**services.dispensing_pharmacists(done.prescription_id).as_dict())
 
 
 @router.post(
@@ -355,7 +355,7 @@ def prepare(prescription_id: str, principal: Any) -> DispensingPharmacistsOut:
     },
 )
 def dispense(prescription_id: str, body: DispenseIn, principal: Any) -> DispenseOut:
-    delivery = review.dispense(
+    delivery = services.dispense(
         principal.id, prescription_id, dispensed_by=body.dispensed_by, checked_by=body.checked_by
     )
     rx = db.session.get(Prescription, delivery.prescription_id)
@@ -365,7 +365,7 @@ def dispense(prescription_id: str, body: DispenseIn, principal: Any) -> Dispense
         status=rx.status.value,
         delivery_status=delivery.status.value,
         partner=partner.name if partner else None,
-        **review.dispensing_pharmacists(rx.id).as_dict(),
+        **services.dispensing_pharmacists(rx.id).as_dict(),
     )
 
 
@@ -393,7 +393,7 @@ class CheckoutOut(ResponseModel):
     errors={409: ["not_approved"], 503: ["payments_unavailable"]},
 )
 def checkout(prescription_id: str, body: CheckoutIn, principal: Any) -> CheckoutOut:
-    record, payment = review.checkout(
+    record, payment = services.checkout(
         principal.id,
         prescription_id,
         collect=body.collect_at_pharmacy,
@@ -429,7 +429,7 @@ class DeliveryOut(ResponseModel):
     roles=["patient", "pharmacist"],
 )
 def delivery(prescription_id: str, principal: Any) -> DeliveryOut:
-    return DeliveryOut(**review.delivery_view(principal.id, principal.role, prescription_id))
+    return DeliveryOut(**services.delivery_view(principal.id, principal.role, prescription_id))
 
 
 class PatientPrescriptionOut(ResponseModel):
@@ -485,6 +485,6 @@ def my_prescriptions(principal: Any) -> PatientPrescriptionsOut:
                 signed_at=p.rx.signed_at,
                 expires_at=p.rx.expires_at,
             )
-            for p in review.patient_prescriptions(principal.id)
+            for p in services.patient_prescriptions(principal.id)
         ]
     )

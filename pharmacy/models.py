@@ -106,7 +106,7 @@ class DeliveryEvent(Base):
 class Review(Base):
     """A prescription's place in the pharmacists' review queue, the decision, and the drug fee.
 
-    Written in the same transaction as the prescription (see pharmacy.review): the queue row
+    Written in the same transaction as the prescription (see pharmacy.services): the queue row
     is what claimers lock (`FOR UPDATE SKIP LOCKED` on PostgreSQL), so a claim committed by
     one pharmacist is seen by every later claimer even under concurrency.
     """

@@ -21,7 +21,7 @@ from clinic.core.web import handle_refusal
 from clinic.visits.models import Visit
 from identity.models import Account, Role
 from pharmacy import delivery as deliveries
-from pharmacy import regions, review
+from pharmacy import regions, services
 from pharmacy.forms import PartnerForm, ReviewForm
 from pharmacy.labels import DELIVERY_STATUS
 from prescriptions import services as rx_services
@@ -38,7 +38,7 @@ DECISIONS = ("approve", "return", "reject")
 def queue() -> str:
     me = str(current_user.id)
     return render_template(
-        "pharmacy/queue.html", summary=review.queue_summary(me), rows=review.queue_rows(me), now=utcnow()
+        "pharmacy/queue.html", summary=services.queue_summary(me), rows=services.queue_rows(me), now=utcnow()
     )
 
 
@@ -46,7 +46,7 @@ def queue() -> str:
 @pharmacist_page
 def claim() -> Response:
     try:
-        rx_id = review.claim_next(str(current_user.id))
+        rx_id = services.claim_next(str(current_user.id))
     except DomainError as err:
         flash(handle_refusal(err), "error")
         return redirect(url_for("pharmacy.queue"))
@@ -57,7 +57,7 @@ def claim() -> Response:
 
 
 def _review_screen(prescription_id: str, form: ReviewForm, status: int = 200) -> Any:
-    screen = review.review_screen(str(current_user.id), prescription_id)
+    screen = services.review_screen(str(current_user.id), prescription_id)
     return render_template("pharmacy/review.html", s=screen, form=form), status
 
 
@@ -76,7 +76,7 @@ def review_page(prescription_id: str) -> Any:
             form.reasons.errors = [_("Returning or rejecting needs at least one reason from the review standard.")]
             return _review_screen(prescription_id, form, 422)
         try:
-            rx = review.decide(str(current_user.id), prescription_id, decision, reasons)
+            rx = services.decide(str(current_user.id), prescription_id, decision, reasons)
         except DomainError as err:
             flash(handle_refusal(err), "error")
             return _review_screen(prescription_id, form, err.status)
@@ -88,7 +88,7 @@ def review_page(prescription_id: str) -> Any:
 @bp.get("/pharmacy/reviewed")
 @pharmacist_page
 def reviewed() -> str:
-    return render_template("pharmacy/reviewed.html", rows=review.reviewed_rows(str(current_user.id)))
+    return render_template("pharmacy/reviewed.html", rows=services.reviewed_rows(str(current_user.id)))
 
 
 @bp.get("/pharmacy/to-dispense")
@@ -97,8 +97,8 @@ def to_dispense() -> str:
     me = str(current_user.id)
     return render_template(
         "pharmacy/to_dispense.html",
-        rows=review.dispense_rows(me),
-        checkers=[(str(a.id), a.staff.name if a.staff else a.display_name) for a in review.on_duty_pharmacists(me)],
+        rows=services.dispense_rows(me),
+        checkers=[(str(a.id), a.staff.name if a.staff else a.display_name) for a in services.on_duty_pharmacists(me)],
     )
 
 
@@ -107,7 +107,7 @@ def to_dispense() -> str:
 def prepare(prescription_id: str) -> Response:
     """调配: I have made it up; another pharmacist checks it and issues it."""
     try:
-        review.prepare(str(current_user.id), prescription_id)
+        services.prepare(str(current_user.id), prescription_id)
     except DomainError as err:
         flash(handle_refusal(err), "error")
     else:
@@ -123,7 +123,7 @@ def dispense(prescription_id: str) -> Response:
         flash(_("Confirm the check first: tick the box beside the button."), "error")
         return redirect(url_for("pharmacy.to_dispense"))
     try:
-        delivery = review.dispense(
+        delivery = services.dispense(
             str(current_user.id), prescription_id, checked_by=request.form.get("checked_by") or None
         )
     except DomainError as err:
@@ -137,7 +137,9 @@ def dispense(prescription_id: str) -> Response:
 @bp.get("/pharmacy/label/<prescription_id>")
 @pharmacist_page
 def dispensing_label(prescription_id: str) -> str:
-    return render_template("pharmacy/label.html", sheet=review.dispensing_label(str(current_user.id), prescription_id))
+    return render_template(
+        "pharmacy/label.html", sheet=services.dispensing_label(str(current_user.id), prescription_id)
+    )
 
 
 @bp.route("/prescriptions/<prescription_id>/track", methods=["GET", "POST"])
@@ -148,7 +150,7 @@ def track(prescription_id: str) -> Any:
     if request.method == "POST":
         form = request.form
         try:
-            _record, payment = review.checkout(
+            _record, payment = services.checkout(
                 me,
                 prescription_id,
                 collect=form.get("collect") == "1",
@@ -162,8 +164,8 @@ def track(prescription_id: str) -> Any:
         else:
             flash(_("Saved."), "success")
     rx = rx_services.prescription_for(me, "patient", prescription_id)
-    view = review.delivery_view(me, "patient", prescription_id)
-    saved = review.saved_address(me, rx.id)
+    view = services.delivery_view(me, "patient", prescription_id)
+    saved = services.saved_address(me, rx.id)
     typed = request.form.get("region_code") if request.method == "POST" else None
     return render_template(
         "pharmacy/track.html",
@@ -178,7 +180,7 @@ def track(prescription_id: str) -> Any:
     )
 
 
-def _typed(saved: review.SavedAddress | None) -> dict[str, str]:
+def _typed(saved: services.SavedAddress | None) -> dict[str, str]:
     """What the address form shows: what was just typed (a refusal keeps it), else the saved address."""
     if request.method == "POST":
         return {k: request.form.get(k, "") for k in ("recipient_name", "phone", "address")}
@@ -322,7 +324,7 @@ def my_prescriptions() -> str:
     """我的处方: every prescription of the people on the account, newest first."""
     return render_template(
         "pharmacy/my_prescriptions.html",
-        items=review.patient_prescriptions(current_user.id),
+        items=services.patient_prescriptions(current_user.id),
         rx_status=RX_STATUS,
         delivery_status=DELIVERY_STATUS,
     )
@@ -332,7 +334,7 @@ def room_block(visit: Visit, account: Account) -> Markup:
     """In the patient's visit room: the visit's prescriptions, each linking to its page."""
     if account.role != Role.PATIENT:
         return Markup("")
-    items = review.patient_prescriptions(account.id, visit_id=visit.id)
+    items = services.patient_prescriptions(account.id, visit_id=visit.id)
     if not items:
         return Markup("")
     return Markup(

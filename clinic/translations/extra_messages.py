@@ -84,14 +84,14 @@ MESSAGES = (
     N_("%(ingredient)s is already prescribed in item %(other)s."),
     N_("%(ingredient)s is already prescribed in another active prescription of this visit."),
     N_("%(pair)s: contraindicated together (%(source)s)."),
-    # pharmacy/review.py, pharmacy/rules.py, pharmacy/delivery.py
+    # pharmacy/services.py, pharmacy/rules.py, pharmacy/delivery.py
     N_("You have not claimed this prescription (or your claim has expired); claim it from the queue."),
     N_("The drug fee is not paid: nothing is dispensed before an approved, paid prescription."),
     N_("The patient has not said where the medicines go (delivery address or collection)."),
     N_("This status change is not allowed from the delivery's current status."),
     N_("The partner signature is missing, wrong or too old."),
     N_("Re-run at review, the prescribing rules refuse this prescription; reject or return it."),
-    # pharmacy/review.py raises this inside a conditional expression, which the extractor
+    # pharmacy/services.py raises this inside a conditional expression, which the extractor
     # reads as one string glued to the next literal; listed here whole.
     N_("Reject and return need at least one reason from the review standard."),
     # relations of the people on an account (templates: _(p.relation.value))

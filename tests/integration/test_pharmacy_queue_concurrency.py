@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from clinic.core.audit import Actor, acting_as
 from clinic.core.db import db, new_id, unit_of_work
 from identity.models import Role
-from pharmacy import review
+from pharmacy import services
 from pharmacy.models import Review
 from prescriptions.models import Prescription
 from tests.support import factories as f
@@ -67,7 +67,7 @@ def test_concurrent_claimers_never_share_one(client: FlaskClient, ctx: Flask) ->
                 start.wait()
                 while True:
                     with unit_of_work():
-                        got = review.claim_next(pid)
+                        got = services.claim_next(pid)
                     if got is None:
                         return
                     claims[pid].append(got)
