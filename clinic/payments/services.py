@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from clinic.core import audit
 from clinic.core.db import db, new_id, utcnow
@@ -72,6 +73,23 @@ def _payments_of(purpose: str, subject_id: uuid.UUID) -> list[Payment]:
 
 def _by_intent(intent_id: str) -> Payment | None:
     return db.session.scalars(select(Payment).where(Payment.provider_ref == intent_id).with_for_update()).first()
+
+
+def _record_once(event_id: str, event_type: str) -> bool:
+    """Record the event as processed; False when it already is. The primary key settles a
+    race between two deliveries of one event: the second insert waits for the first
+    delivery's transaction and then does nothing (no refused flush, so nothing to roll
+    back here; the request's commit point commits the record with the event's effects, or
+    neither)."""
+    session = db.session()
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    stmt = (
+        insert(ProcessedEvent)
+        .values(event_id=event_id, provider="stripe", type=event_type, received_at=utcnow())
+        .on_conflict_do_nothing(index_elements=[ProcessedEvent.event_id])
+        .returning(ProcessedEvent.event_id)
+    )
+    return session.scalar(stmt) is not None
 
 
 class StripePayments:
@@ -190,14 +208,7 @@ class StripePayments:
         event_id, event_type = str(getattr(event, "id", "") or ""), str(getattr(event, "type", "") or "")
         if not event_id or not event_type:
             raise InvalidPayload()
-        session = db.session()
-        if session.get(ProcessedEvent, event_id) is not None:
-            return WebhookResult(event_id, event_type, duplicate=True)
-        session.add(ProcessedEvent(event_id=event_id, provider="stripe", type=event_type))
-        try:
-            session.flush()  # the primary key settles a race between two deliveries of one event
-        except IntegrityError:
-            session.rollback()
+        if db.session.get(ProcessedEvent, event_id) is not None or not _record_once(event_id, event_type):
             return WebhookResult(event_id, event_type, duplicate=True)
         obj = event.data.object.to_dict() if getattr(event, "data", None) is not None else {}
         handler = _HANDLERS.get(event_type)
