@@ -6,13 +6,14 @@ import uuid
 from datetime import date, datetime
 from typing import Literal
 
-from flask import Response, current_app, request
+from flask import Response, request
 from flask_babel import gettext as _
 from pydantic import Field
 from werkzeug.datastructures import FileStorage
 
 from clinic.core import limits
 from clinic.core.api import ApiRouter, FilePart, Principal, RequestModel, ResponseModel
+from clinic.core.config import settings
 from clinic.core.errors import NotFound
 from identity import face, face_services, reclaims, services, tokens
 from identity.models import IdentityReclaim, ReclaimStatus, Role
@@ -92,8 +93,8 @@ class StatusOut(ResponseModel):
     errors={422: ["bad_code"], 429: ["rate_limited"]},
 )
 def verify_phone(body: CodeIn, principal: Principal) -> StatusOut:
-    limits.check("CODE_RATE_LIMIT", "verify", principal.id)
-    services.verify_phone(services.get_account(principal.id), body.code)
+    limits.check("CODE_RATE_LIMIT", "verify", str(principal.account_id))
+    services.verify_phone(services.get_account(principal.account_id), body.code)
     return StatusOut(status="verified")
 
 
@@ -105,7 +106,7 @@ def verify_phone(body: CodeIn, principal: Principal) -> StatusOut:
     errors={409: ["already_verified"], 429: ["rate_limited"], 503: ["sms_unavailable"]},
 )
 def resend_code(principal: Principal) -> StatusOut:
-    services.send_phone_code(services.get_account(principal.id))
+    services.send_phone_code(services.get_account(principal.account_id))
     return StatusOut(status="sent")
 
 
@@ -123,7 +124,7 @@ class PasswordIn(RequestModel):
     errors={401: ["bad_credentials"], 422: ["weak_password"]},
 )
 def change_password(body: PasswordIn, principal: Principal) -> StatusOut:
-    services.change_password(services.get_account(principal.id), body.current_password, body.new_password)
+    services.change_password(services.get_account(principal.account_id), body.current_password, body.new_password)
     return StatusOut(status="changed")
 
 
@@ -147,7 +148,9 @@ class FamilyOut(ResponseModel):
     errors={422: ["invalid_id_number"], 409: ["already_on_account"]},
 )
 def add_family(body: FamilyIn, principal: Principal) -> FamilyOut:
-    patient = services.add_family_member(services.get_account(principal.id), body.name, body.id_number, body.relation)
+    patient = services.add_family_member(
+        services.get_account(principal.account_id), body.name, body.id_number, body.relation
+    )
     return FamilyOut(patient_id=patient.id)
 
 
@@ -200,7 +203,7 @@ def patient_out(p: services.Patient) -> PatientOut:
     roles=["patient", "physician", "pharmacist", "admin", "regulator"],
 )
 def me(principal: Principal) -> MeOut:
-    account = services.get_account(principal.id)
+    account = services.get_account(principal.account_id)
     out = MeOut(id=account.id, username=account.username, role=account.role.value, display_name=account.display_name)
     if account.role.value == "patient":
         out.phone_verified = account.phone_verified_at is not None
@@ -231,7 +234,7 @@ def _upload(files: dict[str, FileStorage | None]) -> bytes:
     """The uploaded image's bytes, read with a cap (a larger one is refused, not read)."""
     storage = files["image"]
     assert storage is not None
-    cap = int(current_app.config["FACE_MAX_UPLOAD_BYTES"])
+    cap = settings().FACE_MAX_UPLOAD_BYTES
     data = storage.stream.read(cap + 1)
     if len(data) > cap:
         raise face.ImageTooLarge(f"The image is larger than {cap // (1024 * 1024)} MB.")
@@ -256,8 +259,8 @@ FACE_IMAGE = FilePart("image", description="A live picture of the physician's fa
     },
 )
 def auth_face(principal: Principal, files: dict[str, FileStorage | None]) -> FaceTokenOut:
-    limits.check("FACE_RATE_LIMIT", "face", principal.id)
-    account = services.get_account(principal.id)
+    limits.check("FACE_RATE_LIMIT", "face", str(principal.account_id))
+    account = services.get_account(principal.account_id)
     verified_at = face_services.verify_face(account, _upload(files))
     access, ttl = tokens.issue(account, face_verified_at=verified_at)
     return FaceTokenOut(access_token=access, expires_in=ttl, face_verified_at=int(verified_at.timestamp()))
@@ -374,7 +377,7 @@ def _photo(files: dict[str, FileStorage | None]) -> bytes | None:
     storage = files.get("id_card_photo")
     if storage is None or not storage.filename:
         return None
-    cap = int(current_app.config["RECLAIM_PHOTO_MAX_BYTES"])
+    cap = settings().RECLAIM_PHOTO_MAX_BYTES
     data = storage.stream.read(cap + 1)
     if len(data) > cap:
         raise face.ImageTooLarge(f"The image is larger than {cap // (1024 * 1024)} MB.")

@@ -28,6 +28,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from clinic.core import audit, crypto, limits, storage
+from clinic.core.config import settings
 from clinic.core.crypto import lookup_hash
 from clinic.core.db import as_uuid, db, utcnow
 from clinic.core.errors import Conflict, Invalid, NotFound
@@ -99,11 +100,9 @@ def _mask_phone(phone_e164: str) -> str:
 
 
 def _photo_limits() -> face.Limits:
-    cfg = current_app.config
+    cfg = settings()
     return face.Limits(
-        max_bytes=int(cfg["RECLAIM_PHOTO_MAX_BYTES"]),
-        max_pixels=int(cfg["FACE_MAX_PIXELS"]),
-        max_side=int(cfg["FACE_DETECT_MAX_SIDE"]),
+        max_bytes=cfg.RECLAIM_PHOTO_MAX_BYTES, max_pixels=cfg.FACE_MAX_PIXELS, max_side=cfg.FACE_DETECT_MAX_SIDE
     )
 
 

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from clinic.core import audit, limits
+from clinic.core.config import settings
 from clinic.core.crypto import lookup_hash
 from clinic.core.db import as_uuid, db, get_or_404, utcnow
 from clinic.core.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, RateLimited, RuleRefusal
@@ -115,12 +116,6 @@ def login_identity(username: str) -> str:
 #    someone else's guesses, and a successful login or phone code ends the back-off.
 
 
-def _cfg(name: str) -> int:
-    from flask import current_app
-
-    return int(current_app.config[name])
-
-
 def _address_key(address: str) -> str:
     return hashlib.sha256(address.encode()).hexdigest()[:32]
 
@@ -140,7 +135,7 @@ def _check_backoff(identity: str) -> None:
     guard = limits.guard()
     failures = guard.get(f"login-fail/{identity}")
     lock = f"login-lock/{identity}/{failures}"
-    if failures >= _cfg("LOGIN_BACKOFF_FREE_FAILURES") and guard.get(lock) > 0:
+    if failures >= settings().LOGIN_BACKOFF_FREE_FAILURES and guard.get(lock) > 0:
         wait = max(1, int(guard.expiry(lock) - time.time() + 0.999))
         raise RateLimited(
             "Too many failed logins for this account; try again in %(seconds)s seconds.",
@@ -151,12 +146,10 @@ def _check_backoff(identity: str) -> None:
 
 def _count_failure(identity: str) -> None:
     guard = limits.guard()
-    failures = guard.incr(f"login-fail/{identity}", _cfg("LOGIN_BACKOFF_WINDOW_SECONDS"))
+    cfg = settings()
+    failures = guard.incr(f"login-fail/{identity}", cfg.LOGIN_BACKOFF_WINDOW_SECONDS)
     wait = backoff_seconds(
-        failures,
-        _cfg("LOGIN_BACKOFF_FREE_FAILURES"),
-        _cfg("LOGIN_BACKOFF_BASE_SECONDS"),
-        _cfg("LOGIN_BACKOFF_MAX_SECONDS"),
+        failures, cfg.LOGIN_BACKOFF_FREE_FAILURES, cfg.LOGIN_BACKOFF_BASE_SECONDS, cfg.LOGIN_BACKOFF_MAX_SECONDS
     )
     if wait:
         guard.incr(f"login-lock/{identity}/{failures}", wait)
@@ -184,7 +177,7 @@ def log_in(username: str, password: str, address: str | None) -> Account:
         raise
     end_backoff(account)
     limits.guard().incr(
-        f"login-known/{account.id}/{_address_key(address)}", _cfg("LOGIN_KNOWN_ADDRESS_DAYS") * 24 * 3600
+        f"login-known/{account.id}/{_address_key(address)}", settings().LOGIN_KNOWN_ADDRESS_DAYS * 24 * 3600
     )
     return account
 
@@ -555,7 +548,7 @@ def deactivate_staff(account_id: str, reason: str) -> Account:
     return account
 
 
-def set_on_duty(account_id: str | uuid.UUID, on_duty: bool) -> StaffProfile:
+def set_on_duty(account_id: uuid.UUID, on_duty: bool) -> StaffProfile:
     """A physician starts or ends taking online visits (the directory shows it; routing respects it)."""
     account = get_account(account_id)
     if account.role != Role.PHYSICIAN or account.staff is None:

@@ -8,10 +8,10 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from flask import current_app
 from jose import JWTError, jwt
 from sqlalchemy import bindparam, select
 
+from clinic.core.config import settings
 from clinic.core.db import db, utcnow
 from clinic.core.errors import Unauthenticated
 from clinic.core.principal import Principal
@@ -28,9 +28,9 @@ _ACCOUNT_STATE = select(_accounts.c.role, _accounts.c.active, _accounts.c.sessio
 def issue(
     account: Account, *, face_verified_at: datetime | None = None, extra: dict[str, Any] | None = None
 ) -> tuple[str, int]:
-    cfg = current_app.config
+    cfg = settings()
     now = int(utcnow().timestamp())
-    ttl = int(cfg["JWT_EXPIRES_SECONDS"])
+    ttl = cfg.JWT_EXPIRES_SECONDS
     claims: dict[str, Any] = {
         "sub": str(account.id),
         "role": account.role.value,
@@ -45,7 +45,7 @@ def issue(
         claims["face_at"] = int(face_verified_at.timestamp())
     if extra:
         claims.update(extra)
-    token = jwt.encode(claims, cfg["JWT_SECRET"], algorithm=cfg["JWT_ALGORITHM"])
+    token = jwt.encode(claims, cfg.JWT_SECRET, algorithm=cfg.JWT_ALGORITHM)
     return token, ttl
 
 
@@ -70,7 +70,7 @@ def _verified_claims(token: str, secret: str) -> dict[str, Any]:
 
 def decode(token: str) -> dict[str, Any]:
     try:
-        claims = _verified_claims(token, current_app.config["JWT_SECRET"])
+        claims = _verified_claims(token, settings().JWT_SECRET)
     except JWTError:
         raise Unauthenticated("The token is invalid or has expired.") from None
     now = int(utcnow().timestamp())

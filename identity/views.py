@@ -12,7 +12,6 @@ from flask import (
     Blueprint,
     Flask,
     abort,
-    current_app,
     flash,
     g,
     jsonify,
@@ -28,6 +27,7 @@ from werkzeug.datastructures import FileStorage
 from werkzeug.wrappers import Response
 
 from clinic.core import limits
+from clinic.core.config import settings
 from clinic.core.db import db
 from clinic.core.errors import DomainError, Invalid
 from clinic.core.pages import face_checked, page_principal, panels_for, physician_page
@@ -102,7 +102,7 @@ def _workstation() -> dict[str, Any]:
     panels = panels_for("physician", str(current_user.id))
     now = int(time.time())
     face_at = session.get("face_at")
-    until = face_at + int(current_app.config["FACE_FRESH_SECONDS"]) if isinstance(face_at, int) else None
+    until = face_at + settings().FACE_FRESH_SECONDS if isinstance(face_at, int) else None
     left = max(0, (until - now) // 60) if until else 0
     sig = hashlib.sha256(
         "|".join(f"{p.panel.key}:{','.join(str(getattr(r, 'id', r)) for r in p.rows)}" for p in panels).encode()
@@ -260,7 +260,7 @@ def reclaim() -> Any:
             photo = None
             upload = form.photo.data
             if isinstance(upload, FileStorage) and upload.filename:
-                cap = int(current_app.config["RECLAIM_PHOTO_MAX_BYTES"])
+                cap = settings().RECLAIM_PHOTO_MAX_BYTES
                 photo = upload.stream.read(cap + 1)
                 if len(photo) > cap:
                     raise ImageTooLarge(f"The image is larger than {cap // (1024 * 1024)} MB.")
@@ -358,7 +358,7 @@ def face() -> Any:
         upload = request.files.get("image")
         if upload is None or not upload.filename:
             raise Invalid("Take a picture or choose one first.", code="invalid")
-        cap = int(current_app.config["FACE_MAX_UPLOAD_BYTES"])
+        cap = settings().FACE_MAX_UPLOAD_BYTES
         data = upload.stream.read(cap + 1)
         if len(data) > cap:
             raise ImageTooLarge(f"The image is larger than {cap // (1024 * 1024)} MB.")
