@@ -71,7 +71,7 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     from clinic.payments.services import register_purpose
     from clinic.regulator import api as regulator_api
     from clinic.regulator import cli as regulator_cli
-    from clinic.regulator import services as regulator_services
+    from clinic.regulator import incidents as regulator_incidents
     from clinic.regulator import telemedicine_fhir as regulator_telemedicine_fhir
     from clinic.telemedicine import api as telemedicine_api
     from clinic.telemedicine import services as telemedicine_services
@@ -108,7 +108,7 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
 
     notifications_services.register_jobs()  # outbox handler: the patients' SMS
     pharmacy_delivery.register_jobs()  # outbox handler: partner dispatch
-    regulator_services.register_jobs()  # outbox handler: the incident SMS to the regulator
+    regulator_incidents.register_jobs()  # outbox handler: the incident SMS to the regulator
     telemedicine_services.register_jobs()  # outbox handler: signed messages to partner institutions
     pharmacy_views.init_app(app)  # review queue and screen, prescription tracking
     notifications_views.init_app(app)  # the notification centre, SMS short links

@@ -10,12 +10,9 @@ from typing import Any
 from flask import Response
 from pydantic import Field
 
-from clinic.core import audit, auditlog, merkle
+from clinic.admin import services
+from clinic.core import audit, auditlog
 from clinic.core.api import ApiRouter, Principal, RequestModel, ResponseModel
-from clinic.core.audit import AuditEntry
-from clinic.core.db import db
-from clinic.core.errors import Invalid, NotFound
-from identity.models import Institution
 
 router = ApiRouter("admin")
 
@@ -35,8 +32,7 @@ class ChainOut(ResponseModel):
     roles=["admin"],
 )
 def audit_verify(principal: Principal) -> ChainOut:
-    report = auditlog.verify_incremental(db.session().connection(), auditlog.config().verifier)
-    audit.record(db.session(), "audit.verified", detail={"ok": report.ok, "entries": report.entries})
+    report = services.verify_audit_log()
     return ChainOut(
         ok=report.ok,
         entries=report.entries,
@@ -54,9 +50,7 @@ def audit_verify(principal: Principal) -> ChainOut:
     errors={404: ["not_found"]},
 )
 def audit_checkpoint(principal: Principal) -> Response:
-    cp = auditlog.latest_checkpoint(db.session().connection())
-    if cp is None:
-        raise NotFound("The audit log has no signed checkpoint yet.")
+    cp = services.latest_checkpoint()
     return Response(cp.note, mimetype="text/plain", headers={"Cache-Control": "no-store"})
 
 
@@ -80,11 +74,6 @@ class ConsistencyOut(ResponseModel):
     hashes: list[str] = Field(description="RFC 6962 consistency proof, base64")
 
 
-def _within(size: int) -> None:
-    if size > auditlog.tree_size(db.session().connection()):
-        raise Invalid("The tree is not that large yet.", fields=[{"loc": "tree_size", "message": "beyond the log"}])
-
-
 @router.get(
     "/audit/proof/inclusion",
     summary="Inclusion proof of one entry in a tree of the given size",
@@ -94,11 +83,7 @@ def _within(size: int) -> None:
     errors={422: ["invalid"]},
 )
 def audit_inclusion(query: InclusionQuery, principal: Principal) -> InclusionOut:
-    if query.seq > query.tree_size:
-        raise Invalid("The entry is not in a tree that small.", fields=[{"loc": "seq", "message": "beyond tree_size"}])
-    _within(query.tree_size)
-    nodes = auditlog.StoredNodes(db.session().connection())
-    proof = merkle.inclusion_proof(nodes, query.seq - 1, query.tree_size)
+    proof = services.inclusion_proof(query.seq, query.tree_size)
     return InclusionOut(leaf_index=query.seq - 1, tree_size=query.tree_size, hashes=[auditlog.b64(h) for h in proof])
 
 
@@ -111,11 +96,7 @@ def audit_inclusion(query: InclusionQuery, principal: Principal) -> InclusionOut
     errors={422: ["invalid"]},
 )
 def audit_consistency(query: ConsistencyQuery, principal: Principal) -> ConsistencyOut:
-    if query.first > query.second:
-        raise Invalid("first must not exceed second.", fields=[{"loc": "first", "message": "greater than second"}])
-    _within(query.second)
-    nodes = auditlog.StoredNodes(db.session().connection())
-    proof = merkle.consistency_proof(nodes, query.first, query.second)
+    proof = services.consistency_proof(query.first, query.second)
     return ConsistencyOut(hashes=[auditlog.b64(h) for h in proof])
 
 
@@ -143,9 +124,7 @@ class AuditEntryProofOut(ResponseModel):
     errors={404: ["not_found"]},
 )
 def audit_entry(seq: int, principal: Principal) -> AuditEntryProofOut:
-    entry = db.session.get(AuditEntry, seq)
-    if entry is None:
-        raise NotFound("No audit entry has that sequence number (yet).")
+    entry = services.audit_entry(seq)
     content = entry.content()
     return AuditEntryProofOut(
         seq=entry.seq,
@@ -177,6 +156,5 @@ class HealthOut(ResponseModel):
     auth="none",
 )
 def health_db() -> HealthOut:
-    session = db.session()
-    found = session.get(Institution, 1) is not None
-    return HealthOut(ok=True, database=session.get_bind().dialect.name, institution=found)
+    probe = services.health()
+    return HealthOut(ok=True, database=probe.database, institution=probe.institution)

@@ -16,19 +16,15 @@ from typing import Any
 from flask import Blueprint, Flask, Response, abort, render_template, request
 from flask_babel import lazy_gettext as _l
 from pydantic import Field
-from sqlalchemy import select
 
+from clinic.admin import services
 from clinic.admin.labels import FAMILY, action_words
-from clinic.core import auditlog
 from clinic.core.api import ApiRouter, Principal, RequestModel, ResponseModel
 from clinic.core.audit import AuditEntry
-from clinic.core.db import as_uuid, db
 from clinic.core.errors import DomainError
 from clinic.core.pages import BEIJING, admin_page, label_for
 from clinic.core.text import csv_cell
 from clinic.core.web import handle_refusal
-from clinic.regulator import services
-from identity.models import Account, Role
 
 router = ApiRouter("audit")
 bp = Blueprint("admin_audit", __name__, template_folder="templates", url_prefix="/admin")
@@ -131,20 +127,9 @@ def _window(args: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _readable(rows: list[AuditEntry]) -> dict[str, Any]:
-    """What a person reads instead of ids: the names of who acted (and of accounts acted on)."""
-    ids = {as_uuid(r.actor_id) for r in rows if r.actor_id and as_uuid(r.actor_id)}
-    ids |= {as_uuid(r.subject_id) for r in rows if r.subject_type == "account" and as_uuid(r.subject_id)}
-    accounts = db.session.scalars(select(Account).where(Account.id.in_(ids))).all() if ids else []
-    return {str(a.id): a.display_name for a in accounts}
-
-
 def _people() -> list[tuple[str, str]]:
     """Staff and administrators, for the "who" picker (patients are found by record instead)."""
-    rows = db.session.scalars(
-        select(Account).where(Account.role != Role.PATIENT).order_by(Account.role, Account.display_name)
-    ).all()
-    return [(str(a.id), f"{a.display_name}（{label_for('role', a.role)}）") for a in rows]
+    return [(str(a.id), f"{a.display_name}（{label_for('role', a.role)}）") for a in services.people()]
 
 
 # Why the check failed, in the reader's language (the API and CLI give the English reason).
@@ -166,8 +151,7 @@ def audit_page() -> Any:
         page = max(1, int(request.args.get("page", "1")))
     except ValueError:
         page = 1
-    # From the last verified checkpoint on: the same cost at 10 k and 10 M entries.
-    chain = auditlog.verify_incremental(db.session().connection(), auditlog.config().verifier)
+    chain = services.check_audit_log()
     reason = CHECK_REASONS.get(chain.code or "", _l("the audit log does not match its signed checkpoints"))
     rows: list[AuditEntry] = []
     info = None
@@ -184,7 +168,7 @@ def audit_page() -> Any:
         chain=chain,
         reason=reason,
         error=error,
-        names=_readable(rows),
+        names=services.readable(rows),
         people=_people(),
         families=FAMILY,
         action_words=action_words,

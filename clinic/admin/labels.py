@@ -142,7 +142,7 @@ INCIDENT_KIND = words(
 SEVERITY = words(
     {"low": ("低", "Low"), "medium": ("中", "Medium"), "high": ("高", "High"), "critical": ("严重", "Critical")}
 )
-# The SMS to the regulator, as the incidents page follows it (clinic.regulator.services.NOTICE_STATES)
+# The SMS to the regulator, as the incidents page follows it (clinic.regulator.incidents.NOTICE_STATES)
 REGULATOR_SMS = words(
     {
         "queued": ("排队待发送", "Queued"),

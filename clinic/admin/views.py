@@ -2,18 +2,19 @@
 suspension switch and its history, incidents and the SMS to the regulator, staff accounts
 (create, credentials expiring within 60 days, deactivate), physicians' face enrollment and
 unlock, the condition catalog. Delivery partners have their pages in the pharmacy package,
-the audit viewer in clinic/admin/audit_log.py. Thin: parse, call one service, render."""
+the audit viewer in clinic/admin/audit_log.py. Thin: parse, call one service (this package's
+clinic/admin/services.py, or the package whose change it is), render."""
 
 from __future__ import annotations
 
 from datetime import date, timedelta
 from typing import Any
 
-from flask import Blueprint, Flask, current_app, flash, redirect, render_template, url_for
+from flask import Blueprint, Flask, flash, redirect, render_template, url_for
 from flask_babel import gettext as _
 from flask_login import current_user
-from sqlalchemy import select
 
+from clinic.admin import services
 from clinic.admin.forms import (
     ConditionEditForm,
     ConditionForm,
@@ -25,16 +26,16 @@ from clinic.admin.forms import (
     choices,
 )
 from clinic.admin.labels import INCIDENT_KIND, SEVERITY
-from clinic.core.db import db
-from clinic.core.errors import DomainError
-from clinic.core.pages import BEIJING, admin_page, label_for
+from clinic.core.config import settings
+from clinic.core.db import as_uuid
+from clinic.core.errors import DomainError, NotFound
+from clinic.core.pages import BEIJING, admin_page, label_for, page_principal
 from clinic.core.web import handle_refusal
-from clinic.regulator import services as regulator
+from clinic.regulator import incidents as regulator
 from clinic.visits import services as visits
-from clinic.visits.models import ServiceSwitch
 from identity import face_services
 from identity import services as identity
-from identity.models import Account, Department, Role
+from identity.models import Account, Role
 
 bp = Blueprint("admin", __name__, template_folder="templates", url_prefix="/admin")
 EXPIRING_DAYS = 60
@@ -42,11 +43,6 @@ EXPIRING_DAYS = 60
 
 def _me() -> str:
     return str(current_user.id)
-
-
-def _departments() -> list[tuple[str, str]]:
-    rows = db.session.scalars(select(Department).where(Department.approved.is_(True)).order_by(Department.code))
-    return [(d.code, d.name_zh) for d in rows]
 
 
 @bp.get("")
@@ -71,17 +67,11 @@ def console() -> Any:
 
 
 def _suspension_page(form: SuspensionForm, status: int = 200) -> Any:
-    history = db.session.scalars(select(ServiceSwitch).order_by(ServiceSwitch.changed_at.desc()).limit(50)).all()
-    names = _names({h.changed_by for h in history if h.changed_by})
+    history = services.suspension_history()
+    names = services.names(h.changed_by for h in history)
     return render_template(
         "admin/suspension.html", form=form, switch=visits.suspension(), history=history, names=names
     ), status
-
-
-def _names(ids: set[Any]) -> dict[Any, str]:
-    if not ids:
-        return {}
-    return {a.id: a.display_name for a in db.session.scalars(select(Account).where(Account.id.in_(ids)))}
 
 
 @bp.route("/suspension", methods=["GET", "POST"])
@@ -117,7 +107,7 @@ def _incidents_page(form: IncidentForm, status: int = 200) -> Any:
         "admin/incidents.html",
         form=form,
         incidents=incidents,
-        names=_names({i.reported_by for i in incidents}),
+        names=services.names(i.reported_by for i in incidents),
         notices={i.id: regulator.regulator_notice(i) for i in incidents},
     ), status
 
@@ -137,7 +127,7 @@ def incidents() -> Any:
             suspend=bool(form.suspend.data),
         )
         try:
-            regulator.record_incident(_me(), report)
+            regulator.record_incident(page_principal(), report)
         except DomainError as err:
             message = handle_refusal(err)
             target = form.found_at if "found_at" in err.message else form.suspend
@@ -152,12 +142,15 @@ def incidents() -> Any:
 @admin_page
 def incident(incident_id: str) -> Any:
     """One incident and the SMS that told the regulator: its text, the number (masked), when, and its state."""
-    found = regulator.get_incident(incident_id)
+    key = as_uuid(incident_id)
+    if key is None:
+        raise NotFound("No such incident.")
+    found = regulator.get_incident(key)
     return render_template(
         "admin/incident.html",
         incident=found,
         notice=regulator.regulator_notice(found),
-        reporter=_names({found.reported_by}).get(found.reported_by, "—"),
+        reporter=services.names([found.reported_by]).get(found.reported_by, "—"),
     )
 
 
@@ -169,7 +162,7 @@ def _staff_form() -> StaffForm:
     form.role.choices = choices(
         [("physician", label_for("role", "physician")), ("pharmacist", label_for("role", "pharmacist"))]
     )
-    form.department.choices = choices([("", "—"), *_departments()])
+    form.department.choices = choices([("", "—"), *services.departments()])
     return form
 
 
@@ -242,8 +235,6 @@ def deactivate(account_id: str) -> Any:
 def _physician(account_id: str) -> Account:
     account = identity.get_account(account_id)
     if account.role != Role.PHYSICIAN:
-        from clinic.core.errors import NotFound
-
         raise NotFound("No such physician.")
     return account
 
@@ -264,7 +255,7 @@ def face(account_id: str) -> Any:
     account = _physician(account_id)
     form = FaceForm()
     if form.validate_on_submit():
-        cap = int(current_app.config["FACE_MAX_UPLOAD_BYTES"])
+        cap = settings().FACE_MAX_UPLOAD_BYTES
         data = form.photo.data.stream.read(cap + 1)
         try:
             face_services.enroll_face(account, data)
@@ -294,7 +285,7 @@ def unlock(account_id: str) -> Any:
 
 def _condition_page(form: ConditionForm, status: int = 200) -> Any:
     return render_template(
-        "admin/conditions.html", form=form, conditions=visits.all_conditions(), departments=dict(_departments())
+        "admin/conditions.html", form=form, conditions=visits.all_conditions(), departments=dict(services.departments())
     ), status
 
 
@@ -302,7 +293,7 @@ def _condition_page(form: ConditionForm, status: int = 200) -> Any:
 @admin_page
 def conditions() -> Any:
     form = ConditionForm()
-    form.department.choices = choices(_departments())
+    form.department.choices = choices(services.departments())
     if form.validate_on_submit():
         try:
             visits.add_condition(
@@ -326,7 +317,7 @@ _CONDITION_FIELDS = ("name_zh", "name_en", "department")
 def edit_condition(code: str) -> Any:
     cond = visits.get_condition(code)
     form = ConditionEditForm(obj=cond)
-    form.department.choices = choices(_departments())
+    form.department.choices = choices(services.departments())
     status = 200
     if form.validate_on_submit():
         change = visits.ConditionChange(

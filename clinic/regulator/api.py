@@ -16,7 +16,10 @@ from flask import Response, request
 from pydantic import Field
 
 from clinic.core.api import ApiRouter, Principal, RequestModel, ResponseModel
-from clinic.regulator import rules, services
+from clinic.core.db import as_uuid
+from clinic.core.errors import NotFound
+from clinic.regulator import access, incidents, rules, services
+from clinic.regulator.models import Incident
 
 router = ApiRouter("regulator")
 
@@ -43,7 +46,7 @@ class ScopedTokenOut(ResponseModel):
     errors={403: ["scope_not_allowed", "scope_exchange_refused"]},
 )
 def scoped_token(body: ScopedTokenIn, principal: Principal) -> ScopedTokenOut:
-    issued = services.issue_scoped_token(principal, list(body.scope))
+    issued = access.issue_scoped_token(principal, list(body.scope))
     return ScopedTokenOut(access_token=issued.token, expires_in=issued.expires_in, scope=issued.scopes)
 
 
@@ -125,10 +128,7 @@ class IncidentList(ResponseModel):
     items: list[IncidentOut]
 
 
-def _out(i: object) -> IncidentOut:
-    from clinic.regulator.models import Incident
-
-    assert isinstance(i, Incident)
+def _out(i: Incident) -> IncidentOut:
     return IncidentOut(
         id=str(i.id),
         kind=i.kind.value,
@@ -141,7 +141,7 @@ def _out(i: object) -> IncidentOut:
         regulator_notified_at=i.regulator_notified_at,
         notification_error=i.notification_error,
         suspension_triggered=i.suspension_triggered,
-        regulator_sms=RegulatorSmsOut(**asdict(services.regulator_notice(i))),
+        regulator_sms=RegulatorSmsOut(**asdict(incidents.regulator_notice(i))),
     )
 
 
@@ -156,9 +156,9 @@ def _out(i: object) -> IncidentOut:
     errors={422: ["suspension_not_applicable"]},
 )
 def record_incident(body: IncidentIn, principal: Principal) -> IncidentOut:
-    incident = services.record_incident(
-        principal.id,
-        services.IncidentReport(
+    incident = incidents.record_incident(
+        principal,
+        incidents.IncidentReport(
             kind=body.kind,
             severity=body.severity,
             what=body.what,
@@ -172,7 +172,7 @@ def record_incident(body: IncidentIn, principal: Principal) -> IncidentOut:
 
 @router.get("/admin/incidents", summary="Recorded incidents, newest first", response=IncidentList, roles=["admin"])
 def list_incidents(principal: Principal) -> IncidentList:
-    return IncidentList(items=[_out(i) for i in services.list_incidents()])
+    return IncidentList(items=[_out(i) for i in incidents.list_incidents()])
 
 
 @router.get(
@@ -183,4 +183,7 @@ def list_incidents(principal: Principal) -> IncidentList:
     errors={404: ["not_found"]},
 )
 def get_incident(incident_id: str, principal: Principal) -> IncidentOut:
-    return _out(services.get_incident(incident_id))
+    key = as_uuid(incident_id)
+    if key is None:
+        raise NotFound("No such incident.")
+    return _out(incidents.get_incident(key))

@@ -29,84 +29,77 @@ from cryptography.fernet import Fernet
 from flask import Flask
 from sqlalchemy import select
 
-from clinic.core import audit
 from clinic.core.audit import Actor, acting_as
 from clinic.core.db import db, unit_of_work, utcnow
 from clinic.core.errors import DomainError
-from clinic.regulator import retention, services
+from clinic.regulator import access, keys, purge, retention
 from identity.models import Account
 
 CLI_ACTOR = Actor(id=None, role="cli")
 
 
 def init_app(app: Flask) -> None:
-    app.cli.add_command(keys)
+    app.cli.add_command(keys_group)
     app.cli.add_command(retention_group)
     app.cli.add_command(regulator_group)
 
 
 # --- keys -------------------------------------------------------------------------------------
 
-keys = click.Group("keys", help="Encryption keys at rest: generate, rotate, re-hash.")
+keys_group = click.Group("keys", help="Encryption keys at rest: generate, rotate, re-hash.")
 
 
-@keys.command("generate")
+@keys_group.command("generate")
 def keys_generate() -> None:
     """Print a new Fernet key (put it first in FIELD_KEYS, then run `keys rotate`)."""
     click.echo(Fernet.generate_key().decode())
 
 
-@keys.command("rotate")
+@keys_group.command("rotate")
 @click.option("--batch-size", default=500, show_default=True, type=click.IntRange(1, 100_000))
 def keys_rotate(batch_size: int) -> None:
     """Re-encrypt every encrypted column and file with the newest key in FIELD_KEYS."""
     with acting_as(CLI_ACTOR):
-        targets = services.encrypted_columns()
-        totals = {t.name: services.count_rows(t) for t in targets}
-        files = services.encrypted_files()
+        targets = keys.encrypted_columns()
+        totals = {t.name: keys.count_rows(t) for t in targets}
+        files = keys.encrypted_files()
         done: dict[str, int] = {}
         with click.progressbar(length=sum(totals.values()) + len(files), label="Re-encrypting", file=sys.stderr) as bar:
             for target in targets:
                 offset = 0
                 while offset < totals[target.name]:
                     with unit_of_work():
-                        n = services.rotate_rows(target, offset, batch_size)
+                        n = keys.rotate_rows(target, offset, batch_size)
                     if n == 0:
                         break
                     offset += n
                     bar.update(n)
                 done[target.name] = offset
             for path in files:
-                services.rotate_file(path)
+                keys.rotate_file(path)
                 bar.update(1)
-        with unit_of_work() as session:
-            audit.record(
-                session, "keys.rotated", detail={"rows": done, "files": len(files), "columns": _columns(targets)}
-            )
+        with unit_of_work():
+            keys.record_rotation(done, len(files), targets)
     click.echo(json.dumps({"rotated": done, "files": len(files)}))
 
 
-def _columns(targets: list[services.EncryptedColumns]) -> dict[str, list[str]]:
-    return {t.name: t.columns for t in targets}
-
-
-@keys.command("rehash")
+@keys_group.command("rehash")
 @click.option("--batch-size", default=500, show_default=True, type=click.IntRange(1, 100_000))
 def keys_rehash(batch_size: int) -> None:
     """Recompute the lookup hashes (ID numbers, phones) with the current LOOKUP_KEY."""
     with acting_as(CLI_ACTOR):
-        total = services.rehash_total()
+        total = keys.rehash_total()
         offset = 0
         with click.progressbar(length=total, label="Re-hashing", file=sys.stderr) as bar:
             while offset < total:
                 with unit_of_work():
-                    n = services.rehash_batch(offset, batch_size)
+                    n = keys.rehash_batch(offset, batch_size)
                 if n == 0:
                     break
                 offset += n
                 bar.update(n)
-        with unit_of_work() as session:
-            audit.record(session, "keys.rehashed", detail={"rows": offset})
+        with unit_of_work():
+            keys.record_rehash(offset)
     click.echo(json.dumps({"rehashed": offset}))
 
 
@@ -131,18 +124,18 @@ def retention_purge(dry_run: bool, as_of: datetime | None, batch_size: int) -> N
     if now > utcnow():
         raise click.ClickException("--as-of may not be in the future.")
     with acting_as(CLI_ACTOR):
-        total = services.purgeable_message_count(now)
+        total = purge.purgeable_message_count(now)
         messages = images = files_removed = 0
         visits: set[str] = set()
         after = None
         with click.progressbar(length=total, label="Checking" if dry_run else "Purging", file=sys.stderr) as bar:
             while True:
                 with unit_of_work():
-                    batch = services.purge_message_batch(now, batch_size, dry_run, after)
+                    batch = purge.purge_message_batch(now, batch_size, dry_run, after)
                 if batch.messages == 0:
                     break
                 if not dry_run:
-                    files_removed += services.remove_stored_files(batch.files)
+                    files_removed += purge.remove_stored_files(batch.files)
                 messages += batch.messages
                 images += batch.images
                 visits.update(batch.visits)
@@ -185,7 +178,7 @@ def regulator_scopes(username: str, scopes: tuple[str, ...]) -> None:
         if scopes:
             try:
                 with unit_of_work():
-                    services.set_regulator_scopes(account, list(scopes))
+                    access.set_regulator_scopes(account, list(scopes))
             except DomainError as err:
                 raise click.ClickException(f"{err.code}: {err.message}") from None
-        click.echo(json.dumps({"username": username, "scopes": services.allowed_scopes(account.id)}))
+        click.echo(json.dumps({"username": username, "scopes": access.allowed_scopes(account.id)}))

@@ -2,7 +2,7 @@
 
 SMS_BACKEND=twilio sends through the real Twilio SDK (Messages API); otherwise the
 message goes to the application log (development default). Called by the outbox job
-`incident.notify_regulator` (clinic.regulator.services), after the incident's commit.
+`incident.notify_regulator` (clinic.regulator.incidents), after the incident's commit.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from flask import current_app
 from twilio.base.exceptions import TwilioException
 
+from clinic.core.config import settings
 from clinic.core.twilio import make_client
 
 log = logging.getLogger("clinic.regulator")
@@ -28,13 +28,13 @@ class Sent:
 
 def send_sms(to: str, body: str) -> Sent:
     """Send one SMS now; never raises for an outage (the caller records the failure)."""
-    cfg = current_app.config
-    if cfg.get("SMS_BACKEND") != "twilio":
+    cfg = settings()
+    if cfg.SMS_BACKEND != "twilio":
         log.warning("SMS to %s: %s", to, body)
         return Sent(True, "log")
-    client = make_client(cfg["TWILIO_ACCOUNT_SID"], cfg["TWILIO_AUTH_TOKEN"], cfg.get("TWILIO_BASE_URL", ""))
+    client = make_client(cfg.TWILIO_ACCOUNT_SID, cfg.TWILIO_AUTH_TOKEN, cfg.TWILIO_BASE_URL)
     try:
-        message = client.messages.create(to=to, from_=cfg.get("TWILIO_SMS_FROM") or None, body=body)
+        message = client.messages.create(to=to, from_=cfg.TWILIO_SMS_FROM or None, body=body)
     except TwilioException as exc:
         log.error("SMS to the regulator failed: %s", exc)
         return Sent(False, "twilio", error=str(exc)[:500])

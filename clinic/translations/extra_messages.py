@@ -59,7 +59,7 @@ MESSAGES = (
     # clinic/visits/rules.py, prescriptions/signing.py
     N_("The visit is closed."),
     N_("The prescription's signature does not verify."),
-    # clinic/regulator/services.py
+    # clinic/regulator/access.py
     N_(
         "The regulators' data interface needs a scoped token: POST /api/v1/regulator/token with "
         '{"scope": ["read:deidentified"]} (or "read:identified" where allowed) using your login token.'

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from clinic.core import audit, auditlog
 from clinic.core.audit import Actor, AuditEntry, acting_as
 from clinic.core.db import db, unit_of_work, utcnow
-from clinic.regulator import services
+from clinic.regulator import access
 from clinic.visits.models import Diagnosis, Visit
 from identity.models import Account, Patient, Role
 from tests.support import clinic_factories as cf
@@ -67,7 +67,7 @@ def scoped(client: FlaskClient, username: str, scope: list[str] | None = None) -
 
 def allow_identified(regulator: Account) -> None:
     with acting_as(Actor(None, "test")), unit_of_work():
-        services.set_regulator_scopes(
+        access.set_regulator_scopes(
             db.session.get(Account, regulator.id) or regulator, ["read:deidentified", "read:identified"]
         )
 
