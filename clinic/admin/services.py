@@ -1,5 +1,6 @@
 """The administrator's use cases: the audit trail (search, export, the log's check, its
-checkpoint and proofs), the names and choices the console shows, and the database probe.
+checkpoint and proofs), the names and choices the console shows, telling the people concerned
+of a decision on a reclaimed ID number, and the database probe.
 
 Each change comes with its audit entry here (looking at or exporting the trail, a check of
 the log, are themselves audited); the API (clinic/admin/api.py) and the pages (views.py,
@@ -15,14 +16,16 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from sqlalchemy import Select, func, select
+from sqlalchemy.orm import Session
 
 from clinic.core import audit, auditlog, merkle
 from clinic.core.audit import AuditEntry
 from clinic.core.db import as_uuid, db
 from clinic.core.errors import Invalid, NotFound
+from clinic.notifications import notify
 from clinic.regulator import rules
 from clinic.visits.models import ServiceSwitch
-from identity.models import Account, Department, Institution, Role
+from identity.models import Account, Department, IdentityReclaim, Institution, ReclaimStatus, Role
 
 # --- the audit trail ---------------------------------------------------------------------------
 
@@ -185,3 +188,47 @@ def health() -> Health:
     session = db.session()
     found = session.get(Institution, 1) is not None
     return Health(database=session.get_bind().dialect.name, institution=found)
+
+
+# --- reclaims of an ID number: the decision, told ---------------------------------------------
+
+
+def tell_reclaim_decision(session: Session, reclaim: IdentityReclaim) -> None:
+    """The decision, told: the claimant by SMS (and in the app once they have an account);
+    on approval the account that loses the identity too."""
+    subject = reclaim.id
+    id_number, phone = reclaim.masked_id_number, reclaim.masked_phone
+    if reclaim.status == ReclaimStatus.APPROVED:
+        notify(
+            session,
+            account_id=reclaim.new_account_id,
+            kind="reclaim_approved",
+            link="/",
+            subject_type="identity_reclaim",
+            subject_id=subject,
+            id_number=id_number,
+            phone=None,
+            mobile=phone,
+        )
+        if reclaim.old_account_id is not None:
+            notify(
+                session,
+                account_id=reclaim.old_account_id,
+                kind="reclaim_lost",
+                link="/",
+                subject_type="identity_reclaim",
+                subject_id=subject,
+                id_number=id_number,
+            )
+    elif reclaim.status == ReclaimStatus.REJECTED:
+        notify(
+            session,
+            account_id=None,
+            phone=reclaim.phone,
+            kind="reclaim_rejected",
+            link="/reclaim",
+            subject_type="identity_reclaim",
+            subject_id=subject,
+            id_number=id_number,
+            reason=reclaim.reason,
+        )

@@ -32,6 +32,7 @@ from clinic.core.errors import DomainError, NotFound
 from clinic.core.pages import BEIJING, admin_page, label_for, page_principal
 from clinic.core.web import handle_refusal
 from clinic.regulator import incidents as regulator
+from clinic.regulator.models import IncidentKind, Severity
 from clinic.visits import services as visits
 from identity import face_services
 from identity import services as identity
@@ -119,8 +120,8 @@ def incidents() -> Any:
     if form.validate_on_submit():
         assert form.found_at.data is not None
         report = regulator.IncidentReport(
-            kind=form.kind.data or "",
-            severity=form.severity.data or "",
+            kind=IncidentKind(form.kind.data),
+            severity=Severity(form.severity.data),
             what=form.what.data or "",
             scope=form.scope.data or "",
             found_at=form.found_at.data.replace(tzinfo=BEIJING),

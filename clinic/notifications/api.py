@@ -8,6 +8,8 @@ from datetime import datetime
 from flask_babel import get_locale
 
 from clinic.core.api import ApiRouter, Principal, ResponseModel
+from clinic.core.db import as_uuid
+from clinic.core.errors import NotFound
 from clinic.notifications import services
 
 router = ApiRouter("notifications")
@@ -37,9 +39,9 @@ class NotificationsOut(ResponseModel):
 )
 def list_notifications(principal: Principal) -> NotificationsOut:
     locale = str(get_locale() or "zh_CN")
-    items = [services.shown(n, locale) for n in services.inbox(principal.id)]
+    items = [services.shown(n, locale) for n in services.inbox(principal.account_id)]
     return NotificationsOut(
-        unread=services.unread_count(principal.id),
+        unread=services.unread_count(principal.account_id),
         items=[NotificationOut(id=s.id, kind=s.kind, text=s.text, link=s.link, at=s.at, read=s.read) for s in items],
     )
 
@@ -56,5 +58,8 @@ class ReadOut(ResponseModel):
     roles=EVERYONE,
 )
 def read_notification(notification_id: str, principal: Principal) -> ReadOut:
-    note = services.mark_read(principal.id, notification_id)
+    key = as_uuid(notification_id)
+    if key is None:
+        raise NotFound()  # as for another person's: nothing is revealed
+    note = services.mark_read(principal, key)
     return ReadOut(id=note.id, read=True)

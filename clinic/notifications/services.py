@@ -17,16 +17,17 @@ import logging
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from flask import current_app
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from clinic.core import jobs
+from clinic.core.config import settings
 from clinic.core.db import as_uuid, db, utcnow
 from clinic.core.errors import NotFound
+from clinic.core.principal import Principal
 from clinic.notifications import texts
 from clinic.notifications.models import InboxNotification, SmsMessage
 from identity.models import Account
@@ -42,12 +43,11 @@ def _short_code() -> str:
 
 
 def short_link(code: str) -> str:
-    base = str(current_app.config.get("PUBLIC_BASE_URL", "")).rstrip("/")
-    return f"{base}/n/{code}"
+    return f"{_public_base()}/n/{code}"
 
 
 def _sms_locale() -> str:
-    return str(current_app.config.get("BABEL_DEFAULT_LOCALE", "zh_CN"))
+    return settings().BABEL_DEFAULT_LOCALE or "zh_CN"
 
 
 def _recently_texted(session: Session, account_id: uuid.UUID, kind: str, subject_id: str, window: timedelta) -> bool:
@@ -77,7 +77,7 @@ def notify(
     phone: str | None = None,
     sms: bool = True,
     quiet_for: timedelta | None = None,
-    **params: Any,
+    **params: object,
 ) -> InboxNotification | None:
     """Tell the account holder: one in-app notification and (usually) one SMS with a short link.
 
@@ -118,7 +118,7 @@ def notify(
 
 
 def _queue_sms(
-    session: Session, kind: str, subject_type: str, subject: str, to: str, params: dict[str, Any], link: str
+    session: Session, kind: str, subject_type: str, subject: str, to: str, params: dict[str, object], link: str
 ) -> SmsMessage:
     params = {k: (v if isinstance(v, int | float) else str(v)) for k, v in params.items()}
     params.setdefault("rx", subject[:8])
@@ -136,8 +136,11 @@ def _queue_sms(
 
 
 def short_link_to(path: str) -> str:
-    base = str(current_app.config.get("PUBLIC_BASE_URL", "")).rstrip("/")
-    return f"{base}{path}"
+    return f"{_public_base()}{path}"
+
+
+def _public_base() -> str:
+    return (settings().PUBLIC_BASE_URL or "").rstrip("/")
 
 
 def _account_phone(session: Session, account_id: uuid.UUID) -> str | None:
@@ -154,7 +157,7 @@ class Shown:
     kind: str
     text: str
     link: str
-    at: Any
+    at: datetime
     read: bool
 
 
@@ -169,46 +172,46 @@ def shown(note: InboxNotification, locale: str) -> Shown:
     )
 
 
-def inbox(account_id: uuid.UUID | str, limit: int = 100) -> list[InboxNotification]:
+def inbox(account_id: uuid.UUID, limit: int = 100) -> list[InboxNotification]:
+    """The account's notifications, newest first."""
     return list(
         db.session.scalars(
             select(InboxNotification)
-            .where(InboxNotification.account_id == as_uuid(account_id))
+            .where(InboxNotification.account_id == account_id)
             .order_by(InboxNotification.created_at.desc(), InboxNotification.id)
             .limit(limit)
         )
     )
 
 
-def unread_count(account_id: uuid.UUID | str) -> int:
+def unread_count(account_id: uuid.UUID) -> int:
     return int(
         db.session.scalar(
             select(func.count())
             .select_from(InboxNotification)
-            .where(InboxNotification.account_id == as_uuid(account_id), InboxNotification.read_at.is_(None))
+            .where(InboxNotification.account_id == account_id, InboxNotification.read_at.is_(None))
         )
         or 0
     )
 
 
-def _own(account_id: uuid.UUID | str, note: InboxNotification | None) -> InboxNotification:
-    if note is None or note.account_id != as_uuid(account_id):
+def _own(who: Principal, note: InboxNotification | None) -> InboxNotification:
+    if note is None or note.account_id != who.account_id:
         raise NotFound()  # another person's notifications are never revealed
     return note
 
 
-def mark_read(account_id: uuid.UUID | str, notification_id: str) -> InboxNotification:
-    key = as_uuid(notification_id)
-    note = _own(account_id, db.session.get(InboxNotification, key) if key else None)
+def mark_read(who: Principal, notification_id: uuid.UUID) -> InboxNotification:
+    note = _own(who, db.session.get(InboxNotification, notification_id))
     if note.read_at is None:
         note.read_at = utcnow()
     return note
 
 
-def mark_all_read(account_id: uuid.UUID | str) -> None:
+def mark_all_read(who: Principal) -> None:
     db.session.execute(
         update(InboxNotification)
-        .where(InboxNotification.account_id == as_uuid(account_id), InboxNotification.read_at.is_(None))
+        .where(InboxNotification.account_id == who.account_id, InboxNotification.read_at.is_(None))
         .values(read_at=utcnow())
     )
 
@@ -217,9 +220,9 @@ def by_short_code(code: str) -> InboxNotification | None:
     return db.session.scalars(select(InboxNotification).where(InboxNotification.short_code == code)).first()
 
 
-def open_short_link(account_id: uuid.UUID | str, code: str) -> str:
+def open_short_link(who: Principal, code: str) -> str:
     """Where a short link leads (its notification marked read); 404 for another person's."""
-    note = _own(account_id, by_short_code(code))
+    note = _own(who, by_short_code(code))
     if note.read_at is None:
         note.read_at = utcnow()
     return note.link
@@ -239,11 +242,11 @@ def send_sms_job(payload: dict[str, Any]) -> None:
         raise jobs.PermanentJobError("the SMS does not exist")
     if note.status != "queued":
         return
-    cfg = current_app.config
-    if cfg.get("SMS_BACKEND") == "twilio":
-        client = make_client(cfg["TWILIO_ACCOUNT_SID"], cfg["TWILIO_AUTH_TOKEN"], cfg.get("TWILIO_BASE_URL", ""))
+    cfg = settings()
+    if cfg.SMS_BACKEND == "twilio":
+        client = make_client(cfg.TWILIO_ACCOUNT_SID, cfg.TWILIO_AUTH_TOKEN, cfg.TWILIO_BASE_URL)
         try:
-            msg = client.messages.create(to=note.to_phone, from_=cfg.get("TWILIO_SMS_FROM") or None, body=note.body)
+            msg = client.messages.create(to=note.to_phone, from_=cfg.TWILIO_SMS_FROM or None, body=note.body)
         except TwilioRestException as exc:
             if 400 <= int(exc.status or 0) < 500 and exc.status != 429:
                 raise jobs.PermanentJobError(f"Twilio refused the message: {exc.code} {exc.msg}") from exc

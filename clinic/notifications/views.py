@@ -8,8 +8,9 @@ from flask import Blueprint, Flask, abort, redirect, render_template, request, u
 from flask_babel import get_locale
 from flask_login import current_user
 
+from clinic.core.db import as_uuid
 from clinic.core.errors import NotFound
-from clinic.core.pages import role_page
+from clinic.core.pages import page_principal, role_page
 from clinic.notifications import services
 
 bp = Blueprint("notifications", __name__, template_folder="templates")
@@ -24,7 +25,7 @@ def _safe(link: str) -> str:
 @anyone
 def centre() -> Any:
     locale = str(get_locale() or "zh_CN")
-    items = [services.shown(n, locale) for n in services.inbox(current_user.id)]
+    items = [services.shown(n, locale) for n in services.inbox(page_principal().account_id)]
     return render_template("notifications/centre.html", items=items)
 
 
@@ -32,8 +33,11 @@ def centre() -> Any:
 @anyone
 def open_one(notification_id: str) -> Any:
     """Marks it read and goes to the page it is about."""
+    key = as_uuid(notification_id)
+    if key is None:
+        abort(404)
     try:
-        note = services.mark_read(current_user.id, notification_id)
+        note = services.mark_read(page_principal(), key)
     except NotFound:
         abort(404)
     return redirect(_safe(note.link))
@@ -42,7 +46,7 @@ def open_one(notification_id: str) -> Any:
 @bp.post("/notifications/read-all")
 @anyone
 def read_all() -> Any:
-    services.mark_all_read(current_user.id)
+    services.mark_all_read(page_principal())
     return redirect(url_for("notifications.centre"))
 
 
@@ -51,7 +55,7 @@ def read_all() -> Any:
 def short_link(code: str) -> Any:
     """An SMS's short link: after login, the page the notification is about."""
     try:
-        link = services.open_short_link(current_user.id, code)
+        link = services.open_short_link(page_principal(), code)
     except NotFound:
         abort(404)
     return redirect(_safe(link))

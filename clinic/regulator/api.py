@@ -19,7 +19,7 @@ from clinic.core.api import ApiRouter, Principal, RequestModel, ResponseModel
 from clinic.core.db import as_uuid
 from clinic.core.errors import NotFound
 from clinic.regulator import access, incidents, rules, services
-from clinic.regulator.models import Incident
+from clinic.regulator.models import Incident, IncidentKind, Severity
 
 router = ApiRouter("regulator")
 
@@ -159,8 +159,8 @@ def record_incident(body: IncidentIn, principal: Principal) -> IncidentOut:
     incident = incidents.record_incident(
         principal,
         incidents.IncidentReport(
-            kind=body.kind,
-            severity=body.severity,
+            kind=IncidentKind(body.kind),
+            severity=Severity(body.severity),
             what=body.what,
             scope=body.scope,
             found_at=body.found_at,

@@ -30,8 +30,8 @@ from identity.models import Institution, Role
 
 @dataclass(frozen=True)
 class IncidentReport:
-    kind: str
-    severity: str
+    kind: IncidentKind
+    severity: Severity
     what: str
     scope: str
     found_at: datetime
@@ -47,7 +47,7 @@ def record_incident(who: Principal, report: IncidentReport) -> Incident:
     admin = identity.get_account(who.account_id)
     if admin.role != Role.ADMIN:
         raise Forbidden("Only administrators record incidents.")
-    kind, severity = IncidentKind(report.kind), Severity(report.severity)
+    kind, severity = report.kind, report.severity
     found_at = report.found_at
     if found_at.tzinfo is None:
         raise Invalid("'found_at' needs a time-zone offset (RFC 3339).")
