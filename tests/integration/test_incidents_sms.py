@@ -223,11 +223,12 @@ def test_a_development_log_and_a_missing_contact_say_so(client: FlaskClient, ctx
         "failed_tries": 0,
         "last_failure_at": None,
     }
+    before = ctx.config["REGULATOR_CONTACT_PHONE"]
     ctx.config["REGULATOR_CONTACT_PHONE"] = "13900139000"
     try:
         logged = client.post("/api/v1/admin/incidents", json=incident(), headers=f.auth(tok)).get_json()
-    finally:
-        ctx.config.pop("REGULATOR_CONTACT_PHONE")
+    finally:  # put back, not pop: a popped key stays set in the typed Config that settings() reads
+        ctx.config["REGULATOR_CONTACT_PHONE"] = before
     sms = client.get(f"/api/v1/admin/incidents/{logged['id']}", headers=f.auth(tok)).get_json()["regulator_sms"]
     assert sms["state"] == "logged" and sms["to"] == "139****9000" and sms["sent_at"] and sms["reference"] is None
 
