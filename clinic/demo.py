@@ -198,6 +198,6 @@ def _confirmed(account: Any, patient: Any, icd10: str, where: str, on: date, by_
 
 
 def _seed_drugs() -> dict[str, str]:
-    from prescriptions.services import seed_catalog
+    from prescriptions.catalog import seed_catalog
 
     return seed_catalog()

@@ -42,6 +42,8 @@ from pharmacy import delivery as deliveries
 from pharmacy import notify, regions, rules
 from pharmacy.models import Delivery, Review
 from pharmacy.rules import DeliveryStatus
+from prescriptions import catalog as rx_catalog
+from prescriptions import document as rx_document
 from prescriptions import services as rx_services
 from prescriptions import signing
 from prescriptions.models import Drug, Prescription, PrescriptionStatus
@@ -196,7 +198,7 @@ def _items_with_reference(rx: Prescription) -> list[dict[str, Any]]:
     out = []
     for n, item in enumerate(rx.content.get("items", [])):
         drug = drugs.get(rx.items[n].drug_id) if n < len(rx.items) else None
-        out.append({**item, "dosing_reference": rx_services.dosing_summary(drug) if drug is not None else None})
+        out.append({**item, "dosing_reference": rx_catalog.dosing_summary(drug) if drug is not None else None})
     return out
 
 
@@ -225,7 +227,7 @@ def review_screen(pharmacist_id: str, prescription_id: str) -> dict[str, Any]:
         },
         "diagnosis": {
             "icd10": rx.diagnosis_icd10,
-            "icd10_national": rx_services.national_code_of(rx),
+            "icd10_national": rx_document.national_code_of(rx),
             "status": visit.diagnosis.status.value,
         },
         "physician": rx.content.get("physician", {}),
@@ -317,7 +319,7 @@ def decide(pharmacist_id: str, prescription_id: str, decision: str, reasons: lis
     detail: dict[str, Any] = {"decision": decision, "reasons": codes, "signature_valid": checks.signature_valid}
     if decision == "approve":
         content = {
-            "iss": rx.content.get("iss") or rx_services.issuer(db.session.get(Institution, 1)),
+            "iss": rx.content.get("iss") or signing.issuer(db.session.get(Institution, 1)),
             "iat": int(now.timestamp()),
             "exp": int(rx.expires_at.timestamp()),
             "type": "pharmacist_review",
@@ -372,7 +374,7 @@ def _document_facts(rx_id: uuid.UUID) -> dict[str, Any] | None:
     }
 
 
-rx_services.on_review_facts(_document_facts)
+rx_document.on_review_facts(_document_facts)
 
 
 def verify_jws(token: str) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from pharmacy import delivery as deliveries
 from pharmacy import regions, services
 from pharmacy.forms import PartnerForm, ReviewForm
 from pharmacy.labels import DELIVERY_STATUS
+from prescriptions import document as rx_document
 from prescriptions import services as rx_services
 from prescriptions.views import RX_STATUS
 
@@ -223,7 +224,7 @@ def my_document(prescription_id: str) -> Response:
     """The printable prescription for the patient's own account (the staff have their own route)."""
     rx = rx_services.prescription_for(str(current_user.id), "patient", prescription_id)
     return Response(
-        rx_services.document_for(rx),
+        rx_document.document_for(rx),
         mimetype="application/pdf",
         headers={"Content-Disposition": f'inline; filename="prescription-{rx.id}.pdf"', "Cache-Control": "no-store"},
     )

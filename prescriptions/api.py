@@ -12,7 +12,7 @@ from pydantic import Field, model_validator
 
 from clinic.core.api import ApiRouter, Principal, RequestModel, ResponseModel
 from clinic.visits.models import Visit
-from prescriptions import rules, services
+from prescriptions import catalog, document, rules, services
 
 router = ApiRouter("prescriptions")
 STAFF = ["physician", "pharmacist", "admin"]
@@ -40,7 +40,7 @@ class DrugList(ResponseModel):
 
 @router.get("/drugs", summary="Search the drug catalog", query=DrugQuery, response=DrugList, roles=STAFF)
 def search(query: DrugQuery, principal: Principal) -> DrugList:
-    return DrugList(items=[DrugOut.model_validate(d) for d in services.search_drugs(query.q)])
+    return DrugList(items=[DrugOut.model_validate(d) for d in catalog.search_drugs(query.q)])
 
 
 # --- prescriptions ---------------------------------------------------------------------------
@@ -213,7 +213,7 @@ def get_prescription(prescription_id: str, principal: Principal) -> Prescription
 )
 def get_document(prescription_id: str, principal: Principal) -> Response:
     rx = services.prescription_for(principal.id, principal.role, prescription_id)
-    pdf = services.document_for(rx)
+    pdf = document.document_for(rx)
     return Response(
         pdf,
         mimetype="application/pdf",

@@ -11,7 +11,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from clinic.core.audit import Actor, acting_as
 from clinic.core.db import unit_of_work, utcnow
-from prescriptions import services
+from prescriptions import catalog, imports, services
 
 CLI_ACTOR = Actor(id=None, role="cli")
 
@@ -25,8 +25,8 @@ def init_app(app: Flask) -> None:
     def seed_cmd() -> None:
         """Load the control lists, the seed formulary and the interaction table (idempotent)."""
         with acting_as(CLI_ACTOR), unit_of_work():
-            ids = services.seed_catalog()
-            size = services.catalog_size()
+            ids = catalog.seed_catalog()
+            size = catalog.catalog_size()
         click.echo(json.dumps({"catalog_size": size, "drugs": ids}, ensure_ascii=False))
 
     @drugs.command("import")
@@ -36,7 +36,7 @@ def init_app(app: Flask) -> None:
         """Import a formulary CSV (columns: name, form, strength, route; optional generic_name,
         ingredients (';'-separated), cold_chain, atc_code). Exits non-zero only when nothing could be read."""
         with acting_as(CLI_ACTOR), unit_of_work():
-            report = services.import_formulary(path)
+            report = imports.import_formulary(path)
         click.echo(json.dumps(report.as_dict(), ensure_ascii=False) if as_json else report.summary())
         if report.fatal:
             sys.exit(1)

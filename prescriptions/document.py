@@ -28,9 +28,12 @@ from __future__ import annotations
 import io
 import json
 import logging
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import qrcode
@@ -41,6 +44,14 @@ from reportlab.pdfbase import pdfmetrics
 from reportlab.pdfbase.cidfonts import UnicodeCIDFont
 from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.pdfgen import canvas
+from sqlalchemy import select
+
+from clinic.core.db import db
+from clinic.visits import rules as visit_rules
+from clinic.visits.models import Condition, Visit
+from identity.models import Department, Institution
+from prescriptions import rules, services
+from prescriptions.models import Prescription
 
 log = logging.getLogger(__name__)
 CHINA = ZoneInfo("Asia/Shanghai")
@@ -307,3 +318,115 @@ def render_pdf(doc: PrescriptionDocument) -> bytes:
     c.showPage()
     c.save()
     return buf.getvalue()
+
+
+# --- the document of a stored prescription --------------------------------------------------
+
+_review_fact_sources: list[Callable[[uuid.UUID], dict[str, Any] | None]] = []
+
+
+def on_review_facts(source: Callable[[uuid.UUID], dict[str, Any] | None]) -> None:
+    """The pharmacy tells the document who reviewed a prescription and what it costs."""
+    if source not in _review_fact_sources:
+        _review_fact_sources.append(source)
+
+
+def review_facts(rx_id: uuid.UUID) -> dict[str, Any]:
+    for source in _review_fact_sources:
+        facts = source(rx_id)
+        if facts:
+            return facts
+    return {}
+
+
+def _frequency_zh(text: str) -> str:
+    f = rules.parse_frequency(text)
+    return f.zh if f is not None else text
+
+
+def document_for(rx: Prescription) -> bytes:
+    """The prescription document (处方笺) per 处方管理办法 and its 处方标准 (prescriptions/document.py)."""
+    inst = db.session.get(Institution, 1)
+    c = rx.content
+    dept = visit_department(rx)
+    g = rx.guardian
+    a = rx.accompanying_physician
+    born = date.fromisoformat(c["patient"]["birth_date"])
+    signed_day = rx.signed_at.astimezone(CHINA).date() if rx.signed_at.tzinfo else rx.signed_at.date()
+    facts = review_facts(rx.id)
+    settings = (inst.settings or {}) if inst else {}
+    doc = PrescriptionDocument(
+        prescription_id=str(rx.id),
+        institution=inst.name if inst else "",
+        fee_category=str(settings.get("fee_category") or "自费"),
+        record_no=str(rx.patient_id).replace("-", "")[:10].upper(),
+        patient_name=c["patient"]["name"],
+        sex={"male": "男", "female": "女"}.get(c["patient"]["sex"], c["patient"]["sex"]),
+        age=c["patient"]["age"],
+        weight_kg=c.get("weight_kg"),
+        diagnosis=diagnosis_in_words(rx),
+        department=dept,
+        items=[
+            DocumentLine(
+                i["name"],
+                i["strength"],
+                i.get("form", ""),
+                i["dose"],
+                i["unit"],
+                _frequency_zh(i["frequency"]),
+                i["route"],
+                i["days"],
+                i["quantity"],
+                i.get("quantity_unit", ""),
+            )
+            for i in c["items"]
+        ],
+        physician_name=c["physician"]["name"],
+        physician_license_no=c["physician"].get("license_no"),
+        signed_at=rx.signed_at if rx.signed_at.tzinfo else rx.signed_at.replace(tzinfo=UTC),
+        expires_at=rx.expires_at if rx.expires_at.tzinfo else rx.expires_at.replace(tzinfo=UTC),
+        kid=rx.kid,
+        review_status=rx.status.value,
+        jws=rx.jws,
+        approval_jws=services.approval_jws(rx.id),
+        reviewer=facts.get("reviewer"),
+        dispenser=facts.get("dispenser"),
+        checker=facts.get("checker"),
+        amount_fen=facts.get("amount_fen"),
+        pediatric=rules.is_under(born, signed_day, rules.CHILD_AGE_DEFAULT),
+        long_term=rx.long_term,
+        guardian=f"{g['name']}（{g['relation']}，{g['id_number_masked']}）" if g else None,
+        accompanying_physician=f"{a['name']}（{a['specialty']}，执业证书编码 {a['license_no']}）" if a else None,
+    )
+    return render_pdf(doc)
+
+
+def national_code_of(rx: Prescription) -> str | None:
+    """The 国家临床版 2.0 code of the prescription's diagnosis, when its proof carried one."""
+    signed = rx.content.get("diagnosis", {}).get("icd10_national")
+    if signed:
+        return str(signed)
+    visit = db.session.get(Visit, rx.visit_id)
+    diag = visit.diagnosis if visit is not None else None
+    return diag.icd10_national if diag is not None and diag.icd10 == rx.diagnosis_icd10 else None
+
+
+def diagnosis_in_words(rx: Prescription) -> str:
+    """临床诊断 in words: the national code's name where known, else the catalog condition's."""
+    national = national_code_of(rx)
+    condition = db.session.get(Condition, rx.diagnosis_icd10)
+    if condition is None:
+        codes = list(db.session.scalars(select(Condition.code)))
+        match = visit_rules.match_condition(rx.diagnosis_icd10, codes)
+        condition = db.session.get(Condition, match) if match else None
+    words = visit_rules.national_name(national) or (condition.name_zh if condition else "")
+    code = national or rx.diagnosis_icd10
+    return f"{words}（{code}）" if words else code
+
+
+def visit_department(rx: Prescription) -> str:
+    visit = db.session.get(Visit, rx.visit_id)
+    if visit is None:
+        return ""
+    dept = db.session.get(Department, visit.department)
+    return dept.name_zh if dept else visit.department

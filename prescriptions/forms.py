@@ -8,8 +8,8 @@ from flask_wtf.file import FileField, FileRequired
 from wtforms import SelectField, TextAreaField
 from wtforms.validators import DataRequired, Length
 
+from prescriptions import catalog
 from prescriptions import ingredients as ing
-from prescriptions import services
 from prescriptions.labels import CONTROL_CLASS
 
 
@@ -41,6 +41,6 @@ class ClassifyForm(FlaskForm):
         _l("Reason (e.g. the ingredients and the list checked)"),
         validators=[
             DataRequired(message=_l("Give the reason for the classification.")),
-            Length(max=services.NOTE_MAX),
+            Length(max=catalog.NOTE_MAX),
         ],
     )

@@ -43,7 +43,9 @@ CLASS_NAMES_ZH = {
     UNCLASSIFIED: "待分类（成分未识别）",
 }
 
-# Words of product names that are not ingredients (dosage forms, salts, hydrates): data/name_words.json
+# Words of product names that are not ingredients (dosage forms, salts, hydrates, the words
+# that join the names of a compound, the oral forms of the preparation rules): read once from
+# data/name_words.json
 _WORDS: dict[str, Any] = json.loads((DATA / "name_words.json").read_text(encoding="utf-8"))
 FORM_WORDS = sorted(_WORDS["form_words"], key=len, reverse=True)
 FORM_PREFIXES = tuple(_WORDS["form_prefixes"])
@@ -55,8 +57,9 @@ RADIONUCLIDE = re.compile(
     r"\[\s*\d{1,3}\s*m?\s*[a-z][a-z]?\s*\]|\b(?:\d{1,3}m?[a-z]{1,2}|[a-z]{1,2}-\d{1,3}m?)\b", re.I
 )
 RADIONUCLIDE_STRICT = re.compile(r"\[\s*\d{1,3}\s*m?\s*[A-Za-z]{1,2}\s*\]")
-ORAL_SOLID = ("片", "胶囊", "丸", "颗粒", "散", "tablet", "capsule")
-ORAL_LIQUID = ("口服溶液", "口服液", "糖浆", "合剂", "溶液", "混悬", "酏", "滴剂", "syrup", "solution", "liquid")
+CONNECTOR_WORDS = frozenset(_WORDS["connector_words"])  # 复方, 和, 与, 、 … between the names of a compound
+ORAL_SOLID = tuple(_WORDS["oral_solid_words"])
+ORAL_LIQUID = tuple(_WORDS["oral_liquid_words"])
 
 
 @dataclass(frozen=True)
@@ -269,7 +272,7 @@ def _segment(text: str, lex: Lexicon) -> tuple[list[str], str]:
     back: list[tuple[int, tuple[str, ...] | None]] = [(0, None)] * (n + 1)
     best[0] = (0, 0)
     maxlen = max(lex._max_len, 6)
-    skip = set(SALT_PREFIXES) | set(SALT_SUFFIXES) | {"复方", "和", "与", "及", "/", "·", "-", "+", "、", ",", ";"}
+    skip = set(SALT_PREFIXES) | set(SALT_SUFFIXES) | CONNECTOR_WORDS
     for i in range(n):
         if best[i] == inf:
             continue

@@ -9,6 +9,7 @@
   after signing fails.
 - Rotation retires the active key (it signs nothing more) and makes a new one; retired
   keys stay in the JWKS so that older prescriptions still verify.
+- What is signed (`prescription_content`): built here at signing, stored beside the JWS.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import base64
 import hashlib
 import json
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -31,7 +33,14 @@ from clinic.core import audit
 from clinic.core.api import ApiRouter
 from clinic.core.db import db, utcnow
 from clinic.core.errors import Invalid
-from prescriptions.models import SigningKey
+from clinic.visits.models import Visit
+from identity.models import Account, Institution
+from prescriptions import catalog
+from prescriptions.models import Drug, SigningKey
+from prescriptions.rules import Age
+
+if TYPE_CHECKING:
+    from prescriptions.services import PrescriptionSpec
 
 ALGORITHM = "ES256"
 router = ApiRouter("signing")
@@ -213,3 +222,73 @@ def jwks_root() -> Response:
     resp = jsonify(jwks())
     resp.headers["Cache-Control"] = "public, max-age=300"
     return resp
+
+
+# --- what a physician signs -------------------------------------------------------------------
+
+
+def issuer(inst: Institution | None) -> str:
+    """The JWS `iss`: the institution, by its practice licence (医疗机构执业许可证) number."""
+    return f"urn:clinic:institution:{inst.practice_license_no}" if inst is not None else "urn:clinic:institution"
+
+
+def prescription_content(
+    *,
+    rx_id: uuid.UUID,
+    visit: Visit,
+    physician: Account,
+    spec: PrescriptionSpec,
+    drugs: Mapping[uuid.UUID, Drug],
+    guardian: dict[str, Any] | None,
+    accompanying: dict[str, str] | None,
+    age: Age,
+    now: datetime,
+    expires_at: datetime,
+) -> dict[str, Any]:
+    """The content a prescription's JWS signs, frozen at signing (`Prescription.content`):
+    registered JWT claims, the institution, patient, diagnosis, items, physician, and the
+    guardian and accompanying physician of a young child."""
+    inst = db.session.get(Institution, 1)
+    return {
+        # registered JWT claims (RFC 7519): who issued it, when, and until when it may be dispensed
+        "iss": issuer(inst),
+        "iat": int(now.timestamp()),
+        "exp": int(expires_at.timestamp()),
+        "institution": inst.name if inst is not None else "",
+        "prescription_id": str(rx_id),
+        "visit_id": str(visit.id),
+        "patient": {
+            "id": str(visit.patient.id),
+            "name": visit.patient.name,
+            "sex": visit.patient.sex,
+            "birth_date": visit.patient.birth_date.isoformat(),
+            "age": age.zh(),
+        },
+        "diagnosis": {"icd10": visit.diagnosis.icd10, "icd10_national": visit.diagnosis.icd10_national},
+        "weight_kg": str(spec.weight_kg) if spec.weight_kg is not None else None,
+        "long_term": spec.long_term,
+        "items": [
+            {
+                "drug_id": str(i.drug_id),
+                "name": drugs[i.drug_id].name,
+                "strength": drugs[i.drug_id].strength,
+                "form": drugs[i.drug_id].form,
+                "dose": str(i.dose),
+                "unit": i.unit,
+                "frequency": i.frequency,
+                "route": i.route,
+                "days": i.days,
+                "quantity": str(i.quantity),
+                "quantity_unit": catalog.quantity_unit(drugs[i.drug_id], i.quantity_unit),
+            }
+            for i in spec.items
+        ],
+        "physician": {
+            "id": str(physician.id),
+            "name": physician.staff.name if physician.staff else physician.display_name,
+            "license_no": physician.staff.license_no if physician.staff else None,
+        },
+        "guardian": guardian,
+        "accompanying_physician": accompanying,
+        "signed_at": now.isoformat(),
+    }

@@ -52,7 +52,8 @@ from clinic.core.pages import admin_page, label_for, page_principal, physician_p
 from clinic.core.web import handle_refusal
 from clinic.visits import services as visit_services
 from clinic.visits.models import Visit
-from prescriptions import api, imports, rules, services
+from prescriptions import api, catalog, imports, rules, services
+from prescriptions import document as rx_document
 from prescriptions import ingredients as ing
 from prescriptions.forms import ClassifyForm, ImportForm, VoidForm
 from prescriptions.labels import CONTROL_CLASS, RX_STATUS, field_label
@@ -384,7 +385,7 @@ def _evaluate(visit: Visit, draft: dict[str, Any]) -> tuple[list[dict[str, Any]]
         return [], {"items": gettext(err.message)}
     for row, i in zip(draft["items"], spec.items, strict=True):
         row["name"] = _drug_label(drugs[i.drug_id])
-        row["reference"] = services.dosing_summary(drugs[i.drug_id])
+        row["reference"] = catalog.dosing_summary(drugs[i.drug_id])
     return violations_out(violations, draft), {}
 
 
@@ -461,7 +462,7 @@ def prescribe(visit_id: str) -> Any:
 
 def _search(q: str) -> list[Drug]:
     try:
-        return services.search_drugs(q)
+        return catalog.search_drugs(q)
     except DomainError:
         return []
 
@@ -476,7 +477,7 @@ def prescribe_post(visit_id: str) -> Any:
     q = (request.form.get("q") or "").strip()[:50]
     if request.form.get("add"):
         try:
-            drug = services.get_drugs([request.form["add"]])
+            drug = catalog.get_drugs([request.form["add"]])
         except DomainError:
             abort(422)
         if len(draft["items"]) < rules.MAX_ITEMS:
@@ -597,7 +598,7 @@ def _prescription_page(rx: Prescription, void_form: VoidForm | None = None, stat
         rx=rx,
         rx_status=RX_STATUS,
         outcome=services.review_outcome(rx.id),
-        diagnosis_national=services.national_code_of(rx),
+        diagnosis_national=rx_document.national_code_of(rx),
         replaced_by=services.replaced_by(rx.id),
         revisable=rx.status.value in ("returned", "rejected", "cancelled"),
         void_form=void_form or VoidForm(),
@@ -663,7 +664,7 @@ def revise(prescription_id: str) -> Any:
 def document(prescription_id: str) -> Response:
     rx = _my_prescription(prescription_id)
     return Response(
-        services.document_for(rx),
+        rx_document.document_for(rx),
         mimetype="application/pdf",
         headers={"Content-Disposition": f'inline; filename="prescription-{rx.id}.pdf"', "Cache-Control": "no-store"},
     )
@@ -682,7 +683,7 @@ IMPORT_STATUS = {
 
 def _run_view(run: FormularyImport) -> dict[str, Any]:
     """What the pages and the progress poll show of a run, whichever worker answers."""
-    status = services.import_status(run)
+    status = imports.import_status(run)
     return {
         "id": str(run.id),
         "filename": run.filename,
@@ -702,7 +703,7 @@ def formulary() -> Any:
     form = ImportForm()
     if form.validate_on_submit():
         upload = form.file.data
-        run = services.start_import(str(current_user.id), Path(upload.filename or "formulary.csv").name)
+        run = imports.start_import(str(current_user.id), Path(upload.filename or "formulary.csv").name)
         folder = Path(current_app.instance_path) / "imports"
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{run.id}.csv"
@@ -712,12 +713,12 @@ def formulary() -> Any:
         imports.run_after_commit(db.session(), app, run.id, path, actor)
         return redirect(url_for(".import_run", run_id=run.id))
     status = 422 if form.errors else 200
-    runs = [_run_view(r) for r in services.recent_imports()]
+    runs = [_run_view(r) for r in imports.recent_imports()]
     return render_template("prescriptions/formulary.html", form=form, runs=runs), status
 
 
 def _run(run_id: str) -> dict[str, Any]:
-    run = services.formulary_import(run_id)
+    run = imports.formulary_import(run_id)
     if run is None:
         abort(404)
     return _run_view(run)
@@ -751,8 +752,8 @@ def _ingredient_names(drug: Drug) -> str:
 @role_page("admin", "pharmacist")
 def classification_queue() -> Any:
     """Drugs held as unclassified, for a pharmacist or administrator to classify one by one."""
-    held = services.unclassified_drugs()
-    recent = services.recently_classified()
+    held = catalog.unclassified_drugs()
+    recent = catalog.recently_classified()
     return render_template(
         "prescriptions/classification.html",
         held=held,
@@ -773,7 +774,7 @@ def classify(drug_id: str) -> Any:
                 flash(str(error), "error")
         return redirect(url_for(".classification_queue"))
     try:
-        drug = services.classify_drug(drug_id, form.choice.data or "", form.note.data or "", str(current_user.id))
+        drug = catalog.classify_drug(drug_id, form.choice.data or "", form.note.data or "", str(current_user.id))
     except DomainError as err:
         flash(handle_refusal(err), "error")
         return redirect(url_for(".classification_queue"))

@@ -7,13 +7,13 @@ from flask.testing import FlaskClient
 from clinic.core.audit import Actor, acting_as
 from clinic.core.db import unit_of_work
 from identity.models import Role
-from prescriptions import services, signing
+from prescriptions import catalog, signing
 from tests.support.factories import auth, patient, staff, token
 
 
 def _seed() -> None:
     with acting_as(Actor(None, "test")), unit_of_work():
-        services.seed_catalog()
+        catalog.seed_catalog()
 
 
 def test_staff_search_the_catalog(client: FlaskClient) -> None:

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from clinic.core.audit import Actor, acting_as
 from clinic.core.db import db, unit_of_work
 from identity.models import Role
-from prescriptions import services
+from prescriptions import catalog, imports
 from prescriptions.models import Drug, Prescription
 from tests.support import factories as f
 from tests.support.rx_factories import item, visit_in_progress
@@ -23,7 +23,7 @@ def test_unclassified_drug_is_shown_and_refused_with_every_violation(client: Fla
     path = tmp_path / "f.csv"
     path.write_text(CSV, encoding="utf-8")
     with acting_as(Actor(None, "test")), unit_of_work():
-        assert [u["name"] for u in services.import_formulary(path).unclassified] == ["院内降压合剂片"]
+        assert [u["name"] for u in imports.import_formulary(path).unclassified] == ["院内降压合剂片"]
     held = db.session.scalar(select(Drug).where(Drug.name == "院内降压合剂片"))
     assert held is not None
 
@@ -46,7 +46,7 @@ def test_unclassified_drug_is_shown_and_refused_with_every_violation(client: Fla
     # once a pharmacist has classified it as ordinary, that refusal is gone
     pharmacist = f.staff(Role.PHARMACIST)
     with acting_as(Actor(str(pharmacist.id), "pharmacist")), unit_of_work():
-        services.classify_drug(held.id, "ordinary", "院内制剂，成分为依那普利", pharmacist.id)
+        catalog.classify_drug(held.id, "ordinary", "院内制剂，成分为依那普利", pharmacist.id)
     again = client.post(
         f"/api/v1/visits/{v['visit_id']}/prescriptions", json={"items": [item(str(held.id))]}, headers=f.auth(v["face"])
     )

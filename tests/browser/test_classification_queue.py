@@ -13,7 +13,7 @@ from sqlalchemy import select
 from clinic.core.audit import Actor, acting_as
 from clinic.core.db import db, unit_of_work
 from identity.models import Role
-from prescriptions import services
+from prescriptions import imports
 from prescriptions.models import Drug
 from tests.support import factories as f
 from tests.support.live_server import LiveServer
@@ -33,7 +33,7 @@ def test_a_pharmacist_classifies_a_held_drug_by_clicking(
     path = tmp_path / "formulary.csv"
     path.write_text(CSV, encoding="utf-8")
     with acting_as(Actor(None, "test")), unit_of_work():
-        assert len(services.import_formulary(path).unclassified) == 2
+        assert len(imports.import_formulary(path).unclassified) == 2
     pharmacist = f.staff(Role.PHARMACIST)
 
     desk = browser.new_context(base_url=live_server.url, locale="zh-CN", **STAFF)

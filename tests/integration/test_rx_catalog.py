@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from clinic.core.audit import Actor, acting_as
 from clinic.core.db import db, unit_of_work
 from identity.models import Role
-from prescriptions import services, signing
+from prescriptions import catalog, imports, signing
 from prescriptions.models import Drug, DrugInteraction, SigningKey
 from tests.support.factories import staff
 
@@ -21,7 +21,7 @@ CLI = Actor(None, "test")
 
 def seed() -> dict[str, str]:
     with acting_as(CLI), unit_of_work():
-        return services.seed_catalog()
+        return catalog.seed_catalog()
 
 
 def test_seed_is_idempotent_and_returns_demo_drugs(ctx: Flask) -> None:
@@ -42,10 +42,10 @@ def test_seed_is_idempotent_and_returns_demo_drugs(ctx: Flask) -> None:
 
 def test_search_by_chinese_and_english(ctx: Flask) -> None:
     seed()
-    assert services.search_drugs("氨氯地平")[0].generic_name_en == "amlodipine"
-    assert services.search_drugs("Amlodipine")[0].name == "苯磺酸氨氯地平片"
-    assert any(d.control_class == "narcotic" for d in services.search_drugs("羟考酮"))
-    assert services.search_drugs("%") == []
+    assert catalog.search_drugs("氨氯地平")[0].generic_name_en == "amlodipine"
+    assert catalog.search_drugs("Amlodipine")[0].name == "苯磺酸氨氯地平片"
+    assert any(d.control_class == "narcotic" for d in catalog.search_drugs("羟考酮"))
+    assert catalog.search_drugs("%") == []
 
 
 CSV = """name,form,strength,route,generic_name,ingredients,cold_chain
@@ -65,7 +65,7 @@ def test_import_classifies_and_refuses_with_row_numbers(ctx: Flask, tmp_path: Pa
     path = tmp_path / "formulary.csv"
     path.write_text(CSV, encoding="utf-8")
     with acting_as(CLI), unit_of_work():
-        report = services.import_formulary(path)
+        report = imports.import_formulary(path)
     assert report.fatal is None
     assert report.rows_read == 8
     refused = {r["row"]: r["reason"] for r in report.refused}
@@ -89,36 +89,36 @@ def test_import_unreadable_file_is_fatal(ctx: Flask, tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_bytes(b"\xff\xfe\x00garbage")
     with acting_as(CLI), unit_of_work():
-        assert services.import_formulary(bad).fatal
-        assert services.import_formulary(tmp_path / "missing.csv").fatal == "file not found"
+        assert imports.import_formulary(bad).fatal
+        assert imports.import_formulary(tmp_path / "missing.csv").fatal == "file not found"
     no_cols = tmp_path / "cols.csv"
     no_cols.write_text("name,form\nx,y\n", encoding="utf-8")
     with acting_as(CLI), unit_of_work():
-        assert "route" in (services.import_formulary(no_cols).fatal or "")
+        assert "route" in (imports.import_formulary(no_cols).fatal or "")
 
 
 def test_a_controlled_product_is_never_downgraded(ctx: Flask) -> None:
     with acting_as(CLI), unit_of_work():
-        drug, _, _ = services.upsert_product(
-            services.ProductSpec("止痛一号", "片剂", "5mg", "口服", ingredients=("羟考酮",))
+        drug, _, _ = catalog.upsert_product(
+            catalog.ProductSpec("止痛一号", "片剂", "5mg", "口服", ingredients=("羟考酮",))
         )
         assert drug.control_class == "narcotic"
     with acting_as(CLI), unit_of_work():
-        drug, _, created = services.upsert_product(
-            services.ProductSpec("止痛一号", "片剂", "5mg", "口服", ingredients=("对乙酰氨基酚",))
+        drug, _, created = catalog.upsert_product(
+            catalog.ProductSpec("止痛一号", "片剂", "5mg", "口服", ingredients=("对乙酰氨基酚",))
         )
         assert not created and drug.control_class == "narcotic"
 
 
 def test_interactions_among_only_returns_relevant_pairs(ctx: Flask) -> None:
     seed()
-    table = services.interactions_among(["simvastatin", "clarithromycin", "amlodipine"])
+    table = catalog.interactions_among(["simvastatin", "clarithromycin", "amlodipine"])
     assert list(table) == [frozenset({"simvastatin", "clarithromycin"})]
-    assert services.interactions_among(["clopidogrel", "omeprazole"]) == {}
+    assert catalog.interactions_among(["clopidogrel", "omeprazole"]) == {}
 
 
 def test_allergy_keys(ctx: Flask) -> None:
-    assert services.allergy_keys(["青霉素类", "阿司匹林", " "]) == (
+    assert catalog.allergy_keys(["青霉素类", "阿司匹林", " "]) == (
         "amoxicillin",
         "ampicillin",
         "benzylpenicillin",

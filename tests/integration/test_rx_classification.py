@@ -15,7 +15,7 @@ from clinic.core.audit import Actor, AuditEntry, acting_as
 from clinic.core.db import db, unit_of_work
 from clinic.core.errors import Conflict, Invalid
 from identity.models import Role
-from prescriptions import services
+from prescriptions import catalog, imports
 from prescriptions.models import Drug
 from tests.conftest import extract_csrf
 from tests.integration.test_visit_pages import login
@@ -31,11 +31,11 @@ CSV = """name,form,strength,route,generic_name,ingredients,cold_chain
 """
 
 
-def import_csv(tmp_path: Path, text: str = CSV) -> services.ImportReport:
+def import_csv(tmp_path: Path, text: str = CSV) -> imports.ImportReport:
     path = tmp_path / "formulary.csv"
     path.write_text(text, encoding="utf-8")
     with acting_as(CLI), unit_of_work():
-        return services.import_formulary(path)
+        return imports.import_formulary(path)
 
 
 def drug(name: str) -> Drug:
@@ -66,12 +66,12 @@ def test_a_decision_is_audited_and_survives_a_later_import(ctx: Flask, tmp_path:
     import_csv(tmp_path)
     pharmacist = f.staff(Role.PHARMACIST)
     held = drug("院内制剂甲片")
-    assert [d.name for d in services.unclassified_drugs()] == ["院内制剂甲片", "某新药胶囊"]
+    assert [d.name for d in catalog.unclassified_drugs()] == ["院内制剂甲片", "某新药胶囊"]
     with acting_as(Actor(str(pharmacist.id), "pharmacist")), unit_of_work():
         for choice, note in (("psychotropic_9", "理由"), ("ordinary", "  ")):
             with pytest.raises(Invalid):
-                services.classify_drug(held.id, choice, note, pharmacist.id)
-        services.classify_drug(held.id, "ordinary", "院内制剂：维生素类，说明书无管制成分", pharmacist.id)
+                catalog.classify_drug(held.id, choice, note, pharmacist.id)
+        catalog.classify_drug(held.id, "ordinary", "院内制剂：维生素类，说明书无管制成分", pharmacist.id)
     held = drug("院内制剂甲片")
     assert held.control_class is None and held.classified_by == pharmacist.id
     assert "院内制剂：维生素类" in held.control_reason
@@ -79,12 +79,12 @@ def test_a_decision_is_audited_and_survives_a_later_import(ctx: Flask, tmp_path:
     assert entry is not None and entry.actor_id == str(pharmacist.id)
     assert entry.detail["from"] == "unclassified" and entry.detail["to"] is None
     with acting_as(Actor(str(pharmacist.id), "pharmacist")), unit_of_work(), pytest.raises(Conflict):
-        services.classify_drug(held.id, "toxic", "再分一次", pharmacist.id)
+        catalog.classify_drug(held.id, "toxic", "再分一次", pharmacist.id)
     # the same file again: the matcher still cannot resolve it, the person's decision stays
     report = import_csv(tmp_path)
     assert [u["name"] for u in report.unclassified] == ["某新药胶囊"]
     assert drug("院内制剂甲片").control_class is None
-    assert [d.name for d in services.unclassified_drugs()] == ["某新药胶囊"]
+    assert [d.name for d in catalog.unclassified_drugs()] == ["某新药胶囊"]
 
 
 def test_the_queue_page_for_pharmacists_and_administrators(ctx: Flask, tmp_path: Path) -> None:
@@ -132,8 +132,8 @@ def test_the_import_summary_page_lists_the_held_rows_and_links_to_the_queue(ctx:
     admin = f.staff(Role.ADMIN)
     report = import_csv(tmp_path)
     with acting_as(Actor(str(admin.id), "admin")), unit_of_work():
-        run = services.start_import(str(admin.id), "formulary.csv")
-        services.finish_import(run.id, report)
+        run = imports.start_import(str(admin.id), "formulary.csv")
+        imports.finish_import(run.id, report)
     page = ctx.test_client()
     login(page, admin.username)
     html = page.get(f"/admin/formulary/runs/{run.id}").get_data(as_text=True)

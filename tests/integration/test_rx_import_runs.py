@@ -23,7 +23,7 @@ from sqlalchemy import select
 from clinic.core.audit import Actor, AuditEntry, acting_as
 from clinic.core.db import db, unit_of_work, utcnow
 from identity.models import Role
-from prescriptions import imports, services
+from prescriptions import imports
 from prescriptions.models import Drug, FormularyImport, ImportState
 from tests.integration.test_visit_pages import login
 from tests.support import factories as f
@@ -42,7 +42,7 @@ def admin_page(ctx: Flask) -> tuple[FlaskClient, Any]:
 
 def start(admin: Any, filename: str = "formulary.csv") -> uuid.UUID:
     with acting_as(Actor(str(admin.id), "admin")), unit_of_work():
-        return services.start_import(str(admin.id), filename).id
+        return imports.start_import(str(admin.id), filename).id
 
 
 def run_in_thread(ctx: Flask, run_id: uuid.UUID, path: Path, admin: Any) -> None:
@@ -69,7 +69,7 @@ def test_any_worker_answers_for_a_run_it_did_not_start(ctx: Flask) -> None:
     page, admin = admin_page(ctx)
     run_id = start(admin, "其他工作进程.csv")
     with unit_of_work():
-        services.record_import_progress(run_id, 200, 1000)
+        imports.record_import_progress(run_id, 200, 1000)
     progress = page.get(f"/admin/formulary/runs/{run_id}/progress")
     assert progress.status_code == 200
     data = progress.get_json()
@@ -85,9 +85,9 @@ def test_each_batch_commits_with_the_progress_and_the_run_ends_done(
     ctx: Flask, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     page, admin = admin_page(ctx)
-    monkeypatch.setattr(services, "IMPORT_BATCH_ROWS", 2)
+    monkeypatch.setattr(imports, "IMPORT_BATCH_ROWS", 2)
     seen: list[tuple[int, int, set[str]]] = []
-    record = services.record_import_progress
+    record = imports.record_import_progress
 
     def spy(run_id: uuid.UUID, done: int, total: int) -> None:
         # What another connection sees at each checkpoint: the batches committed so far.
@@ -96,7 +96,7 @@ def test_each_batch_commits_with_the_progress_and_the_run_ends_done(
         seen.append((done, total, names))
         record(run_id, done, total)
 
-    monkeypatch.setattr(services, "record_import_progress", spy)
+    monkeypatch.setattr(imports, "record_import_progress", spy)
     run_id = start(admin)
     path = tmp_path / "f.csv"
     path.write_text(CSV, encoding="utf-8")
@@ -118,15 +118,15 @@ def test_a_failure_keeps_the_committed_batches_and_says_how_many(
     ctx: Flask, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     page, admin = admin_page(ctx)
-    monkeypatch.setattr(services, "IMPORT_BATCH_ROWS", 2)
-    record = services.record_import_progress
+    monkeypatch.setattr(imports, "IMPORT_BATCH_ROWS", 2)
+    record = imports.record_import_progress
 
     def failing(run_id: uuid.UUID, done: int, total: int) -> None:
         if done == 4:
             raise OSError("disk full")
         record(run_id, done, total)
 
-    monkeypatch.setattr(services, "record_import_progress", failing)
+    monkeypatch.setattr(imports, "record_import_progress", failing)
     run_id = start(admin)
     path = tmp_path / "f.csv"
     path.write_text(CSV, encoding="utf-8")
@@ -148,17 +148,17 @@ def test_a_run_that_stopped_moving_shows_as_interrupted(ctx: Flask) -> None:
     page, admin = admin_page(ctx)
     run_id = start(admin)
     with unit_of_work():
-        services.record_import_progress(run_id, 400, 900)
+        imports.record_import_progress(run_id, 400, 900)
         run = db.session.get(FormularyImport, run_id)
         assert run is not None
-        run.updated_at = utcnow() - services.IMPORT_STALE_AFTER - timedelta(seconds=1)
+        run.updated_at = utcnow() - imports.IMPORT_STALE_AFTER - timedelta(seconds=1)
     data = page.get(f"/admin/formulary/runs/{run_id}/progress").get_json()
     assert data["state"] == "interrupted" and data["done"] == 400
     html = page.get(f"/admin/formulary/runs/{run_id}").get_data(as_text=True)
     assert 'id="import-interrupted"' in html and "400" in html and 'id="import-progress"' not in html
     # A run that moved recently is still running.
     with unit_of_work():
-        services.record_import_progress(run_id, 401, 900)
+        imports.record_import_progress(run_id, 401, 900)
     assert page.get(f"/admin/formulary/runs/{run_id}/progress").get_json()["state"] == "running"
 
 
@@ -169,7 +169,7 @@ def test_an_upload_whose_request_rolls_back_leaves_neither_run_nor_file(ctx: Fla
     actor = Actor(str(admin.id), "admin")
     with acting_as(actor):
         session = db.session()
-        run = services.start_import(str(admin.id), "upload.csv")
+        run = imports.start_import(str(admin.id), "upload.csv")
         imports.run_after_commit(session, ctx, run.id, path, actor)
         session.rollback()
     assert not path.exists()

@@ -9,14 +9,14 @@ from flask.testing import FlaskClient
 from clinic.core.audit import Actor, acting_as
 from clinic.core.db import unit_of_work
 from identity.models import Account, Role
-from prescriptions import services
+from prescriptions import catalog
 from tests.support import clinic_factories as cf
 from tests.support import factories as f
 
 
 def seed() -> dict[str, str]:
     with acting_as(Actor(None, "test")), unit_of_work():
-        return services.seed_catalog()
+        return catalog.seed_catalog()
 
 
 def visit_in_progress(client: FlaskClient, icd10: str = "I10", department: str = "cardiology") -> dict[str, Any]:

@@ -14,16 +14,16 @@ from decimal import Decimal
 
 import pytest
 
+from prescriptions import catalog
 from prescriptions import rules as r
-from prescriptions import services
 
 TODAY = date(2025, 3, 10)
 ADULT = date(1960, 1, 1)
-DATA = json.loads((services.DATA / "dosing.json").read_text(encoding="utf-8"))
+DATA = json.loads((catalog.DATA / "dosing.json").read_text(encoding="utf-8"))
 
 
 def ref(name: str, strength: str) -> r.DosingReference:
-    found = services.dosing_references().get((name, strength.lower()))
+    found = catalog.dosing_references().get((name, strength.lower()))
     assert found is not None, name
     return found
 
@@ -60,8 +60,8 @@ def codes(v: list) -> list[tuple[str, int | None]]:  # type: ignore[type-arg]
 
 
 def test_every_demo_catalog_product_has_a_reference_with_its_source() -> None:
-    formulary = json.loads((services.DATA / "formulary.json").read_text(encoding="utf-8"))["items"]
-    refs = services.dosing_references()
+    formulary = json.loads((catalog.DATA / "formulary.json").read_text(encoding="utf-8"))["items"]
+    refs = catalog.dosing_references()
     missing = [p["name"] for p in formulary if (p["name"], p["strength"].lower()) not in refs]
     assert missing == []
     for e in DATA["items"]:
