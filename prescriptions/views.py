@@ -41,6 +41,7 @@ from flask import (
 )
 from flask_babel import get_locale, gettext
 from flask_babel import lazy_gettext as _l
+from flask_babel.speaklater import LazyString
 from flask_login import current_user
 from pydantic import ValidationError
 
@@ -170,72 +171,36 @@ def load_draft(visit_id: str) -> dict[str, Any]:
 
 # --- violations in the UI language -------------------------------------------------------------
 
-# (English source for the catalog, the Chinese text used until the catalog has it)
-MESSAGES: dict[str, tuple[str, str]] = {
-    "controlled_substance": (
-        "%(drug)s: specially controlled drugs (%(control)s) are never prescribed online (Art. 19).",
-        "%(drug)s：特殊管理药品（%(control)s）不得在互联网诊疗中开具（《互联网诊疗管理办法（试行）》第十九条）。",
+# The rule violations on the prescribing page, in the UI language (the catalog has the Chinese);
+# formatted with the violation's facts by `violation_message`.
+MESSAGES: dict[str, LazyString] = {
+    "controlled_substance": _l(
+        "%(drug)s: specially controlled drugs (%(control)s) are never prescribed online (Art. 19)."
     ),
-    "guardian_and_physician_required": (
+    "guardian_and_physician_required": _l(
         "A child under 6 needs a guardian recorded on the child's account and an accompanying "
-        "physician (name, 15-digit licence number, specialty) (Art. 19). Check: %(missing)s.",
-        "6岁以下儿童须有账户中登记的监护人和陪伴的相关专业医师（姓名、15位医师执业证书编码、专业）"
-        "（第十九条）。请检查：%(missing)s。",
+        "physician (name, 15-digit licence number, specialty) (Art. 19). Check: %(missing)s."
     ),
-    "diagnosis_mismatch": (
-        "%(drug)s is not indicated for the visit's confirmed diagnosis %(diagnosis)s (Art. 16).",
-        "%(drug)s 不适用于本次复诊的确诊诊断 %(diagnosis)s（第十六条）。",
+    "diagnosis_mismatch": _l("%(drug)s is not indicated for the visit's confirmed diagnosis %(diagnosis)s (Art. 16)."),
+    "too_many_items": _l("A prescription holds at most %(limit)s items; this one has %(count)s."),
+    "supply_exceeds_limit": _l("%(drug)s: %(days)s days' supply exceeds the limit of %(limit)s days."),
+    "weight_required": _l("The patient's weight is required under %(weight_age)s years."),
+    "allergy_conflict": _l("%(drug)s contains %(ingredients)s, recorded as an allergy of the patient."),
+    "duplicate_therapy": _l("%(ingredient)s is already prescribed in item %(other)s."),
+    "duplicate_therapy_across": _l(
+        "%(ingredient)s is already prescribed in another active prescription of this visit."
     ),
-    "too_many_items": (
-        "A prescription holds at most %(limit)s items; this one has %(count)s.",
-        "每张处方不得超过%(limit)s种药品，本处方有%(count)s种（《处方管理办法》第六条）。",
-    ),
-    "supply_exceeds_limit": (
-        "%(drug)s: %(days)s days' supply exceeds the limit of %(limit)s days.",
-        "%(drug)s：%(days)s天的用量超过%(limit)s天的限制（《处方管理办法》第十九条；急性病不超过3天，"
-        "慢性病长期处方须勾选并最多12周，超过4周须填写评估）。",
-    ),
-    "weight_required": (
-        "The patient's weight is required under %(weight_age)s years.",
-        "%(weight_age)s岁以下患者须填写体重。",
-    ),
-    "allergy_conflict": (
-        "%(drug)s contains %(ingredients)s, recorded as an allergy of the patient.",
-        "%(drug)s 含 %(ingredients)s，患者对其有过敏记录。",
-    ),
-    "duplicate_therapy": (
-        "%(ingredient)s is already prescribed in item %(other)s.",
-        "%(ingredient)s 已在第%(other)s项中开具（重复用药）。",
-    ),
-    "duplicate_therapy_across": (  # duplicate_therapy with a prescription signed earlier in the visit
-        "%(ingredient)s is already prescribed in another active prescription of this visit.",
-        "%(ingredient)s 已在本次复诊另一张有效处方中开具（重复用药）。",
-    ),
-    "interaction_contraindicated": (
-        "%(pair)s: contraindicated together (%(source)s).",
-        "%(pair)s 配伍禁忌（%(source)s）。",
-    ),
-    "visit_not_active": (
-        "Only the attending physician of a visit in progress may prescribe (Art. 18).",
-        "只有进行中复诊的接诊医师可以开具处方（第十八条）。",
-    ),
-    "dose_exceeds_maximum": (
-        "%(drug)s: %(dose_problem)s",
-        "%(drug)s：%(dose_problem)s",
-    ),
-    "quantity_mismatch": (
+    "interaction_contraindicated": _l("%(pair)s: contraindicated together (%(source)s)."),
+    "visit_not_active": _l("Only the attending physician of a visit in progress may prescribe (Art. 18)."),
+    "dose_exceeds_maximum": _l("%(drug)s: %(dose_problem)s"),
+    "quantity_mismatch": _l(
         "%(drug)s: the quantity %(quantity)s does not match dose × frequency × days: %(expected)s %(qunit)s "
-        "(rounded up to whole packs of %(pack)s).",
-        "%(drug)s：数量 %(quantity)s 与 单次剂量×频次×天数 不符，应为 %(expected)s %(qunit)s（按每包装 %(pack)s 向上取整）。",
+        "(rounded up to whole packs of %(pack)s)."
     ),
-    "unit_mismatch": (
-        "%(drug)s: %(unit_problem)s",
-        "%(drug)s：%(unit_problem)s",
-    ),
-    "drug_unclassified": (
+    "unit_mismatch": _l("%(drug)s: %(unit_problem)s"),
+    "drug_unclassified": _l(
         "%(drug)s: its ingredients are not yet classified against the control lists; it cannot be "
-        "prescribed until a pharmacist or administrator classifies it.",
-        "%(drug)s：成分尚未对照管制目录完成分类，药师或管理员分类前不得开具。",
+        "prescribed until a pharmacist or administrator classifies it."
     ),
 }
 
@@ -290,18 +255,21 @@ def _unit_problem(d: Mapping[str, Any]) -> str:
     }
 
 
-MISSING_ZH = {
-    "guardian": "监护人",
-    "guardian.name": "监护人姓名",
-    "guardian.relation": "与儿童关系",
-    "guardian.id_number": "监护人身份证号",
-    "guardian.id_number (not an adult)": "监护人须为成年人",
-    "guardian.not_recorded": "监护人须为账户中登记的该儿童监护人",
-    "accompanying_physician": "陪伴医师",
-    "accompanying_physician.name": "陪伴医师姓名",
-    "accompanying_physician.license_no": "陪伴医师执业证书编码",
-    "accompanying_physician.license_no (15 digits)": "陪伴医师执业证书编码须为15位数字",
-    "accompanying_physician.specialty": "陪伴医师专业",
+# What a child's prescription still lacks (rules.guardian_problems, rules.physician_problems), in words
+MISSING: dict[str, LazyString] = {
+    "guardian": _l("a guardian"),
+    "guardian.name": _l("the guardian's name"),
+    "guardian.relation": _l("the guardian's relation to the child"),
+    "guardian.id_number": _l("the guardian's ID number"),
+    "guardian.id_number (not an adult)": _l("the guardian must be an adult"),
+    "guardian.not_recorded": _l("the guardian must be recorded as the child's guardian on the account"),
+    "accompanying_physician": _l("an accompanying physician"),
+    "accompanying_physician.name": _l("the accompanying physician's name"),
+    "accompanying_physician.license_no": _l("the accompanying physician's licence number"),
+    "accompanying_physician.license_no (15 digits)": _l(
+        "the accompanying physician's licence number must be 15 digits"
+    ),
+    "accompanying_physician.specialty": _l("the accompanying physician's specialty"),
 }
 
 
@@ -314,14 +282,11 @@ def violation_message(v: Violation, names: list[str]) -> str:
     code = "duplicate_therapy_across" if "other_prescription" in v.detail else v.code
     if _english() or code not in MESSAGES:
         return v.message
-    source, zh = MESSAGES[code]
     d = v.detail
     params = {
         "drug": names[v.item] if v.item is not None and v.item < len(names) else "",
         "control": label_for("control", d.get("control_class")),
-        "missing": "、".join(
-            MISSING_ZH.get(str(m), str(m)) if not _english() else str(m) for m in d.get("missing", [])
-        ),
+        "missing": "、".join(str(MISSING.get(str(m), m)) for m in d.get("missing", [])),
         "diagnosis": d.get("diagnosis") or "—",
         "limit": d.get("limit", ""),
         "count": d.get("count", ""),
@@ -341,10 +306,8 @@ def violation_message(v: Violation, names: list[str]) -> str:
         "qunit": d.get("quantity_unit", ""),
         "pack": d.get("pack", ""),
     }
-    translated = gettext(source)
-    template = translated if translated != source else zh
     try:
-        return template % params
+        return str(MESSAGES[code]) % params
     except (KeyError, ValueError, TypeError):
         return v.message
 

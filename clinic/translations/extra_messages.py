@@ -70,20 +70,6 @@ MESSAGES = (
     N_("The webhook signature is missing, wrong or too old."),
     # prescriptions/rules.py
     N_("The prescription cannot move to that status from its current one."),
-    # prescriptions/views.py MESSAGES: the rule violations on the prescribing page (formatted with %)
-    N_("%(drug)s: specially controlled drugs (%(control)s) are never prescribed online (Art. 19)."),
-    N_(
-        "A child under 6 needs a guardian (name, valid ID number, relation) and an accompanying "
-        "physician (name, license number, specialty) (Art. 19). Check: %(missing)s."
-    ),
-    N_("%(drug)s is not indicated for the visit's confirmed diagnosis %(diagnosis)s (Art. 16)."),
-    N_("A prescription holds at most %(limit)s items; this one has %(count)s."),
-    N_("%(drug)s: %(days)s days' supply exceeds the limit of %(limit)s days."),
-    N_("The patient's weight is required under %(weight_age)s years."),
-    N_("%(drug)s contains %(ingredients)s, recorded as an allergy of the patient."),
-    N_("%(ingredient)s is already prescribed in item %(other)s."),
-    N_("%(ingredient)s is already prescribed in another active prescription of this visit."),
-    N_("%(pair)s: contraindicated together (%(source)s)."),
     # pharmacy/services.py, pharmacy/rules.py, pharmacy/delivery.py
     N_("You have not claimed this prescription (or your claim has expired); claim it from the queue."),
     N_("The drug fee is not paid: nothing is dispensed before an approved, paid prescription."),
