@@ -74,6 +74,7 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     from clinic.regulator import incidents as regulator_incidents
     from clinic.regulator import telemedicine_fhir as regulator_telemedicine_fhir
     from clinic.telemedicine import api as telemedicine_api
+    from clinic.telemedicine import consultation_api, referral_api, settlement_api
     from clinic.telemedicine import services as telemedicine_services
     from clinic.visits import api as visits_api
     from clinic.visits import services as visits_services
@@ -127,6 +128,9 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
             pharmacy_api.router,
             family_doctor_api.router,
             telemedicine_api.router,
+            referral_api.router,
+            consultation_api.router,
+            settlement_api.router,
             notifications_api.router,
             feedback_api.router,
         ],

@@ -6,12 +6,16 @@
   consultation and how it is split between the inviting and the invited institution (Jilin
   Art. 44, e.g. 20 / 80: the shares sum to 100), and when it is in force.
 - No message flows without an agreement in force on that day, either way.
+- A consultation's task (FHIR Task status) moves only by `transition(status, event)`.
+- Who may answer a consultation: a title at or above the agreement's (Jilin Art. 14).
+- The monthly statement of consultation fees and its reconciliation with the partner's.
+- A referral's direction (up or down) must fit the two institutions' levels.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import date
+from dataclasses import dataclass, field
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
@@ -219,3 +223,167 @@ def transition(status: TaskStatus, event: TaskEvent) -> TaskStatus:
             event=event.value,
         )
     return nxt
+
+
+# --- remote consultation: who may answer, and the monthly statements (Jilin Art. 14, 41–44) ---
+
+# Professional titles of physicians (卫生专业技术职称), lowest to highest
+TITLE_RANKS = {"医师": 1, "住院医师": 1, "主治医师": 2, "副主任医师": 3, "主任医师": 4}
+TITLES = ("住院医师", "主治医师", "副主任医师", "主任医师")
+
+
+def title_rank(title: str | None) -> int:
+    return TITLE_RANKS.get((title or "").strip(), 0)
+
+
+def meets_title(title: str | None, required: str | None) -> bool:
+    """A title at or above the agreement's requirement (none required: any physician)."""
+    return not required or title_rank(title) >= title_rank(required)
+
+
+def valid_month(text: str) -> bool:
+    try:
+        datetime.strptime(text, "%Y-%m")
+    except ValueError:
+        return False
+    return len(text) == 7
+
+
+@dataclass(frozen=True)
+class StatementLine:
+    task_id: str
+    we_invited: bool  # this side was the inviting institution
+    fee_fen: int
+    inviting_share_fen: int
+    invited_share_fen: int
+
+
+@dataclass(frozen=True)
+class Statement:
+    lines: tuple[StatementLine, ...]
+
+    @property
+    def count(self) -> int:
+        return len(self.lines)
+
+    @property
+    def total_fen(self) -> int:
+        return sum(line.fee_fen for line in self.lines)
+
+    @property
+    def inviting_share_fen(self) -> int:
+        return sum(line.inviting_share_fen for line in self.lines)
+
+    @property
+    def invited_share_fen(self) -> int:
+        return sum(line.invited_share_fen for line in self.lines)
+
+    @property
+    def owed_to_partner_fen(self) -> int:
+        """What this institution owes the partner: the invited share where it invited."""
+        return sum(line.invited_share_fen for line in self.lines if line.we_invited)
+
+    @property
+    def owed_by_partner_fen(self) -> int:
+        return sum(line.invited_share_fen for line in self.lines if not line.we_invited)
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    matches: bool
+    count: int  # ours minus the partner's
+    total_fen: int
+    inviting_share_fen: int
+    invited_share_fen: int
+    only_here: list[str] = field(default_factory=list)
+    only_partner: list[str] = field(default_factory=list)
+    differing: list[str] = field(default_factory=list)
+
+
+def reconcile(ours: Statement, theirs: Statement) -> Reconciliation:
+    """Compare our statement with the partner's (whose `we_invited` is from its side): the
+    same consultations, each with the same fee and shares, and opposite roles."""
+    mine = {line.task_id: line for line in ours.lines}
+    other = {line.task_id: line for line in theirs.lines}
+    differing = sorted(
+        t
+        for t in mine.keys() & other.keys()
+        if (mine[t].fee_fen, mine[t].inviting_share_fen, mine[t].invited_share_fen, mine[t].we_invited)
+        != (other[t].fee_fen, other[t].inviting_share_fen, other[t].invited_share_fen, not other[t].we_invited)
+    )
+    only_here = sorted(mine.keys() - other.keys())
+    only_partner = sorted(other.keys() - mine.keys())
+    return Reconciliation(
+        matches=not (differing or only_here or only_partner),
+        count=ours.count - theirs.count,
+        total_fen=ours.total_fen - theirs.total_fen,
+        inviting_share_fen=ours.inviting_share_fen - theirs.inviting_share_fen,
+        invited_share_fen=ours.invited_share_fen - theirs.invited_share_fen,
+        only_here=only_here,
+        only_partner=only_partner,
+        differing=differing,
+    )
+
+
+# --- refusals -------------------------------------------------------------------------------
+
+
+# --- two-way referral: its direction between two levels (2018 measures Art. 21–23) ---
+
+DIRECTIONS = ("up", "down")
+
+# 基层 is primary care, the level of 一级 institutions and community health centres.
+LEVEL_RANK = {"三级": 3, "二级": 2, "一级": 1, "基层": 1}
+
+
+def direction_between(sender_level: str, receiver_level: str) -> str | None:
+    """ "up" from a lower level to a higher one, "down" from a higher one to a lower one,
+    None between institutions of the same level (or an unknown level)."""
+    a, b = LEVEL_RANK.get(sender_level), LEVEL_RANK.get(receiver_level)
+    if a is None or b is None or a == b:
+        return None
+    return "up" if a < b else "down"
+
+
+def direction_violations(direction: str, sender_level: str, receiver_level: str) -> list[Violation]:
+    """Why a referral in `direction` between these levels makes no sense (empty: it does)."""
+    if direction not in DIRECTIONS:
+        return [Violation("bad_direction", N_("A referral goes up or down."), detail={"loc": "direction"})]
+    for level in (sender_level, receiver_level):
+        if level not in LEVEL_RANK:
+            return [
+                Violation(
+                    "bad_direction",
+                    N_("The institution's level is not set; a referral's direction cannot be judged."),
+                    detail={"loc": "direction"},
+                )
+            ]
+    expected = direction_between(sender_level, receiver_level)
+    if expected is None:
+        return [
+            Violation(
+                "bad_direction",
+                N_(
+                    "Both institutions are of the same level (%(level)s): a referral between them is neither up nor down."
+                ),
+                detail={"loc": "direction", "params": {"level": sender_level}},
+            )
+        ]
+    if expected != direction:
+        message = (
+            N_(
+                "A referral down goes from a higher-level institution (%(from)s) to a lower-level one; this one is %(to)s."
+            )
+            if direction == "down"
+            else N_(
+                "A referral up goes from a lower-level institution (%(from)s) to a higher-level one; this one is %(to)s."
+            )
+        )
+        return [
+            Violation(
+                "bad_direction",
+                message,
+                detail={"loc": "direction", "params": {"from": sender_level, "to": receiver_level}},
+            )
+        ]
+    return []

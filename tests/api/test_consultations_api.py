@@ -27,8 +27,9 @@ from sqlalchemy import func, select
 from clinic.core.audit import AuditEntry
 from clinic.core.db import db
 from clinic.notifications.models import InboxNotification
+from clinic.telemedicine import consultation_opinions as opinions
 from clinic.telemedicine import consultations as consult
-from clinic.telemedicine import envelope, services
+from clinic.telemedicine import envelope, services, settlements
 from clinic.telemedicine.models import (
     Consultation,
     ConsultationAttachment,
@@ -404,7 +405,7 @@ def test_a_partners_request_reaches_the_department_queue_and_only_a_qualified_se
     (report,) = resources(msg, "DiagnosticReport")
     token = base64.b64decode(report["presentedForm"][0]["data"]).decode()
     jwk = json.loads(report["extension"][0]["valueString"])
-    content = consult.verify_opinion(token, jwk)
+    content = opinions.verify_opinion(token, jwk)
     assert content["task_id"] == task_id and content["opinion"] == report["conclusion"] == "考虑稳定型心绞痛"
     assert content["signer"]["title"] == "副主任医师" and jwk["kid"].startswith("rx-")  # the physician's own key
     db.session.remove()
@@ -490,7 +491,7 @@ def _opinion_message(task_id: str, opinion: str, signed_opinion: str | None = No
         {
             "resourceType": "DiagnosticReport",
             "id": str(uuid.uuid4()),
-            "extension": [{"url": consult.SIGNER_JWK_URL, "valueString": json.dumps(jwk)}],
+            "extension": [{"url": opinions.SIGNER_JWK_URL, "valueString": json.dumps(jwk)}],
             "identifier": ident,
             "status": "final",
             "code": {"text": "远程会诊意见"},
@@ -541,7 +542,7 @@ def test_the_signed_opinion_arrives_and_the_inviting_physician_acknowledges_it(
     detail = client.get(f"{API}/consultations/{cid}", headers=headers).get_json()
     assert detail["status"] == "completed" and detail["opinion"]["opinion"] == "考虑高血压2级"
     assert detail["opinion"]["recommendations"] == "低盐饮食，加用氨氯地平"
-    assert consult.verify_opinion(detail["opinion"]["jws"], detail["opinion"]["signer_jwk"])["task_id"] == task_id
+    assert opinions.verify_opinion(detail["opinion"]["jws"], detail["opinion"]["signer_jwk"])["task_id"] == task_id
     assert detail["completed_at"].startswith("2026-12-02T08:00:00")  # the signing time, the same on both sides
 
     other = f.staff(Role.PHYSICIAN, department="cardiology")
@@ -569,7 +570,7 @@ def _statement(month: str, lines: list[tuple[str, bool, int]]) -> list[dict[str,
         {
             "resourceType": "Invoice",
             "id": str(uuid.uuid4()),
-            "identifier": [{"system": consult.SETTLEMENT_SYSTEM, "value": month}],
+            "identifier": [{"system": settlements.SETTLEMENT_SYSTEM, "value": month}],
             "status": "issued",
             "lineItem": [
                 {
@@ -577,7 +578,7 @@ def _statement(month: str, lines: list[tuple[str, bool, int]]) -> list[dict[str,
                     "chargeItemCodeableConcept": {
                         "coding": [
                             {"system": consult.TASK_SYSTEM, "code": task},
-                            {"system": consult.INVITING_SYSTEM, "code": "sender" if sender_invited else "receiver"},
+                            {"system": settlements.INVITING_SYSTEM, "code": "sender" if sender_invited else "receiver"},
                         ]
                     },
                     "priceComponent": [

@@ -8,16 +8,16 @@ from datetime import UTC, datetime
 
 import pytest
 
-from clinic.telemedicine.consultations import (
+from clinic.telemedicine.rules import (
     Statement,
     StatementLine,
     meets_title,
-    month_of,
     reconcile,
+    shares,
     title_rank,
     valid_month,
 )
-from clinic.telemedicine.rules import shares
+from clinic.telemedicine.settlements import month_of
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from clinic.telemedicine.referrals import direction_between, direction_violations
+from clinic.telemedicine.rules import direction_between, direction_violations
 
 
 @pytest.mark.parametrize(

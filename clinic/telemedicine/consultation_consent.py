@@ -1,0 +1,81 @@
+"""The remote-consultation consent (远程会诊知情同意): the current text, the patient's (or
+guardian's) acceptance of it, and the acceptance a consultation request must find."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from sqlalchemy import select
+
+from clinic.core import audit
+from clinic.core.db import db
+from clinic.core.errors import Conflict, Invalid
+from clinic.core.versioned_text import TextShelf, VersionedText
+from clinic.telemedicine.models import (
+    ConsultationConsent,
+)
+from clinic.telemedicine.rules import N_
+from identity import services as identity
+from identity.models import Account
+
+
+class ConsentRequired(Invalid):
+    code = "consent_required"
+    default_message = N_(
+        "The patient (or guardian) has not accepted the current remote-consultation consent; ask them to first."
+    )
+
+
+class StaleConsent(Conflict):
+    code = "stale_version"
+
+
+# --- the remote-consultation consent ---------------------------------------------------------
+
+CONSENT_DIR = Path(__file__).resolve().parent / "consult_consent"
+_consents = TextShelf(CONSENT_DIR)
+
+
+def current_consent() -> VersionedText:
+    return _consents.current()
+
+
+def accept_consent(account: Account, patient_id: str, version: str) -> ConsultationConsent:
+    """The patient (or the guardian holding the account) accepts the current text."""
+    session = db.session()
+    patient = identity.patient_of_account(account, patient_id)
+    current = current_consent()
+    if version != current.version:
+        raise StaleConsent(
+            N_("The remote-consultation consent has changed; the current version is %(version)s."),
+            params={"version": current.version},
+        )
+    acc = ConsultationConsent(
+        account_id=account.id,
+        patient_id=patient.id,
+        version=current.version,
+        version_hash=current.sha256,
+        client_ip=audit.current_actor().client_ip,
+    )
+    session.add(acc)
+    session.flush()
+    audit.record(
+        session,
+        "consultation.consent_accepted",
+        subject_type="patient",
+        subject_id=patient.id,
+        detail={"version": current.version, "sha256": current.sha256},
+    )
+    return acc
+
+
+def current_consent_of(patient_id: uuid.UUID) -> ConsultationConsent | None:
+    return db.session.scalar(
+        select(ConsultationConsent)
+        .where(
+            ConsultationConsent.patient_id == patient_id,
+            ConsultationConsent.version_hash == current_consent().sha256,
+        )
+        .order_by(ConsultationConsent.accepted_at.desc())
+    )
