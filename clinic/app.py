@@ -62,6 +62,8 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     from clinic.admin import api as admin_api
     from clinic.admin import audit_log
     from clinic.family_doctor import api as family_doctor_api
+    from clinic.family_doctor import contract_api as fd_contract_api
+    from clinic.family_doctor import followup_api as fd_followup_api
     from clinic.feedback import api as feedback_api
     from clinic.feedback import views as feedback_views
     from clinic.notifications import api as notifications_api
@@ -127,6 +129,8 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
             audit_log.router,
             pharmacy_api.router,
             family_doctor_api.router,
+            fd_contract_api.router,
+            fd_followup_api.router,
             telemedicine_api.router,
             referral_api.router,
             consultation_api.router,

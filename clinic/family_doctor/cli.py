@@ -11,7 +11,7 @@ from flask import Flask
 from clinic.core.audit import Actor, acting_as
 from clinic.core.db import unit_of_work
 from clinic.core.errors import DomainError
-from clinic.family_doctor import services
+from clinic.family_doctor import followups, services
 
 CLI_ACTOR = Actor(id=None, role="cli")
 
@@ -28,7 +28,7 @@ def init_app(app: Flask) -> None:
         """Run once a day: close lapsed contracts, and queue SMS reminders 3 days before and on each due date."""
         day: date = on.date() if on else services.today()
         with acting_as(CLI_ACTOR), unit_of_work():
-            counts = services.send_reminders(day)
+            counts = followups.send_reminders(day)
         click.echo(json.dumps({"date": day.isoformat(), **counts}))
 
     @group.command("level")

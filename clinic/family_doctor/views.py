@@ -20,7 +20,7 @@ from clinic.core.db import as_uuid, db
 from clinic.core.errors import DomainError, RuleRefusal
 from clinic.core.pages import admin_page, bj, page_principal, patient_page, physician_page
 from clinic.core.web import handle_refusal, localized
-from clinic.family_doctor import chart, rules, services
+from clinic.family_doctor import chart, contracts, followups, long_term, readings, rules, services
 from clinic.family_doctor.models import HomeReading
 from clinic.visits.views import consent_html
 from identity.models import Account, Role
@@ -123,8 +123,8 @@ def home() -> Any:
     account = _me()
     people = []
     for p in account.patients:
-        contract = services.contract_in_force(p.id)
-        people.append((p, contract, services.active_plan(p.id)))
+        contract = contracts.contract_in_force(p.id)
+        people.append((p, contract, contracts.active_plan(p.id)))
     return render_template(
         "family_doctor/home.html", people=people, offers=services.offers_signing(), level=services.institution_level()
     )
@@ -135,7 +135,7 @@ def _sign_page(patient_id: str, status: int = 200) -> Any:
     from identity import services as identity
 
     person = identity.patient_of_account(account, patient_id)
-    text = services.current_agreement()
+    text = contracts.current_agreement()
     return render_template(
         "family_doctor/sign.html",
         person=person,
@@ -161,7 +161,7 @@ def sign_post(patient_id: str) -> Any:
         flash(_l("Tick the box to confirm that you have read the agreement."), "error")
         return _sign_page(patient_id, 422)
     try:
-        services.sign_contract(_me(), patient_id, team_id, package_id, request.form.get("version", ""))
+        contracts.sign_contract(_me(), patient_id, team_id, package_id, request.form.get("version", ""))
     except DomainError as err:
         flash(_refused(err), "error")
         return _sign_page(patient_id, err.status)
@@ -170,7 +170,7 @@ def sign_post(patient_id: str) -> Any:
 
 
 def _person_page(patient_id: str, status: int = 200) -> Any:
-    view = services.plan_for(_me(), patient_id)
+    view = followups.plan_for(_me(), patient_id)
     just = None
     rid = as_uuid(request.args.get("r"))
     if rid is not None:
@@ -186,7 +186,7 @@ def _person_page(patient_id: str, status: int = 200) -> Any:
             and view.contract.valid_until
             and rules.renewal_term(view.contract.valid_until, services.today()) is not None
         ),
-        agreement=services.current_agreement(),
+        agreement=contracts.current_agreement(),
         now=bj(datetime.now().astimezone(), "%Y-%m-%d %H:%M"),
     ), status
 
@@ -227,7 +227,7 @@ def add_reading(patient_id: str) -> Any:
             flash(_l("Write the time as 2026-03-01 08:30."), "error")
             return _person_page(patient_id, 422)
     try:
-        result = services.record_reading(
+        result = readings.record_reading(
             _me(),
             patient_id,
             kind,
@@ -248,7 +248,7 @@ def add_reading(patient_id: str) -> Any:
 @patient_page
 def end(contract_id: str) -> Any:
     try:
-        c = services.end_contract(_me(), contract_id, request.form.get("reason", ""))
+        c = contracts.end_contract(_me(), contract_id, request.form.get("reason", ""))
     except DomainError as err:
         flash(_refused(err), "error")
         return redirect(url_for("family_doctor.home"))
@@ -260,7 +260,7 @@ def end(contract_id: str) -> Any:
 @patient_page
 def renew(contract_id: str) -> Any:
     try:
-        c = services.renew_contract(_me(), contract_id, request.form.get("version", ""))
+        c = contracts.renew_contract(_me(), contract_id, request.form.get("version", ""))
     except DomainError as err:
         flash(_refused(err), "error")
         return redirect(url_for("family_doctor.home"))
@@ -275,7 +275,7 @@ def renew(contract_id: str) -> Any:
 @physician_page
 def team() -> Any:
     me = _me()
-    rows = services.panel(me)
+    rows = followups.panel(me)
     return render_template(
         "family_doctor/panel.html",
         rows=rows,
@@ -291,7 +291,7 @@ def _team_patient_page(patient_id: str, status: int = 200) -> Any:
     from prescriptions.models import Prescription
 
     me = _me()
-    view = services.plan_for(me, patient_id, readings=60)
+    view = followups.plan_for(me, patient_id, readings=60)
     visits = list(
         db.session.scalars(
             select(Visit).where(Visit.patient_id == view.patient.id).order_by(Visit.created_at.desc()).limit(20)
@@ -325,7 +325,7 @@ def team_patient(patient_id: str) -> Any:
 @physician_page
 def countersign(contract_id: str) -> Any:
     try:
-        c = services.countersign(_me(), contract_id)
+        c = contracts.countersign(_me(), contract_id)
     except DomainError as err:
         flash(_refused(err), "error")
         return redirect(url_for("family_doctor.team"))
@@ -337,7 +337,7 @@ def countersign(contract_id: str) -> Any:
 @physician_page
 def team_end(contract_id: str) -> Any:
     try:
-        services.end_contract(_me(), contract_id, request.form.get("reason", ""))
+        contracts.end_contract(_me(), contract_id, request.form.get("reason", ""))
     except DomainError as err:
         flash(_refused(err), "error")
         return redirect(url_for("family_doctor.team"))
@@ -350,7 +350,7 @@ def team_end(contract_id: str) -> Any:
 def followup(patient_id: str) -> Any:
     f = request.form
     try:
-        done = services.record_followup(
+        done = followups.record_followup(
             _me(), patient_id, f.get("method", ""), f.get("classification", ""), f.get("note", "")
         )
     except DomainError as err:
@@ -364,7 +364,7 @@ def followup(patient_id: str) -> Any:
 @physician_page
 def renew_long_term(patient_id: str) -> Any:
     try:
-        services.renew_long_term(page_principal(), patient_id, request.form.get("visit_id", ""))
+        long_term.renew_long_term(page_principal(), patient_id, request.form.get("visit_id", ""))
     except DomainError as err:
         flash(_refused(err), "error")
         return _team_patient_page(patient_id, err.status)
@@ -376,7 +376,7 @@ def renew_long_term(patient_id: str) -> Any:
 @physician_page
 def acknowledge(alert_id: str) -> Any:
     try:
-        alert = services.acknowledge_alert(_me(), alert_id)
+        alert = readings.acknowledge_alert(_me(), alert_id)
     except DomainError as err:
         flash(_refused(err), "error")
         return redirect(url_for("family_doctor.team"))

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from clinic.core.audit import AuditEntry
 from clinic.core.db import db, unit_of_work
-from clinic.family_doctor import services
+from clinic.family_doctor import contracts, services
 from clinic.family_doctor.models import Alert, Contract, FollowUpPlan, HomeReading
 from clinic.notifications.models import InboxNotification, SmsMessage
 from identity.models import Role
@@ -56,7 +56,7 @@ def test_sign_then_lead_countersigns_for_one_year(client: FlaskClient) -> None:
     resp = fd.sign(client, world, p)
     assert resp.status_code == 201, resp.get_json()
     body = resp.get_json()
-    assert body["status"] == "pending" and body["agreement_sha256"] == services.current_agreement().sha256
+    assert body["status"] == "pending" and body["agreement_sha256"] == contracts.current_agreement().sha256
     cid = body["id"]
     # another physician of the team is not the lead
     resp = client.post(f"{API}/family-doctor/contracts/{cid}/countersign", headers=f.auth(world.member_token))

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from clinic.core.audit import AuditEntry
 from clinic.core.db import db
-from clinic.family_doctor import services
+from clinic.family_doctor import contracts
 from clinic.family_doctor.models import Contract
 from tests.support import fd_factories as fd
 from tests.support.races import interleave
@@ -25,7 +25,7 @@ def test_two_simultaneous_signings_one_wins(client: FlaskClient, ctx: Flask, mon
     # Request A has checked that no contract is in force; request B signs (another package)
     # and commits before A inserts. The unique index must refuse A.
     overtaken = interleave(
-        monkeypatch, services, "_contract_in_force", lambda: fd.sign(other, world, p, package=world.basic_id)
+        monkeypatch, contracts, "_contract_in_force", lambda: fd.sign(other, world, p, package=world.basic_id)
     )
 
     resp = fd.sign(client, world, p)
