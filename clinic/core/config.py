@@ -177,6 +177,7 @@ class Config:
     # instance folder. FEDERATION_HTTP_TIMEOUT: seconds for one delivery to a partner.
     INSTITUTION_SIGNING_KEY: str = ""
     FEDERATION_HTTP_TIMEOUT: int = 10
+    CONSULT_MAX_ATTACHMENT_BYTES: int = 5 * 1024 * 1024  # one consultation attachment: base64 in an 8 MB signed message
     # Uploads
     MAX_CONTENT_LENGTH: int = 12 * 1024 * 1024
     BABEL_DEFAULT_LOCALE: str = "zh_CN"

@@ -84,7 +84,7 @@ def contract_out(c: Contract) -> ContractOut:
 )
 def sign(body: ContractIn, principal: Principal) -> ContractOut:
     contract = contracts.sign_contract(
-        identity.get_account(principal.id),
+        identity.get_account(principal.account_id),
         str(body.patient_id),
         str(body.team_id),
         str(body.package_id),
@@ -104,7 +104,7 @@ class ContractsOut(ResponseModel):
     roles=["patient", "physician"],
 )
 def list_contracts(principal: Principal) -> ContractsOut:
-    account = identity.get_account(principal.id)
+    account = identity.get_account(principal.account_id)
     if principal.role == "patient":
         rows = contracts.contracts_of(account)
     else:
@@ -119,7 +119,7 @@ def list_contracts(principal: Principal) -> ContractsOut:
     roles=["patient", "physician"],
 )
 def get_contract(contract_id: str, principal: Principal) -> ContractOut:
-    return contract_out(contracts.contract_for(identity.get_account(principal.id), contract_id))
+    return contract_out(contracts.contract_for(identity.get_account(principal.account_id), contract_id))
 
 
 class ContractStatusOut(ResponseModel):
@@ -137,7 +137,7 @@ class ContractStatusOut(ResponseModel):
     errors={403: ["not_team_lead", "not_qualified"], 409: ["contract_not_open"]},
 )
 def countersign(contract_id: str, principal: Principal) -> ContractStatusOut:
-    c = contracts.countersign(identity.get_account(principal.id), contract_id)
+    c = contracts.countersign(identity.get_account(principal.account_id), contract_id)
     return ContractStatusOut(id=c.id, status=c.status.value, valid_from=c.valid_from, valid_until=c.valid_until)
 
 
@@ -154,7 +154,7 @@ class EndIn(RequestModel):
     errors={409: ["contract_not_open"]},
 )
 def end(contract_id: str, body: EndIn, principal: Principal) -> ContractStatusOut:
-    c = contracts.end_contract(identity.get_account(principal.id), contract_id, body.reason)
+    c = contracts.end_contract(identity.get_account(principal.account_id), contract_id, body.reason)
     return ContractStatusOut(id=c.id, status=c.status.value, valid_from=c.valid_from, valid_until=c.valid_until)
 
 
@@ -171,5 +171,5 @@ class RenewIn(RequestModel):
     errors={409: ["contract_not_open"], 422: ["renewal_not_open", "stale_version", "not_primary_care"]},
 )
 def renew(contract_id: str, body: RenewIn, principal: Principal) -> ContractStatusOut:
-    c = contracts.renew_contract(identity.get_account(principal.id), contract_id, body.agreement_version)
+    c = contracts.renew_contract(identity.get_account(principal.account_id), contract_id, body.agreement_version)
     return ContractStatusOut(id=c.id, status=c.status.value, valid_from=c.valid_from, valid_until=c.valid_until)

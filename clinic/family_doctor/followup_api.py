@@ -56,7 +56,7 @@ class ReadingCreatedOut(ResponseModel):
 )
 def add_reading(body: ReadingIn, principal: Principal) -> ReadingCreatedOut:
     result = readings.record_reading(
-        identity.get_account(principal.id),
+        identity.get_account(principal.account_id),
         str(body.patient_id),
         body.kind,
         systolic=body.systolic,
@@ -148,7 +148,7 @@ class PlanOut(ResponseModel):
     roles=["patient", "physician"],
 )
 def plan(patient_id: str, principal: Principal) -> PlanOut:
-    view = followups.plan_for(identity.get_account(principal.id), patient_id)
+    view = followups.plan_for(identity.get_account(principal.account_id), patient_id)
     return PlanOut(
         patient_id=view.patient.id,
         contract=contract_out(view.contract) if view.contract else None,
@@ -191,7 +191,7 @@ class FollowUpIn(RequestModel):
 )
 def add_followup(patient_id: str, body: FollowUpIn, principal: Principal) -> FollowUpOut:
     f = followups.record_followup(
-        identity.get_account(principal.id), patient_id, body.method, body.classification, body.note
+        identity.get_account(principal.account_id), patient_id, body.method, body.classification, body.note
     )
     return followup_out(f)
 
@@ -220,7 +220,7 @@ class PanelOut(ResponseModel):
     roles=PHYSICIAN,
 )
 def panel(principal: Principal) -> PanelOut:
-    rows = followups.panel(identity.get_account(principal.id))
+    rows = followups.panel(identity.get_account(principal.account_id))
     return PanelOut(
         items=[
             PanelRowOut(
@@ -244,7 +244,7 @@ def panel(principal: Principal) -> PanelOut:
     roles=PHYSICIAN,
 )
 def acknowledge(alert_id: str, principal: Principal) -> AlertOut:
-    return alert_out(readings.acknowledge_alert(identity.get_account(principal.id), alert_id))
+    return alert_out(readings.acknowledge_alert(identity.get_account(principal.account_id), alert_id))
 
 
 # --- long-term prescription renewal -----------------------------------------------------

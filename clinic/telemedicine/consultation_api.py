@@ -8,11 +8,12 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from flask import Response, current_app
+from flask import Response
 from pydantic import Field
 from werkzeug.datastructures import FileStorage
 
 from clinic.core.api import ApiRouter, FilePart, Principal, RequestModel, ResponseModel
+from clinic.core.config import settings
 from clinic.telemedicine import (
     consultation_attachments,
     consultation_consent,
@@ -70,7 +71,9 @@ def consultation_consent_text() -> ConsultConsentOut:
     errors={404: ["not_found"], 409: ["stale_version"]},
 )
 def accept_consultation_consent(body: ConsultConsentIn, principal: Principal) -> ConsultConsentAccepted:
-    acc = consultation_consent.accept_consent(identity.get_account(principal.id), str(body.patient_id), body.version)
+    acc = consultation_consent.accept_consent(
+        identity.get_account(principal.account_id), str(body.patient_id), body.version
+    )
     return ConsultConsentAccepted(
         id=acc.id, patient_id=acc.patient_id, version=acc.version, accepted_at=acc.accepted_at
     )
@@ -258,10 +261,10 @@ def request_consultation(body: ConsultationIn, principal: Principal) -> Consulta
 )
 def add_attachment(consultation_id: str, files: dict[str, FileStorage | None], principal: Principal) -> AttachmentOut:
     upload = files["file"]
-    limit = int(current_app.config.get("CONSULT_MAX_ATTACHMENT_BYTES", consultations.DEFAULT_MAX_ATTACHMENT_BYTES))
+    limit = settings().CONSULT_MAX_ATTACHMENT_BYTES
     data = upload.stream.read(limit + 1) if upload is not None else b""
     a = consultation_attachments.add_attachment(
-        principal.id, consultation_id, upload.filename or "" if upload else "", data
+        principal, consultation_id, upload.filename or "" if upload else "", data
     )
     return AttachmentOut(
         id=a.id, filename=a.filename, media_type=a.media_type, size=a.size, sha256=a.sha256, created_at=a.created_at
@@ -276,7 +279,7 @@ def add_attachment(consultation_id: str, files: dict[str, FileStorage | None], p
 )
 def attachment_file(consultation_id: str, attachment_id: str, principal: Principal) -> Response:
     att, data = consultation_attachments.attachment_bytes(
-        identity.get_account(principal.id), consultation_id, attachment_id
+        identity.get_account(principal.account_id), consultation_id, attachment_id
     )
     return Response(
         data,
@@ -306,7 +309,7 @@ class ConsultationsQuery(RequestModel):
     roles=["physician", "admin"],
 )
 def list_consultations(query: ConsultationsQuery, principal: Principal) -> ConsultationsOut:
-    rows = consultations.consultations_of(identity.get_account(principal.id), query.role, query.status)
+    rows = consultations.consultations_of(identity.get_account(principal.account_id), query.role, query.status)
     return ConsultationsOut(items=[consultation_out(c, detail=False) for c in rows])
 
 
@@ -318,7 +321,7 @@ def list_consultations(query: ConsultationsQuery, principal: Principal) -> Consu
     errors={404: ["not_found"]},
 )
 def get_consultation(consultation_id: str, principal: Principal) -> ConsultationOut:
-    return consultation_out(consultations.consultation_for(identity.get_account(principal.id), consultation_id))
+    return consultation_out(consultations.consultation_for(identity.get_account(principal.account_id), consultation_id))
 
 
 class ConsultStatusOut(ResponseModel):
@@ -350,7 +353,7 @@ class ConsultReasonIn(RequestModel):
     errors={403: ["forbidden"], 404: ["not_found"], 409: ["illegal_transition"]},
 )
 def decline_consultation(consultation_id: str, body: ConsultReasonIn, principal: Principal) -> ConsultStatusOut:
-    return ConsultStatusOut(status=consultation_requests.decline(principal.id, consultation_id, body.reason).status)
+    return ConsultStatusOut(status=consultation_requests.decline(principal, consultation_id, body.reason).status)
 
 
 @router.post(
@@ -362,7 +365,7 @@ def decline_consultation(consultation_id: str, body: ConsultReasonIn, principal:
     errors={403: ["forbidden"], 404: ["not_found"], 409: ["illegal_transition"]},
 )
 def cancel_consultation(consultation_id: str, body: ConsultReasonIn, principal: Principal) -> ConsultStatusOut:
-    return ConsultStatusOut(status=consultation_requests.cancel(principal.id, consultation_id, body.reason).status)
+    return ConsultStatusOut(status=consultation_requests.cancel(principal, consultation_id, body.reason).status)
 
 
 class NoteIn(RequestModel):
@@ -379,7 +382,7 @@ class NoteIn(RequestModel):
     errors={403: ["forbidden"], 404: ["not_found"], 409: ["consultation_closed", "illegal_transition"]},
 )
 def write_note(consultation_id: str, body: NoteIn, principal: Principal) -> ConsultNoteOut:
-    n = consultations.write_note(principal.id, consultation_id, body.text)
+    n = consultations.write_note(principal, consultation_id, body.text)
     return ConsultNoteOut(id=n.id, side=n.side, author=n.author_name, text=n.text, at=n.created_at)
 
 
@@ -415,6 +418,6 @@ class AcknowledgedOut(ResponseModel):
     errors={403: ["forbidden"], 404: ["not_found"], 409: ["no_opinion"]},
 )
 def acknowledge_consultation(consultation_id: str, principal: Principal) -> AcknowledgedOut:
-    c = consultation_requests.acknowledge(principal.id, consultation_id)
+    c = consultation_requests.acknowledge(principal, consultation_id)
     assert c.acknowledged_at is not None
     return AcknowledgedOut(status=c.status, acknowledged_at=c.acknowledged_at)

@@ -10,16 +10,16 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from flask import current_app
 from sqlalchemy import select
 
 from clinic.core import audit, storage
+from clinic.core.config import settings
 from clinic.core.db import as_uuid, db, utcnow
 from clinic.core.errors import Conflict, DomainError, Forbidden, Invalid, NotFound
+from clinic.core.principal import Principal
 from clinic.telemedicine import rules, services
 from clinic.telemedicine.consultations import (
     ATTACHMENT_TYPES,
-    DEFAULT_MAX_ATTACHMENT_BYTES,
     EV_ATTACHMENT,
     INVITED,
     INVITING,
@@ -45,12 +45,12 @@ from clinic.visits import rules as visit_rules
 from identity.models import Account
 
 
-def add_attachment(account_id: str, consultation_id: str, filename: str, data: bytes) -> ConsultationAttachment:
+def add_attachment(who: Principal, consultation_id: str, filename: str, data: bytes) -> ConsultationAttachment:
     """A record, image or ECG/lab PDF for a requested consultation (the inviting physician):
     PDF, JPEG or PNG by its bytes, at most CONSULT_MAX_ATTACHMENT_BYTES; it follows the
     request to the partner as a DocumentReference."""
     session = db.session()
-    physician = as_physician(account_id)
+    physician = as_physician(who)
     c = consultation_for(physician, consultation_id)
     if c.role != INVITING or c.requested_by != physician.id:
         raise Forbidden(N_("Only the requesting physician adds attachments."))
@@ -61,7 +61,7 @@ def add_attachment(account_id: str, consultation_id: str, filename: str, data: b
     )
     if count >= MAX_ATTACHMENTS:
         raise Invalid(N_("At most %(n)s attachments per consultation."), params={"n": MAX_ATTACHMENTS})
-    limit = int(current_app.config.get("CONSULT_MAX_ATTACHMENT_BYTES", DEFAULT_MAX_ATTACHMENT_BYTES))
+    limit = settings().CONSULT_MAX_ATTACHMENT_BYTES
     try:
         sniffed = visit_rules.sniff_upload(data, max_bytes=limit, allow_pdf=True)
     except DomainError as err:
@@ -149,7 +149,7 @@ def _on_attachment(_message: FederationMessage, bundle: dict[str, Any], partner:
             data = base64.b64decode(att.get("data") or "", validate=True)
         except ValueError:
             raise services.BadMessage(N_("The attachment's data is not base64.")) from None
-        limit = int(current_app.config.get("CONSULT_MAX_ATTACHMENT_BYTES", DEFAULT_MAX_ATTACHMENT_BYTES))
+        limit = settings().CONSULT_MAX_ATTACHMENT_BYTES
         sniffed = visit_rules.sniff_upload(data, max_bytes=limit, allow_pdf=True)
         if sniffed.mime not in ATTACHMENT_TYPES:
             raise BadAttachment(N_("Only PDF, JPEG or PNG files are accepted for a consultation."))

@@ -73,7 +73,7 @@ def _sign_opinion(physician: Account, content: dict[str, Any]) -> tuple[str, str
 def write_opinion(who: Principal, consultation_id: str, opinion: str, recommendations: str) -> Consultation:
     """The accepting specialist's opinion (会诊意见), signed with their own key, sent back
     as a DiagnosticReport; the consultation is completed on both sides."""
-    physician = as_physician(who.id)
+    physician = as_physician(who)
     face_services.require_fresh_face(who)
     c = consultation_for(physician, consultation_id)
     if c.role != INVITED or c.accepted_by != physician.id:

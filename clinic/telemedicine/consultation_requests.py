@@ -83,7 +83,7 @@ def request_consultation(who: Principal, req: ConsultationRequest) -> Consultati
     their own patient. Every check comes before any write: a refusal leaves only its audit
     entry."""
     session = db.session()
-    physician = as_physician(who.id)
+    physician = as_physician(who)
     face_services.require_fresh_face(who)
     identity.require_qualified_physician(physician)
     pid = as_uuid(req.patient_id)
@@ -258,8 +258,8 @@ def _reason(reason: str) -> str:
     return reason
 
 
-def cancel(physician_id: str, consultation_id: str, reason: str) -> Consultation:
-    physician = as_physician(physician_id)
+def cancel(who: Principal, consultation_id: str, reason: str) -> Consultation:
+    physician = as_physician(who)
     c = consultation_for(physician, consultation_id)
     if c.role != INVITING or c.requested_by != physician.id:
         raise Forbidden(N_("Only the requesting physician may withdraw the request."))
@@ -269,9 +269,9 @@ def cancel(physician_id: str, consultation_id: str, reason: str) -> Consultation
     return c
 
 
-def acknowledge(physician_id: str, consultation_id: str) -> Consultation:
+def acknowledge(who: Principal, consultation_id: str) -> Consultation:
     """The inviting physician has read the opinion (it is in the patient's record)."""
-    physician = as_physician(physician_id)
+    physician = as_physician(who)
     c = consultation_for(physician, consultation_id)
     if c.role != INVITING:
         raise Forbidden(N_("The inviting institution's physician acknowledges the opinion."))
@@ -295,7 +295,7 @@ def acknowledge(physician_id: str, consultation_id: str) -> Consultation:
 def accept(who: Principal, consultation_id: str) -> Consultation:
     """A physician of the invited department takes the consultation: face-fresh, qualified
     there, and of at least the title the agreement requires (Jilin Art. 14)."""
-    physician = as_physician(who.id)
+    physician = as_physician(who)
     face_services.require_fresh_face(who)
     c = consultation_for(physician, consultation_id)
     if c.role != INVITED:
@@ -333,8 +333,8 @@ def accept(who: Principal, consultation_id: str) -> Consultation:
     return c
 
 
-def decline(physician_id: str, consultation_id: str, reason: str) -> Consultation:
-    physician = as_physician(physician_id)
+def decline(who: Principal, consultation_id: str, reason: str) -> Consultation:
+    physician = as_physician(who)
     c = consultation_for(physician, consultation_id)
     if c.role != INVITED or department_of(physician) != c.department:
         raise Forbidden(N_("A physician of the invited department declines consultations."))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
@@ -20,6 +20,7 @@ from wtforms import (
 from wtforms.validators import DataRequired, Length
 from wtforms.widgets import CheckboxInput, ListWidget
 
+from clinic.core.config import settings
 from clinic.core.db import db
 from clinic.core.errors import DomainError, Invalid
 from clinic.core.pages import admin_page, page_principal, patient_page, physician_page
@@ -196,12 +197,12 @@ def _act(consultation_id: str, act: Any, done: Any) -> Any:
 @physician_page
 def consultation_attach(consultation_id: str) -> Any:
     upload = request.files.get("file")
-    limit = int(current_app.config.get("CONSULT_MAX_ATTACHMENT_BYTES", consultations.DEFAULT_MAX_ATTACHMENT_BYTES))
+    limit = settings().CONSULT_MAX_ATTACHMENT_BYTES
     data = upload.stream.read(limit + 1) if upload is not None else b""
     name = upload.filename or "" if upload is not None else ""
     return _act(
         consultation_id,
-        lambda: consultation_attachments.add_attachment(str(current_user.id), consultation_id, name, data),
+        lambda: consultation_attachments.add_attachment(page_principal(), consultation_id, name, data),
         _l("The attachment is added and sent to the invited institution."),
     )
 
@@ -224,7 +225,7 @@ def consultation_note(consultation_id: str) -> Any:
     def act() -> None:
         if not text:
             raise Invalid(N_("Write a message first."))
-        consultations.write_note(str(current_user.id), consultation_id, text)
+        consultations.write_note(page_principal(), consultation_id, text)
 
     return _act(consultation_id, act, _l("The message is sent to the other institution."))
 
@@ -248,7 +249,7 @@ def consultation_opinion(consultation_id: str) -> Any:
 def consultation_acknowledge(consultation_id: str) -> Any:
     return _act(
         consultation_id,
-        lambda: consultation_requests.acknowledge(str(current_user.id), consultation_id),
+        lambda: consultation_requests.acknowledge(page_principal(), consultation_id),
         _l("You have acknowledged the opinion."),
     )
 
@@ -263,7 +264,7 @@ def _reasoned(consultation_id: str, act: Any, done: Any) -> Any:
 def consultation_decline(consultation_id: str) -> Any:
     return _reasoned(
         consultation_id,
-        lambda reason: consultation_requests.decline(str(current_user.id), consultation_id, reason),
+        lambda reason: consultation_requests.decline(page_principal(), consultation_id, reason),
         _l("The consultation is declined; the requesting institution is told why."),
     )
 
@@ -273,7 +274,7 @@ def consultation_decline(consultation_id: str) -> Any:
 def consultation_cancel(consultation_id: str) -> Any:
     return _reasoned(
         consultation_id,
-        lambda reason: consultation_requests.cancel(str(current_user.id), consultation_id, reason),
+        lambda reason: consultation_requests.cancel(page_principal(), consultation_id, reason),
         _l("The request is withdrawn; the invited institution is told why."),
     )
 

@@ -29,6 +29,7 @@ from sqlalchemy import exists, select
 from clinic.core import audit
 from clinic.core.db import as_uuid, db, utcnow
 from clinic.core.errors import Conflict, DomainError, Forbidden, Invalid, NotFound
+from clinic.core.principal import Principal
 from clinic.notifications.services import notify
 from clinic.telemedicine import rules, services
 from clinic.telemedicine.models import (
@@ -61,7 +62,6 @@ EV_STATEMENT = "settlement-statement"
 INVITING, INVITED = "inviting", "invited"
 URGENCIES = ("routine", "urgent")
 ATTACHMENT_TYPES = ("application/pdf", "image/jpeg", "image/png")
-DEFAULT_MAX_ATTACHMENT_BYTES = 5 * 1024 * 1024  # base64 in an 8 MB signed message
 MAX_ATTACHMENTS = 10
 
 
@@ -85,8 +85,8 @@ def refuse(err: DomainError, consultation: Consultation | None = None, **detail:
 # --- helpers ----------------------------------------------------------------------------------
 
 
-def as_physician(principal_id: str) -> Account:
-    account = identity.get_account(principal_id)
+def as_physician(who: Principal) -> Account:
+    account = identity.get_account(who.account_id)
     if account.role != Role.PHYSICIAN:
         raise Forbidden(N_("Only physicians may do this."))
     return account
@@ -250,9 +250,9 @@ def our_consultation(partner: PartnerInstitution, role: str, task_id: str) -> Co
 # --- requesting (the inviting side) ------------------------------------------------------------
 
 
-def write_note(account_id: str, consultation_id: str, text: str) -> ConsultationNote:
+def write_note(who: Principal, consultation_id: str, text: str) -> ConsultationNote:
     """A question asked back by the specialist, or the inviting physician's answer."""
-    physician = as_physician(account_id)
+    physician = as_physician(who)
     c = consultation_for(physician, consultation_id)
     if c.role == INVITED and c.accepted_by != physician.id:
         raise Forbidden(N_("Accept the consultation before writing in it."))

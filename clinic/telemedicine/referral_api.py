@@ -143,7 +143,7 @@ def referral_out(r: Referral) -> ReferralOut:
 )
 def create_referral(body: ReferralIn, principal: Principal) -> ReferralCreated:
     referral = referral_sending.send_referral(
-        principal.id,
+        principal,
         referral_sending.ReferralRequest(
             patient_id=str(body.patient_id),
             institution_id=str(body.institution_id),
@@ -167,7 +167,7 @@ def create_referral(body: ReferralIn, principal: Principal) -> ReferralCreated:
 def list_referrals(principal: Principal) -> ReferralsOut:
     role = request.args.get("role") or None
     status = request.args.get("status") or None
-    return ReferralsOut(items=[referral_out(r) for r in referrals.list_referrals(principal.id, role, status)])
+    return ReferralsOut(items=[referral_out(r) for r in referrals.list_referrals(principal, role, status)])
 
 
 @router.get(
@@ -178,7 +178,7 @@ def list_referrals(principal: Principal) -> ReferralsOut:
     errors={404: ["not_found"]},
 )
 def get_referral(referral_id: str, principal: Principal) -> ReferralOut:
-    return referral_out(referrals.referral_for(principal.id, referral_id))
+    return referral_out(referrals.referral_for(principal, referral_id))
 
 
 class ReferralAcceptIn(RequestModel):
@@ -200,7 +200,7 @@ class ReferralStatusOut(ResponseModel):
 )
 def accept_referral(referral_id: str, body: ReferralAcceptIn, principal: Principal) -> ReferralStatusOut:
     return ReferralStatusOut(
-        status=referral_receiving.accept(principal.id, referral_id, body.appointment_at, body.place).status
+        status=referral_receiving.accept(principal, referral_id, body.appointment_at, body.place).status
     )
 
 
@@ -217,7 +217,7 @@ class ReferralDeclineIn(RequestModel):
     errors={403: ["not_qualified", "not_receiving"], 404: ["not_found"], 409: ["illegal_transition"], 422: ["invalid"]},
 )
 def decline_referral(referral_id: str, body: ReferralDeclineIn, principal: Principal) -> ReferralStatusOut:
-    return ReferralStatusOut(status=referral_receiving.decline(principal.id, referral_id, body.reason).status)
+    return ReferralStatusOut(status=referral_receiving.decline(principal, referral_id, body.reason).status)
 
 
 class ReferralOutcomeIn(RequestModel):
@@ -233,7 +233,7 @@ class ReferralOutcomeIn(RequestModel):
     errors={403: ["not_qualified", "not_receiving"], 404: ["not_found"], 409: ["illegal_transition"], 422: ["invalid"]},
 )
 def referral_outcome(referral_id: str, body: ReferralOutcomeIn, principal: Principal) -> ReferralStatusOut:
-    return ReferralStatusOut(status=referral_receiving.report_outcome(principal.id, referral_id, body.summary).status)
+    return ReferralStatusOut(status=referral_receiving.report_outcome(principal, referral_id, body.summary).status)
 
 
 @router.post(

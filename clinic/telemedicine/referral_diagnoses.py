@@ -37,7 +37,7 @@ def confirm_carried(who: Principal, referral_id: str | uuid.UUID, carried_id: st
     from clinic.visits import services as visits
 
     session = db.session()
-    physician = as_physician(who.id)
+    physician = as_physician(who)
     face_services.require_fresh_face(who)
     referral = load(referral_id)
     if referral.role != RECEIVING:

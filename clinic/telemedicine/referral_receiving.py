@@ -15,6 +15,7 @@ from clinic.core import audit
 from clinic.core.crypto import lookup_hash
 from clinic.core.db import db, utcnow
 from clinic.core.errors import Forbidden, Invalid
+from clinic.core.principal import Principal
 from clinic.telemedicine import services
 from clinic.telemedicine.models import FederationMessage, PartnerInstitution, Referral, ReferralDiagnosis
 from clinic.telemedicine.referrals import (
@@ -233,11 +234,9 @@ def _status_task(referral: Referral, physician_name: str, **extra: Any) -> dict[
     return task
 
 
-def accept(
-    physician_id: str | uuid.UUID, referral_id: str | uuid.UUID, appointment_at: datetime, place: str
-) -> Referral:
+def accept(who: Principal, referral_id: str | uuid.UUID, appointment_at: datetime, place: str) -> Referral:
     """A physician of the receiving institution accepts: when and where the patient comes."""
-    physician = as_physician(physician_id)
+    physician = as_physician(who)
     referral = _receiving(referral_id, physician)
     at = as_utc(appointment_at)
     if at <= utcnow():
@@ -273,8 +272,8 @@ def accept(
     return referral
 
 
-def decline(physician_id: str | uuid.UUID, referral_id: str | uuid.UUID, reason: str) -> Referral:
-    physician = as_physician(physician_id)
+def decline(who: Principal, referral_id: str | uuid.UUID, reason: str) -> Referral:
+    physician = as_physician(who)
     referral = _receiving(referral_id, physician)
     reason = reason.strip()
     if not reason:
@@ -298,9 +297,9 @@ def decline(physician_id: str | uuid.UUID, referral_id: str | uuid.UUID, reason:
     return referral
 
 
-def report_outcome(physician_id: str | uuid.UUID, referral_id: str | uuid.UUID, summary: str) -> Referral:
+def report_outcome(who: Principal, referral_id: str | uuid.UUID, summary: str) -> Referral:
     """The closed loop: the receiving side reports what came of the referral."""
-    physician = as_physician(physician_id)
+    physician = as_physician(who)
     referral = _receiving(referral_id, physician)
     summary = summary.strip()
     if not summary:

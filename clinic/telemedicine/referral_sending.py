@@ -15,6 +15,7 @@ from sqlalchemy import select
 from clinic.core import audit
 from clinic.core.db import as_uuid, db, utcnow
 from clinic.core.errors import Invalid, NotFound
+from clinic.core.principal import Principal
 from clinic.notifications.services import notify
 from clinic.telemedicine import services
 from clinic.telemedicine.models import FederationMessage, PartnerInstitution, Referral, ReferralDiagnosis
@@ -66,10 +67,10 @@ class ReferralRequest:
     visit_id: str | None = None
 
 
-def send_referral(physician_id: str | uuid.UUID, req: ReferralRequest) -> Referral:
+def send_referral(who: Principal, req: ReferralRequest) -> Referral:
     """A physician refers their patient to a partner institution, up or down."""
     session = db.session()
-    physician = as_physician(physician_id)
+    physician = as_physician(who)
     identity.require_qualified_physician(physician)
     patient = session.get(Patient, as_uuid(req.patient_id)) if as_uuid(req.patient_id) else None
     if patient is None or not treats(physician, patient.id):

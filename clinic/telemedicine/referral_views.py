@@ -141,7 +141,7 @@ def _referral_form() -> ReferralForm:
 @referral_bp.get("/physician/referrals")
 @physician_page
 def referral_index() -> Any:
-    items = referrals.list_referrals(current_user.id)
+    items = referrals.list_referrals(page_principal())
     receiving = [r for r in items if r.role == referrals.RECEIVING]
     return render_template(
         "telemedicine/referrals.html",
@@ -168,7 +168,7 @@ def referral_new() -> Any:
         direction = rules.direction_between(services.own_level(), partner.level) or ""
         try:
             referral = referral_sending.send_referral(
-                current_user.id,
+                page_principal(),
                 referral_sending.ReferralRequest(
                     patient_id=form.patient_id.data or "",
                     institution_id=form.institution_id.data or "",
@@ -188,7 +188,7 @@ def referral_new() -> Any:
 
 
 def _referral_page(referral_id: str, status: int = 200, **forms: Any) -> Any:
-    referral = referrals.referral_for(current_user.id, referral_id)
+    referral = referrals.referral_for(page_principal(), referral_id)
     return (
         render_template(
             "telemedicine/referral.html",
@@ -216,7 +216,7 @@ def referral_accept(referral_id: str) -> Any:
     if not form.validate_on_submit() or form.appointment_at.data is None:
         return _referral_page(referral_id, 422, accept_form=form)
     try:
-        referral_receiving.accept(current_user.id, referral_id, form.appointment_at.data, form.place.data or "")
+        referral_receiving.accept(page_principal(), referral_id, form.appointment_at.data, form.place.data or "")
     except DomainError as err:
         flash(handle_refusal(err), "error")
         return _referral_page(referral_id, err.status, accept_form=form)
@@ -231,7 +231,7 @@ def referral_decline(referral_id: str) -> Any:
     if not form.validate_on_submit():
         return _referral_page(referral_id, 422, decline_form=form)
     try:
-        referral_receiving.decline(current_user.id, referral_id, form.reason.data or "")
+        referral_receiving.decline(page_principal(), referral_id, form.reason.data or "")
     except DomainError as err:
         flash(handle_refusal(err), "error")
         return _referral_page(referral_id, err.status, decline_form=form)
@@ -246,7 +246,7 @@ def referral_outcome(referral_id: str) -> Any:
     if not form.validate_on_submit():
         return _referral_page(referral_id, 422, outcome_form=form)
     try:
-        referral_receiving.report_outcome(current_user.id, referral_id, form.summary.data or "")
+        referral_receiving.report_outcome(page_principal(), referral_id, form.summary.data or "")
     except DomainError as err:
         flash(handle_refusal(err), "error")
         return _referral_page(referral_id, err.status, outcome_form=form)
@@ -288,7 +288,7 @@ def my_referrals() -> Any:
 def my_referral(referral_id: str) -> Any:
     return render_template(
         "telemedicine/referral_patient.html",
-        r=referrals.referral_for(current_user.id, referral_id),
+        r=referrals.referral_for(page_principal(), referral_id),
         own_name=services.own_name(),
         **_referral_helpers(),
     )

@@ -39,6 +39,7 @@ from clinic.core import audit
 from clinic.core.db import as_uuid, db, utcnow
 from clinic.core.errors import DomainError, Forbidden, Invalid, NotFound, Violation
 from clinic.core.pages import to_beijing
+from clinic.core.principal import Principal
 from clinic.notifications.services import notify
 from clinic.telemedicine import services
 from clinic.telemedicine.models import PartnerInstitution, Referral
@@ -115,12 +116,12 @@ def bad_direction(violations: list[Violation]) -> BadDirection:
 # --- the sending side ---------------------------------------------------------------------
 
 
-def account_of(account_id: str | uuid.UUID) -> Account:
-    return identity.get_account(account_id)
+def account_of(who: Principal) -> Account:
+    return identity.get_account(who.account_id)
 
 
-def as_physician(account_id: str | uuid.UUID) -> Account:
-    account = account_of(account_id)
+def as_physician(who: Principal) -> Account:
+    account = account_of(who)
     if account.role != Role.PHYSICIAN:
         raise Forbidden(N_("Only physicians may do this."))
     return account
@@ -247,10 +248,10 @@ def tell_patient(referral: Referral, sms: bool) -> None:
 # --- reading -------------------------------------------------------------------------------
 
 
-def list_referrals(account_id: str | uuid.UUID, role: str | None = None, status: str | None = None) -> list[Referral]:
+def list_referrals(who: Principal, role: str | None = None, status: str | None = None) -> list[Referral]:
     """The institution's referrals for its physicians and administrators: sent (role
     sending) or to answer (role receiving, the queue), newest first."""
-    account = account_of(account_id)
+    account = account_of(who)
     if account.role not in (Role.PHYSICIAN, Role.ADMIN):
         raise Forbidden(N_("Only physicians and administrators see the referrals."))
     query = select(Referral)
@@ -265,10 +266,10 @@ def list_referrals(account_id: str | uuid.UUID, role: str | None = None, status:
     return list(db.session.scalars(query.order_by(Referral.created_at.desc()).limit(500)))
 
 
-def referral_for(account_id: str | uuid.UUID, referral_id: str | uuid.UUID) -> Referral:
+def referral_for(who: Principal, referral_id: str | uuid.UUID) -> Referral:
     """A referral the caller may see: staff of this institution, or the patient's account
     holder; anyone else 404."""
-    account = account_of(account_id)
+    account = account_of(who)
     referral = load(referral_id)
     if account.role in (Role.PHYSICIAN, Role.ADMIN):
         return referral

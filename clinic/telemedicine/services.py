@@ -15,12 +15,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import requests
-from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from clinic.core import audit, jobs
 from clinic.core.audit import current_actor
+from clinic.core.config import settings
 from clinic.core.db import as_uuid, db, utcnow
 from clinic.core.errors import DomainError, Forbidden, Invalid, NotFound, RuleRefusal
 from clinic.telemedicine import envelope, rules
@@ -72,7 +72,7 @@ class DuplicatePartner(DomainError):
 
 
 def own_key() -> envelope.InstitutionKey:
-    return envelope.institution_key(str(current_app.config["INSTITUTION_SIGNING_KEY"]))
+    return envelope.institution_key(settings().INSTITUTION_SIGNING_KEY)
 
 
 def published_keys() -> list[dict[str, Any]]:
@@ -81,7 +81,7 @@ def published_keys() -> list[dict[str, Any]]:
 
 
 def own_endpoint() -> str:
-    return rules.normalise_base_url(str(current_app.config.get("PUBLIC_BASE_URL", "")))
+    return rules.normalise_base_url(settings().PUBLIC_BASE_URL)
 
 
 def own_name() -> str:
@@ -96,7 +96,7 @@ def own_level() -> str:
 
 
 def _development() -> bool:
-    return str(current_app.config.get("ENV", "development")) != "production"
+    return settings().ENV != "production"
 
 
 # --- agreements ---------------------------------------------------------------------------
@@ -438,7 +438,7 @@ def deliver(payload: dict[str, Any]) -> None:
         raise jobs.PermanentJobError("the message to deliver is gone")
     message.attempts += 1
     url = message.partner.base_url + "/api/v1/federation/messages"
-    timeout = int(current_app.config.get("FEDERATION_HTTP_TIMEOUT", 10))
+    timeout = settings().FEDERATION_HTTP_TIMEOUT
     try:
         resp = requests.post(
             url,
