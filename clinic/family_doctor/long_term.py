@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
@@ -33,6 +33,9 @@ from identity.models import Role
 
 RENEWABLE_FROM = ("approved", "dispensed", "out_for_delivery", "delivered")
 
+if TYPE_CHECKING:
+    from prescriptions.models import Prescription
+
 
 def _stability(patient_id: uuid.UUID, day: date) -> bool:
     since = datetime.combine(day - timedelta(days=rules.STABLE_WINDOW_DAYS), datetime.min.time(), tzinfo=CHINA)
@@ -49,7 +52,7 @@ def _stability(patient_id: uuid.UUID, day: date) -> bool:
     return rules.is_stable(list(latest.values()), len(open_alerts))
 
 
-def renew_long_term(who: Principal, patient_id: str, visit_id: str) -> Any:
+def renew_long_term(who: Principal, patient_id: str, visit_id: str) -> Prescription:
     """The team's physician renews the patient's last long-term prescription in a return visit
     they have accepted: same drugs, doses and days; every prescription rule is run again by
     the prescribing service (a new signature, a new pharmacist review)."""

@@ -29,6 +29,7 @@ from clinic.family_doctor.models import (
     TeamMember,
 )
 from clinic.family_doctor.rules import ContractStatus
+from clinic.visits.models import Visit
 from identity import services as identity
 from identity.models import Account, Institution, Role
 
@@ -226,7 +227,7 @@ def seed_demo_teams(lead_id: uuid.UUID, physician_ids: list[uuid.UUID]) -> list[
 # --- contracted patients reach their team first ------------------------------------------
 
 
-def visit_first(physician: Account, visits: list[Any]) -> dict[uuid.UUID, str]:
+def visit_first(physician: Account, visits: list[Visit]) -> dict[uuid.UUID, str]:
     """The `visit_first` hook of the visit queue: a waiting visit of a patient with an active
     contract goes to the team's physicians first (see rules.visit_first)."""
     if not visits:
