@@ -157,7 +157,7 @@ def verify_opinion(token: str, jwk: dict[str, Any]) -> dict[str, Any]:
     return content
 
 
-# --- reading ----------------------------------------------------------------------------------------
+# --- reading and receiving the opinion -------------------------------------------------------------
 
 
 def opinion_of(c: Consultation) -> ConsultationOpinion | None:

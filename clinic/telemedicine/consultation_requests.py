@@ -344,7 +344,7 @@ def decline(who: Principal, consultation_id: str, reason: str) -> Consultation:
     return c
 
 
-# --- received messages ---
+# --- received messages: the partner's moves ---------------------------------------------------
 
 
 def _on_request(_message: FederationMessage, bundle: dict[str, Any], partner: PartnerInstitution) -> None:

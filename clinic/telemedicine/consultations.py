@@ -247,7 +247,7 @@ def our_consultation(partner: PartnerInstitution, role: str, task_id: str) -> Co
     return c
 
 
-# --- requesting (the inviting side) ------------------------------------------------------------
+# --- notes: the specialist asks back, the inviting physician answers --------------------------
 
 
 def write_note(who: Principal, consultation_id: str, text: str) -> ConsultationNote:

@@ -134,7 +134,6 @@ class ReferralDiagnosis(Base):
 
 
 # --- remote consultation (远程会诊) and settlements between institutions ------------------
-# (tm-consult's section; referrals keep their own section)
 
 
 class ConsultationConsent(Base):

@@ -113,7 +113,7 @@ def bad_direction(violations: list[Violation]) -> BadDirection:
     return BadDirection(v.message, params=params, fields=[{"loc": "direction", "message": v.code}])
 
 
-# --- the sending side ---------------------------------------------------------------------
+# --- who acts --------------------------------------------------------------------------------
 
 
 def account_of(who: Principal) -> Account:
@@ -152,7 +152,7 @@ def identifier(shared_id: str) -> list[dict[str, str]]:
     return [{"system": TASK_SYSTEM, "value": shared_id}]
 
 
-# --- the receiving side: the request arrives ----------------------------------------------
+# --- reading a referral message ------------------------------------------------------------
 
 
 def bundle_resources(bundle: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
@@ -188,7 +188,7 @@ def text_of(items: list[dict[str, Any]] | None) -> str:
     return "\n".join(str(i.get("text", "")) for i in (items or []) if i.get("text")).strip()
 
 
-# --- the receiving side: answer, outcome --------------------------------------------------
+# --- the record: loading it, moving it, telling the patient --------------------------------
 
 
 def load(referral_id: str | uuid.UUID) -> Referral:
