@@ -15,14 +15,12 @@ from clinic.visits.models import ConsentAcceptance, Diagnosis, Visit, VisitMessa
 from identity.models import Role
 from tests.support import clinic_factories as cf
 from tests.support import factories as f
+from tests.support.answers import refusal
 
 
 @pytest.fixture
 def world(ctx: Flask, client: FlaskClient) -> dict:
-    cf.catalog()
-    cardio = f.staff(Role.PHYSICIAN, department="cardiology")
-    endo = f.staff(Role.PHYSICIAN, department="endocrinology")
-    return {"cardio": cardio, "endo": endo, "client": client}
+    return {**cf.two_departments(), "client": client}
 
 
 def n(model: type) -> int:
@@ -270,7 +268,7 @@ def test_proof_for_someone_elses_patient_is_404(world: dict) -> None:
     client = world["client"]
     a, b = f.patient(), f.patient(name="李四")
     resp = upload(client, f.token(client, a.account.username), b.patient.id)
-    assert resp.status_code == 404 and resp.get_json()["error"]["code"] == "not_found"
+    assert refusal(resp) == (404, "not_found") and resp.get_json()["error"]["code"] == "not_found"
 
 
 def test_stale_consent_version(world: dict) -> None:
@@ -293,15 +291,15 @@ def test_another_account_sees_404_for_a_visit(world: dict) -> None:
     stok = f.token(client, stranger.account.username)
     for path in ("", "/video-token"):
         resp = client.get(f"/api/v1/visits/{v['visit_id']}{path}", headers=f.auth(stok))
-        assert resp.status_code == 404 and resp.get_json()["error"]["code"] == "not_found"
-    assert (
-        client.get(f"/api/v1/visits/{v['visit_id']}", headers=f.auth(f.token(client, endo.username))).status_code == 404
+        assert refusal(resp) == (404, "not_found") and resp.get_json()["error"]["code"] == "not_found"
+    assert refusal(client.get(f"/api/v1/visits/{v['visit_id']}", headers=f.auth(f.token(client, endo.username)))) == (
+        404,
+        "not_found",
     )
-    assert (
-        client.post(f"/api/v1/visits/{v['visit_id']}/messages", json={"text": "hi"}, headers=f.auth(stok)).status_code
-        == 404
-    )
-    assert client.get("/api/v1/visits/not-a-uuid", headers=f.auth(stok)).status_code == 404
+    assert refusal(
+        client.post(f"/api/v1/visits/{v['visit_id']}/messages", json={"text": "hi"}, headers=f.auth(stok))
+    ) == (404, "not_found")
+    assert refusal(client.get("/api/v1/visits/not-a-uuid", headers=f.auth(stok))) == (404, "not_found")
 
 
 def test_accept_needs_face_and_qualification(world: dict) -> None:
@@ -347,7 +345,10 @@ def test_referral_stops_the_visit_for_good(world: dict) -> None:
     ]:
         again = client.post(f"/api/v1/visits/{v['visit_id']}/{path}", json=body, headers=f.auth(face))
         assert again.status_code == 409 and again.get_json()["error"]["code"] == "visit_closed"
-    assert client.get(f"/api/v1/visits/{v['visit_id']}/video-token", headers=f.auth(v["token"])).status_code == 409
+    assert refusal(client.get(f"/api/v1/visits/{v['visit_id']}/video-token", headers=f.auth(v["token"]))) == (
+        409,
+        "visit_not_in_progress",
+    )
 
 
 def test_only_the_visits_physician_acts_in_it(world: dict) -> None:
@@ -358,7 +359,7 @@ def test_only_the_visits_physician_acts_in_it(world: dict) -> None:
     resp = client.post(
         f"/api/v1/visits/{v['visit_id']}/complete", json={"note": "done"}, headers=f.auth(cf.face_token(other))
     )
-    assert resp.status_code == 404  # the visit is not theirs: not revealed
+    assert refusal(resp) == (404, "not_found")  # the visit is not theirs: not revealed
 
 
 def test_suspension_stops_new_visits_but_not_running_ones(world: dict) -> None:
@@ -385,7 +386,10 @@ def test_suspension_stops_new_visits_but_not_running_ones(world: dict) -> None:
         new.get_json()["error"]["code"] == "service_suspended"
         and "系统安全事件排查" in new.get_json()["error"]["message"]
     )
-    assert client.post(f"/api/v1/visits/{waiting['visit_id']}/accept", headers=f.auth(face)).status_code == 503
+    assert refusal(client.post(f"/api/v1/visits/{waiting['visit_id']}/accept", headers=f.auth(face))) == (
+        503,
+        "service_suspended",
+    )
     assert (
         client.post(
             f"/api/v1/visits/{running['visit_id']}/complete", json={"note": "按期复诊"}, headers=f.auth(face)
@@ -406,12 +410,9 @@ def test_suspension_stops_new_visits_but_not_running_ones(world: dict) -> None:
         )
     )
     assert actions == ["service.suspended", "service.resumed"]
-    assert (
-        client.post(
-            "/api/v1/admin/suspension", json={"suspended": True, "reason": "x1"}, headers=f.auth(p["token"])
-        ).status_code
-        == 403
-    )
+    assert refusal(
+        client.post("/api/v1/admin/suspension", json={"suspended": True, "reason": "x1"}, headers=f.auth(p["token"]))
+    ) == (403, "forbidden")
 
 
 def test_patient_cancels_before_acceptance(world: dict) -> None:
@@ -422,7 +423,7 @@ def test_patient_cancels_before_acceptance(world: dict) -> None:
     )
     assert resp.get_json() == {"status": "cancelled"}
     late = client.post(f"/api/v1/visits/{v['visit_id']}/accept", headers=f.auth(cf.face_token(cardio)))
-    assert late.status_code == 409
+    assert refusal(late) == (409, "visit_closed")
 
 
 def test_messages_refuse_bad_images_and_store_nothing(world: dict) -> None:
@@ -439,7 +440,7 @@ def test_messages_refuse_bad_images_and_store_nothing(world: dict) -> None:
     )
     assert resp.status_code == 422 and resp.get_json()["error"]["code"] == "invalid_upload"
     empty = client.post(f"/api/v1/visits/{v['visit_id']}/messages", json={}, headers=f.auth(v["token"]))
-    assert empty.status_code == 422
+    assert refusal(empty) == (422, "invalid")
     assert n(VisitMessage) == 0
 
 

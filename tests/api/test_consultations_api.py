@@ -41,6 +41,7 @@ from identity.models import Role
 from tests.conftest import extract_csrf
 from tests.support import clinic_factories as cf
 from tests.support import factories as f
+from tests.support.answers import refusal
 
 API = "/api/v1"
 PARTNER_URL = "http://127.0.0.1:9"  # nobody listens: our messages to it wait in the outbox
@@ -372,7 +373,10 @@ def test_a_partners_request_reaches_the_department_queue_and_only_a_qualified_se
     )
     cid = item["id"]
     # the endocrinologist does not even see it
-    assert client.get(f"{API}/consultations/{cid}", headers=f.auth(cf.face_token(other_dept))).status_code == 404
+    assert refusal(client.get(f"{API}/consultations/{cid}", headers=f.auth(cf.face_token(other_dept)))) == (
+        404,
+        "not_found",
+    )
 
     resp = client.post(f"{API}/consultations/{cid}/accept", headers=f.auth(cf.face_token(junior)))
     assert resp.status_code == 403 and resp.get_json()["error"]["code"] == "not_qualified", resp.get_json()
@@ -389,7 +393,7 @@ def test_a_partners_request_reaches_the_department_queue_and_only_a_qualified_se
     (accepted,) = sent(consult.EV_ACCEPTED)
     assert resources(accepted, "Task")[0]["status"] == "accepted"
     again = client.post(f"{API}/consultations/{cid}/accept", headers=f.auth(face))
-    assert again.status_code == 409
+    assert refusal(again) == (409, "illegal_transition")
 
     resp = client.post(f"{API}/consultations/{cid}/messages", json={"text": "请补充近期心脏超声"}, headers=f.auth(face))
     assert resp.status_code == 201
@@ -429,7 +433,8 @@ def test_a_physician_of_the_invited_department_declines_from_the_page_saying_why
     page = client.get(f"/physician/consultations/{cid}").get_data(as_text=True)
     assert "不接受此会诊" in page and "撤回申请" not in page  # withdrawing is the inviting side's
     url = f"/physician/consultations/{cid}/decline"
-    assert client.post(url, data={"csrf_token": extract_csrf(page), "reason": ""}).status_code == 422
+    refused = client.post(url, data={"csrf_token": extract_csrf(page), "reason": ""})
+    assert refused.status_code == 422 and "请说明原因（对方机构的医师会看到）。" in refused.get_data(as_text=True)
     assert sent(consult.EV_REJECTED) == []
     resp = client.post(url, data={"csrf_token": extract_csrf(page), "reason": "本科室本周无副主任以上医师排班"})
     assert resp.status_code == 302
@@ -546,12 +551,9 @@ def test_the_signed_opinion_arrives_and_the_inviting_physician_acknowledges_it(
     assert detail["completed_at"].startswith("2026-12-02T08:00:00")  # the signing time, the same on both sides
 
     other = f.staff(Role.PHYSICIAN, department="cardiology")
-    assert (
-        client.post(
-            f"{API}/consultations/{cid}/acknowledge", headers=f.auth(f.token(client, other.username))
-        ).status_code
-        == 404
-    )
+    assert refusal(
+        client.post(f"{API}/consultations/{cid}/acknowledge", headers=f.auth(f.token(client, other.username)))
+    ) == (404, "not_found")
     resp = client.post(f"{API}/consultations/{cid}/acknowledge", headers=headers)
     assert resp.status_code == 200 and resp.get_json()["status"] == "completed"
     assert audits("consultation.acknowledged") == 1 and audits("consultation.opinion_received") == 1
@@ -630,12 +632,11 @@ def test_the_monthly_settlement_is_reconciled_with_the_partners_statement(
     assert len(sent(consult.EV_STATEMENT)) == 1  # ours has not changed: not sent again
     assert count(SettlementStatement, SettlementStatement.direction == "in") == 2
 
-    assert (
-        client.get(f"{API}/admin/settlements?partner_id={world['partner_id']}&month=2026-13", headers=admin).status_code
-        == 422
-    )
+    assert refusal(
+        client.get(f"{API}/admin/settlements?partner_id={world['partner_id']}&month=2026-13", headers=admin)
+    ) == (422, "invalid")
     doctor = f.auth(f.token(client, world["doctor"].username))
-    assert client.get(url, headers=doctor).status_code == 403
+    assert refusal(client.get(url, headers=doctor)) == (403, "forbidden")
 
 
 def test_an_administrator_sends_the_statement_signed(client: FlaskClient, world: dict[str, Any]) -> None:

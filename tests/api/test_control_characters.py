@@ -19,6 +19,7 @@ from identity.models import Role
 from tests.conftest import extract_csrf
 from tests.support import clinic_factories as cf
 from tests.support import factories as f
+from tests.support.answers import refusal
 from tests.support.rx_factories import item, visit_in_progress
 
 
@@ -113,6 +114,6 @@ def test_a_control_character_in_the_path_is_a_plain_404(ctx: Flask, client: Flas
     cf.catalog()
     cardio = f.staff(Role.PHYSICIAN, department="cardiology")
     tok = f.token(client, cardio.username)
-    assert client.get("/api/v1/visits/%00", headers=f.auth(tok)).status_code == 404
+    assert refusal(client.get("/api/v1/visits/%00", headers=f.auth(tok))) == (404, "not_found")
     resp = client.post("/api/v1/diagnoses/%00%1b/reject", json={"reason": "看不清"}, headers=f.auth(tok))
     assert resp.status_code == 404 and resp.get_json()["error"]["code"] == "not_found"

@@ -27,7 +27,7 @@ from pharmacy.models import Delivery, DeliveryEvent
 from tests.integration.test_pharmacy_pages import login
 from tests.support import factories as f
 from tests.support.partner_standin import PartnerStandin, callback, sign
-from tests.support.rx_factories import item, visit_in_progress
+from tests.support.rx_factories import approved
 
 SECRET = "partner-secret-0123456789-abcdefghij"
 WAYBILL = "SF1234567890123"
@@ -52,17 +52,8 @@ def partner(name: str, endpoint: str, priority: int = 1) -> str:
 
 def dispensed(client: FlaskClient) -> dict[str, Any]:
     """A prescription approved, its address given (payments off) and dispensed to a partner."""
-    v = visit_in_progress(client)
-    resp = client.post(
-        f"/api/v1/visits/{v['visit_id']}/prescriptions",
-        json={"items": [item(v["drugs"]["amlodipine"])]},
-        headers=f.auth(v["face"]),
-    )
-    rx = resp.get_json()["id"]
-    ph = f.auth(f.token(client, f.staff(Role.PHARMACIST).username))
-    assert client.post("/api/v1/pharmacy/queue/claim", headers=ph).status_code == 200
-    body = {"decision": "approve", "reasons": []}
-    assert client.post(f"/api/v1/pharmacy/prescriptions/{rx}/review", json=body, headers=ph).status_code == 200
+    v = approved(client)
+    rx, ph = v["rx"], v["pharmacist"]
     address = {"recipient_name": "张三", "phone": "13800138000", "address": "示范路1号", "region_code": "110105"}
     out = client.post(f"/api/v1/prescriptions/{rx}/checkout", json=address, headers=f.auth(v["token"]))
     assert out.status_code == 200, out.get_json()

@@ -16,15 +16,12 @@ from identity.models import Role
 from tests.conftest import extract_csrf
 from tests.support import clinic_factories as cf
 from tests.support import factories as f
+from tests.support.answers import refusal
 
 
 @pytest.fixture
 def world(ctx: Flask, client: FlaskClient) -> dict:
-    cf.catalog()
-    return {
-        "cardio": f.staff(Role.PHYSICIAN, department="cardiology"),
-        "endo": f.staff(Role.PHYSICIAN, department="endocrinology"),
-    }
+    return cf.two_departments()
 
 
 def _read(client: FlaskClient, who: object, diag_id: object) -> int:
@@ -46,7 +43,7 @@ def test_pending_proofs_only_to_their_department(client: FlaskClient, world: dic
     with client.session_transaction() as sess:
         sess["face_at"] = int(time.time())  # the page's face gate (tested with photos elsewhere)
     assert client.get(f"/diagnoses/{sugar.id}/document").status_code == 200
-    assert client.get(f"/diagnoses/{heart.id}/document").status_code == 404
+    assert refusal(client.get(f"/diagnoses/{heart.id}/document")) == (404, "not_found")
 
 
 def test_reviewed_proofs_to_the_reviewer_and_the_treating_physician(client: FlaskClient, world: dict) -> None:

@@ -19,6 +19,7 @@ from identity import face_services, services, tokens
 from identity.models import Account, FaceEnrollment, FaceImage, Role
 from tests.support import faces as F
 from tests.support import factories as f
+from tests.support.answers import refusal
 
 
 def count(model: type) -> int:
@@ -98,7 +99,7 @@ def test_five_consecutive_mismatches_lock_out_until_an_administrator_lifts_it(cl
         face_services.require_fresh_face(Principal(account_id=doctor.id, role="physician", face_at=time.time()))
     # the physician cannot lift it; an administrator can
     url = f"/api/v1/admin/physicians/{doctor.id}/face/unlock"
-    assert client.post(url, headers=f.auth(tok)).status_code == 403
+    assert refusal(client.post(url, headers=f.auth(tok))) == (403, "forbidden")
     resp = client.post(url, headers=f.auth(f.token(client, admin.username)))
     assert resp.status_code == 200 and resp.get_json()["locked"] is False
     status, body = post_face(client, tok, F.fr_images()["obama2"])
@@ -189,7 +190,7 @@ def test_missing_image_part_and_wrong_roles(client: FlaskClient, ctx: Flask) -> 
     unenrolled = f.staff(Role.PHYSICIAN)
     status, body = post_face(client, f.token(client, unenrolled.username), F.fr_images()["obama2"])
     assert (status, body["error"]["code"]) == (403, "face_not_enrolled")
-    assert client.post("/api/v1/auth/face").status_code == 401
+    assert refusal(client.post("/api/v1/auth/face")) == (401, "unauthenticated")
 
 
 def test_administrator_enrolls_exactly_one_face_and_only_they_see_the_photo(client: FlaskClient, ctx: Flask) -> None:
@@ -219,18 +220,17 @@ def test_administrator_enrolls_exactly_one_face_and_only_they_see_the_photo(clie
     assert ctx.static_folder and not str(stored.resolve()).startswith(str(ctx.static_folder))
     photo = client.get(url + "/photo", headers=f.auth(admin_tok))
     assert photo.status_code == 200 and photo.data == F.grace_hopper() and photo.mimetype == "image/jpeg"
-    assert client.get(url + "/photo", headers=f.auth(doctor_tok)).status_code == 403
+    assert refusal(client.get(url + "/photo", headers=f.auth(doctor_tok))) == (403, "forbidden")
     assert client.get(url, headers=f.auth(admin_tok)).get_json()["enrolled"] is True
     # a patient's id is not a physician
     patient = f.patient()
-    assert (
+    assert refusal(
         client.post(
             f"/api/v1/admin/physicians/{patient.account.id}/face",
             data={"image": (io.BytesIO(F.grace_hopper()), "p.jpg")},
             headers=f.auth(admin_tok),
-        ).status_code
-        == 404
-    )
+        )
+    ) == (404, "not_found")
 
 
 def test_cli_enrolls_and_unlocks(ctx: Flask, tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -22,6 +22,7 @@ from identity.models import Role
 from tests.conftest import extract_csrf
 from tests.support import clinic_factories as cf
 from tests.support import factories as f
+from tests.support.answers import refusal
 
 
 def _pdf(change: str | None = None) -> bytes:
@@ -112,7 +113,7 @@ def test_over_the_api_and_served_as_attachments(ctx: Flask, client: FlaskClient)
         resp = _upload(client, tok, reg.patient.id, data, name)
         assert resp.status_code == 422 and resp.get_json()["error"]["code"] == "invalid_upload"  # type: ignore[attr-defined]
     big = _upload(client, tok, reg.patient.id, cf.png() + b"\x00" * (9 * 1024 * 1024), "big.png")
-    assert big.status_code == 413  # type: ignore[attr-defined]
+    assert refusal(big) == (413, "too_large")  # type: ignore[attr-defined]
     ok = _upload(client, tok, reg.patient.id, _pdf(), "plain.pdf")
     assert ok.status_code == 201  # type: ignore[attr-defined]
     diag_id = ok.get_json()["id"]  # type: ignore[attr-defined]

@@ -14,6 +14,7 @@ from clinic.core.audit import AuditEntry
 from clinic.core.db import db
 from identity.models import Account, Patient, Role
 from tests.support import factories as f
+from tests.support.answers import refusal
 
 
 def register(client: FlaskClient, **kw: str) -> tuple[int, dict]:
@@ -187,9 +188,9 @@ def test_token_signed_with_another_algorithm_or_key_is_refused(client: FlaskClie
     reg = f.patient()
     claims = {"sub": str(reg.account.id), "role": "patient", "typ": "access", "exp": 4102444800}
     wrong_key = jwt.encode(claims, "some-other-secret", algorithm="HS256")
-    assert client.get("/api/v1/me", headers=f.auth(wrong_key)).status_code == 401
+    assert refusal(client.get("/api/v1/me", headers=f.auth(wrong_key))) == (401, "unauthenticated")
     right_key_wrong_alg = jwt.encode(claims, "test-jwt-secret-that-is-long-enough-000", algorithm="HS512")
-    assert client.get("/api/v1/me", headers=f.auth(right_key_wrong_alg)).status_code == 401
+    assert refusal(client.get("/api/v1/me", headers=f.auth(right_key_wrong_alg))) == (401, "unauthenticated")
 
 
 def test_expired_token_is_refused(client: FlaskClient) -> None:
@@ -198,7 +199,7 @@ def test_expired_token_is_refused(client: FlaskClient) -> None:
     reg = f.patient()
     claims = {"sub": str(reg.account.id), "role": "patient", "typ": "access", "exp": 1000}
     tok = jwt.encode(claims, "test-jwt-secret-that-is-long-enough-000", algorithm="HS256")
-    assert client.get("/api/v1/me", headers=f.auth(tok)).status_code == 401
+    assert refusal(client.get("/api/v1/me", headers=f.auth(tok))) == (401, "unauthenticated")
 
 
 def test_a_token_already_accepted_is_refused_once_it_expires(
@@ -227,7 +228,7 @@ def test_a_remembered_token_is_not_accepted_under_another_secret(client: FlaskCl
     saved = app.config["JWT_SECRET"]
     app.config["JWT_SECRET"] = "a-rotated-secret-that-is-long-enough-111"
     try:
-        assert client.get("/api/v1/me", headers=f.auth(tok)).status_code == 401
+        assert refusal(client.get("/api/v1/me", headers=f.auth(tok))) == (401, "unauthenticated")
     finally:
         app.config["JWT_SECRET"] = saved
 
@@ -245,7 +246,7 @@ def test_tokens_without_expiry_or_with_a_future_start_are_refused(client: FlaskC
     not_yet = jwt.encode({**base, "exp": now + 600, "nbf": now + 300}, secret, algorithm="HS256")
     float_exp = jwt.encode({**base, "exp": now + 600.5}, secret, algorithm="HS256")
     for tok in (no_exp, not_yet, float_exp):
-        assert client.get("/api/v1/me", headers=f.auth(tok)).status_code == 401
+        assert refusal(client.get("/api/v1/me", headers=f.auth(tok))) == (401, "unauthenticated")
 
 
 def test_disabled_account_token_stops_working(client: FlaskClient) -> None:
@@ -255,7 +256,7 @@ def test_disabled_account_token_stops_working(client: FlaskClient) -> None:
     assert account is not None
     account.active = False
     db.session.commit()
-    assert client.get("/api/v1/me", headers=f.auth(tok)).status_code == 401
+    assert refusal(client.get("/api/v1/me", headers=f.auth(tok))) == (401, "unauthenticated")
 
 
 def test_unknown_paths_and_methods_use_the_envelope(client: FlaskClient) -> None:
@@ -280,7 +281,7 @@ def test_api_ignores_session_cookies(client: FlaskClient) -> None:
         },
     )
     assert client.get("/").status_code == 200
-    assert client.get("/api/v1/me").status_code == 401
+    assert refusal(client.get("/api/v1/me")) == (401, "unauthenticated")
 
 
 @pytest.mark.parametrize("typed", ["{n}", "+86{n}", "+86 {n}", "86{n}", " {n} "])

@@ -24,6 +24,7 @@ from clinic.notifications.models import InboxNotification, SmsMessage
 from identity.models import Account, IdentityReclaim, Patient, ReclaimStatus, Role
 from tests.support import factories as f
 from tests.support import rx_factories as rx
+from tests.support.answers import refusal
 
 CLAIMANT_PASSWORD = "MyOwn2026pass"
 ACCEPTED = "已受理，工作人员将核实后短信通知您"
@@ -124,7 +125,7 @@ def test_the_owner_takes_the_id_number_back_and_the_squatter_is_logged_out(
     old = db.session.get(Account, squat.account.id)
     assert old is not None and old.patients == []
     # every session of the old account ended; the claimant logs in with the new phone
-    assert client.get("/api/v1/me", headers=f.auth(squatter_token)).status_code == 401
+    assert refusal(client.get("/api/v1/me", headers=f.auth(squatter_token))) == (401, "unauthenticated")
     mine = f.token(client, phone, CLAIMANT_PASSWORD)
     me = client.get("/api/v1/me", headers=f.auth(mine)).get_json()
     assert [p["id"] for p in me["patients"]] == [str(patient_id)] and me["phone_verified"] is True
@@ -154,7 +155,7 @@ def test_the_owner_takes_the_id_number_back_and_the_squatter_is_logged_out(
 
     # a decided request cannot be decided again
     again = client.post(f"/api/v1/admin/reclaims/{reclaim_id}/reject", headers=admin_auth, json={"reason": "重复"})
-    assert again.status_code == 409
+    assert refusal(again) == (409, "conflict")
 
 
 def test_rejection_tells_the_claimant_and_changes_nothing(
@@ -167,7 +168,7 @@ def test_rejection_tells_the_claimant_and_changes_nothing(
     reclaim_id, phone = submitted_claim(client, sms, number, name="冒领者")
 
     blank = client.post(f"/api/v1/admin/reclaims/{reclaim_id}/reject", headers=admin_auth, json={"reason": " "})
-    assert blank.status_code == 422
+    assert refusal(blank) == (422, "invalid")
     resp = client.post(
         f"/api/v1/admin/reclaims/{reclaim_id}/reject", headers=admin_auth, json={"reason": "身份证照片与本人不符"}
     )
@@ -223,9 +224,9 @@ def test_a_wrong_code_keeps_the_request_away_from_the_staff(
     assert "identity.reclaim_code_rejected" in actions(reclaim_id)
     assert client.get("/api/v1/admin/reclaims", headers=admin_auth).get_json()["items"] == []
     approve = client.post(f"/api/v1/admin/reclaims/{reclaim_id}/approve", headers=admin_auth)
-    assert approve.status_code == 409  # not confirmed: nothing to decide
+    assert refusal(approve) == (409, "conflict")  # not confirmed: nothing to decide
     assert confirm(client, reclaim_id, right).status_code == 200
-    assert confirm(client, "not-an-id", right).status_code == 404
+    assert refusal(confirm(client, "not-an-id", right)) == (404, "not_found")
 
 
 def test_code_checks_and_requests_are_rate_limited(client: FlaskClient, sms: pytest.LogCaptureFixture) -> None:
@@ -255,7 +256,7 @@ def narrow(ctx: Flask) -> Any:
 
 
 def test_the_address_limit_counts_only_accepted_requests(client: FlaskClient, narrow: Flask) -> None:
-    assert start(client, "110105194912310021", f.phone()).status_code == 422  # check digit
+    assert refusal(start(client, "110105194912310021", f.phone())) == (422, "invalid_id_number")  # check digit
     got = [start(client, f.id_number(date(1980 + i, 1, 1)), f.phone()).status_code for i in range(3)]
     assert got == [202, 202, 429]
 
@@ -309,7 +310,7 @@ def test_the_id_card_photo_is_kept_encrypted_and_shown_to_administrators_only(
     assert "identity.reclaim_photo_viewed" in actions(reclaim_id)
     patient = f.patient()
     tok = f.token(client, patient.account.username)
-    assert client.get(f"/api/v1/admin/reclaims/{reclaim_id}/photo", headers=f.auth(tok)).status_code == 403
+    assert refusal(client.get(f"/api/v1/admin/reclaims/{reclaim_id}/photo", headers=f.auth(tok))) == (403, "forbidden")
 
 
 def test_approval_is_refused_when_the_new_phone_was_registered_meanwhile(
@@ -376,6 +377,6 @@ def test_the_squatters_visits_and_prescriptions_of_the_person_follow_the_owner(
 
     # the squatter logs in again (its password still works for its own account): nothing of the person
     again = f.auth(f.token(client, squat.account.username))
-    assert client.get(f"/api/v1/visits/{visit_id}", headers=again).status_code == 404
+    assert refusal(client.get(f"/api/v1/visits/{visit_id}", headers=again)) == (404, "not_found")
     assert client.get("/api/v1/prescriptions", headers=again).get_json()["items"] == []
-    assert client.get(f"/api/v1/prescriptions/{rx_id}", headers=again).status_code == 404
+    assert refusal(client.get(f"/api/v1/prescriptions/{rx_id}", headers=again)) == (404, "not_found")

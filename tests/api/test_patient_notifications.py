@@ -20,7 +20,8 @@ from identity.models import Account, Role
 from tests.conftest import extract_csrf
 from tests.support import clinic_factories as cf
 from tests.support import factories as f
-from tests.support.rx_factories import item, visit_in_progress
+from tests.support.answers import refusal
+from tests.support.rx_factories import prescribed
 from tests.support.twilio_standin import TwilioStandin
 
 
@@ -174,14 +175,8 @@ def test_referral_tells_the_patient_with_the_advice(ctx: Flask, client: FlaskCli
 def test_each_pharmacist_decision_tells_the_patient_once_with_a_link_to_the_prescription(
     ctx: Flask, client: FlaskClient, sms: TwilioStandin, decision: str, kind: str, says: str
 ) -> None:
-    v = visit_in_progress(client)
-    resp = client.post(
-        f"/api/v1/visits/{v['visit_id']}/prescriptions",
-        json={"items": [item(v["drugs"]["amlodipine"])]},
-        headers=f.auth(v["face"]),
-    )
-    assert resp.status_code == 201, resp.get_json()
-    rx = resp.get_json()["id"]
+    v = prescribed(client)
+    rx = v["rx"]
     h = f.auth(f.token(client, f.staff(Role.PHARMACIST).username))
     assert client.post("/api/v1/pharmacy/queue/claim", headers=h).status_code == 200
     w = Watch(sms, v["reg"].account)
@@ -208,12 +203,12 @@ def test_notifications_api_lists_counts_and_marks_read_only_ones_own(
     assert first["link"] == f"/visits/{v['visit_id']}" and "接诊" in first["text"] and first["read"] is False
     other = f.patient()
     stranger = f.auth(f.token(client, other.account.username))
-    assert client.post(f"/api/v1/notifications/{first['id']}/read", headers=stranger).status_code == 404
-    assert client.post("/api/v1/notifications/not-an-id/read", headers=stranger).status_code == 404
+    assert refusal(client.post(f"/api/v1/notifications/{first['id']}/read", headers=stranger)) == (404, "not_found")
+    assert refusal(client.post("/api/v1/notifications/not-an-id/read", headers=stranger)) == (404, "not_found")
     assert client.post(f"/api/v1/notifications/{first['id']}/read", headers=f.auth(v["token"])).status_code == 200
     again = client.get("/api/v1/notifications", headers=f.auth(v["token"])).get_json()
     assert again["unread"] == 0 and again["items"][0]["read"] is True
-    assert client.get("/api/v1/notifications").status_code == 401
+    assert refusal(client.get("/api/v1/notifications")) == (401, "unauthenticated")
     # The header of every page shows the unread count; the centre lists them in Chinese.
     page = ctx.test_client()
     login(page, v["reg"].account.username)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
-from typing import Any
 
 from flask import Flask
 from flask.testing import FlaskClient
@@ -15,29 +14,13 @@ from sqlalchemy import select, update
 from clinic.core.audit import Actor, acting_as
 from clinic.core.db import db, unit_of_work, utcnow
 from clinic.notifications.models import InboxNotification
-from identity.models import Role
 from pharmacy import services
 from pharmacy.models import Review
 from prescriptions.models import Prescription
 from tests.conftest import extract_csrf
 from tests.support import factories as f
-from tests.support.rx_factories import item, visit_in_progress
-
-
-def approved(client: FlaskClient) -> dict[str, Any]:
-    v = visit_in_progress(client)
-    made = client.post(
-        f"/api/v1/visits/{v['visit_id']}/prescriptions",
-        json={"items": [item(v["drugs"]["amlodipine"])]},
-        headers=f.auth(v["face"]),
-    )
-    assert made.status_code == 201, made.get_json()
-    rx = made.get_json()["id"]
-    h = f.auth(f.token(client, f.staff(Role.PHARMACIST).username))
-    assert client.post("/api/v1/pharmacy/queue/claim", headers=h).status_code == 200
-    ok = client.post(f"/api/v1/pharmacy/prescriptions/{rx}/review", json={"decision": "approve"}, headers=h)
-    assert ok.status_code == 200, ok.get_json()
-    return {**v, "rx": rx}
+from tests.support.answers import refusal
+from tests.support.rx_factories import approved
 
 
 def login(client: FlaskClient, username: str) -> None:
@@ -61,9 +44,12 @@ def test_the_list_the_pdf_and_other_accounts(ctx: Flask, client: FlaskClient) ->
 
     other = f.token(client, f.patient().account.username)
     assert client.get("/api/v1/prescriptions", headers=f.auth(other)).get_json()["items"] == []
-    assert client.get(f"/api/v1/prescriptions/{p['rx']}/document", headers=f.auth(other)).status_code == 404
+    assert refusal(client.get(f"/api/v1/prescriptions/{p['rx']}/document", headers=f.auth(other))) == (404, "not_found")
     body = {"recipient_name": "李四", "phone": "13800138000", "region_code": "110105", "address": "示范路1号"}
-    assert client.post(f"/api/v1/prescriptions/{p['rx']}/checkout", json=body, headers=f.auth(other)).status_code == 404
+    assert refusal(client.post(f"/api/v1/prescriptions/{p['rx']}/checkout", json=body, headers=f.auth(other))) == (
+        404,
+        "not_found",
+    )
 
     page = ctx.test_client()
     login(page, p["reg"].account.username)

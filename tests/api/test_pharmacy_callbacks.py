@@ -22,6 +22,7 @@ from pharmacy import delivery as deliveries
 from pharmacy.models import Delivery, DeliveryEvent
 from pharmacy.rules import DeliveryStatus
 from tests.support import factories as f
+from tests.support.answers import refusal
 from tests.support.partner_standin import sign
 from tests.support.twilio_standin import TwilioStandin
 
@@ -122,7 +123,7 @@ def test_admin_registers_and_lists_partners_secret_shown_once(client: FlaskClien
     again = client.post("/api/v1/admin/partners", json=body, headers=h)
     assert again.status_code == 409 and again.get_json()["error"]["code"] == "partner_exists"
     bad = client.post("/api/v1/admin/partners", json={**body, "name": "x", "regions": ["abc"]}, headers=h)
-    assert bad.status_code == 422
+    assert refusal(bad) == (422, "invalid")
     rotated = client.post(f"/api/v1/admin/partners/{created['id']}", json={"rotate_secret": True}, headers=h)
     assert rotated.status_code == 200 and rotated.get_json()["secret"] not in (None, created["secret"])
 
@@ -130,7 +131,7 @@ def test_admin_registers_and_lists_partners_secret_shown_once(client: FlaskClien
 def test_only_admins_manage_partners(client: FlaskClient) -> None:
     f.staff(Role.PHARMACIST, username="ph1")
     resp = client.get("/api/v1/admin/partners", headers=f.auth(f.token(client, "ph1")))
-    assert resp.status_code == 403
+    assert refusal(resp) == (403, "forbidden")
 
 
 # --- callbacks ----------------------------------------------------------------------------
@@ -192,7 +193,7 @@ def test_unknown_prescription_is_404_after_a_valid_signature(client: FlaskClient
     resp = post(client, pid, secret, event(uuid.uuid4(), "picked_up"))
     assert resp.status_code == 404 and resp.get_json()["error"]["code"] == "not_found"
     # another partner's delivery is as unknown as a missing one
-    assert post(client, other_pid, other_secret, event(rx, "picked_up")).status_code == 404
+    assert refusal(post(client, other_pid, other_secret, event(rx, "picked_up"))) == (404, "not_found")
     assert delivery(rx).status == DeliveryStatus.DISPATCHED
     assert len(refusals("unknown_prescription")) == 2
 

@@ -16,6 +16,7 @@ from pharmacy.models import Delivery, Review
 from tests.api.test_pharmacy_review import claim, decide, prescribed, status
 from tests.api.test_regulator_api import read_bundle, scoped
 from tests.support import factories as f
+from tests.support.answers import refusal
 
 
 def _pharmacist(client: FlaskClient) -> tuple[str, dict[str, str]]:
@@ -80,7 +81,7 @@ def test_one_makes_it_up_another_checks_it_on_their_own_screen(client: FlaskClie
     assert audit_details("prescription.prepared") == [{"dispensed_by": a_id}]
     (detail,) = audit_details("prescription.dispensing_pharmacists")
     assert detail["dispensed_by"] == a_id and detail["checked_by"] == b_id and detail["recorded_by"] == b_id
-    assert dispense(client, p["rx"], c, {"dispensed_by": a_id}).status_code == 409  # issued once
+    assert refusal(dispense(client, p["rx"], c, {"dispensed_by": a_id})) == (409, "illegal_transition")  # issued once
 
 
 def test_the_dispenser_names_the_on_duty_colleague_who_checked_it(client: FlaskClient) -> None:
@@ -131,7 +132,7 @@ def test_refusals_name_the_rule_and_write_nothing(client: FlaskClient) -> None:
     # not a pharmacist calling at all
     doc = f.auth(f.token(client, physician_login))
     refused(dispense(client, p["rx"], doc, {"checked_by": b_id}), 403, "forbidden")
-    assert client.post(f"/api/v1/pharmacy/prescriptions/{p['rx']}/prepare", headers=doc).status_code == 403
+    assert refusal(client.post(f"/api/v1/pharmacy/prescriptions/{p['rx']}/prepare", headers=doc)) == (403, "forbidden")
     assert db.session.scalar(select(Delivery).where(Delivery.prescription_id == uuid.UUID(p["rx"]))) is None
     # and a valid pair still works afterwards
     assert dispense(client, p["rx"], b, {"dispensed_by": a_id}).status_code == 200

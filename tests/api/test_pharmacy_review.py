@@ -23,21 +23,11 @@ from pharmacy import services
 from pharmacy.models import Review
 from prescriptions.models import Prescription
 from tests.support import factories as f
+from tests.support.answers import refusal
 from tests.support.partner_standin import PartnerStandin, sign
-from tests.support.rx_factories import item, visit_in_progress
+from tests.support.rx_factories import prescribed
 
 SECRET = "partner-secret-0123456789-abcdefghij"
-
-
-def prescribed(client: FlaskClient) -> dict[str, Any]:
-    v = visit_in_progress(client)
-    resp = client.post(
-        f"/api/v1/visits/{v['visit_id']}/prescriptions",
-        json={"items": [item(v["drugs"]["amlodipine"])]},
-        headers=f.auth(v["face"]),
-    )
-    assert resp.status_code == 201, resp.get_json()
-    return {**v, "rx": resp.get_json()["id"], "jws": resp.get_json()["jws"]}
 
 
 def pharmacist(client: FlaskClient) -> dict[str, str]:
@@ -106,7 +96,7 @@ def test_claim_review_approve_pay_dispense_deliver(client: FlaskClient, partner_
     assert v2 == {"valid": True, "prescription_id": p["rx"], "kind": "prescription"}
     bad = client.post("/api/v1/pharmacy/verify", json={"jws": counter[:-4] + "AAAA"}, headers=a)
     assert bad.status_code == 422 and bad.get_json()["error"]["code"] == "invalid_signature"
-    assert decide(client, a, p["rx"], "approve").status_code == 409  # decided: no longer claimed
+    assert refusal(decide(client, a, p["rx"], "approve")) == (409, "not_claimed")  # decided: no longer claimed
 
     # nothing is dispensed before the patient says where it goes (payments off: fee waived)
     early = client.post(f"/api/v1/pharmacy/prescriptions/{p['rx']}/dispense", headers=a)
@@ -139,7 +129,7 @@ def test_claim_review_approve_pay_dispense_deliver(client: FlaskClient, partner_
     track = client.get(f"/api/v1/prescriptions/{p['rx']}/delivery", headers=a).get_json()
     assert track["status"] == "dispatched"
     again = client.post(f"/api/v1/pharmacy/prescriptions/{p['rx']}/dispense", headers=b)
-    assert again.status_code == 409 and len(partner_server.orders) == 1  # dispensed once
+    assert refusal(again) == (409, "illegal_transition") and len(partner_server.orders) == 1  # dispensed once
 
     for st in ("picked_up", "delivered"):
         raw = json.dumps({"event_id": st, "prescription_id": p["rx"], "status": st, "at": "2026-11-23T08:00:00Z"})
@@ -150,12 +140,11 @@ def test_claim_review_approve_pay_dispense_deliver(client: FlaskClient, partner_
     assert track["partner"]["name"] == "顺达" and track["status"] == "delivered"
     assert [e["status"] for e in track["events"]] == ["dispatched", "picked_up", "delivered"]
     stranger = f.patient(name="李四")
-    assert (
+    assert refusal(
         client.get(
             f"/api/v1/prescriptions/{p['rx']}/delivery", headers=f.auth(f.token(client, stranger.account.username))
-        ).status_code
-        == 404
-    )
+        )
+    ) == (404, "not_found")
     about_rx = select(Notification).where(Notification.subject_type == "prescription")
     kinds = [n.kind for n in db.session.scalars(about_rx.order_by(Notification.created_at))]
     assert kinds == ["approved", "shipped", "delivered"]  # the visit's own SMS (accepted) aside
@@ -189,8 +178,8 @@ def test_reject_and_return_need_reasons_from_the_standard(client: FlaskClient) -
     p = prescribed(client)
     a = pharmacist(client)
     claim(client, a)
-    assert decide(client, a, p["rx"], "reject").status_code == 422
-    assert decide(client, a, p["rx"], "return", ["not_a_reason"]).status_code == 422
+    assert refusal(decide(client, a, p["rx"], "reject")) == (422, "invalid")
+    assert refusal(decide(client, a, p["rx"], "return", ["not_a_reason"])) == (422, "invalid")
     resp = decide(client, a, p["rx"], "return", ["dose", {"code": "interaction", "note": "x"}])
     assert resp.status_code == 200 and status(p["rx"]) == "returned"
     rec = db.session.get(Review, uuid.UUID(p["rx"]), populate_existing=True)
@@ -204,7 +193,7 @@ def test_an_abandoned_claim_returns_to_the_queue(client: FlaskClient) -> None:
     with unit_of_work():
         db.session.execute(update(Review).values(claim_expires_at=utcnow() - timedelta(seconds=1)))
     assert claim(client, b).get_json() == {"prescription_id": p["rx"]}
-    assert decide(client, a, p["rx"], "approve").status_code == 409  # A's claim is gone
+    assert refusal(decide(client, a, p["rx"], "approve")) == (409, "not_claimed")  # A's claim is gone
     assert decide(client, b, p["rx"], "approve").status_code == 200
 
 

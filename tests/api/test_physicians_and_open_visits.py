@@ -13,6 +13,7 @@ from identity.models import Role
 from tests.conftest import extract_csrf
 from tests.support import clinic_factories as cf
 from tests.support import factories as f
+from tests.support.answers import refusal
 
 
 def body(p: dict, **kw: object) -> dict:
@@ -37,7 +38,10 @@ def test_directory_lists_qualified_physicians_with_duty_and_licence(ctx: Flask, 
     assert off.status_code == 200 and off.get_json() == {"on_duty": False}
     assert client.get("/api/v1/physicians?department=cardiology").get_json()["items"][0]["on_duty"] is False
     patient = f.token(client, f.patient().account.username)
-    assert client.post("/api/v1/physicians/me/duty", json={"on_duty": True}, headers=f.auth(patient)).status_code == 403
+    assert refusal(client.post("/api/v1/physicians/me/duty", json={"on_duty": True}, headers=f.auth(patient))) == (
+        403,
+        "forbidden",
+    )
     page = client.get("/physicians?department=cardiology").get_data(as_text=True)
     assert cardio[0]["name"] in page and "休息中" in page and cardio[0]["license_no"] in page
 
@@ -101,7 +105,10 @@ def test_a_second_request_for_the_same_diagnosis_answers_409_with_the_open_visit
     # Once it is accepted it is still open; once completed, a new visit may be requested.
     face = cf.face_token(doc)
     client.post(f"/api/v1/visits/{p['visit_id']}/accept", headers=f.auth(face))
-    assert client.post("/api/v1/visits", json=body(p), headers=f.auth(p["token"])).status_code == 409
+    assert refusal(client.post("/api/v1/visits", json=body(p), headers=f.auth(p["token"]))) == (
+        409,
+        "visit_already_open",
+    )
     client.post(f"/api/v1/visits/{p['visit_id']}/complete", json={"note": "继续服药"}, headers=f.auth(face))
     assert client.post("/api/v1/visits", json=body(p), headers=f.auth(p["token"])).status_code == 201
 

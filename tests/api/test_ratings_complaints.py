@@ -12,6 +12,7 @@ from clinic.feedback.models import Complaint, VisitRating
 from identity.models import Role
 from tests.support import clinic_factories as cf
 from tests.support import factories as f
+from tests.support.answers import refusal
 
 
 def count(model: type) -> int:
@@ -45,7 +46,7 @@ def test_a_completed_visit_is_rated_once_and_the_directory_shows_it(ctx: Flask, 
     assert again.status_code == 409 and again.get_json()["error"]["code"] == "already_rated"
     assert count(VisitRating) == 1
     stranger = f.auth(f.token(client, f.patient().account.username))
-    assert client.post(url, json={"score": 1}, headers=stranger).status_code == 404
+    assert refusal(client.post(url, json={"score": 1}, headers=stranger)) == (404, "not_found")
     listed = client.get("/api/v1/physicians?department=cardiology").get_json()["items"]
     assert [(p["rating"], p["ratings"]) for p in listed if p["id"] == str(v["doc"].id)] == [(4.0, 1)]
 
@@ -58,19 +59,22 @@ def test_complaints_are_filed_listed_and_answered_by_administrators(ctx: Flask, 
     assert "text" in str(long.get_json()["error"].get("fields"))
     other = cf.open_visit(client, v["doc"])
     theirs = client.post("/api/v1/complaints", json={"text": "等太久", "visit_id": other["visit_id"]}, headers=h)
-    assert theirs.status_code == 404
-    assert client.post("/api/v1/complaints", json={"text": "   "}, headers=h).status_code == 422
+    assert refusal(theirs) == (404, "not_found")
+    assert refusal(client.post("/api/v1/complaints", json={"text": "   "}, headers=h)) == (422, "invalid")
     assert count(Complaint) == 0
     made = client.post("/api/v1/complaints", json={"text": "等待时间太长", "visit_id": v["visit_id"]}, headers=h)
     assert made.status_code == 201 and made.get_json()["status"] == "open"
     cid = made.get_json()["id"]
 
     admin = f.auth(f.token(client, f.staff(Role.ADMIN).username))
-    assert client.get("/api/v1/admin/complaints", headers=h).status_code == 403
+    assert refusal(client.get("/api/v1/admin/complaints", headers=h)) == (403, "forbidden")
     items = client.get("/api/v1/admin/complaints", headers=admin).get_json()["items"]
     assert [c["id"] for c in items] == [cid] and items[0]["text"] == "等待时间太长"
     answer = client.post(f"/api/v1/admin/complaints/{cid}/answer", json={"response": "已加派医生"}, headers=admin)
     assert answer.status_code == 200 and answer.get_json()["status"] == "answered"
     twice = client.post(f"/api/v1/admin/complaints/{cid}/answer", json={"response": "再答"}, headers=admin)
-    assert twice.status_code == 409
-    assert client.post("/api/v1/admin/complaints/nope/answer", json={"response": "x"}, headers=admin).status_code == 404
+    assert refusal(twice) == (409, "already_answered")
+    assert refusal(client.post("/api/v1/admin/complaints/nope/answer", json={"response": "x"}, headers=admin)) == (
+        404,
+        "not_found",
+    )

@@ -23,6 +23,7 @@ from clinic.telemedicine.models import FederationMessage, Referral
 from identity.models import Patient, Role
 from tests.support import clinic_factories as cf
 from tests.support import factories as f
+from tests.support.answers import refusal
 from tests.support.referral_messages import OWN_URL, PARTNER_URL, request_from_partner
 
 API = "/api/v1"
@@ -170,7 +171,7 @@ def test_refusals_when_sending(client: FlaskClient) -> None:
     assert "向上转诊应由下级医疗机构（三级）" in resp.get_json()["error"]["message"]
     assert audits("referral.refused") == 4
     # an unknown partner; a patient who is not this physician's; a patient may not refer
-    assert send(str(uuid.uuid4())).status_code == 404
+    assert refusal(send(str(uuid.uuid4()))) == (404, "not_found")
     other = f.staff(Role.PHYSICIAN)
     resp = client.post(
         f"{API}/referrals", json=referral_body(patient_id, primary), headers=physician_headers(client, other)
@@ -288,7 +289,10 @@ def test_accept_decline_outcome_on_the_receiving_side(client: FlaskClient) -> No
     assert datetime.fromisoformat(found["Appointment"][0]["start"]) == when
     assert found["Appointment"][0]["description"] == "门诊楼3层心内科5诊室"
     # accepted once; cannot be declined now
-    assert client.post(f"{API}/referrals/{rid}/accept", json=accept, headers=headers).status_code == 409
+    assert refusal(client.post(f"{API}/referrals/{rid}/accept", json=accept, headers=headers)) == (
+        409,
+        "illegal_transition",
+    )
     resp = client.post(f"{API}/referrals/{rid}/decline", json={"reason": "床位已满"}, headers=headers)
     assert resp.status_code == 409
     resp = client.post(
@@ -320,7 +324,10 @@ def test_the_sending_side_applies_the_answers_and_tells_the_patient_in_beijing_t
     shared = client.get(f"{API}/referrals/{rid}", headers=headers).get_json()["shared_id"]
     # the outcome cannot come before the acceptance
     resp = post_message(client, status_from_partner(key, shared, "completed"))
-    assert resp.status_code == 409 and count(FederationMessage, FederationMessage.direction == "in") == 0
+    assert (
+        refusal(resp) == (409, "illegal_transition")
+        and count(FederationMessage, FederationMessage.direction == "in") == 0
+    )
     at = datetime(2030, 3, 4, 1, 30, tzinfo=UTC)  # 09:30 in Beijing
     appointment = {
         "resourceType": "Appointment",
@@ -343,10 +350,9 @@ def test_the_sending_side_applies_the_answers_and_tells_the_patient_in_beijing_t
     # the patient sees it; another patient does not
     assert client.get(f"{API}/referrals/{rid}", headers=f.auth(p["token"])).status_code == 200
     stranger = f.patient("路人")
-    assert (
-        client.get(f"{API}/referrals/{rid}", headers=f.auth(f.token(client, stranger.account.username))).status_code
-        == 404
-    )
+    assert refusal(
+        client.get(f"{API}/referrals/{rid}", headers=f.auth(f.token(client, stranger.account.username)))
+    ) == (404, "not_found")
     outcome = status_from_partner(
         key, shared, "completed", task={"output": [{"type": {"text": "outcome"}, "valueString": "继续社区随访"}]}
     )
@@ -379,7 +385,10 @@ def test_a_carried_diagnosis_once_confirmed_here_passes_the_return_visit_gate(cl
     patient_headers = f.auth(f.token(client, known.account.username))
     cf.consent(client, f.token(client, known.account.username), known.patient.id)
     # before the acceptance, and without a fresh face check: refused
-    assert client.post(f"{API}/referrals/{rid}/diagnoses/{carried}/confirm", headers=face).status_code == 409
+    assert refusal(client.post(f"{API}/referrals/{rid}/diagnoses/{carried}/confirm", headers=face)) == (
+        409,
+        "illegal_transition",
+    )
     when = (datetime.now(UTC) + timedelta(days=2)).isoformat()
     assert (
         client.post(
@@ -394,7 +403,10 @@ def test_a_carried_diagnosis_once_confirmed_here_passes_the_return_visit_gate(cl
     assert client.get(f"{API}/diagnoses", headers=patient_headers).get_json()["items"] == []
     resp = client.post(f"{API}/referrals/{rid}/diagnoses/{carried}/confirm", headers=face)
     assert resp.status_code == 200, resp.get_json()
-    assert client.post(f"{API}/referrals/{rid}/diagnoses/{carried}/confirm", headers=face).status_code == 409
+    assert refusal(client.post(f"{API}/referrals/{rid}/diagnoses/{carried}/confirm", headers=face)) == (
+        409,
+        "already_reviewed",
+    )
     (diag,) = client.get(f"{API}/diagnoses", headers=patient_headers).get_json()["items"]
     assert diag["status"] == "confirmed" and diag["icd10"] == "I10" and diag["institution"] == "乙区人民医院"
     visit = client.post(
@@ -411,8 +423,8 @@ def test_the_list_refuses_unknown_filters(client: FlaskClient, role: str) -> Non
     physician = f.staff(Role.PHYSICIAN)
     headers = physician_headers(client, physician)
     assert client.get(f"{API}/referrals?role={role}", headers=headers).status_code == 200
-    assert client.get(f"{API}/referrals?role=both", headers=headers).status_code == 422
-    assert client.get(f"{API}/referrals?status=done", headers=headers).status_code == 422
+    assert refusal(client.get(f"{API}/referrals?role=both", headers=headers)) == (422, "invalid")
+    assert refusal(client.get(f"{API}/referrals?status=done", headers=headers)) == (422, "invalid")
 
 
 def test_a_request_the_outbox_gives_up_on_fails_and_the_physician_is_told(client: FlaskClient) -> None:

@@ -24,6 +24,7 @@ from clinic.visits.models import Diagnosis, Visit
 from identity.models import Account, Patient, Role
 from tests.support import clinic_factories as cf
 from tests.support import factories as f
+from tests.support.answers import refusal
 
 TYPES = ["Organization", "Practitioner", "Patient", "Condition", "Encounter", "MedicationRequest", "AuditEvent"]
 
@@ -176,7 +177,7 @@ def test_scoped_tokens_are_short_lived_and_cannot_be_renewed(
     expired, _ = __import__("identity.tokens", fromlist=["issue"]).issue(
         world["regulator"], extra={"scope": "read:deidentified", "exp": int(utcnow().timestamp()) - 1}
     )
-    assert client.get("/api/v1/regulator/fhir/Patient", headers=f.auth(expired)).status_code == 401
+    assert refusal(client.get("/api/v1/regulator/fhir/Patient", headers=f.auth(expired))) == (401, "unauthenticated")
 
 
 def test_who_may_read_and_who_may_not_write(client: FlaskClient, world: dict[str, Any]) -> None:
@@ -186,7 +187,7 @@ def test_who_may_read_and_who_may_not_write(client: FlaskClient, world: dict[str
         resp = client.get("/api/v1/regulator/fhir/Patient", headers=f.auth(tok))
         assert resp.status_code == 403 and resp.get_json()["error"]["code"] == "forbidden"
         assert "entry" not in resp.get_data(as_text=True)
-    assert client.get("/api/v1/regulator/fhir/Patient").status_code == 401
+    assert refusal(client.get("/api/v1/regulator/fhir/Patient")) == (401, "unauthenticated")
 
     login = f.token(client, world["regulator"].username)
     plain = client.get("/api/v1/regulator/fhir/Patient", headers=f.auth(login))

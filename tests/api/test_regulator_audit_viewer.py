@@ -16,6 +16,7 @@ from clinic.core.db import db, unit_of_work
 from identity.models import Role
 from tests.conftest import extract_csrf
 from tests.support import factories as f
+from tests.support.answers import refusal
 
 
 def seed() -> dict[str, Any]:
@@ -56,7 +57,7 @@ def test_api_filters_and_pages(client: FlaskClient) -> None:
     assert past.status_code == 404 and past.get_json()["error"]["code"] == "not_found"
     for role in (Role.PHYSICIAN, Role.REGULATOR):
         other = f.auth(f.token(client, f.staff(role).username))
-        assert client.get("/api/v1/audit", headers=other).status_code == 403
+        assert refusal(client.get("/api/v1/audit", headers=other)) == (403, "forbidden")
 
 
 def test_page_shows_the_chain_check_and_exports_csv(client: FlaskClient) -> None:
@@ -89,5 +90,5 @@ def test_page_is_for_administrators_only(client: FlaskClient) -> None:
     resp = client.get("/admin/audit")
     assert resp.status_code == 302 and "/login" in resp.headers["Location"]  # not logged in
     page_login(client, pharmacist.username)
-    assert client.get("/admin/audit").status_code == 403
-    assert client.get("/admin/audit.csv").status_code == 403
+    assert refusal(client.get("/admin/audit")) == (403, "forbidden")
+    assert refusal(client.get("/admin/audit.csv")) == (403, "forbidden")

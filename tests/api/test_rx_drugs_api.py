@@ -8,6 +8,7 @@ from clinic.core.audit import Actor, acting_as
 from clinic.core.db import unit_of_work
 from identity.models import Role
 from prescriptions import catalog, signing
+from tests.support.answers import refusal
 from tests.support.factories import auth, patient, staff, token
 
 
@@ -45,7 +46,7 @@ def test_staff_search_the_catalog(client: FlaskClient) -> None:
 def test_search_refusals(client: FlaskClient) -> None:
     doc = staff(Role.PHYSICIAN)
     h = auth(token(client, doc.username))
-    assert client.get("/api/v1/drugs").status_code == 401
+    assert refusal(client.get("/api/v1/drugs")) == (401, "unauthenticated")
     for q in ("", "x" * 51):
         resp = client.get("/api/v1/drugs", query_string={"q": q}, headers=h)
         assert resp.status_code == 422 and resp.get_json()["error"]["code"] == "invalid"

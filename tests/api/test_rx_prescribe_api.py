@@ -26,6 +26,7 @@ from prescriptions.models import Prescription
 from prescriptions.rules import PrescriptionEvent
 from tests.support import clinic_factories as cf
 from tests.support import factories as f
+from tests.support.answers import refusal
 from tests.support.rx_factories import item, visit_in_progress
 
 
@@ -55,8 +56,11 @@ def test_the_physician_signs_and_everyone_entitled_reads(client: FlaskClient) ->
     stranger = f.patient(name="李四")
     other_doc = f.staff(Role.PHYSICIAN)
     for tok in (f.token(client, stranger.account.username), f.token(client, other_doc.username)):
-        assert client.get(f"/api/v1/prescriptions/{body['id']}", headers=f.auth(tok)).status_code == 404
-    assert client.get(f"/api/v1/prescriptions/{uuid.uuid4()}", headers=f.auth(v["token"])).status_code == 404
+        assert refusal(client.get(f"/api/v1/prescriptions/{body['id']}", headers=f.auth(tok))) == (404, "not_found")
+    assert refusal(client.get(f"/api/v1/prescriptions/{uuid.uuid4()}", headers=f.auth(v["token"]))) == (
+        404,
+        "not_found",
+    )
 
     pdf = client.get(f"/api/v1/prescriptions/{body['id']}/document", headers=f.auth(v["token"]))
     assert pdf.status_code == 200 and pdf.mimetype == "application/pdf"
@@ -118,10 +122,9 @@ def test_refusals_and_bad_input(client: FlaskClient) -> None:
         resp = client.post(url, json=body, headers=f.auth(v["face"]))
         assert resp.status_code == 422, body
         assert resp.get_json()["error"]["code"] in ("invalid", "unknown_drug"), resp.get_json()
-    assert (
-        client.post(f"/api/v1/visits/{uuid.uuid4()}/prescriptions", json=good, headers=f.auth(v["face"])).status_code
-        == 404
-    )
+    assert refusal(
+        client.post(f"/api/v1/visits/{uuid.uuid4()}/prescriptions", json=good, headers=f.auth(v["face"]))
+    ) == (404, "not_found")
     assert count() == 0
 
 

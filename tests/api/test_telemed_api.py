@@ -23,6 +23,7 @@ from clinic.telemedicine.models import FederationMessage, PartnerInstitution
 from identity.models import Role
 from prescriptions import signing
 from tests.support import factories as f
+from tests.support.answers import refusal
 
 API = "/api/v1"
 PARTNER_URL = "https://partner.example"
@@ -127,8 +128,8 @@ def test_admin_registers_and_lists_an_agreement_audited(client: FlaskClient) -> 
 def test_agreements_are_for_administrators_only(client: FlaskClient) -> None:
     doc = f.staff(Role.PHYSICIAN)
     headers = f.auth(f.token(client, doc.username))
-    assert client.get(f"{API}/admin/partner-institutions", headers=headers).status_code == 403
-    assert client.post(f"{API}/admin/partner-institutions", json=agreement(_key())).status_code == 401
+    assert refusal(client.get(f"{API}/admin/partner-institutions", headers=headers)) == (403, "forbidden")
+    assert refusal(client.post(f"{API}/admin/partner-institutions", json=agreement(_key()))) == (401, "unauthenticated")
     assert count(PartnerInstitution) == 0
 
 
@@ -160,7 +161,7 @@ def test_a_private_key_is_never_pinned(client: FlaskClient) -> None:
     resp = client.post(
         f"{API}/admin/partner-institutions", json=agreement(key, public_jwk=jwk), headers=admin_headers(client)
     )
-    assert resp.status_code == 422 and count(PartnerInstitution) == 0
+    assert refusal(resp) == (422, "invalid") and count(PartnerInstitution) == 0
 
 
 def test_http_base_url_is_refused_outside_development(client: FlaskClient, app: Flask) -> None:
@@ -180,14 +181,14 @@ def test_key_rotation_is_an_explicit_audited_act(client: FlaskClient) -> None:
     old, new = _key(), _key()
     pid = register(client, old)
     headers = admin_headers(client)
-    assert post(client, signed(new)).status_code == 401  # not pinned yet
+    assert refusal(post(client, signed(new))) == (401, "bad_signature")  # not pinned yet
     resp = client.post(
         f"{API}/admin/partner-institutions/{pid}/key", json={"public_jwk": new.public_jwk}, headers=headers
     )
     assert resp.status_code == 200 and resp.get_json()["kid"] == new.kid
     assert audits("partner.key_rotated") == 1
     assert post(client, signed(new)).status_code == 202
-    assert post(client, signed(old)).status_code == 401  # the old key no longer verifies
+    assert refusal(post(client, signed(old))) == (401, "bad_signature")  # the old key no longer verifies
 
 
 # --- the inbox ---------------------------------------------------------------------------
@@ -263,7 +264,7 @@ def test_no_agreement_in_force_is_403(client: FlaskClient, start: int, end: int)
 def test_wrong_content_type_and_bad_bundles_are_refused(client: FlaskClient) -> None:
     key = _key()
     register(client, key)
-    assert post(client, signed(key), content_type="application/json").status_code == 415
+    assert refusal(post(client, signed(key), content_type="application/json")) == (415, "unsupported_media_type")
     not_a_message = envelope.sign(key, {"resourceType": "Bundle", "type": "collection", "entry": []})
     resp = post(client, not_a_message)  # signed with the pinned key, but not a FHIR message
     assert resp.status_code == 422 and resp.get_json()["error"]["code"] == "invalid_message"

@@ -7,6 +7,7 @@ from flask.testing import FlaskClient
 
 from identity.models import Role
 from tests.support import factories as f
+from tests.support.answers import refusal
 from tests.support.rx_factories import item, visit_in_progress
 
 
@@ -30,7 +31,7 @@ def test_the_visit_lists_its_prescriptions_to_both_sides(client: FlaskClient) ->
         assert line["drug_id"] == v["drugs"]["amlodipine"] and line["days"] == 5
         assert line["drug_name"] == "苯磺酸氨氯地平片" and line["quantity"] == "5.00"
     other = f.staff(Role.PHYSICIAN, department="cardiology")
-    assert (
-        client.get(f"/api/v1/visits/{v['visit_id']}", headers=f.auth(f.token(client, other.username))).status_code
-        == 404
+    assert refusal(client.get(f"/api/v1/visits/{v['visit_id']}", headers=f.auth(f.token(client, other.username)))) == (
+        404,
+        "not_found",
     )

@@ -18,19 +18,13 @@ from identity.models import Role, StaffProfile
 from tests.browser.staff import assert_readable, desk, log_in
 from tests.support import factories as f
 from tests.support.live_server import LiveServer
-from tests.support.rx_factories import item, visit_in_progress
+from tests.support.rx_factories import item, prescribed
 
 
 def test_a_pharmacists_day(
     browser: Any, live_server: LiveServer, client: FlaskClient, screenshot_dir: Path, backend: dict[str, Any]
 ) -> None:
-    v = visit_in_progress(client)
-    first = client.post(
-        f"/api/v1/visits/{v['visit_id']}/prescriptions",
-        json={"items": [item(v["drugs"]["amlodipine"])]},
-        headers=f.auth(v["face"]),
-    )
-    assert first.status_code == 201, first.get_json()
+    v = prescribed(client)
     pharmacist = f.staff(Role.PHARMACIST)
     checker = f.staff(Role.PHARMACIST)
     made_up_by = "王敏"
@@ -65,7 +59,7 @@ def test_a_pharmacists_day(
         # the physician signs a revision (the physician's own journey does it in pages)
         second = client.post(
             f"/api/v1/visits/{v['visit_id']}/prescriptions",
-            json={"items": [item(v["drugs"]["amlodipine"])], "replaces": first.get_json()["id"]},
+            json={"items": [item(v["drugs"]["amlodipine"])], "replaces": v["rx"]},
             headers=f.auth(v["face"]),
         )
         assert second.status_code == 201, second.get_json()

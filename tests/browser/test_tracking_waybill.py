@@ -25,7 +25,7 @@ from pharmacy import delivery as deliveries
 from tests.browser.staff import assert_readable, log_in
 from tests.support import factories as f
 from tests.support.partner_standin import PartnerStandin, callback, sign
-from tests.support.rx_factories import item, visit_in_progress
+from tests.support.rx_factories import prescribed
 
 SECRET = "partner-secret-0123456789-abcdefghij"
 WAYBILL = "SF1234567890123"
@@ -48,12 +48,8 @@ def test_the_patient_reads_the_waybill_number_on_the_timeline(
             )
         )
     pid = str(partner.id)
-    v = visit_in_progress(client)
-    rx = client.post(
-        f"/api/v1/visits/{v['visit_id']}/prescriptions",
-        json={"items": [item(v["drugs"]["amlodipine"])]},
-        headers=f.auth(v["face"]),
-    ).get_json()["id"]
+    v = prescribed(client)
+    rx = v["rx"]
     ph = f.auth(f.token(client, f.staff(Role.PHARMACIST).username))
     client.post("/api/v1/pharmacy/queue/claim", headers=ph)
     client.post(f"/api/v1/pharmacy/prescriptions/{rx}/review", json={"decision": "approve", "reasons": []}, headers=ph)

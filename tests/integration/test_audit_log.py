@@ -29,6 +29,7 @@ from clinic.core.auditlog import AuditCheckpoint, AuditLogState, AuditNode
 from clinic.core.db import db, unit_of_work
 from identity.models import Role
 from tests.support import factories as f
+from tests.support.answers import refusal
 
 ENTRIES = AuditEntry.__table__
 
@@ -286,10 +287,10 @@ def test_checkpoint_and_proof_endpoints_check_out_offline(client: FlaskClient, c
 
     too_big = client.get(f"/api/v1/audit/proof/inclusion?seq=1&tree_size={cp2.size + 50}", headers=reg)
     assert too_big.status_code == 422 and too_big.get_json()["error"]["code"] == "invalid"
-    assert client.get("/api/v1/audit/entries/9999", headers=reg).status_code == 404
+    assert refusal(client.get("/api/v1/audit/entries/9999", headers=reg)) == (404, "not_found")
     physician = f.auth(f.token(client, f.staff(Role.PHYSICIAN).username))
-    assert client.get("/api/v1/audit/checkpoint", headers=physician).status_code == 403
-    assert client.get("/api/v1/audit/checkpoint").status_code == 401
+    assert refusal(client.get("/api/v1/audit/checkpoint", headers=physician)) == (403, "forbidden")
+    assert refusal(client.get("/api/v1/audit/checkpoint")) == (401, "unauthenticated")
 
 
 class _Regulator(BaseHTTPRequestHandler):

@@ -34,7 +34,7 @@ from prescriptions.models import Prescription, PrescriptionStatus
 from tests.support import clinic_factories as cf
 from tests.support import factories as f
 from tests.support.races import interleave
-from tests.support.rx_factories import item, visit_in_progress
+from tests.support.rx_factories import item, prescribed, visit_in_progress
 
 
 def audit_count(action: str) -> int:
@@ -181,12 +181,8 @@ def test_confirm_and_reject_of_one_diagnosis_at_once(
 def test_one_prescription_dispensed_twice_at_once(
     client: FlaskClient, ctx: Flask, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    v = visit_in_progress(client)
-    rx = client.post(
-        f"/api/v1/visits/{v['visit_id']}/prescriptions",
-        json={"items": [item(v["drugs"]["amlodipine"])]},
-        headers=f.auth(v["face"]),
-    ).get_json()["id"]
+    v = prescribed(client)
+    rx = v["rx"]
     pa, pb = f.staff(Role.PHARMACIST), f.staff(Role.PHARMACIST)
     a, b = f.auth(f.token(client, pa.username)), f.auth(f.token(client, pb.username))
     assert client.post("/api/v1/pharmacy/queue/claim", headers=a).status_code == 200

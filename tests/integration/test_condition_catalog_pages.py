@@ -19,6 +19,7 @@ from tests.conftest import extract_csrf
 from tests.integration.test_pharmacy_pages import login
 from tests.support import clinic_factories as cf
 from tests.support import factories as f
+from tests.support.answers import refusal
 
 
 def admin(ctx: Flask) -> FlaskClient:
@@ -121,9 +122,9 @@ def test_bad_input_is_refused_next_to_the_field_in_words_and_nothing_is_saved(cl
 
 def test_only_admins_edit_and_unknown_codes_are_not_found(client: FlaskClient, ctx: Flask) -> None:
     c = admin(ctx)
-    assert c.get("/admin/conditions/Z99/edit").status_code == 404
+    assert refusal(c.get("/admin/conditions/Z99/edit")) == (404, "not_found")
     pharmacist = login(ctx, f.staff(Role.PHARMACIST).username)
-    assert pharmacist.get("/admin/conditions/I10/edit").status_code == 403
+    assert refusal(pharmacist.get("/admin/conditions/I10/edit")) == (403, "forbidden")
     csrf = extract_csrf(pharmacist.get("/login").get_data(as_text=True))
     refused = pharmacist.post("/admin/conditions/I10/edit", data={"csrf_token": csrf, "name_zh": "x"})
     assert refused.status_code in (400, 403) and row("I10").name_zh == "原发性高血压"

@@ -15,6 +15,7 @@ from identity.models import Role
 from tests.integration.test_visit_pages import csrf_of, face_checked, login
 from tests.support import factories as f
 from tests.support import fd_factories as fd
+from tests.support.answers import refusal
 
 RAW = re.compile(r"\b(pending|active|controlled|uncontrolled|urgent|bp|glucose|public_health|in_person)\b")
 
@@ -83,7 +84,7 @@ def test_patient_pages_refuse_impossible_readings_in_chinese(client: FlaskClient
     assert not RAW.search(visible_text(page)), RAW.search(visible_text(page))
     # someone else's person: 404
     other = f.patient("王五")
-    assert client.get(f"/family-doctor/people/{other.patient.id}").status_code == 404
+    assert refusal(client.get(f"/family-doctor/people/{other.patient.id}")) == (404, "not_found")
 
 
 def test_a_physician_outside_the_team_sees_nobody(client: FlaskClient) -> None:
@@ -94,7 +95,7 @@ def test_a_physician_outside_the_team_sees_nobody(client: FlaskClient) -> None:
     login(client, outsider.username)
     face_checked(client)
     assert "还没有居民与您的团队签约" in client.get("/family-doctor/team").get_data(as_text=True)
-    assert client.get(f"/family-doctor/team/patients/{p['patient_id']}").status_code == 404
+    assert refusal(client.get(f"/family-doctor/team/patients/{p['patient_id']}")) == (404, "not_found")
     member = client.application.test_client()
     login(member, world.member.username)
     face_checked(member)

@@ -27,6 +27,7 @@ from clinic.visits import services as visits
 from identity.models import Role
 from tests.conftest import make_config
 from tests.support import factories as f
+from tests.support.answers import refusal
 from tests.support.twilio_standin import TwilioStandin
 
 CONTACT = "+8613900139000"
@@ -256,8 +257,8 @@ def test_one_incident_is_for_administrators_only(sclient: FlaskClient) -> None:
     admin = f.staff(Role.ADMIN)
     tok = f.token(sclient, admin.username)
     iid = sclient.post("/api/v1/admin/incidents", json=incident(), headers=f.auth(tok)).get_json()["id"]
-    assert sclient.get(f"/api/v1/admin/incidents/{uuid.uuid4()}", headers=f.auth(tok)).status_code == 404
-    assert sclient.get("/api/v1/admin/incidents/not-an-id", headers=f.auth(tok)).status_code == 404
+    assert refusal(sclient.get(f"/api/v1/admin/incidents/{uuid.uuid4()}", headers=f.auth(tok))) == (404, "not_found")
+    assert refusal(sclient.get("/api/v1/admin/incidents/not-an-id", headers=f.auth(tok))) == (404, "not_found")
     other = f.token(sclient, f.staff(Role.REGULATOR).username)
     resp = sclient.get(f"/api/v1/admin/incidents/{iid}", headers=f.auth(other))
     assert resp.status_code == 403 and resp.get_json()["error"]["code"] == "forbidden"
@@ -278,4 +279,4 @@ def test_the_incident_page_shows_the_sms_in_words_and_beijing_time(
     html = page.get(f"/admin/incidents/{iid}").get_data(as_text=True)
     assert MASKED in html and CONTACT not in html and "已由短信平台发出" in html
     assert escape(row.body) in html and bj(row.sent_at) in html and row.provider_ref in html
-    assert page.get(f"/admin/incidents/{uuid.uuid4()}").status_code == 404
+    assert refusal(page.get(f"/admin/incidents/{uuid.uuid4()}")) == (404, "not_found")

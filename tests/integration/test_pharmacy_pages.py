@@ -8,7 +8,8 @@ from flask.testing import FlaskClient
 from identity.models import Role
 from tests.conftest import extract_csrf
 from tests.support import factories as f
-from tests.support.rx_factories import item, visit_in_progress
+from tests.support.answers import refusal
+from tests.support.rx_factories import prescribed
 
 
 def login(app: Flask, username: str) -> FlaskClient:
@@ -20,13 +21,8 @@ def login(app: Flask, username: str) -> FlaskClient:
 
 
 def test_pharmacist_claims_reviews_and_patient_tracks(client: FlaskClient, ctx: Flask) -> None:
-    v = visit_in_progress(client)
-    resp = client.post(
-        f"/api/v1/visits/{v['visit_id']}/prescriptions",
-        json={"items": [item(v["drugs"]["amlodipine"])]},
-        headers=f.auth(v["face"]),
-    )
-    rx = resp.get_json()["id"]
+    v = prescribed(client)
+    rx = v["rx"]
     ph = login(ctx, f.staff(Role.PHARMACIST).username)
     page = ph.get("/pharmacy/queue").get_data(as_text=True)
     assert 'id="waiting"' in page and "<strong>1</strong>" in page
@@ -50,7 +46,7 @@ def test_pharmacist_claims_reviews_and_patient_tracks(client: FlaskClient, ctx: 
         data={"csrf_token": extract_csrf(track.get_data(as_text=True)), "collect": "1"},
     )
     assert saved.status_code == 200 and 'id="paid"' in saved.get_data(as_text=True)
-    assert ph.get(f"/prescriptions/{rx}/track").status_code == 403
+    assert refusal(ph.get(f"/prescriptions/{rx}/track")) == (403, "forbidden")
     # The patient reads the statuses in Chinese, not the API's codes.
     page = saved.get_data(as_text=True)
     assert '<span class="badge approved">审核通过</span>' in page

@@ -22,7 +22,7 @@ from pharmacy import services
 from pharmacy.models import Review
 from prescriptions.models import Prescription
 from tests.support import factories as f
-from tests.support.rx_factories import item, visit_in_progress
+from tests.support.rx_factories import prescribed
 
 CLAIMERS = 4
 
@@ -45,15 +45,9 @@ def clone_pending(template: uuid.UUID, n: int) -> None:
 
 
 def test_concurrent_claimers_never_share_one(client: FlaskClient, ctx: Flask) -> None:
-    v = visit_in_progress(client)
-    resp = client.post(
-        f"/api/v1/visits/{v['visit_id']}/prescriptions",
-        json={"items": [item(v["drugs"]["amlodipine"])]},
-        headers=f.auth(v["face"]),
-    )
-    assert resp.status_code == 201, resp.get_json()
+    v = prescribed(client)
     total = 60
-    clone_pending(uuid.UUID(resp.get_json()["id"]), total - 1)
+    clone_pending(uuid.UUID(v["rx"]), total - 1)
     pharmacists = [str(f.staff(Role.PHARMACIST).id) for _ in range(CLAIMERS)]
     db.session.remove()
 

@@ -20,6 +20,7 @@ from prescriptions.models import Drug
 from tests.conftest import extract_csrf
 from tests.integration.test_visit_pages import login
 from tests.support import factories as f
+from tests.support.answers import refusal
 
 CLI = Actor(None, "test")
 CSV = """name,form,strength,route,generic_name,ingredients,cold_chain
@@ -123,7 +124,7 @@ def test_the_queue_page_for_pharmacists_and_administrators(ctx: Flask, tmp_path:
     doctor = f.staff(Role.PHYSICIAN)
     third = ctx.test_client()
     login(third, doctor.username)
-    assert third.get("/catalog/classification").status_code == 403
+    assert refusal(third.get("/catalog/classification")) == (403, "forbidden")
     assert ctx.test_client().get("/catalog/classification").status_code in (302, 401)
 
 

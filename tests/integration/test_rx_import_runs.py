@@ -27,6 +27,7 @@ from prescriptions import imports
 from prescriptions.models import Drug, FormularyImport, ImportState
 from tests.integration.test_visit_pages import login
 from tests.support import factories as f
+from tests.support.answers import refusal
 
 ROWS = [f"院内测试片{i},片剂,{i}mg,口服,,,false" for i in range(1, 6)]
 CSV = "name,form,strength,route,generic_name,ingredients,cold_chain\n" + "\n".join(ROWS) + "\n"
@@ -77,8 +78,8 @@ def test_any_worker_answers_for_a_run_it_did_not_start(ctx: Flask) -> None:
     html = page.get(f"/admin/formulary/runs/{run_id}").get_data(as_text=True)
     assert 'id="import-progress"' in html and 'value="200"' in html
     assert "其他工作进程.csv" in page.get("/admin/formulary").get_data(as_text=True)
-    assert page.get(f"/admin/formulary/runs/{uuid.uuid4()}/progress").status_code == 404
-    assert page.get("/admin/formulary/runs/not-a-uuid").status_code == 404
+    assert refusal(page.get(f"/admin/formulary/runs/{uuid.uuid4()}/progress")) == (404, "not_found")
+    assert refusal(page.get("/admin/formulary/runs/not-a-uuid")) == (404, "not_found")
 
 
 def test_each_batch_commits_with_the_progress_and_the_run_ends_done(

@@ -14,6 +14,7 @@ from identity import services
 from identity.models import Account, Role
 from tests.conftest import extract_csrf, make_config
 from tests.support import factories as f
+from tests.support.answers import refusal
 
 
 def page_login(client: FlaskClient, username: str, password: str = f.PASSWORD) -> None:
@@ -63,7 +64,7 @@ def test_a_password_change_ends_other_sessions_and_tokens(client: FlaskClient, c
     )
     assert resp.status_code == 200, resp.get_json()
     assert not logged_in(other_device)
-    assert client.get("/api/v1/me", headers=f.auth(tok)).status_code == 401
+    assert refusal(client.get("/api/v1/me", headers=f.auth(tok))) == (401, "unauthenticated")
     assert f.token(client, reg.account.username, "A-new-passw0rd")
 
 
@@ -75,14 +76,14 @@ def test_a_wrong_current_password_changes_nothing(client: FlaskClient) -> None:
         json={"current_password": "not-it-123", "new_password": "A-new-passw0rd"},
         headers=f.auth(tok),
     )
-    assert resp.status_code == 401
+    assert refusal(resp) == (401, "bad_credentials")
     assert client.get("/api/v1/me", headers=f.auth(tok)).status_code == 200
 
 
 def test_deactivation_ends_every_session(client: FlaskClient) -> None:
     admin = f.staff(Role.ADMIN)
     page_login(client, admin.username)
-    assert client.get("/family").status_code == 403  # logged in (a patients' page: not theirs)
+    assert refusal(client.get("/family")) == (403, "forbidden")  # logged in (a patients' page: not theirs)
     captured = session_cookie(client)
     with unit_of_work():
         services.set_active(db.session.get(Account, admin.id) or admin, False)

@@ -63,15 +63,10 @@ def test_a_physician_voids_an_unreviewed_prescription_with_a_reason_and_revises_
     client: FlaskClient, ctx: Flask
 ) -> None:
     from tests.integration.test_visit_pages import face_checked
-    from tests.support.rx_factories import item, visit_in_progress
+    from tests.support.rx_factories import item, prescribed
 
-    v = visit_in_progress(client)
-    made = client.post(
-        f"/api/v1/visits/{v['visit_id']}/prescriptions",
-        json={"items": [item(v["drugs"]["amlodipine"])]},
-        headers=f.auth(v["face"]),
-    )
-    rx = made.get_json()["id"]
+    v = prescribed(client)
+    rx = v["rx"]
     doc = login(ctx, v["doc"].username)
     face_checked(doc)
     page = doc.get(f"/physician/prescriptions/{rx}").get_data(as_text=True)

@@ -23,6 +23,7 @@ from clinic.core.db import db
 from identity.models import Account, Patient
 from tests.conftest import make_config
 from tests.support import factories as f
+from tests.support.answers import refusal
 from tests.support.twilio_standin import TwilioStandin
 
 PASSWORD = "Secret123x"
@@ -123,7 +124,7 @@ def test_unknown_verification_is_a_bad_code(tclient: FlaskClient, standin: Twili
 def test_resend_reaches_twilio_and_the_code_still_works(tclient: FlaskClient, standin: TwilioStandin) -> None:
     phone, tok = registered(tclient, standin)
     refused = tclient.post("/api/v1/patients/resend-code", headers=f.auth(tok))
-    assert refused.status_code == 429  # one code a minute to a phone (SMS_PHONE_RATE_LIMIT)
+    assert refusal(refused) == (429, "rate_limited")  # one code a minute to a phone (SMS_PHONE_RATE_LIMIT)
     limits.reset()  # ... a minute later
     resp = tclient.post("/api/v1/patients/resend-code", headers=f.auth(tok))
     assert resp.status_code == 200 and resp.get_json() == {"status": "sent"}

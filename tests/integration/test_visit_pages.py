@@ -23,6 +23,7 @@ from identity.models import Account, Role
 from tests.conftest import extract_csrf
 from tests.support import clinic_factories as cf
 from tests.support import factories as f
+from tests.support.answers import refusal
 from tests.support.races import interleave
 
 
@@ -91,9 +92,9 @@ def test_patient_uploads_a_proof_and_bad_input_is_refused_with_its_status(ctx: F
     other = f.patient(name="李四")
     other_client = ctx.test_client()
     login(other_client, other.account.username)
-    assert other_client.get(f"/diagnoses/{diag.id}/document").status_code == 404
+    assert refusal(other_client.get(f"/diagnoses/{diag.id}/document")) == (404, "not_found")
     resp = client.post("/consent", data={"patient_id": str(reg.patient.id), "version": "x"})
-    assert resp.status_code == 400
+    assert refusal(resp) == (400, "bad_request")
 
 
 def test_request_sends_to_consent_first_then_the_room_and_its_live_feed(ctx: Flask) -> None:
@@ -196,8 +197,8 @@ def test_physician_acts_need_a_fresh_face_check_and_stale_ones_go_to_the_face_pa
     assert "骨折需门诊复查" in patient.get("/diagnoses").get_data(as_text=True)
 
     # a patient's pages are not a physician's, and the reverse
-    assert patient.get("/physician/proofs").status_code == 403
-    assert client.get("/diagnoses").status_code == 403
+    assert refusal(patient.get("/physician/proofs")) == (403, "forbidden")
+    assert refusal(client.get("/diagnoses")) == (403, "forbidden")
 
 
 def test_physician_accepts_replies_and_refers_the_patient_sees_the_advice(ctx: Flask) -> None:
@@ -212,7 +213,8 @@ def test_physician_accepts_replies_and_refers_the_patient_sees_the_advice(ctx: F
     assert visit_id in client.get("/physician/visits").get_data(as_text=True)
     csrf = csrf_of(client, f"/visits/{visit_id}")
     resp = client.post(f"/physician/visits/{visit_id}/complete", data={"csrf_token": csrf, "note": "ok"})
-    assert resp.status_code == 403  # not theirs yet: refused on the page with its status
+    assert resp.status_code == 403  # not theirs yet: refused on the page with its status, saying why
+    assert "只有本次复诊的医师可以执行此操作。" in resp.get_data(as_text=True)
     assert client.post(f"/physician/visits/{visit_id}/accept", data={"csrf_token": csrf}).status_code == 302
     image = {"csrf_token": csrf, "text": "", "image": (io.BytesIO(cf.png()), "p.png")}
     resp = client.post(f"/visits/{visit_id}/messages", data=image, content_type="multipart/form-data")
@@ -221,7 +223,10 @@ def test_physician_accepts_replies_and_refers_the_patient_sees_the_advice(ctx: F
     src = re.search(r'<img class="msg-image" src="([^"]+)"', room)
     assert src and client.get(src[1]).data == cf.png()
     resp = client.post(f"/physician/visits/{visit_id}/terminate", data={"csrf_token": csrf, "reason": "x"})
-    assert resp.status_code == 422  # both fields are needed
+    assert resp.status_code == 422  # both fields are needed, each says what is wrong with it
+    text = resp.get_data(as_text=True)
+    assert 'class="field-error">字段长度必须介于 2 到 2000 个字符之间。' in text  # the reason "x"
+    assert 'class="field-error">该字段是必填字段。' in text  # the referral advice
     resp = client.post(
         f"/physician/visits/{visit_id}/terminate",
         data={"csrf_token": csrf, "reason": "胸痛加重", "referral_advice": "今天到心内科门诊就诊，带上近期心电图"},
@@ -235,8 +240,8 @@ def test_physician_accepts_replies_and_refers_the_patient_sees_the_advice(ctx: F
     assert patient.get(src[1]).status_code == 200
     outsider = ctx.test_client()
     login(outsider, f.patient(name="王五").account.username)
-    assert outsider.get(f"/visits/{visit_id}").status_code == 404
-    assert outsider.get(src[1]).status_code == 404
+    assert refusal(outsider.get(f"/visits/{visit_id}")) == (404, "not_found")
+    assert refusal(outsider.get(src[1])) == (404, "not_found")
 
 
 def test_a_physician_who_loses_the_race_for_a_visit_gets_a_conflict_page(

@@ -16,6 +16,7 @@ from identity.models import Role
 from tests.conftest import extract_csrf
 from tests.support import clinic_factories as cf
 from tests.support import factories as f
+from tests.support.answers import refusal
 
 
 def login(client: FlaskClient, username: str) -> None:
@@ -39,7 +40,7 @@ def test_only_participants_of_a_visit_in_progress_get_a_video_token(ctx: Flask) 
     patient = ctx.test_client()
     login(patient, v["reg"].account.username)
     waiting = patient.get(f"/visits/{vid}/video-token")
-    assert waiting.status_code == 409  # not in progress yet
+    assert refusal(waiting) == (409, "visit_not_in_progress")  # not in progress yet
     assert 'id="video"' not in patient.get(f"/visits/{vid}").get_data(as_text=True)
 
     assert api.post(f"/api/v1/visits/{vid}/accept", headers=f.auth(cf.face_token(doc))).status_code == 200
@@ -56,7 +57,7 @@ def test_only_participants_of_a_visit_in_progress_get_a_video_token(ctx: Flask) 
 
     stranger = ctx.test_client()
     login(stranger, f.patient().account.username)
-    assert stranger.get(f"/visits/{vid}/video-token").status_code == 404
+    assert refusal(stranger.get(f"/visits/{vid}/video-token")) == (404, "not_found")
     other_doc = f.staff(Role.PHYSICIAN, department="cardiology")
     colleague = ctx.test_client()
     login(colleague, other_doc.username)

@@ -15,7 +15,7 @@ from clinic.core.db import db, unit_of_work
 from clinic.visits import services
 from clinic.visits.models import Diagnosis, DiagnosisStatus
 from identity import tokens
-from identity.models import Account
+from identity.models import Account, Role
 from tests.support import factories as f
 
 
@@ -43,6 +43,15 @@ def catalog() -> None:
     )
     with acting_as(Actor(None, "test")), unit_of_work():
         services.seed_conditions()
+
+
+def two_departments() -> dict[str, Account]:
+    """The catalog, a cardiologist (`cardio`) and an endocrinologist (`endo`)."""
+    catalog()
+    return {
+        "cardio": f.staff(Role.PHYSICIAN, department="cardiology"),
+        "endo": f.staff(Role.PHYSICIAN, department="endocrinology"),
+    }
 
 
 def face_token(account: Account) -> str:
