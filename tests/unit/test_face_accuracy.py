@@ -22,6 +22,9 @@ from clinic.core.config import Config
 from identity import face, rules
 from tests.support import faces as F
 
+pytestmark = pytest.mark.slow  # dlib detection and encodings on every photo (pytest -m "not slow" skips them)
+
+
 CFG = Config()
 LIM = face.Limits(CFG.FACE_MAX_UPLOAD_BYTES, CFG.FACE_MAX_PIXELS, CFG.FACE_DETECT_MAX_SIDE)
 

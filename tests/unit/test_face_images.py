@@ -17,6 +17,7 @@ from tests.support import faces as F
 CFG = Config()
 LIM = face.Limits(CFG.FACE_MAX_UPLOAD_BYTES, CFG.FACE_MAX_PIXELS, CFG.FACE_DETECT_MAX_SIDE)
 RATIO = CFG.FACE_MIN_SCORE_RATIO
+SLOW = pytest.mark.slow  # runs dlib's face detector (pytest -m "not slow" skips it)
 assert CFG.FACE_SURE_SCORE == 0.4  # face.one_face's default, used below
 
 
@@ -79,6 +80,7 @@ def test_large_images_are_downscaled_before_detection() -> None:
     assert prepared.pixels.dtype == np.uint8 and prepared.pixels.shape[2] == 3
 
 
+@SLOW
 def test_exif_orientation_is_applied() -> None:
     upright = F.open_image(F.grace_hopper())
     exif = Image.Exif()
@@ -105,6 +107,7 @@ def test_dhash_survives_reencoding_and_resizing_not_another_photo() -> None:
     assert (hopper ^ other).bit_count() > 3 * CFG.FACE_REPLAY_MAX_BITS // 2
 
 
+@SLOW
 def test_one_face_in_a_portrait_ignoring_a_weak_false_hit() -> None:
     # skimage's astronaut: the patch on the suit is a weak second detection
     pixels = face.prepare(F.astronaut(), LIM).pixels
@@ -112,6 +115,7 @@ def test_one_face_in_a_portrait_ignoring_a_weak_false_hit() -> None:
     assert bottom < pixels.shape[0] // 2  # the face, at the top, not the patch below
 
 
+@SLOW
 def test_no_face_in_a_picture_without_people() -> None:
     from skimage import data
 
@@ -119,19 +123,29 @@ def test_no_face_in_a_picture_without_people() -> None:
         face.one_face(face.prepare(F.jpeg(Image.fromarray(data.coffee())), LIM).pixels, RATIO)
 
 
+@SLOW
 def test_two_people_side_by_side_are_several_faces() -> None:
     with pytest.raises(face.SeveralFaces):
         face.one_face(face.prepare(F.side_by_side(F.grace_hopper(), F.astronaut()), LIM).pixels, RATIO)
 
 
+@SLOW
 def test_a_group_photo_is_several_faces() -> None:
     with pytest.raises(face.SeveralFaces):
         face.one_face(face.prepare(F.insightface_images()["t1"], LIM).pixels, RATIO)
 
 
+@SLOW
 def test_a_small_face_is_found_with_upsampling() -> None:
     hanks = F.insightface_images()["tom_hanks"]  # 112 x 112
+    top, right, bottom, left = face.one_face(face.prepare(hanks, LIM).pixels, RATIO)
+    assert 0 <= left < right <= 112 and 0 <= top < bottom <= 112  # found, in the picture
+    assert right - left >= 56 and bottom - top >= 56  # the face fills the crop, not a speck of it
+
+    small = F.open_image(F.resized(F.grace_hopper(), 0.3))  # a face of about 60 px
     canvas = Image.new("RGB", (640, 480), (128, 128, 128))
-    canvas.paste(F.open_image(F.resized(F.grace_hopper(), 0.3)), (300, 200))  # a face of about 60 px
-    face.one_face(face.prepare(hanks, LIM).pixels, RATIO)
-    face.one_face(face.prepare(F.jpeg(canvas), LIM).pixels, RATIO)
+    canvas.paste(small, (300, 200))
+    top, right, bottom, left = face.one_face(face.prepare(F.jpeg(canvas), LIM).pixels, RATIO)
+    # the pasted face, not some of the grey around it
+    assert 300 <= left < right <= 300 + small.width and 200 <= top < bottom <= 200 + small.height
+    assert right - left < 100  # and it is small: this is what upsampling is for

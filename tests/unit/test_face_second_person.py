@@ -15,6 +15,9 @@ from clinic.core.config import Config
 from identity import face
 from tests.support import faces as F
 
+pytestmark = pytest.mark.slow  # dlib detection (pytest -m "not slow" skips them)
+
+
 CFG = Config()
 LIM = face.Limits(CFG.FACE_MAX_UPLOAD_BYTES, CFG.FACE_MAX_PIXELS, CFG.FACE_DETECT_MAX_SIDE)
 RATIO = CFG.FACE_MIN_SCORE_RATIO

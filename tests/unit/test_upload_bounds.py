@@ -48,6 +48,7 @@ def test_a_6300_square_png_is_refused_before_it_is_decoded() -> None:
     assert time.process_time() - started < 0.2
 
 
+@pytest.mark.slow  # dlib's face detector on three large photos
 @pytest.mark.parametrize(
     ("size", "fmt", "sixteen"),
     [((4000, 4000), "PNG", False), ((4000, 4000), "PNG", True), ((6000, 6000), "JPEG", False)],
