@@ -288,7 +288,7 @@ def recently_classified(limit: int = 20) -> list[tuple[Drug, str]]:
     return [(drug, name) for drug, name in db.session.execute(query)]
 
 
-def classify_drug(drug_id: str | uuid.UUID, choice: str, note: str, by: str | uuid.UUID) -> Drug:
+def classify_drug(drug_id: str | uuid.UUID, choice: str, note: str, by: uuid.UUID) -> Drug:
     """A pharmacist's or administrator's decision on a held product: ordinary, or a control class.
 
     The reason is required and kept with the class; the decision is audited with what it
@@ -311,7 +311,7 @@ def classify_drug(drug_id: str | uuid.UUID, choice: str, note: str, by: str | uu
     label = "普通药品（非特殊管理）" if cls is None else ing.CLASS_NAMES_ZH[cls]
     drug.control_class = cls
     drug.control_reason = f"人工分类：{label}。理由：{note}"
-    drug.classified_by = as_uuid(by)
+    drug.classified_by = by
     drug.classified_at = utcnow()
     audit.record(
         db.session(),

@@ -21,6 +21,10 @@ detached (RFC 7515 Appendix F: `header..signature`): the physician's and, once
 approved, the pharmacist's. Put each payload back (from GET /api/v1/prescriptions/{id})
 and verify against /.well-known/jwks.json; a full JWS would not fit a QR code a phone
 or zbar reads off paper.
+
+`document_for(rx)` fills the page from a stored prescription: its signed content, the
+diagnosis in words (the national code's name), the department, and what the pharmacy
+registers through `on_review_facts` (reviewer, dispensing pharmacists, amount).
 """
 
 from __future__ import annotations

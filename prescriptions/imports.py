@@ -7,7 +7,7 @@ upload request records the run (`start_import`) and saves the file in the
 instance folder; once that request has committed, this runner works through the file in a
 thread of the same process (the file is on that host).
 
-It owns its commits, like a job runner: the rows go in batches of
+It commits like a job runner, through `unit_of_work()`: the rows go in batches of
 `IMPORT_BATCH_ROWS`, and each batch commits together with the run's progress.
 So:
 - every gunicorn worker, and every host, reads the same progress from the database;
@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session
 
 from clinic.core import audit
 from clinic.core.audit import Actor, acting_as
-from clinic.core.db import as_uuid, db, get_or_404, utcnow
+from clinic.core.db import as_uuid, db, get_or_404, unit_of_work, utcnow
 from prescriptions import ingredients as ing
 from prescriptions.catalog import ProductSpec, upsert_product
 from prescriptions.models import Drug, FormularyImport, ImportState
@@ -254,10 +254,10 @@ IMPORT_BATCH_ROWS = 200  # rows committed together with the run's progress
 IMPORT_STALE_AFTER = timedelta(minutes=2)  # a running import that has not moved for this long stopped
 
 
-def start_import(admin_id: str, filename: str) -> FormularyImport:
+def start_import(admin_id: uuid.UUID, filename: str) -> FormularyImport:
     """Record that an administrator started importing a file (the runner does the rows)."""
     session = db.session()
-    run = FormularyImport(filename=filename[:200] or "formulary.csv", started_by=uuid.UUID(str(admin_id)))
+    run = FormularyImport(filename=filename[:200] or "formulary.csv", started_by=admin_id)
     session.add(run)
     session.flush()
     audit.record(
@@ -340,31 +340,28 @@ def run_after_commit(session: Session, app: Flask, run_id: uuid.UUID, path: Path
 def run_import(app: Flask, run_id: uuid.UUID, path: Path, actor: Actor) -> None:
     """Import `path` for the run `run_id`; whatever happens, the run ends done or failed."""
     with app.app_context(), acting_as(actor):
-        session = db.session()
         saved = 0
 
         def checkpoint(reading: int, total: int) -> None:
-            # Called before each row: `reading - 1` rows are finished and flushed.
+            # Called before each row: `reading - 1` rows are finished and flushed; a batch
+            # commits with the run's progress, through the commit point.
             nonlocal saved
             finished = reading - 1
             if finished % IMPORT_BATCH_ROWS == 0:
-                record_import_progress(run_id, finished, total)
-                session.commit()
+                with unit_of_work():
+                    record_import_progress(run_id, finished, total)
                 saved = finished
 
         try:
-            report = import_formulary(path, progress=checkpoint)
-            finish_import(run_id, report)
-            session.commit()
-        except Exception as exc:  # the run must end visibly whatever happens
-            log.exception("formulary import %s failed", run_id)
-            session.rollback()
             try:
-                fail_import(run_id, exc.__class__.__name__, saved)
-                session.commit()
-            except Exception:
-                log.exception("could not record the failure of formulary import %s", run_id)
-                session.rollback()
+                with unit_of_work():  # the last rows, with the run's report
+                    finish_import(run_id, import_formulary(path, progress=checkpoint))
+            except Exception as exc:  # the run must end visibly whatever happens
+                log.exception("formulary import %s failed", run_id)
+                with unit_of_work():
+                    fail_import(run_id, exc.__class__.__name__, saved)
+        except Exception:
+            log.exception("could not record the failure of formulary import %s", run_id)
         finally:
             db.session.remove()
             path.unlink(missing_ok=True)

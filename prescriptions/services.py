@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import flag_modified
 
 from clinic.core import audit
+from clinic.core.config import settings
 from clinic.core.crypto import lookup_hash
 from clinic.core.db import as_uuid, db, get_or_404, new_id, utcnow
 from clinic.core.errors import Conflict, Invalid, NotFound, RuleRefusal, Violation
@@ -95,13 +96,13 @@ def weight_required_age() -> int:
 
 
 def _valid_days() -> int:
-    from flask import current_app, has_app_context
+    from flask import has_app_context
 
-    return rules.valid_days(current_app.config.get("RX_VALID_DAYS", 1) if has_app_context() else 1)
+    return rules.valid_days(settings().RX_VALID_DAYS if has_app_context() else 1)
 
 
 def evaluate_prescription(
-    physician_id: str | uuid.UUID,
+    physician_id: uuid.UUID,
     visit: Visit,
     spec: PrescriptionSpec,
     on: date | None = None,
@@ -158,13 +159,13 @@ def _same_lines(rx: Prescription, spec: PrescriptionSpec) -> bool:
     return mine == theirs and rx.weight_kg == spec.weight_kg and rx.long_term == spec.long_term
 
 
-def refuse_repeat(visit: Visit, physician_id: str | uuid.UUID, spec: PrescriptionSpec, now: datetime) -> None:
+def refuse_repeat(visit: Visit, physician_id: uuid.UUID, spec: PrescriptionSpec, now: datetime) -> None:
     """The same prescription for the same visit signed again within a minute is a double
     submission (a double tap, a client's retry without an Idempotency-Key): refused."""
     recent = db.session.scalars(
         select(Prescription).where(
             Prescription.visit_id == visit.id,
-            Prescription.physician_id == uuid.UUID(str(physician_id)),
+            Prescription.physician_id == physician_id,
             Prescription.signed_at > now - REPEAT_WINDOW,
         )
     )
@@ -179,7 +180,7 @@ def refuse_repeat(visit: Visit, physician_id: str | uuid.UUID, spec: Prescriptio
 
 
 def prescription_facts(
-    physician_id: str | uuid.UUID, visit: Visit, spec: PrescriptionSpec, on: date | None = None
+    physician_id: uuid.UUID, visit: Visit, spec: PrescriptionSpec, on: date | None = None
 ) -> tuple[rules.PrescriptionFacts, dict[uuid.UUID, Drug]]:
     """The plain facts the rules need: drugs, patient, visit, and only the relevant interaction pairs."""
     drugs = catalog.get_drugs([i.drug_id for i in spec.items])
@@ -247,19 +248,19 @@ def create_prescription(
     """
     require_fresh_face(who)
     visit = _visit(visit_id)
-    replaced = _replaceable(who.id, visit, replaces) if replaces else None
+    replaced = _replaceable(who.account_id, visit, replaces) if replaces else None
     now = utcnow()
     # A revision is not a repeat: signing it twice is refused as already_replaced instead.
     if refuse_repeats and replaced is None:  # before the rules: a repeat would also be its own duplicate_therapy
-        refuse_repeat(visit, who.id, spec, now)
-    violations, drugs = evaluate_prescription(who.id, visit, spec, now.astimezone(CHINA).date())
+        refuse_repeat(visit, who.account_id, spec, now)
+    violations, drugs = evaluate_prescription(who.account_id, visit, spec, now.astimezone(CHINA).date())
     if violations:
         raise RuleRefusal("prescription_rejected", violations)
     # Written against the visit as it was judged (in progress): the visit's row version is
     # counted up with this prescription, so if it was completed or referred meanwhile (in
     # another window) the prescription is refused with 409 instead of following it.
     flag_modified(visit, "status")
-    physician = db.session.get(Account, uuid.UUID(str(who.id)))
+    physician = db.session.get(Account, who.account_id)
     assert physician is not None  # the token loader checked it
     patient = visit.patient
     rx_id = new_id()
@@ -380,10 +381,10 @@ def approval_jws(rx_id: uuid.UUID) -> str | None:
 REPLACEABLE = (PrescriptionStatus.RETURNED, PrescriptionStatus.REJECTED, PrescriptionStatus.CANCELLED)
 
 
-def _replaceable(physician_id: str, visit: Visit, replaces: str | uuid.UUID) -> Prescription:
+def _replaceable(physician_id: uuid.UUID, visit: Visit, replaces: str | uuid.UUID) -> Prescription:
     """The prescription a revision replaces: this physician's, this patient's, ended, not yet replaced."""
     old = db.session.get(Prescription, as_uuid(replaces)) if as_uuid(replaces) else None
-    if old is None or str(old.physician_id) != str(physician_id) or old.patient_id != visit.patient_id:
+    if old is None or old.physician_id != physician_id or old.patient_id != visit.patient_id:
         raise NotFound("No such prescription to revise.")
     if old.status not in REPLACEABLE:
         raise Conflict("Only a returned, rejected or voided prescription can be revised.", code="not_replaceable")
@@ -392,9 +393,9 @@ def _replaceable(physician_id: str, visit: Visit, replaces: str | uuid.UUID) -> 
     return old
 
 
-def void_prescription(physician_id: str, prescription_id: str | uuid.UUID, reason: str) -> Prescription:
+def void_prescription(who: Principal, prescription_id: str | uuid.UUID, reason: str) -> Prescription:
     """The physician voids their own prescription before a pharmacist has decided on it."""
-    rx = prescription_for(physician_id, "physician", prescription_id)
+    rx = prescription_for(str(who.account_id), "physician", prescription_id)
     reason = reason.strip()
     if not 2 <= len(reason) <= 500:
         raise Invalid("Say why the prescription is voided (2 to 500 characters).", field="reason")
@@ -528,10 +529,10 @@ def prescription_for(principal_id: str, role: str, prescription_id: str | uuid.U
 # --- reads for the prescribing pages ----------------------------------------------------------
 
 
-def prescribing_visit(physician_id: str | uuid.UUID, visit_id: str | uuid.UUID) -> Visit:
+def prescribing_visit(who: Principal, visit_id: str | uuid.UUID) -> Visit:
     """The visit a physician prescribes in: theirs, else 404 (whether it is in progress is a rule)."""
     visit = _visit(visit_id)
-    if visit.physician_id is None or str(visit.physician_id) != str(physician_id):
+    if visit.physician_id is None or visit.physician_id != who.account_id:
         raise NotFound("No such visit.")
     return visit
 

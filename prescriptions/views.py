@@ -330,7 +330,7 @@ def violations_out(violations: list[Violation], draft: Mapping[str, Any]) -> lis
 
 
 def _visit(visit_id: str) -> Visit:
-    return services.prescribing_visit(str(current_user.id), visit_id)
+    return services.prescribing_visit(page_principal(), visit_id)
 
 
 def _today() -> date:
@@ -343,7 +343,7 @@ def _evaluate(visit: Visit, draft: dict[str, Any]) -> tuple[list[dict[str, Any]]
     if spec is None:
         return [], errors
     try:
-        violations, drugs = services.evaluate_prescription(str(current_user.id), visit, spec)
+        violations, drugs = services.evaluate_prescription(page_principal().account_id, visit, spec)
     except DomainError as err:  # an unknown drug id
         return [], {"items": gettext(err.message)}
     for row, i in zip(draft["items"], spec.items, strict=True):
@@ -582,7 +582,7 @@ def void(prescription_id: str) -> Any:
     if not form.validate_on_submit():
         return _prescription_page(rx, form, 422)
     try:
-        services.void_prescription(str(current_user.id), prescription_id, form.reason.data or "")
+        services.void_prescription(page_principal(), prescription_id, form.reason.data or "")
     except DomainError as err:
         form.reason.errors = [handle_refusal(err)]
         return _prescription_page(_my_prescription(prescription_id), form, err.status)
@@ -666,7 +666,7 @@ def formulary() -> Any:
     form = ImportForm()
     if form.validate_on_submit():
         upload = form.file.data
-        run = imports.start_import(str(current_user.id), Path(upload.filename or "formulary.csv").name)
+        run = imports.start_import(page_principal().account_id, Path(upload.filename or "formulary.csv").name)
         folder = Path(current_app.instance_path) / "imports"
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{run.id}.csv"
@@ -737,7 +737,7 @@ def classify(drug_id: str) -> Any:
                 flash(str(error), "error")
         return redirect(url_for(".classification_queue"))
     try:
-        drug = catalog.classify_drug(drug_id, form.choice.data or "", form.note.data or "", str(current_user.id))
+        drug = catalog.classify_drug(drug_id, form.choice.data or "", form.note.data or "", page_principal().account_id)
     except DomainError as err:
         flash(handle_refusal(err), "error")
         return redirect(url_for(".classification_queue"))

@@ -133,7 +133,7 @@ def test_the_import_summary_page_lists_the_held_rows_and_links_to_the_queue(ctx:
     admin = f.staff(Role.ADMIN)
     report = import_csv(tmp_path)
     with acting_as(Actor(str(admin.id), "admin")), unit_of_work():
-        run = imports.start_import(str(admin.id), "formulary.csv")
+        run = imports.start_import(admin.id, "formulary.csv")
         imports.finish_import(run.id, report)
     page = ctx.test_client()
     login(page, admin.username)
