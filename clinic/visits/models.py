@@ -10,6 +10,7 @@ from sqlalchemy import Boolean, Date, Enum, ForeignKey, Index, Integer, String, 
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from clinic.core.db import Base, Versioned, new_id, utcnow
+from clinic.visits.rules import VisitStatus
 from identity.models import Account, Patient
 
 
@@ -78,15 +79,6 @@ class ConsentAcceptance(Base):
     version_hash: Mapped[str] = mapped_column(String(64))
     accepted_at: Mapped[datetime] = mapped_column(default=utcnow)
     client_ip: Mapped[str | None] = mapped_column(String(64))
-
-
-class VisitStatus(enum.StrEnum):
-    AWAITING_PAYMENT = "awaiting_payment"
-    WAITING = "waiting"
-    IN_PROGRESS = "in_progress"
-    COMPLETED = "completed"
-    REFERRED = "referred"
-    CANCELLED = "cancelled"
 
 
 OPEN_VISIT_STATUSES = (VisitStatus.AWAITING_PAYMENT, VisitStatus.WAITING, VisitStatus.IN_PROGRESS)

@@ -169,6 +169,15 @@ def visit_request_violations(f: VisitRequestFacts) -> list[Violation]:
 # --- the visit lifecycle --------------------------------------------------------------
 
 
+class VisitStatus(enum.StrEnum):
+    AWAITING_PAYMENT = "awaiting_payment"
+    WAITING = "waiting"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    REFERRED = "referred"
+    CANCELLED = "cancelled"
+
+
 class VisitEvent(enum.StrEnum):
     PAID = "paid"
     ACCEPT = "accept"
@@ -177,15 +186,15 @@ class VisitEvent(enum.StrEnum):
     CANCEL = "cancel"
 
 
-_MOVES: dict[tuple[str, VisitEvent], str] = {
-    ("awaiting_payment", VisitEvent.PAID): "waiting",
-    ("awaiting_payment", VisitEvent.CANCEL): "cancelled",
-    ("waiting", VisitEvent.ACCEPT): "in_progress",
-    ("waiting", VisitEvent.CANCEL): "cancelled",
-    ("in_progress", VisitEvent.COMPLETE): "completed",
-    ("in_progress", VisitEvent.TERMINATE): "referred",
+_MOVES: dict[tuple[VisitStatus, VisitEvent], VisitStatus] = {
+    (VisitStatus.AWAITING_PAYMENT, VisitEvent.PAID): VisitStatus.WAITING,
+    (VisitStatus.AWAITING_PAYMENT, VisitEvent.CANCEL): VisitStatus.CANCELLED,
+    (VisitStatus.WAITING, VisitEvent.ACCEPT): VisitStatus.IN_PROGRESS,
+    (VisitStatus.WAITING, VisitEvent.CANCEL): VisitStatus.CANCELLED,
+    (VisitStatus.IN_PROGRESS, VisitEvent.COMPLETE): VisitStatus.COMPLETED,
+    (VisitStatus.IN_PROGRESS, VisitEvent.TERMINATE): VisitStatus.REFERRED,
 }
-CLOSED = frozenset({"completed", "referred", "cancelled"})
+CLOSED = frozenset({VisitStatus.COMPLETED, VisitStatus.REFERRED, VisitStatus.CANCELLED})
 
 
 class IllegalVisitTransition(Conflict):
@@ -197,23 +206,30 @@ class VisitClosed(Conflict):
     default_message = "The visit is closed."
 
 
-def transition(status: str, event: VisitEvent) -> str:
-    """The one place a visit changes status; illegal moves are refused by name."""
+def transition(status: VisitStatus, event: VisitEvent) -> VisitStatus:
+    """The one place a visit changes status; illegal moves are refused by name
+    (`VisitClosed` once it is closed, `IllegalVisitTransition` otherwise; both 409)."""
     nxt = _MOVES.get((status, event))
     if nxt is None:
         if status in CLOSED:
             raise VisitClosed(
                 "The visit is closed (%(status)s); it cannot %(event)s.",
-                params={"status": status, "event": event.value},
+                params={"status": status.value, "event": event.value},
             )
         raise IllegalVisitTransition(
-            "A visit that is %(status)s cannot %(event)s.", params={"status": status, "event": event.value}
+            "A visit that is %(status)s cannot %(event)s.", params={"status": status.value, "event": event.value}
         )
     return nxt
 
 
-def can_message(status: str) -> bool:
-    return status in {"waiting", "in_progress"}
+def can_message(status: VisitStatus) -> bool:
+    """Messages are written while the visit waits or is in progress."""
+    return status in (VisitStatus.WAITING, VisitStatus.IN_PROGRESS)
+
+
+def can_cancel(status: VisitStatus) -> bool:
+    """The patient (or the institution) may cancel until a physician has taken the visit."""
+    return (status, VisitEvent.CANCEL) in _MOVES
 
 
 # --- uploads --------------------------------------------------------------------------

@@ -40,8 +40,8 @@ from clinic.visits.models import (
     Visit,
     VisitMessage,
     VisitNote,
-    VisitStatus,
 )
+from clinic.visits.rules import VisitStatus
 from identity import face_services
 from identity import rules as identity_rules
 from identity import services as identity
@@ -719,7 +719,7 @@ def request_visit(
 
 
 def _move(visit: Visit, event: rules.VisitEvent) -> None:
-    visit.status = VisitStatus(rules.transition(visit.status.value, event))
+    visit.status = rules.transition(visit.status, event)
 
 
 def mark_visit_paid(visit_id: uuid.UUID) -> Visit | None:
@@ -948,7 +948,7 @@ def post_message(account: Account, visit_id: str, text: str | None, image: bytes
     visit = visit_for(account, visit_id)
     if account.role == Role.PHYSICIAN and visit.physician_id != account.id:
         raise Forbidden("Accept the visit before writing in it.")
-    if not rules.can_message(visit.status.value):
+    if not rules.can_message(visit.status):
         raise rules.VisitClosed(
             "The visit is %(status)s; no more messages can be sent.", params={"status": visit.status.value}
         )

@@ -67,7 +67,8 @@ from clinic.visits.forms import (
     TerminateForm,
     VisitRequestForm,
 )
-from clinic.visits.models import Condition, Diagnosis, DiagnosisStatus, VisitStatus
+from clinic.visits.models import Condition, Diagnosis, DiagnosisStatus
+from clinic.visits.rules import VisitStatus
 from identity.models import Account, Department, Patient, Role
 
 bp = Blueprint("visits", __name__, template_folder="templates")
@@ -529,6 +530,7 @@ def _room(visit_id: str, status: int = 200, **forms: FlaskForm) -> Any:
         "complete_form": forms.get("complete_form") or CompleteForm(),
         "terminate_form": forms.get("terminate_form") or TerminateForm(),
         "cancel_form": forms.get("cancel_form") or CancelForm(),
+        "can_cancel": rules.can_cancel(visit.status),
         "payments_on": current_app.extensions.get("payments") is not None,
     }
     if account.role == Role.PHYSICIAN:

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from clinic.visits import rules
-from clinic.visits.rules import DiagnosisFacts, VisitEvent, VisitRequestFacts
+from clinic.visits.rules import DiagnosisFacts, VisitEvent, VisitRequestFacts, VisitStatus
 
 APPROVED = frozenset({"cardiology", "endocrinology"})
 
@@ -63,33 +63,58 @@ def test_same_diagnosis_same_department() -> None:
 
 
 def test_lifecycle_moves() -> None:
-    assert rules.transition("awaiting_payment", VisitEvent.PAID) == "waiting"
-    assert rules.transition("waiting", VisitEvent.ACCEPT) == "in_progress"
-    assert rules.transition("in_progress", VisitEvent.COMPLETE) == "completed"
-    assert rules.transition("in_progress", VisitEvent.TERMINATE) == "referred"
-    assert rules.transition("waiting", VisitEvent.CANCEL) == "cancelled"
+    S = VisitStatus
+    assert rules.transition(S.AWAITING_PAYMENT, VisitEvent.PAID) is S.WAITING
+    assert rules.transition(S.AWAITING_PAYMENT, VisitEvent.CANCEL) is S.CANCELLED
+    assert rules.transition(S.WAITING, VisitEvent.ACCEPT) is S.IN_PROGRESS
+    assert rules.transition(S.IN_PROGRESS, VisitEvent.COMPLETE) is S.COMPLETED
+    assert rules.transition(S.IN_PROGRESS, VisitEvent.TERMINATE) is S.REFERRED
+    assert rules.transition(S.WAITING, VisitEvent.CANCEL) is S.CANCELLED
 
 
 @pytest.mark.parametrize(
     ("status", "event", "error"),
     [
-        ("referred", VisitEvent.ACCEPT, rules.VisitClosed),
-        ("completed", VisitEvent.TERMINATE, rules.VisitClosed),
-        ("cancelled", VisitEvent.PAID, rules.VisitClosed),
-        ("in_progress", VisitEvent.CANCEL, rules.IllegalVisitTransition),
-        ("waiting", VisitEvent.COMPLETE, rules.IllegalVisitTransition),
-        ("awaiting_payment", VisitEvent.ACCEPT, rules.IllegalVisitTransition),
+        (VisitStatus.REFERRED, VisitEvent.ACCEPT, rules.VisitClosed),
+        (VisitStatus.COMPLETED, VisitEvent.TERMINATE, rules.VisitClosed),
+        (VisitStatus.CANCELLED, VisitEvent.PAID, rules.VisitClosed),
+        (VisitStatus.IN_PROGRESS, VisitEvent.CANCEL, rules.IllegalVisitTransition),
+        (VisitStatus.WAITING, VisitEvent.COMPLETE, rules.IllegalVisitTransition),
+        (VisitStatus.AWAITING_PAYMENT, VisitEvent.ACCEPT, rules.IllegalVisitTransition),
     ],
 )
-def test_illegal_moves_are_refused_by_name(status: str, event: VisitEvent, error: type[Exception]) -> None:
-    with pytest.raises(error):
+def test_illegal_moves_are_refused_by_name(
+    status: VisitStatus, event: VisitEvent, error: type[rules.IllegalVisitTransition | rules.VisitClosed]
+) -> None:
+    with pytest.raises(error) as refused:
         rules.transition(status, event)
+    assert refused.value.status == 409 and refused.value.code == {rules.VisitClosed: "visit_closed"}.get(
+        error, "illegal_transition"
+    )
 
 
 def test_a_referred_visit_cannot_be_resumed_by_any_event() -> None:
     for event in VisitEvent:
         with pytest.raises(rules.VisitClosed):
-            rules.transition("referred", event)
+            rules.transition(VisitStatus.REFERRED, event)
+
+
+def test_every_status_and_event_either_moves_or_is_refused_by_name() -> None:
+    moved = 0
+    for status in VisitStatus:
+        for event in VisitEvent:
+            refusal = rules.VisitClosed if status in rules.CLOSED else rules.IllegalVisitTransition
+            if (status, event) in rules._MOVES:
+                moved += isinstance(rules.transition(status, event), VisitStatus)
+                continue
+            with pytest.raises(refusal):
+                rules.transition(status, event)
+    assert moved == 6
+
+
+def test_only_a_visit_not_yet_taken_can_be_cancelled_and_only_an_open_one_messaged() -> None:
+    assert [s for s in VisitStatus if rules.can_cancel(s)] == [VisitStatus.AWAITING_PAYMENT, VisitStatus.WAITING]
+    assert [s for s in VisitStatus if rules.can_message(s)] == [VisitStatus.WAITING, VisitStatus.IN_PROGRESS]
 
 
 def test_icd10_normalization_and_catalog_match() -> None:
