@@ -6,6 +6,7 @@
 - Staff qualification to practise online (2018 measures Art. 25 and 14; 2022 rules):
   licensed, registered at this institution, ≥ 3 years independent practice, in an
   approved department, credentials unexpired, institution's consent.
+- A person's age in completed years on a given (Beijing) date: `age_years`.
 """
 
 from __future__ import annotations
@@ -87,6 +88,15 @@ def password_problems(password: str) -> list[str]:
     if not (re.search(r"[A-Za-z]", password) and re.search(r"\d", password)):
         problems.append("letters and digits")
     return problems
+
+
+def age_years(born: date, on: date) -> int:
+    """Completed years on `on` (the caller passes the Beijing date: ages on prescriptions
+    and pages are counted on the day in China). Someone born on 29 February completes a
+    year on 1 March in common years (the day after 28 February), and on 29 February in leap
+    years. Never negative: a birth date after `on` counts as 0."""
+    years = on.year - born.year - ((on.month, on.day) < (born.month, born.day))
+    return max(years, 0)
 
 
 def years_between(start: date, end: date) -> int:

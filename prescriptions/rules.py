@@ -31,7 +31,7 @@ from datetime import date
 from decimal import Decimal
 
 from clinic.core.errors import Conflict, Violation
-from identity.rules import IdNumberError, parse_id_number
+from identity.rules import IdNumberError, age_years, parse_id_number
 from prescriptions.ingredients import UNCLASSIFIED
 
 MAX_ITEMS = 5
@@ -204,13 +204,6 @@ class PrescriptionFacts:
 
 
 # --- age -------------------------------------------------------------------------------
-
-
-def age_years(born: date, on: date) -> int:
-    """Completed years on `on`. Someone born on 29 February completes a year on 1 March in
-    common years (the day after 28 February), and on 29 February in leap years."""
-    years = on.year - born.year - ((on.month, on.day) < (born.month, born.day))
-    return max(years, 0)
 
 
 def _add_months(d: date, months: int) -> date:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable
-from datetime import date
 from typing import Any, TypeVar
 
 from flask import (
@@ -43,7 +42,7 @@ from wtforms.fields.choices import SelectChoice
 from clinic.core import storage
 from clinic.core import twilio as twilio_adapter
 from clinic.core.config import PROJECT_ROOT
-from clinic.core.db import as_uuid, db
+from clinic.core.db import as_uuid, db, utcnow
 from clinic.core.errors import DomainError, RuleRefusal
 from clinic.core.pages import (
     Panel,
@@ -54,6 +53,7 @@ from clinic.core.pages import (
     patient_page,
     physician_page,
     register_panel,
+    to_beijing,
 )
 from clinic.core.web import handle_refusal, localized
 from clinic.visits import rules, services
@@ -69,6 +69,7 @@ from clinic.visits.forms import (
 )
 from clinic.visits.models import Condition, Diagnosis, DiagnosisStatus
 from clinic.visits.rules import VisitStatus
+from identity import rules as identity_rules
 from identity.models import Account, Department, Patient, Role
 
 bp = Blueprint("visits", __name__, template_folder="templates")
@@ -205,13 +206,10 @@ def _inline(line: str) -> str:
     return re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", str(escape(line)))
 
 
-def age_of(born: date, today: date | None = None) -> int:
-    today = today or date.today()
-    return today.year - born.year - ((today.month, today.day) < (born.month, born.day))
-
-
 def person_facts(patient: Patient) -> str:
-    return str(_l("%(sex)s, %(age)s years", sex=label_for("sex", patient.sex), age=age_of(patient.birth_date)))
+    """Sex and age in completed years, counted on today's date in Beijing."""
+    age = identity_rules.age_years(patient.birth_date, to_beijing(utcnow()).date())
+    return str(_l("%(sex)s, %(age)s years", sex=label_for("sex", patient.sex), age=age))
 
 
 def yuan(fen: int) -> str:
@@ -228,7 +226,6 @@ def _helpers() -> dict[str, Any]:
         "condition_label": condition_label,
         "icd10_words": icd10_words,
         "age_text": age_text,
-        "age_of": age_of,
         "person_facts": person_facts,
         "yuan": yuan,
         "can_message": rules.can_message,

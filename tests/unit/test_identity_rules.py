@@ -137,3 +137,32 @@ def test_pharmacist_qualification_expiry() -> None:
     assert rules.pharmacist_violations(ok, TODAY) == []
     late = rules.PharmacistCredentials("Q1", date(2026, 11, 22))
     assert [v.code for v in rules.pharmacist_violations(late, TODAY)] == ["qualification_expired"]
+
+
+# --- age in completed years (the one definition; prescriptions and the pages use it) ---------
+
+
+def test_a_year_is_completed_on_the_birthday_not_the_day_before() -> None:
+    born = date(1980, 6, 15)
+    assert rules.age_years(born, date(2026, 6, 14)) == 45  # the birthday is tomorrow
+    assert rules.age_years(born, date(2026, 6, 15)) == 46  # the birthday is today
+    assert rules.age_years(born, date(2026, 6, 16)) == 46
+
+
+def test_under_six_until_the_sixth_birthday() -> None:
+    born = date(2020, 3, 1)
+    assert rules.age_years(born, date(2026, 2, 28)) == 5
+    assert rules.age_years(born, date(2026, 3, 1)) == 6
+    assert rules.age_years(born, born) == 0
+
+
+def test_29_february_completes_its_year_on_1_march_in_common_years() -> None:
+    leap = date(2016, 2, 29)
+    assert rules.age_years(leap, date(2022, 2, 28)) == 5
+    assert rules.age_years(leap, date(2022, 3, 1)) == 6
+    assert rules.age_years(leap, date(2024, 2, 29)) == 8
+
+
+def test_a_birth_date_after_the_day_counts_as_zero_never_negative() -> None:
+    assert rules.age_years(date(2026, 12, 3), date(2026, 12, 2)) == 0
+    assert rules.age_years(date(2030, 1, 1), date(2026, 12, 2)) == 0
