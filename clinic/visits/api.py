@@ -12,6 +12,7 @@ from werkzeug.datastructures import FileStorage
 
 from clinic.core import twilio as twilio_adapter
 from clinic.core.api import ApiRouter, FilePart, Principal, RequestModel, ResponseModel
+from clinic.core.config import settings
 from clinic.visits import rules, services
 from clinic.visits.models import Diagnosis, Visit
 from identity import services as identity
@@ -151,7 +152,7 @@ def diagnosis_out(d: Diagnosis) -> DiagnosisOut:
     errors={422: ["invalid_upload"]},
 )
 def submit_diagnosis(form: DiagnosisForm, files: dict[str, FileStorage | None], principal: Principal) -> DiagnosisOut:
-    limit = int(current_app.config["MAX_DOCUMENT_BYTES"])
+    limit = settings().MAX_DOCUMENT_BYTES
     data = _read(files["document"], limit) or b""
     diag = services.submit_diagnosis(
         identity.get_account(principal.id),
@@ -479,7 +480,7 @@ class MessageIn(RequestModel):
 def post_message(
     visit_id: str, body: MessageIn, principal: Principal, files: dict[str, FileStorage | None]
 ) -> MessageOut:
-    image = _read(files.get("image"), int(current_app.config["MAX_IMAGE_BYTES"]))
+    image = _read(files.get("image"), settings().MAX_IMAGE_BYTES)
     msg = services.post_message(identity.get_account(principal.id), visit_id, body.text, image)
     return MessageOut(
         id=msg.id,
@@ -525,9 +526,9 @@ class VideoTokenOut(ResponseModel):
 )
 def video_token(visit_id: str, principal: Principal) -> VideoTokenOut:
     identity_, room = services.video_grant(identity.get_account(principal.id), visit_id)
-    cfg = current_app.config
+    cfg = settings()
     token = twilio_adapter.video_token(
-        cfg["TWILIO_ACCOUNT_SID"], cfg["TWILIO_API_KEY_SID"], cfg["TWILIO_API_KEY_SECRET"], identity_, room
+        cfg.TWILIO_ACCOUNT_SID, cfg.TWILIO_API_KEY_SID, cfg.TWILIO_API_KEY_SECRET, identity_, room
     )
     return VideoTokenOut(token=token, room=room)
 

@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from clinic.core import audit, limits, storage
+from clinic.core.config import settings
 from clinic.core.db import as_uuid, db, get_or_404, new_id, utcnow
 from clinic.core.errors import (
     Conflict,
@@ -251,9 +252,9 @@ def submit_diagnosis(
     spend_upload_quota(account, len(document))
     sniffed = rules.sniff_upload(
         document,
-        max_bytes=int(current_app.config["MAX_DOCUMENT_BYTES"]),
+        max_bytes=settings().MAX_DOCUMENT_BYTES,
         allow_pdf=True,
-        max_image_bytes=int(current_app.config["MAX_IMAGE_BYTES"]),
+        max_image_bytes=settings().MAX_IMAGE_BYTES,
     )
     path = storage.save("diagnoses", document, sniffed.ext)
     cond = catalog_condition(code)
@@ -287,7 +288,7 @@ def spend_upload_quota(account: Account, size: int) -> None:
     (429 past either); refused uploads count too, since they were decoded all the same."""
     limits.check("UPLOAD_COUNT_LIMIT", "uploads", str(account.id))
     key = f"upload-bytes/{account.id}"
-    budget = int(current_app.config.get("UPLOAD_BYTES_PER_DAY", 200 * 1024 * 1024))
+    budget = settings().UPLOAD_BYTES_PER_DAY
     spent = limits.guard().incr(key, 24 * 3600, amount=max(size, 1))
     if spent > budget:
         raise RateLimited("Uploads are limited to %(mb)s MB a day per account.", params={"mb": budget >> 20})
@@ -669,7 +670,7 @@ def request_visit(
     violations = rules.visit_request_violations(facts)
     if violations:
         raise RuleRefusal(violations[0].code, violations)
-    fee = int(current_app.config["CONSULTATION_FEE_FEN"])
+    fee = settings().CONSULTATION_FEE_FEN
     port = _payments()
     status = VisitStatus.AWAITING_PAYMENT if port and fee > 0 else VisitStatus.WAITING
     fee_fen = fee if port else 0  # with payments off, visits are free
@@ -957,7 +958,7 @@ def post_message(account: Account, visit_id: str, text: str | None, image: bytes
     msg = VisitMessage(visit_id=visit.id, sender_id=account.id, sender_role=account.role.value, text=text or None)
     if image is not None:
         spend_upload_quota(account, len(image))
-        sniffed = rules.sniff_upload(image, max_bytes=int(current_app.config["MAX_IMAGE_BYTES"]), allow_pdf=False)
+        sniffed = rules.sniff_upload(image, max_bytes=settings().MAX_IMAGE_BYTES, allow_pdf=False)
         msg.image_path = storage.save(f"visits/{visit.id}", image, sniffed.ext)
         msg.image_type = sniffed.mime
     session.add(msg)

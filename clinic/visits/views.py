@@ -41,7 +41,7 @@ from wtforms.fields.choices import SelectChoice
 
 from clinic.core import storage
 from clinic.core import twilio as twilio_adapter
-from clinic.core.config import PROJECT_ROOT
+from clinic.core.config import PROJECT_ROOT, settings
 from clinic.core.db import as_uuid, db, utcnow
 from clinic.core.errors import DomainError, RuleRefusal
 from clinic.core.pages import (
@@ -262,7 +262,7 @@ def diagnoses() -> Any:
         typed = (form.icd10.data or "").strip()
         named = services.condition_by_name(typed)  # the patient picked the condition by its name
         raw_code = named.code if named is not None else (typed.split()[0] if typed.split() else "")
-        data = _read(form.document.data, int(current_app.config["MAX_DOCUMENT_BYTES"])) or b""
+        data = _read(form.document.data, settings().MAX_DOCUMENT_BYTES) or b""
         try:
             services.submit_diagnosis(
                 account,
@@ -478,13 +478,13 @@ def pay(visit_id: str) -> Any:
     if current_app.extensions.get("payments") is None or visit.status != VisitStatus.AWAITING_PAYMENT:
         return redirect(url_for("visits.room", visit_id=visit.id))
     stored = session.get("visit_payments", {}).get(str(visit.id), {})
-    stripe_on = current_app.config.get("PAYMENTS") == "stripe"
+    stripe_on = settings().PAYMENTS == "stripe"
     return render_template(
         "visits/pay.html",
         visit=visit,
         amount_fen=int(stored.get("amount_fen") or visit.fee_fen),
         client_secret=stored.get("client_secret") if stripe_on else None,
-        publishable_key=current_app.config.get("STRIPE_PUBLISHABLE_KEY", "") if stripe_on else "",
+        publishable_key=settings().STRIPE_PUBLISHABLE_KEY if stripe_on else "",
         stripe_on=stripe_on,
         cancel_form=CancelForm(),
     )
@@ -570,9 +570,9 @@ def live(visit_id: str) -> Any:
 def video_token(visit_id: str) -> Any:
     """The room page's Twilio Video token: participants only, while the visit is in progress."""
     identity_, room_name = services.video_grant(_me(), visit_id)
-    cfg = current_app.config
+    cfg = settings()
     token = twilio_adapter.video_token(
-        cfg["TWILIO_ACCOUNT_SID"], cfg["TWILIO_API_KEY_SID"], cfg["TWILIO_API_KEY_SECRET"], identity_, room_name
+        cfg.TWILIO_ACCOUNT_SID, cfg.TWILIO_API_KEY_SID, cfg.TWILIO_API_KEY_SECRET, identity_, room_name
     )
     resp = jsonify({"token": token, "room": room_name})
     resp.headers["Cache-Control"] = "no-store"
@@ -593,7 +593,7 @@ def send_message(visit_id: str) -> Any:
     form = MessageForm()
     if not form.validate_on_submit():
         return _room(visit_id, status=422, message_form=form)
-    image = _read(form.image.data, int(current_app.config["MAX_IMAGE_BYTES"]))
+    image = _read(form.image.data, settings().MAX_IMAGE_BYTES)
     text = (form.text.data or "").strip() or None
     try:
         services.post_message(_me(), visit_id, text, image)
