@@ -3,7 +3,7 @@
     .venv/bin/python bench/audit_bench.py [--writers 8] [--seconds 15] [--rounds 2] [--old-ref REF]
 
 W writer processes do the clinic's smallest audited write — a physician's visit message
-(`clinic.visits.services.post_message`: one message row and its audit entry, one commit) —
+(`clinic.visits.visit_room.post_message`: one message row and its audit entry, one commit) —
 in a loop for S seconds, in three ways, alternating round by round so that all see the same
 machine load:
 
@@ -96,7 +96,7 @@ def worker(visit_id: str, physician_id: str, seconds: float, mode: str) -> None:
     from clinic.core import audit
     from clinic.core.audit import Actor, acting_as
     from clinic.core.db import db, unit_of_work
-    from clinic.visits import services
+    from clinic.visits import visit_room
     from identity.models import Account
 
     if mode == "skip":
@@ -114,7 +114,7 @@ def worker(visit_id: str, physician_id: str, seconds: float, mode: str) -> None:
         stop = start_at + seconds
         while time.time() < stop:
             with unit_of_work():
-                services.post_message(account, visit_id, "bench", None)
+                visit_room.post_message(account, visit_id, "bench", None)
             done += 1
     print(json.dumps({"writes": done, "late": late}), flush=True)
 

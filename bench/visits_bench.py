@@ -120,7 +120,7 @@ from clinic.app import create_app
 from clinic.core.audit import Actor, acting_as
 from clinic.core.db import db, unit_of_work
 from clinic.demo import make_id_number
-from clinic.visits import services as visits
+from clinic.visits import condition_catalog, informed_consent, proofs
 from identity import services as identity, tokens
 from identity.models import Account, Department, Institution, Role
 
@@ -131,18 +131,18 @@ out = {"visits": []}
 with app.app_context(), acting_as(Actor(None, "bench")):
     today = date.today()
     with unit_of_work() as s:
-        for code in sorted({c[2] for c in visits.DEFAULT_CONDITIONS}):
+        for code in sorted({c[2] for c in condition_catalog.DEFAULT_CONDITIONS}):
             s.add(Department(code=code, name_zh=code, name_en=code, approved=True))
         s.add(Institution(id=1, name="基准测试互联网医院", practice_license_no="PDY-BENCH",
                           internet_approval_no="BENCH", approval_valid_until=today + timedelta(days=365)))
     with unit_of_work():
-        visits.seed_conditions()
+        condition_catalog.seed_conditions()
         doc = identity.create_staff(identity.StaffSpec(
             username="bench_physician", password="Bench-passw0rd", role=Role.PHYSICIAN, name="基准 医生",
             department="cardiology", license_no="LICBENCH", practice_registration_no="REGBENCH",
             independent_practice_since=date(2010, 1, 1), license_valid_until=today + timedelta(days=365)))
         doc_id = doc.id
-    version = visits.current_consent().version
+    version = informed_consent.current_consent().version
     pdf = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
     # The seeded passwords are never used (tokens are issued below): hash them cheaply so that
     # seeding takes seconds, not minutes. The server itself keeps the real argon2 parameters.
@@ -155,12 +155,12 @@ with app.app_context(), acting_as(Actor(None, "bench")):
                 "患者" + str(i), make_id_number("110105", date(1940, 1, 1) + timedelta(days=23 * i), 10 + i % 890),
                 "139" + format(i, "08d"), "Bench-passw0rd")
             reg.account.phone_verified_at = reg.account.created_at
-            visits.accept_consent(reg.account, str(reg.patient.id), version)
+            informed_consent.accept_consent(reg.account, str(reg.patient.id), version)
             tok, _ = tokens.issue(reg.account)
             for k, code in enumerate(codes):
-                diag = visits.submit_diagnosis(reg.account, str(reg.patient.id), code, "北京协和医院",
+                diag = proofs.submit_diagnosis(reg.account, str(reg.patient.id), code, "北京协和医院",
                                                date(2024, 3, 1), pdf)
-                visits.record_confirmation(diag, doc_id, visits.catalog_condition(code))
+                proofs.record_confirmation(diag, doc_id, condition_catalog.catalog_condition(code))
                 out["visits"].append({"round": k, "token": tok, "body": {"patient_id": str(reg.patient.id),
                                       "diagnosis_id": str(diag.id), "department": "cardiology"}})
 # Diagnosis-major order: every patient's first diagnosis, then every patient's second …, so

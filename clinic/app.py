@@ -79,7 +79,7 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     from clinic.telemedicine import consultation_api, referral_api, settlement_api
     from clinic.telemedicine import services as telemedicine_services
     from clinic.visits import api as visits_api
-    from clinic.visits import services as visits_services
+    from clinic.visits import lifecycle as visit_lifecycle
     from identity import api as identity_api
     from identity import cli as identity_cli
     from identity import otp, views
@@ -168,7 +168,7 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     app.extensions.setdefault("visit_first", []).append(fd_services.visit_first)
 
     payments.init_app(app)  # PAYMENTS=stripe: the fee port; the signed webhook
-    register_purpose("consultation", visits_services.mark_visit_paid)
+    register_purpose("consultation", visit_lifecycle.mark_visit_paid)
     register_purpose("drug_fee", pharmacy_services.mark_drug_fee_paid)  # approved prescription, fee paid
 
     from clinic.admin import labels as admin_labels
@@ -185,7 +185,7 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     from identity import reclaims as identity_reclaims
     from prescriptions import services as rx_services
 
-    identity_reclaims.add_records_follow(app, "visits", visits_services.visits_follow_patient)
+    identity_reclaims.add_records_follow(app, "visits", visit_lifecycle.visits_follow_patient)
     identity_reclaims.add_records_follow(app, "prescriptions", rx_services.prescriptions_follow_patient)
     for domain in (identity_labels, visit_labels, rx_labels, pharmacy_labels, fd_labels, admin_labels):
         domain.register()  # one mapping of codes to words per domain

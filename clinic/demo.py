@@ -11,7 +11,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from clinic.core.db import db
-from clinic.visits import services as visits
+from clinic.visits import condition_catalog, proofs
 from identity import face_services, services
 from identity.models import Department, Institution, Role
 from identity.rules import check_digit
@@ -114,7 +114,7 @@ def build(today: date | None = None, level: str = "三级") -> dict[str, Any]:
         reg.account.phone_verified_at = reg.account.created_at
         return {"username": reg.account.username, "password": password, "id": str(reg.account.id)}, reg
 
-    visits.seed_conditions()
+    condition_catalog.seed_conditions()
     by_dept = {p["department"]: p["id"] for p in accounts["physicians"]}
     adult, reg_adult = patient_account("张伟", make_id_number("110105", date(1965, 3, 12), 31), "13800138001")
     adult_dx = [
@@ -188,12 +188,12 @@ def _confirmed(account: Any, patient: Any, icd10: str, where: str, on: date, by_
 
     picture = _record_image("Outpatient record (demo)", [f"Patient: {patient.id}", f"ICD-10: {icd10}", f"Date: {on}"])
     with acting_as(Actor(str(account.id), "patient")):
-        diag = visits.submit_diagnosis(account, str(patient.id), icd10, where, on, picture, "outpatient_record")
-    cond = visits.catalog_condition(diag.icd10)
+        diag = proofs.submit_diagnosis(account, str(patient.id), icd10, where, on, picture, "outpatient_record")
+    cond = condition_catalog.catalog_condition(diag.icd10)
     assert cond is not None, icd10
     physician = by_dept[cond.department]
     with acting_as(Actor(physician, "physician")):
-        diag = visits.record_confirmation(diag, physician, cond)
+        diag = proofs.record_confirmation(diag, uuid.UUID(physician), cond)
     return diag
 
 

@@ -51,7 +51,7 @@ from clinic.core.db import db, utcnow
 from clinic.core.errors import DomainError, RuleRefusal, Violation
 from clinic.core.pages import admin_page, label_for, page_principal, physician_page, role_page
 from clinic.core.web import handle_refusal
-from clinic.visits import services as visit_services
+from clinic.visits import visit_room
 from clinic.visits.models import Visit
 from prescriptions import api, catalog, imports, rules, services
 from prescriptions import document as rx_document
@@ -755,4 +755,4 @@ def _history(visit_ids: list[Any]) -> dict[Any, list[Prescription]]:
 
 def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
-    visit_services.on_history(_history)  # the visit room's patient history shows prescriptions
+    visit_room.on_history(_history)  # the visit room's patient history shows prescriptions

@@ -33,7 +33,7 @@ from clinic.core.pages import BEIJING, admin_page, label_for, page_principal
 from clinic.core.web import handle_refusal
 from clinic.regulator import incidents as regulator
 from clinic.regulator.models import IncidentKind, Severity
-from clinic.visits import services as visits
+from clinic.visits import condition_catalog, service_switch
 from identity import face_services
 from identity import services as identity
 from identity.models import Account, Role
@@ -58,7 +58,7 @@ def console() -> Any:
     ]
     return render_template(
         "admin/console.html",
-        switch=visits.suspension(),
+        switch=service_switch.suspension(),
         expiring=expiring,
         incidents=regulator.list_incidents(5),
     )
@@ -71,7 +71,7 @@ def _suspension_page(form: SuspensionForm, status: int = 200) -> Any:
     history = services.suspension_history()
     names = services.names(h.changed_by for h in history)
     return render_template(
-        "admin/suspension.html", form=form, switch=visits.suspension(), history=history, names=names
+        "admin/suspension.html", form=form, switch=service_switch.suspension(), history=history, names=names
     ), status
 
 
@@ -80,10 +80,10 @@ def _suspension_page(form: SuspensionForm, status: int = 200) -> Any:
 def suspension() -> Any:
     form = SuspensionForm()
     if form.validate_on_submit():
-        current = visits.suspension()
+        current = service_switch.suspension()
         stop = not (current is not None and current.suspended)
         try:
-            visits.set_suspension(_me(), stop, form.reason.data or "")
+            service_switch.set_suspension(_me(), stop, form.reason.data or "")
         except DomainError as err:
             form.reason.errors = [handle_refusal(err)]
             return _suspension_page(form, err.status)
@@ -286,7 +286,10 @@ def unlock(account_id: str) -> Any:
 
 def _condition_page(form: ConditionForm, status: int = 200) -> Any:
     return render_template(
-        "admin/conditions.html", form=form, conditions=visits.all_conditions(), departments=dict(services.departments())
+        "admin/conditions.html",
+        form=form,
+        conditions=condition_catalog.all_conditions(),
+        departments=dict(services.departments()),
     ), status
 
 
@@ -297,7 +300,7 @@ def conditions() -> Any:
     form.department.choices = choices(services.departments())
     if form.validate_on_submit():
         try:
-            visits.add_condition(
+            condition_catalog.add_condition(
                 form.code.data or "", form.name_zh.data or "", form.department.data or "", bool(form.chronic.data)
             )
         except DomainError as err:
@@ -316,12 +319,12 @@ _CONDITION_FIELDS = ("name_zh", "name_en", "department")
 @bp.route("/conditions/<code>/edit", methods=["GET", "POST"])
 @admin_page
 def edit_condition(code: str) -> Any:
-    cond = visits.get_condition(code)
+    cond = condition_catalog.get_condition(code)
     form = ConditionEditForm(obj=cond)
     form.department.choices = choices(services.departments())
     status = 200
     if form.validate_on_submit():
-        change = visits.ConditionChange(
+        change = condition_catalog.ConditionChange(
             name_zh=form.name_zh.data or "",
             name_en=form.name_en.data or "",
             department=form.department.data or "",
@@ -329,12 +332,12 @@ def edit_condition(code: str) -> Any:
             active=bool(form.active.data),
         )
         try:
-            visits.update_condition(cond.code, change)
+            condition_catalog.update_condition(cond.code, change)
         except DomainError as err:
             message = handle_refusal(err)
             loc = next(iter(err.extra.get("fields") or [{}])).get("loc")
             getattr(form, loc if loc in _CONDITION_FIELDS else "name_zh").errors = [message]
-            cond = visits.get_condition(code)  # the refusal rolled the session back
+            cond = condition_catalog.get_condition(code)  # the refusal rolled the session back
             return render_template("admin/condition_edit.html", form=form, condition=cond), err.status
         flash(_("%(name)s is saved.", name=change.name_zh.strip()), "ok")
         return redirect(url_for(".conditions"))

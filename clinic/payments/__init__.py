@@ -1,7 +1,7 @@
 """Fees through Stripe PaymentIntents (PAYMENTS=stripe); off by default in development.
 
 A clinic-domain package below the domains that charge fees: it never imports them, and
-they reach it only through the `PaymentsPort` they declare (clinic.visits.services).
+they reach it only through the `PaymentsPort` they declare (clinic.visits.lifecycle).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Payment use cases: start a payment, refund or void it, apply the provider's events once.
 
-`StripePayments` is the `PaymentsPort` the clinic domains call (clinic.visits.services):
+`StripePayments` is the `PaymentsPort` the clinic domains call (clinic.visits.lifecycle):
 `start()` when a fee is due, `refund()` when the thing paid for is cancelled. What a
 successful payment means is registered per purpose by the app (`register_purpose`), so
 this package knows nothing about visits or prescriptions.

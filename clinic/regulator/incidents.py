@@ -80,9 +80,9 @@ def record_incident(who: Principal, report: IncidentReport) -> Incident:
         detail={"kind": kind.value, "severity": severity.value, "found_at": found_at, "scope": report.scope},
     )
     if report.suspend:
-        from clinic.visits import services as visits
+        from clinic.visits import service_switch
 
-        visits.set_suspension(str(who.account_id), True, f"Adverse event {incident.id}: {report.what[:200]}")
+        service_switch.set_suspension(str(who.account_id), True, f"Adverse event {incident.id}: {report.what[:200]}")
         incident.suspension_triggered = True
     _queue_regulator_notice(incident)
     session.flush()

@@ -34,7 +34,7 @@ def confirm_carried(who: Principal, referral_id: str | uuid.UUID, carried_id: st
     """A physician here confirms a diagnosis the referred patient arrived with: it becomes a
     confirmed diagnosis here (its document: the carried record and the hash of the signed
     referral), on which the patient's online return visits pass the gate (Art. 16)."""
-    from clinic.visits import services as visits
+    from clinic.visits import condition_catalog, proofs
 
     session = db.session()
     physician = as_physician(who)
@@ -57,9 +57,9 @@ def confirm_carried(who: Principal, referral_id: str | uuid.UUID, carried_id: st
             N_("The referred patient's identity does not match ours; check it before confirming diagnoses."),
             code="identity_mismatch",
         )
-    cond = visits.catalog_condition(carried.icd10)
+    cond = condition_catalog.catalog_condition(carried.icd10)
     if cond is None:
-        raise visits.NotEligibleCondition(
+        raise condition_catalog.NotEligibleCondition(
             "%(icd10)s is not a common or chronic condition that may be followed up online; "
             "the patient needs an in-person visit.",
             params={"icd10": carried.icd10},
@@ -99,7 +99,7 @@ def confirm_carried(who: Principal, referral_id: str | uuid.UUID, carried_id: st
         )
         session.add(existing)
         session.flush()
-        visits.record_confirmation(existing, physician.id, cond)
+        proofs.record_confirmation(existing, physician.id, cond)
     carried.diagnosis_id, carried.confirmed_by, carried.confirmed_at = existing.id, physician.id, utcnow()
     audit.record(
         session,

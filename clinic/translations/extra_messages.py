@@ -35,7 +35,7 @@ MESSAGES = (
     N_("Too many requests; try again later."),
     N_("The service is unavailable."),
     N_("Refused by rule."),
-    # clinic/visits/services.py: a contracted patient's visit held for the family-doctor team
+    # clinic/visits/lifecycle.py: a contracted patient's visit held for the family-doctor team
     N_("This visit is held for the patient's family doctor team for now; take another one."),
     # identity/services.py and identity/rules.py
     N_("The username or password is wrong."),

@@ -13,7 +13,17 @@ from werkzeug.datastructures import FileStorage
 from clinic.core import twilio as twilio_adapter
 from clinic.core.api import ApiRouter, FilePart, Principal, RequestModel, ResponseModel
 from clinic.core.config import settings
-from clinic.visits import rules, services
+from clinic.visits import (
+    condition_catalog,
+    informed_consent,
+    lifecycle,
+    proofs,
+    queues,
+    requesting,
+    rules,
+    service_switch,
+    visit_room,
+)
 from clinic.visits.models import Diagnosis, Visit
 from identity import services as identity
 
@@ -60,7 +70,7 @@ class ConditionQuery(RequestModel):
     roles=["patient", "physician", "pharmacist", "admin", "regulator"],
 )
 def conditions(query: ConditionQuery, principal: Principal) -> ConditionsOut:
-    found = services.search_conditions(query.q, limit=50) if query.q else services.list_conditions()
+    found = condition_catalog.search_conditions(query.q, limit=50) if query.q else condition_catalog.list_conditions()
     return ConditionsOut(items=[ConditionOut.model_validate(c) for c in found])
 
 
@@ -81,7 +91,7 @@ class ConditionIn(RequestModel):
     errors={422: ["invalid_icd10"]},
 )
 def save_condition(body: ConditionIn, principal: Principal) -> ConditionOut:
-    cond = services.upsert_condition(body.code, body.name_zh, body.department, body.chronic, body.active)
+    cond = condition_catalog.upsert_condition(body.code, body.name_zh, body.department, body.chronic, body.active)
     return ConditionOut.model_validate(cond)
 
 
@@ -118,7 +128,7 @@ class DiagnosisOut(ResponseModel):
 
 
 def _condition_name(d: Diagnosis) -> str | None:
-    cond = services.catalog_condition(d.icd10)
+    cond = condition_catalog.catalog_condition(d.icd10)
     return cond.name_zh if cond is not None else None
 
 
@@ -154,7 +164,7 @@ def diagnosis_out(d: Diagnosis) -> DiagnosisOut:
 def submit_diagnosis(form: DiagnosisForm, files: dict[str, FileStorage | None], principal: Principal) -> DiagnosisOut:
     limit = settings().MAX_DOCUMENT_BYTES
     data = _read(files["document"], limit) or b""
-    diag = services.submit_diagnosis(
+    diag = proofs.submit_diagnosis(
         identity.get_account(principal.id),
         str(form.patient_id),
         form.icd10,
@@ -179,16 +189,16 @@ class DiagnosesOut(ResponseModel):
 def list_diagnoses(principal: Principal) -> DiagnosesOut:
     account = identity.get_account(principal.id)
     rows = (
-        services.diagnoses_of_account(account)
+        proofs.diagnoses_of_account(account)
         if principal.role == "patient"
-        else services.pending_diagnoses_for(principal.id)
+        else proofs.pending_diagnoses_for(principal.id)
     )
     return DiagnosesOut(items=[diagnosis_out(d) for d in rows])
 
 
 @router.get("/diagnoses/<diagnosis_id>", summary="One diagnosis", response=DiagnosisOut, roles=["patient", "physician"])
 def get_diagnosis(diagnosis_id: str, principal: Principal) -> DiagnosisOut:
-    return diagnosis_out(services.diagnosis_for(identity.get_account(principal.id), diagnosis_id))
+    return diagnosis_out(proofs.diagnosis_for(identity.get_account(principal.id), diagnosis_id))
 
 
 class StatusOut(ResponseModel):
@@ -207,7 +217,7 @@ class StatusOut(ResponseModel):
     },
 )
 def confirm_diagnosis(diagnosis_id: str, principal: Principal) -> StatusOut:
-    diag = services.confirm_diagnosis(principal, diagnosis_id)
+    diag = proofs.confirm_diagnosis(principal, diagnosis_id)
     return StatusOut(status=diag.status.value)
 
 
@@ -224,7 +234,7 @@ class RejectIn(RequestModel):
     errors={403: ["not_qualified"], 409: ["already_reviewed"]},
 )
 def reject_diagnosis(diagnosis_id: str, body: RejectIn, principal: Principal) -> StatusOut:
-    return StatusOut(status=services.reject_diagnosis(principal.id, diagnosis_id, body.reason).status.value)
+    return StatusOut(status=proofs.reject_diagnosis(principal.id, diagnosis_id, body.reason).status.value)
 
 
 # --- consent --------------------------------------------------------------------------
@@ -239,7 +249,7 @@ class ConsentOut(ResponseModel):
 
 @router.get("/consent", summary="The current informed-consent text and its version", response=ConsentOut)
 def get_consent() -> ConsentOut:
-    c = services.current_consent()
+    c = informed_consent.current_consent()
     return ConsentOut(version=c.version, sha256=c.sha256, text_zh=c.text_zh, text_en=c.text_en)
 
 
@@ -265,7 +275,7 @@ class ConsentAcceptedOut(ResponseModel):
     errors={409: ["stale_version"]},
 )
 def accept_consent(body: ConsentIn, principal: Principal) -> ConsentAcceptedOut:
-    acc = services.accept_consent(identity.get_account(principal.id), str(body.patient_id), body.version)
+    acc = informed_consent.accept_consent(identity.get_account(principal.id), str(body.patient_id), body.version)
     return ConsentAcceptedOut.model_validate(acc)
 
 
@@ -315,7 +325,7 @@ class VisitCreatedOut(ResponseModel):
     },
 )
 def request_visit(body: VisitIn, principal: Principal) -> VisitCreatedOut:
-    new = services.request_visit(
+    new = requesting.request_visit(
         principal.id,
         str(body.patient_id),
         str(body.diagnosis_id),
@@ -395,7 +405,7 @@ def visit_out(v: Visit, detail: bool = True) -> VisitOut:
         referral_advice=v.referral_advice,
     )
     if detail:
-        out.queue_position = services.queue_position(v)
+        out.queue_position = queues.queue_position(v)
         out.messages = [
             MessageOut(
                 id=m.id,
@@ -421,7 +431,7 @@ def visit_out(v: Visit, detail: bool = True) -> VisitOut:
     roles=["patient", "physician"],
 )
 def get_visit(visit_id: str, principal: Principal) -> VisitOut:
-    return visit_out(services.visit_for(identity.get_account(principal.id), visit_id))
+    return visit_out(lifecycle.visit_for(identity.get_account(principal.id), visit_id))
 
 
 class VisitsOut(ResponseModel):
@@ -442,9 +452,9 @@ class VisitsQuery(RequestModel):
 def list_visits(query: VisitsQuery, principal: Principal) -> VisitsOut:
     account = identity.get_account(principal.id)
     if query.queue == "waiting" and principal.role == "physician":
-        rows = services.waiting_visits_for(principal.id)
+        rows = queues.waiting_visits_for(principal.id)
     else:
-        rows = services.visits_of(account)
+        rows = lifecycle.visits_of(account)
     return VisitsOut(items=[visit_out(v, detail=False) for v in rows])
 
 
@@ -460,7 +470,7 @@ def list_visits(query: VisitsQuery, principal: Principal) -> VisitsOut:
     },
 )
 def accept_visit(visit_id: str, principal: Principal) -> StatusOut:
-    return StatusOut(status=services.accept_visit(principal, visit_id).status.value)
+    return StatusOut(status=lifecycle.accept_visit(principal, visit_id).status.value)
 
 
 class MessageIn(RequestModel):
@@ -481,7 +491,7 @@ def post_message(
     visit_id: str, body: MessageIn, principal: Principal, files: dict[str, FileStorage | None]
 ) -> MessageOut:
     image = _read(files.get("image"), settings().MAX_IMAGE_BYTES)
-    msg = services.post_message(identity.get_account(principal.id), visit_id, body.text, image)
+    msg = visit_room.post_message(identity.get_account(principal.id), visit_id, body.text, image)
     return MessageOut(
         id=msg.id,
         sender_id=msg.sender_id,
@@ -499,7 +509,7 @@ def post_message(
     raw_response="image/*",
 )
 def message_image(visit_id: str, message_id: str, principal: Principal) -> Response:
-    data, mime = services.message_image(identity.get_account(principal.id), visit_id, message_id)
+    data, mime = visit_room.message_image(identity.get_account(principal.id), visit_id, message_id)
     return Response(
         data,
         mimetype=mime,
@@ -525,7 +535,7 @@ class VideoTokenOut(ResponseModel):
     errors={409: ["visit_not_in_progress"]},
 )
 def video_token(visit_id: str, principal: Principal) -> VideoTokenOut:
-    identity_, room = services.video_grant(identity.get_account(principal.id), visit_id)
+    identity_, room = visit_room.video_grant(identity.get_account(principal.id), visit_id)
     cfg = settings()
     token = twilio_adapter.video_token(
         cfg.TWILIO_ACCOUNT_SID, cfg.TWILIO_API_KEY_SID, cfg.TWILIO_API_KEY_SECRET, identity_, room
@@ -547,7 +557,7 @@ class TerminateIn(RequestModel):
     errors={409: ["illegal_transition", "visit_closed"]},
 )
 def terminate_visit(visit_id: str, body: TerminateIn, principal: Principal) -> StatusOut:
-    v = services.terminate_visit(principal.id, visit_id, body.reason, body.referral_advice)
+    v = lifecycle.terminate_visit(principal.id, visit_id, body.reason, body.referral_advice)
     return StatusOut(status=v.status.value)
 
 
@@ -564,7 +574,7 @@ class CompleteIn(RequestModel):
     errors={409: ["illegal_transition", "visit_closed"]},
 )
 def complete_visit(visit_id: str, body: CompleteIn, principal: Principal) -> StatusOut:
-    return StatusOut(status=services.complete_visit(principal.id, visit_id, body.note).status.value)
+    return StatusOut(status=lifecycle.complete_visit(principal.id, visit_id, body.note).status.value)
 
 
 class CancelIn(RequestModel):
@@ -581,7 +591,7 @@ class CancelIn(RequestModel):
 )
 def cancel_visit(visit_id: str, body: CancelIn, principal: Principal) -> StatusOut:
     return StatusOut(
-        status=services.cancel_visit(identity.get_account(principal.id), visit_id, body.reason).status.value
+        status=lifecycle.cancel_visit(identity.get_account(principal.id), visit_id, body.reason).status.value
     )
 
 
@@ -607,7 +617,7 @@ class SuspensionOut(ResponseModel):
     roles=["admin"],
 )
 def set_suspension(body: SuspensionIn, principal: Principal) -> SuspensionOut:
-    row = services.set_suspension(principal.id, body.suspended, body.reason)
+    row = service_switch.set_suspension(principal.id, body.suspended, body.reason)
     return SuspensionOut(suspended=row.suspended, reason=row.reason, changed_at=row.changed_at)
 
 
@@ -615,7 +625,7 @@ def set_suspension(body: SuspensionIn, principal: Principal) -> SuspensionOut:
     "/admin/suspension", summary="Whether online services are suspended", response=SuspensionOut, roles=["admin"]
 )
 def get_suspension(principal: Principal) -> SuspensionOut:
-    row = services.suspension()
+    row = service_switch.suspension()
     return SuspensionOut(
         suspended=row is not None, reason=row.reason if row else None, changed_at=row.changed_at if row else None
     )

@@ -3,9 +3,10 @@
 Patients: their proofs of in-person diagnoses (upload, follow the review), informed
 consent, requesting a visit, paying for it (when payments are on), their visits and
 the visit room. Physicians: the queue of proofs to confirm, the waiting visits and the
-visit room. Each action calls exactly one service (clinic/visits/services.py) and
-answers POST/redirect/GET; refusals are flashed with `handle_refusal` and the page is
-shown again with the refusal's status. The rules live in the services, not here.
+visit room. Each action calls the package's use cases (proofs, informed_consent,
+requesting, lifecycle, queues, visit_room, condition_catalog) and answers
+POST/redirect/GET; refusals are flashed with `handle_refusal` and the page is shown
+again with the refusal's status. The rules live in rules.py and the use cases, not here.
 """
 
 from __future__ import annotations
@@ -56,7 +57,17 @@ from clinic.core.pages import (
     to_beijing,
 )
 from clinic.core.web import handle_refusal, localized
-from clinic.visits import rules, services
+from clinic.visits import (
+    condition_catalog,
+    informed_consent,
+    lifecycle,
+    proofs,
+    queues,
+    requesting,
+    rules,
+    service_switch,
+    visit_room,
+)
 from clinic.visits.forms import (
     CancelForm,
     CompleteForm,
@@ -130,7 +141,7 @@ def department_name(code: str | None) -> str:
 
 def _catalog() -> dict[str, Condition]:
     if "visit_conditions" not in g:
-        g.visit_conditions = {c.code: c for c in services.list_conditions()}
+        g.visit_conditions = {c.code: c for c in condition_catalog.list_conditions()}
     found: dict[str, Condition] = g.visit_conditions
     return found
 
@@ -244,8 +255,8 @@ def _diagnoses_page(form: DiagnosisForm, status: int = 200) -> Any:
     return render_template(
         "visits/diagnoses.html",
         form=form,
-        diagnoses=services.diagnoses_of_account(account),
-        conditions=services.list_conditions(),
+        diagnoses=proofs.diagnoses_of_account(account),
+        conditions=condition_catalog.list_conditions(),
         english=_english(),
     ), status
 
@@ -260,11 +271,11 @@ def diagnoses() -> Any:
         if not form.validate_on_submit():
             return _diagnoses_page(form, 422)
         typed = (form.icd10.data or "").strip()
-        named = services.condition_by_name(typed)  # the patient picked the condition by its name
+        named = condition_catalog.condition_by_name(typed)  # the patient picked the condition by its name
         raw_code = named.code if named is not None else (typed.split()[0] if typed.split() else "")
         data = _read(form.document.data, settings().MAX_DOCUMENT_BYTES) or b""
         try:
-            services.submit_diagnosis(
+            proofs.submit_diagnosis(
                 account,
                 form.patient_id.data,
                 raw_code,
@@ -288,7 +299,8 @@ def condition_search() -> Response:
     q = (request.args.get("q") or "").strip()[:40]
     english = _english()
     items = [
-        {"name": c.name_en if english else c.name_zh, "department": c.department} for c in services.search_conditions(q)
+        {"name": c.name_en if english else c.name_zh, "department": c.department}
+        for c in condition_catalog.search_conditions(q)
     ]
     resp = jsonify({"items": items})
     resp.headers["Cache-Control"] = "no-store"
@@ -299,7 +311,7 @@ def condition_search() -> Response:
 @participant_page
 def diagnosis_document(diagnosis_id: str) -> Response:
     """The proof itself, only to its patient's account or a physician: never a static URL."""
-    diag = services.diagnosis_for(_me(), diagnosis_id)
+    diag = proofs.diagnosis_for(_me(), diagnosis_id)
     try:
         data = storage.load(diag.document_path)
     except FileNotFoundError:
@@ -319,8 +331,8 @@ def diagnosis_document(diagnosis_id: str) -> Response:
 
 def _consent_page(status: int = 200) -> Any:
     account = _me()
-    text = services.current_consent()
-    people = [(p, services.has_current_consent(p.id)) for p in account.patients]
+    text = informed_consent.current_consent()
+    people = [(p, informed_consent.has_current_consent(p.id)) for p in account.patients]
     return render_template(
         "visits/consent.html",
         consent=text,
@@ -350,7 +362,7 @@ def accept_consent() -> Any:
     if not form.validate_on_submit():
         abort(400)
     try:
-        services.accept_consent(_me(), form.patient_id.data, form.version.data)
+        informed_consent.accept_consent(_me(), form.patient_id.data, form.version.data)
     except DomainError as err:
         flash(_refused(err), "error")
         return _consent_page(err.status)
@@ -362,7 +374,7 @@ def accept_consent() -> Any:
 
 
 def _confirmed(account: Account) -> list[Diagnosis]:
-    return [d for d in services.diagnoses_of_account(account) if d.status == DiagnosisStatus.CONFIRMED]
+    return [d for d in proofs.diagnoses_of_account(account) if d.status == DiagnosisStatus.CONFIRMED]
 
 
 def _chosen_physician(physician_id: str | None) -> Account | None:
@@ -395,13 +407,13 @@ def _request_form(account: Account, confirmed: list[Diagnosis]) -> VisitRequestF
 
 
 def _request_page(form: VisitRequestForm, confirmed: list[Diagnosis], status: int = 200) -> Any:
-    consented = {d.patient_id: services.has_current_consent(d.patient_id) for d in confirmed}
+    consented = {d.patient_id: informed_consent.has_current_consent(d.patient_id) for d in confirmed}
     return render_template(
         "visits/request.html",
         form=form,
         confirmed=confirmed,
         consented=consented,
-        suspended=services.suspension(),
+        suspended=service_switch.suspension(),
         physician=_chosen_physician(form.physician_id.data),
     ), status
 
@@ -423,7 +435,7 @@ def request_visit() -> Any:
             "visits.request_visit", diagnosis=str(chosen.id), physician=str(physician.id) if physician else None
         )
         try:
-            new = services.request_visit(
+            new = requesting.request_visit(
                 account.id,
                 str(chosen.patient_id),
                 str(chosen.id),
@@ -431,7 +443,7 @@ def request_visit() -> Any:
                 form.complaint.data or "",
                 physician.id if physician else None,
             )
-        except services.VisitAlreadyOpen as err:
+        except requesting.VisitAlreadyOpen as err:
             _refused(err)  # rolled back and recorded
             flash(_l("This diagnosis already has an open visit: here it is."), "error")
             return redirect(url_for("visits.room", visit_id=err.extra["visit_id"]))
@@ -468,13 +480,13 @@ def request_visit() -> Any:
 @bp.get("/visits")
 @patient_page
 def my_visits() -> Any:
-    return render_template("visits/my_visits.html", visits=services.visits_of(_me()))
+    return render_template("visits/my_visits.html", visits=lifecycle.visits_of(_me()))
 
 
 @bp.get("/visits/<visit_id>/pay")
 @patient_page
 def pay(visit_id: str) -> Any:
-    visit = services.visit_for(_me(), visit_id)
+    visit = lifecycle.visit_for(_me(), visit_id)
     if current_app.extensions.get("payments") is None or visit.status != VisitStatus.AWAITING_PAYMENT:
         return redirect(url_for("visits.room", visit_id=visit.id))
     stored = session.get("visit_payments", {}).get(str(visit.id), {})
@@ -498,7 +510,7 @@ def cancel(visit_id: str) -> Any:
         abort(400)
     reason = form.reason.data or "cancelled by the patient"
     try:
-        services.cancel_visit(_me(), visit_id, reason)
+        lifecycle.cancel_visit(_me(), visit_id, reason)
     except DomainError as err:
         flash(_refused(err), "error")
         return _room(visit_id, status=err.status)
@@ -511,12 +523,12 @@ def cancel(visit_id: str) -> Any:
 
 def _room(visit_id: str, status: int = 200, **forms: FlaskForm) -> Any:
     account = _me()
-    visit = services.visit_for(account, visit_id)
+    visit = lifecycle.visit_for(account, visit_id)
     if account.role == Role.PATIENT:
-        services.patient_present(visit)
+        visit_room.patient_present(visit)
     notes = list(visit.notes)
     ctx = {
-        "queue_position": services.queue_position(visit),
+        "queue_position": queues.queue_position(visit),
         "room_extras": [extra(visit, account) for extra in current_app.extensions.get("visit_room_extras", [])],
         "visit": visit,
         "account": account,
@@ -531,7 +543,7 @@ def _room(visit_id: str, status: int = 200, **forms: FlaskForm) -> Any:
         "payments_on": current_app.extensions.get("payments") is not None,
     }
     if account.role == Role.PHYSICIAN:
-        history = services.patient_history(str(account.id), visit)
+        history = visit_room.patient_history(str(account.id), visit)
         ctx["history"] = [h for h in history if not h.get("current")]
         weights = [rx.weight_kg for h in history for rx in h["prescriptions"] if rx.weight_kg is not None]
         ctx["known_weight"] = weights[0] if weights else None
@@ -549,16 +561,16 @@ def room(visit_id: str) -> Any:
 def live(visit_id: str) -> Any:
     """What the room polls every few seconds: the status and the messages (HTML)."""
     account = _me()
-    visit = services.visit_for(account, visit_id)
+    visit = lifecycle.visit_for(account, visit_id)
     if account.role == Role.PATIENT:
-        services.patient_present(visit)
+        visit_room.patient_present(visit)
     html = render_template("visits/_messages.html", visit=visit, account=account, messages=visit.messages)
     resp = jsonify(
         {
             "status": visit.status.value,
             "count": len(visit.messages),
             "html": html,
-            "queue_position": services.queue_position(visit),
+            "queue_position": queues.queue_position(visit),
         }
     )
     resp.headers["Cache-Control"] = "no-store"
@@ -569,7 +581,7 @@ def live(visit_id: str) -> Any:
 @participant_page
 def video_token(visit_id: str) -> Any:
     """The room page's Twilio Video token: participants only, while the visit is in progress."""
-    identity_, room_name = services.video_grant(_me(), visit_id)
+    identity_, room_name = visit_room.video_grant(_me(), visit_id)
     cfg = settings()
     token = twilio_adapter.video_token(
         cfg.TWILIO_ACCOUNT_SID, cfg.TWILIO_API_KEY_SID, cfg.TWILIO_API_KEY_SECRET, identity_, room_name
@@ -596,7 +608,7 @@ def send_message(visit_id: str) -> Any:
     image = _read(form.image.data, settings().MAX_IMAGE_BYTES)
     text = (form.text.data or "").strip() or None
     try:
-        services.post_message(_me(), visit_id, text, image)
+        visit_room.post_message(_me(), visit_id, text, image)
     except DomainError as err:
         flash(_refused(err), "error")
         return _room(visit_id, status=err.status, message_form=form)
@@ -606,7 +618,7 @@ def send_message(visit_id: str) -> Any:
 @bp.get("/visits/<visit_id>/messages/<message_id>/image")
 @participant_page
 def message_image(visit_id: str, message_id: str) -> Response:
-    data, mime = services.message_image(_me(), visit_id, message_id)
+    data, mime = visit_room.message_image(_me(), visit_id, message_id)
     resp = Response(data, mimetype=mime)
     resp.headers["Cache-Control"] = "private, no-store"
     resp.headers["X-Content-Type-Options"] = "nosniff"
@@ -621,11 +633,11 @@ def message_image(visit_id: str, message_id: str) -> Response:
 @bp.get("/physician/proofs")
 @physician_page
 def proof_queue() -> Any:
-    return render_template("visits/proof_queue.html", proofs=services.pending_diagnoses_for(str(current_user.id)))
+    return render_template("visits/proof_queue.html", proofs=proofs.pending_diagnoses_for(str(current_user.id)))
 
 
 def _proof_page(diagnosis_id: str, status: int = 200, reject_form: RejectForm | None = None) -> Any:
-    diag = services.diagnosis_for(_me(), diagnosis_id)
+    diag = proofs.diagnosis_for(_me(), diagnosis_id)
     return render_template("visits/proof.html", diag=diag, reject_form=reject_form or RejectForm()), status
 
 
@@ -639,7 +651,7 @@ def proof(diagnosis_id: str) -> Any:
 @physician_page
 def confirm_proof(diagnosis_id: str) -> Any:
     try:
-        services.confirm_diagnosis(page_principal(), diagnosis_id)
+        proofs.confirm_diagnosis(page_principal(), diagnosis_id)
     except DomainError as err:
         if err.code == FACE_REQUIRED:
             return _to_face(err, url_for("visits.proof", diagnosis_id=diagnosis_id))
@@ -656,7 +668,7 @@ def reject_proof(diagnosis_id: str) -> Any:
     if not form.validate_on_submit():
         return _proof_page(diagnosis_id, 422, form)
     try:
-        services.reject_diagnosis(str(current_user.id), diagnosis_id, form.reason.data)
+        proofs.reject_diagnosis(str(current_user.id), diagnosis_id, form.reason.data)
     except DomainError as err:
         flash(_refused(err), "error")
         return _proof_page(diagnosis_id, err.status, form)
@@ -671,10 +683,10 @@ def reject_proof(diagnosis_id: str) -> Any:
 @physician_page
 def visit_queue() -> Any:
     me = str(current_user.id)
-    mine = services.visits_of(_me())
+    mine = lifecycle.visits_of(_me())
     return render_template(
         "visits/visit_queue.html",
-        waiting=services.waiting_visits_for(me),
+        waiting=queues.waiting_visits_for(me),
         active=[v for v in mine if v.status == VisitStatus.IN_PROGRESS],
         closed=[v for v in mine if v.status != VisitStatus.IN_PROGRESS][:50],
     )
@@ -684,7 +696,7 @@ def visit_queue() -> Any:
 @physician_page
 def accept(visit_id: str) -> Any:
     try:
-        services.accept_visit(page_principal(), visit_id)
+        lifecycle.accept_visit(page_principal(), visit_id)
     except DomainError as err:
         if err.code == FACE_REQUIRED:
             return _to_face(err, url_for("visits.room", visit_id=visit_id))
@@ -701,7 +713,7 @@ def complete(visit_id: str) -> Any:
     if not form.validate_on_submit():
         return _room(visit_id, status=422, complete_form=form)
     try:
-        services.complete_visit(str(current_user.id), visit_id, form.note.data)
+        lifecycle.complete_visit(str(current_user.id), visit_id, form.note.data)
     except DomainError as err:
         flash(_refused(err), "error")
         return _room(visit_id, status=err.status, complete_form=form)
@@ -716,7 +728,7 @@ def terminate(visit_id: str) -> Any:
     if not form.validate_on_submit():
         return _room(visit_id, status=422, terminate_form=form)
     try:
-        services.terminate_visit(str(current_user.id), visit_id, form.reason.data, form.referral_advice.data)
+        lifecycle.terminate_visit(str(current_user.id), visit_id, form.reason.data, form.referral_advice.data)
     except DomainError as err:
         flash(_refused(err), "error")
         return _room(visit_id, status=err.status, terminate_form=form)
@@ -728,7 +740,7 @@ def terminate(visit_id: str) -> Any:
 
 
 def _waiting(physician_id: str) -> list[Any]:
-    return services.waiting_visits_for(physician_id)
+    return queues.waiting_visits_for(physician_id)
 
 
 def _named_me(physician_id: str) -> list[Any]:
@@ -740,8 +752,8 @@ def _department_waiting(physician_id: str) -> list[Any]:
 
 
 def _in_progress(physician_id: str) -> list[Any]:
-    me = services.get_physician(physician_id)
-    return [v for v in services.visits_of(me) if v.status == VisitStatus.IN_PROGRESS]
+    me = lifecycle.get_physician(physician_id)
+    return [v for v in lifecycle.visits_of(me) if v.status == VisitStatus.IN_PROGRESS]
 
 
 PANELS = (
@@ -749,7 +761,7 @@ PANELS = (
         "proofs",
         Words("待确认的线下诊断", "Proofs to confirm"),
         "visits/_panel_proofs.html",
-        services.pending_diagnoses_for,
+        proofs.pending_diagnoses_for,
         order=10,
     ),
     Panel("named", Words("指定我的复诊", "Visits that named you"), "visits/_panel_visits.html", _named_me, order=20),

@@ -15,7 +15,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from clinic.visits import rules
-from clinic.visits.services import DEFAULT_CONDITIONS
+from clinic.visits.condition_catalog import DEFAULT_CONDITIONS
 from identity.models import Role
 from tests.integration.test_visit_pages import face_checked, login
 from tests.support import factories as f

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from clinic.core.audit import Actor, AuditEntry, acting_as
 from clinic.core.db import db, unit_of_work, utcnow
-from clinic.visits import services as visit_services
+from clinic.visits import lifecycle, proofs
 from clinic.visits.models import Diagnosis, DiagnosisStatus, Visit
 from identity import services as identity_services
 from identity.models import Account, Patient, Relation, Role
@@ -59,9 +59,7 @@ def test_two_physicians_accepting_one_visit_at_once(
     url = f"/api/v1/visits/{v['visit_id']}/accept"
     second_face, first_face = cf.face_token(second), cf.face_token(first)
     other = ctx.test_client()
-    overtaken = interleave(
-        monkeypatch, visit_services, "_load_visit", lambda: other.post(url, headers=f.auth(second_face))
-    )
+    overtaken = interleave(monkeypatch, lifecycle, "_load_visit", lambda: other.post(url, headers=f.auth(second_face)))
 
     resp = client.post(url, headers={**f.auth(first_face), "Accept-Language": "en"})
 
@@ -92,7 +90,7 @@ def test_cancel_and_accept_at_once_do_not_both_happen(
     cancel = f"/api/v1/visits/{v['visit_id']}/cancel"
     overtaken = interleave(
         monkeypatch,
-        visit_services,
+        lifecycle,
         "_load_visit",
         lambda: other.post(cancel, json={"reason": "不需要了"}, headers=f.auth(v["token"])),
     )
@@ -129,12 +127,12 @@ def test_a_cancel_that_loses_to_an_accept_refunds_nothing(
     v = cf.open_visit(client, doc)
     visit_id = uuid.UUID(v["visit_id"])
     with acting_as(Actor(None, "payments")), unit_of_work():
-        assert visit_services.mark_visit_paid(visit_id) is not None
+        assert lifecycle.mark_visit_paid(visit_id) is not None
     doc_face = cf.face_token(doc)
     other = ctx.test_client()
     overtaken = interleave(
         monkeypatch,
-        visit_services,
+        lifecycle,
         "_load_visit",
         lambda: other.post(f"/api/v1/visits/{visit_id}/accept", headers=f.auth(doc_face)),
     )
@@ -161,7 +159,7 @@ def test_confirm_and_reject_of_one_diagnosis_at_once(
     second_face = cf.face_token(second)
     overtaken = interleave(
         monkeypatch,
-        visit_services,
+        proofs,
         "_pending_diagnosis",
         lambda: other.post(
             f"/api/v1/diagnoses/{diag_id}/reject", json={"reason": "病历模糊，请重新上传"}, headers=f.auth(second_face)

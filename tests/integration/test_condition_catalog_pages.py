@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from clinic.core.audit import AuditEntry
 from clinic.core.db import db
-from clinic.visits import services as visits
+from clinic.visits import condition_catalog
 from clinic.visits.models import Condition
 from identity.models import Role
 from tests.conftest import extract_csrf
@@ -83,19 +83,19 @@ def test_an_admin_changes_a_condition_and_the_change_is_audited(client: FlaskCli
     assert "active" not in entry.detail["changed"]
     assert "过敏性鼻炎" in c.get("/admin/conditions").get_data(as_text=True)
     # The patients' search finds it by its new name
-    assert [x.code for x in visits.search_conditions("过敏性鼻炎")] == ["J30"]
+    assert [x.code for x in condition_catalog.search_conditions("过敏性鼻炎")] == ["J30"]
 
 
 def test_a_condition_no_longer_offered_stays_listed_and_can_be_offered_again(client: FlaskClient, ctx: Flask) -> None:
     c = admin(ctx)
     assert edit(c, "M10", active=None).status_code == 302
     assert row("M10").active is False
-    assert visits.catalog_condition("M10.0") is None  # a proof under it is no longer eligible
-    assert visits.search_conditions("痛风") == []
+    assert condition_catalog.catalog_condition("M10.0") is None  # a proof under it is no longer eligible
+    assert condition_catalog.search_conditions("痛风") == []
     html = c.get("/admin/conditions").get_data(as_text=True)
     assert 'href="/admin/conditions/M10/edit"' in html  # still there, to be offered again
     assert edit(c, "M10", active="y").status_code == 302
-    assert row("M10").active is True and visits.catalog_condition("M10.0") is not None
+    assert row("M10").active is True and condition_catalog.catalog_condition("M10.0") is not None
     assert [e.detail["changed"]["active"] for e in updates()] == [[True, False], [False, True]]
 
 

@@ -8,6 +8,7 @@ a read is retried once on a fresh connection and answers normally; a write answe
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import create_engine, func, select, text
 
 from clinic.core.db import db
-from clinic.visits import services
+from clinic.visits import lifecycle, visit_room
 from clinic.visits.models import VisitMessage
 from identity.models import Role
 from tests.support import clinic_factories as cf
@@ -38,8 +39,8 @@ def killer(ctx: Flask, backend: dict[str, Any]) -> Iterator[Callable[[], None]]:
     admin.dispose()
 
 
-def _once(monkeypatch: pytest.MonkeyPatch, name: str, kill: Callable[[], None]) -> list[int]:
-    original = getattr(services, name)
+def _once(monkeypatch: pytest.MonkeyPatch, module: ModuleType, name: str, kill: Callable[[], None]) -> list[int]:
+    original = getattr(module, name)
     calls: list[int] = []
 
     def killed_the_first_time(*args: Any, **kwargs: Any) -> Any:
@@ -48,7 +49,7 @@ def _once(monkeypatch: pytest.MonkeyPatch, name: str, kill: Callable[[], None]) 
             kill()
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(services, name, killed_the_first_time)
+    monkeypatch.setattr(module, name, killed_the_first_time)
     return calls
 
 
@@ -58,7 +59,7 @@ def test_a_read_is_retried_once_and_answers(
     cardio = f.staff(Role.PHYSICIAN, department="cardiology")
     cf.catalog()
     v = cf.open_visit(client, cardio)
-    calls = _once(monkeypatch, "visit_for", killer)
+    calls = _once(monkeypatch, lifecycle, "visit_for", killer)
     resp = client.get(f"/api/v1/visits/{v['visit_id']}", headers=f.auth(v["token"]))
     assert resp.status_code == 200, resp.get_json()
     assert resp.get_json()["id"] == v["visit_id"] and len(calls) == 2  # the retry ran it again
@@ -71,7 +72,7 @@ def test_a_write_answers_503_and_saves_nothing(
     cardio = f.staff(Role.PHYSICIAN, department="cardiology")
     cf.catalog()
     v = cf.open_visit(client, cardio)
-    calls = _once(monkeypatch, "post_message", killer)
+    calls = _once(monkeypatch, visit_room, "post_message", killer)
     resp = client.post(
         f"/api/v1/visits/{v['visit_id']}/messages", json={"text": "血压 130/80"}, headers=f.auth(v["token"])
     )

@@ -23,7 +23,7 @@ from clinic.core.jobs import OutboxJob
 from clinic.core.pages import bj
 from clinic.notifications.models import SmsMessage
 from clinic.regulator.models import Incident
-from clinic.visits import services as visits
+from clinic.visits import service_switch
 from identity.models import Role
 from tests.conftest import make_config
 from tests.support import factories as f
@@ -124,7 +124,7 @@ def test_adverse_event_can_suspend_all_online_services(sclient: FlaskClient, sta
         headers=f.auth(tok),
     )
     assert resp.status_code == 201 and resp.get_json()["suspension_triggered"] is True
-    assert visits.suspension() is not None and "Wrong dose dispensed" in visits.suspension().reason  # type: ignore[union-attr]
+    assert service_switch.suspension() is not None and "Wrong dose dispensed" in service_switch.suspension().reason  # type: ignore[union-attr]
     assert {"incident.recorded", "service.suspended", "incident.regulator_notified"} <= set(actions())
 
 
@@ -142,7 +142,7 @@ def test_refusals(sclient: FlaskClient, standin: TwilioStandin) -> None:
         resp = sclient.post("/api/v1/admin/incidents", json=body, headers=f.auth(tok))
         assert resp.status_code == 422 and resp.get_json()["error"]["code"] == code, (body, resp.get_json())
     assert db.session.scalars(select(Incident)).first() is None
-    assert visits.suspension() is None
+    assert service_switch.suspension() is None
     assert not [m for m in standin.outbox if m["kind"] == "message"]
     for role in (Role.REGULATOR, Role.PHYSICIAN, Role.PHARMACIST):
         other = f.token(sclient, f.staff(role).username)

@@ -16,7 +16,7 @@ from flask.testing import FlaskClient
 
 from clinic.core.audit import Actor, acting_as
 from clinic.core.db import db, unit_of_work
-from clinic.visits import services as visit_services
+from clinic.visits import lifecycle
 from clinic.visits.models import Diagnosis, DiagnosisStatus, Visit, VisitStatus
 from identity import services as identity_services
 from identity.models import Account, Role
@@ -257,7 +257,7 @@ def test_a_physician_who_loses_the_race_for_a_visit_gets_a_conflict_page(
     other, second_face = ctx.test_client(), cf.face_token(second)
     taken = interleave(
         monkeypatch,
-        visit_services,
+        lifecycle,
         "_load_visit",
         lambda: other.post(f"/api/v1/visits/{visit_id}/accept", headers=f.auth(second_face)),
     )

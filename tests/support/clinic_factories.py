@@ -12,7 +12,7 @@ from PIL import Image
 
 from clinic.core.audit import Actor, acting_as
 from clinic.core.db import db, unit_of_work
-from clinic.visits import services
+from clinic.visits import condition_catalog, proofs
 from clinic.visits.models import Diagnosis, DiagnosisStatus
 from identity import tokens
 from identity.models import Account, Role
@@ -42,7 +42,7 @@ def catalog() -> None:
         )
     )
     with acting_as(Actor(None, "test")), unit_of_work():
-        services.seed_conditions()
+        condition_catalog.seed_conditions()
 
 
 def two_departments() -> dict[str, Account]:
@@ -66,7 +66,7 @@ def diagnosis(
     patient_id: uuid.UUID, account: Account, icd10: str = "I10", confirm_by: Account | None = None
 ) -> Diagnosis:
     with acting_as(Actor(str(account.id), "patient")), unit_of_work():
-        diag = services.submit_diagnosis(
+        diag = proofs.submit_diagnosis(
             db.session.get(Account, account.id) or account,
             str(patient_id),
             icd10,
@@ -76,7 +76,7 @@ def diagnosis(
         )
         if confirm_by is not None:
             diag.status = DiagnosisStatus.CONFIRMED
-            cond = services.catalog_condition(diag.icd10)
+            cond = condition_catalog.catalog_condition(diag.icd10)
             assert cond is not None
             diag.condition_code, diag.department = cond.code, cond.department
             diag.reviewed_by = confirm_by.id

@@ -1,0 +1,142 @@
+"""The visit room: presence, messages and their images, the video grant, and the patient's
+earlier visits as a physician sees them."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+
+from clinic.core import audit, storage
+from clinic.core.config import settings
+from clinic.core.db import db, get_or_404, utcnow
+from clinic.core.errors import (
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+)
+from clinic.visits import rules
+from clinic.visits.lifecycle import physician_account, physician_name, tell_patient, visit_for
+from clinic.visits.models import (
+    Visit,
+    VisitMessage,
+)
+from clinic.visits.rules import VisitStatus
+from clinic.visits.uploads import spend_upload_quota
+from identity.models import Account, Role
+
+# What other domains add to a visit's history (prescriptions sit above this package and
+# register a reader: visit ids -> {visit id: [what was prescribed]}).
+_history_readers: list[Any] = []
+
+
+def on_history(reader: Any) -> None:
+    _history_readers.append(reader)
+
+
+def patient_history(physician_id: str, visit: Visit, limit: int = 20) -> list[dict[str, Any]]:
+    """The same patient's earlier visits that this physician may see (theirs, or their
+    department's), newest first, with notes and whatever other domains add (prescriptions)."""
+    physician = physician_account(physician_id)
+    dept = physician.staff.department_code if physician.staff else None
+    earlier = list(
+        db.session.scalars(
+            select(Visit)
+            .where(
+                Visit.patient_id == visit.patient_id,
+                Visit.id != visit.id,
+                (Visit.physician_id == physician.id) | (Visit.department == dept),
+            )
+            .order_by(Visit.created_at.desc())
+            .limit(limit)
+        )
+    )
+    extra: dict[Any, list[Any]] = {}
+    for reader in _history_readers:
+        for vid, found in reader([v.id for v in earlier] + [visit.id]).items():
+            extra.setdefault(vid, []).extend(found)
+    return [{"visit": v, "notes": list(v.notes), "prescriptions": extra.get(v.id, [])} for v in earlier] + [
+        {"visit": visit, "notes": [], "prescriptions": extra.get(visit.id, []), "current": True}
+    ]
+
+
+PRESENCE_WINDOW = timedelta(seconds=60)
+
+
+MESSAGE_SMS_QUIET = timedelta(minutes=10)
+
+
+def patient_present(visit: Visit) -> None:
+    """The patient has the visit room open (the room and its polling call this).
+
+    A plain UPDATE of one column: it does not bump the visit's row version, so it never
+    makes a physician's simultaneous change of the visit fail.
+    """
+    now = utcnow()
+    seen = visit.patient_seen_at
+    if seen is not None and now - seen < timedelta(seconds=15):
+        return
+    db.session.execute(
+        update(Visit)
+        .where(Visit.id == visit.id)
+        .values(patient_seen_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _patient_absent(visit: Visit) -> bool:
+    seen = db.session.scalar(select(Visit.patient_seen_at).where(Visit.id == visit.id))
+    return seen is None or utcnow() - seen > PRESENCE_WINDOW
+
+
+def post_message(account: Account, visit_id: str, text: str | None, image: bytes | None) -> VisitMessage:
+    session = db.session()
+    visit = visit_for(account, visit_id)
+    if account.role == Role.PHYSICIAN and visit.physician_id != account.id:
+        raise Forbidden("Accept the visit before writing in it.")
+    if not rules.can_message(visit.status):
+        raise rules.VisitClosed(
+            "The visit is %(status)s; no more messages can be sent.", params={"status": visit.status.value}
+        )
+    if not text and image is None:
+        raise Invalid("A message needs text or an image.")
+    msg = VisitMessage(visit_id=visit.id, sender_id=account.id, sender_role=account.role.value, text=text or None)
+    if image is not None:
+        spend_upload_quota(account, len(image))
+        sniffed = rules.sniff_upload(image, max_bytes=settings().MAX_IMAGE_BYTES, allow_pdf=False)
+        msg.image_path = storage.save(f"visits/{visit.id}", image, sniffed.ext)
+        msg.image_type = sniffed.mime
+    session.add(msg)
+    session.flush()
+    audit.record(
+        session,
+        "visit.message",
+        subject_type="visit",
+        subject_id=visit.id,
+        detail={"message": str(msg.id), "image": image is not None},
+    )
+    if account.role == Role.PHYSICIAN and _patient_absent(visit):
+        # At most one such SMS per visit per 10 minutes; the notification centre gets each.
+        tell_patient(visit, "visit_message", quiet_for=MESSAGE_SMS_QUIET, physician=physician_name(account))
+    return msg
+
+
+def message_image(account: Account, visit_id: str, message_id: str) -> tuple[bytes, str]:
+    visit = visit_for(account, visit_id)
+    msg = get_or_404(VisitMessage, message_id)
+    if msg.visit_id != visit.id or msg.image_path is None:
+        raise NotFound()
+    return storage.load(msg.image_path), msg.image_type or "application/octet-stream"
+
+
+def video_grant(account: Account, visit_id: str) -> tuple[str, str]:
+    """(identity, room) for a participant's Twilio Video token; only while in progress."""
+    visit = visit_for(account, visit_id)
+    if account.role == Role.PHYSICIAN and visit.physician_id != account.id:
+        raise Forbidden("Only the visit's physician joins its video room.")
+    if visit.status != VisitStatus.IN_PROGRESS:
+        raise Conflict("The video room is open only while the visit is in progress.", code="visit_not_in_progress")
+    audit.record(db.session(), "visit.video_token", subject_type="visit", subject_id=visit.id)
+    return str(account.id), f"visit-{visit.id}"
