@@ -191,7 +191,7 @@ def list_diagnoses(principal: Principal) -> DiagnosesOut:
     rows = (
         proofs.diagnoses_of_account(account)
         if principal.role == "patient"
-        else proofs.pending_diagnoses_for(principal.id)
+        else proofs.pending_diagnoses_for(principal.account_id)
     )
     return DiagnosesOut(items=[diagnosis_out(d) for d in rows])
 
@@ -234,7 +234,7 @@ class RejectIn(RequestModel):
     errors={403: ["not_qualified"], 409: ["already_reviewed"]},
 )
 def reject_diagnosis(diagnosis_id: str, body: RejectIn, principal: Principal) -> StatusOut:
-    return StatusOut(status=proofs.reject_diagnosis(principal.id, diagnosis_id, body.reason).status.value)
+    return StatusOut(status=proofs.reject_diagnosis(principal, diagnosis_id, body.reason).status.value)
 
 
 # --- consent --------------------------------------------------------------------------
@@ -452,7 +452,7 @@ class VisitsQuery(RequestModel):
 def list_visits(query: VisitsQuery, principal: Principal) -> VisitsOut:
     account = identity.get_account(principal.id)
     if query.queue == "waiting" and principal.role == "physician":
-        rows = queues.waiting_visits_for(principal.id)
+        rows = queues.waiting_visits_for(principal.account_id)
     else:
         rows = lifecycle.visits_of(account)
     return VisitsOut(items=[visit_out(v, detail=False) for v in rows])
@@ -557,7 +557,7 @@ class TerminateIn(RequestModel):
     errors={409: ["illegal_transition", "visit_closed"]},
 )
 def terminate_visit(visit_id: str, body: TerminateIn, principal: Principal) -> StatusOut:
-    v = lifecycle.terminate_visit(principal.id, visit_id, body.reason, body.referral_advice)
+    v = lifecycle.terminate_visit(principal, visit_id, body.reason, body.referral_advice)
     return StatusOut(status=v.status.value)
 
 
@@ -574,7 +574,7 @@ class CompleteIn(RequestModel):
     errors={409: ["illegal_transition", "visit_closed"]},
 )
 def complete_visit(visit_id: str, body: CompleteIn, principal: Principal) -> StatusOut:
-    return StatusOut(status=lifecycle.complete_visit(principal.id, visit_id, body.note).status.value)
+    return StatusOut(status=lifecycle.complete_visit(principal, visit_id, body.note).status.value)
 
 
 class CancelIn(RequestModel):

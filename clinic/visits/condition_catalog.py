@@ -9,15 +9,9 @@ from sqlalchemy import select
 
 from clinic.core import audit
 from clinic.core.db import db
-from clinic.core.errors import (
-    Conflict,
-    Invalid,
-    NotFound,
-)
+from clinic.core.errors import Conflict, Invalid, NotFound
 from clinic.visits import rules
-from clinic.visits.models import (
-    Condition,
-)
+from clinic.visits.models import Condition
 from identity.models import Department
 
 DEFAULT_CONDITIONS = [

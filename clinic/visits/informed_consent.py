@@ -10,13 +10,9 @@ from sqlalchemy import Exists, exists, select
 
 from clinic.core import audit
 from clinic.core.db import db
-from clinic.core.errors import (
-    Conflict,
-)
+from clinic.core.errors import Conflict
 from clinic.core.versioned_text import TextShelf, VersionedText
-from clinic.visits.models import (
-    ConsentAcceptance,
-)
+from clinic.visits.models import ConsentAcceptance
 from identity import services as identity
 from identity.models import Account
 

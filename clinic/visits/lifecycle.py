@@ -13,18 +13,11 @@ from sqlalchemy.orm import Session
 
 from clinic.core import audit
 from clinic.core.db import db, get_or_404, utcnow
-from clinic.core.errors import (
-    Conflict,
-    Forbidden,
-    NotFound,
-)
+from clinic.core.errors import Conflict, Forbidden, NotFound
 from clinic.core.principal import Principal
 from clinic.notifications import notify
 from clinic.visits import rules
-from clinic.visits.models import (
-    Visit,
-    VisitNote,
-)
+from clinic.visits.models import Visit, VisitNote
 from clinic.visits.rules import VisitStatus
 from clinic.visits.service_switch import refuse_if_suspended
 from identity import face_services
@@ -45,15 +38,12 @@ def payments_port() -> PaymentsPort | None:
     return port
 
 
-def physician_account(principal_id: str) -> Account:
-    account = identity.get_account(principal_id)
+def physician_account(account_id: uuid.UUID) -> Account:
+    """The physician's account; any other role is refused (403)."""
+    account = identity.get_account(account_id)
     if account.role != Role.PHYSICIAN:
         raise Forbidden("Only physicians may do this.")
     return account
-
-
-def get_physician(physician_id: str) -> Account:
-    return physician_account(physician_id)
 
 
 def _load_visit(visit_id: str) -> Visit:
@@ -78,8 +68,8 @@ def visit_for(account: Account, visit_id: str) -> Visit:
     raise NotFound()
 
 
-def _assigned(physician_id: str, visit_id: str) -> tuple[Account, Visit]:
-    physician = physician_account(physician_id)
+def _assigned(who: Principal, visit_id: str) -> tuple[Account, Visit]:
+    physician = physician_account(who.account_id)
     visit = visit_for(physician, visit_id)
     if visit.physician_id != physician.id:
         raise Forbidden("Only the visit's physician may do this.")
@@ -136,7 +126,7 @@ def mark_visit_paid(visit_id: uuid.UUID) -> Visit | None:
 
 def accept_visit(who: Principal, visit_id: str) -> Visit:
     session = db.session()
-    physician = physician_account(who.id)
+    physician = physician_account(who.account_id)
     face_services.require_fresh_face(who)
     visit = _load_visit(visit_id)
     identity.require_qualified_physician(physician, department=visit.department)
@@ -152,9 +142,9 @@ def accept_visit(who: Principal, visit_id: str) -> Visit:
     return visit
 
 
-def complete_visit(physician_id: str, visit_id: str, note: str) -> Visit:
+def complete_visit(who: Principal, visit_id: str, note: str) -> Visit:
     session = db.session()
-    physician, visit = _assigned(physician_id, visit_id)
+    physician, visit = _assigned(who, visit_id)
     _move(visit, rules.VisitEvent.COMPLETE)
     visit.closed_at = utcnow()
     session.add(VisitNote(visit_id=visit.id, author_id=physician.id, kind="completion", text=note))
@@ -163,10 +153,10 @@ def complete_visit(physician_id: str, visit_id: str, note: str) -> Visit:
     return visit
 
 
-def terminate_visit(physician_id: str, visit_id: str, reason: str, referral_advice: str) -> Visit:
+def terminate_visit(who: Principal, visit_id: str, reason: str, referral_advice: str) -> Visit:
     """The condition changed or needs an examination: stop and send the patient in person."""
     session = db.session()
-    physician, visit = _assigned(physician_id, visit_id)
+    physician, visit = _assigned(who, visit_id)
     _move(visit, rules.VisitEvent.TERMINATE)
     visit.closed_at = utcnow()
     visit.termination_reason, visit.referral_advice = reason, referral_advice

@@ -12,22 +12,13 @@ from sqlalchemy import exists, select
 from clinic.core import audit, storage
 from clinic.core.config import settings
 from clinic.core.db import db, get_or_404, utcnow
-from clinic.core.errors import (
-    Conflict,
-    Invalid,
-    NotFound,
-)
+from clinic.core.errors import Conflict, Invalid, NotFound
 from clinic.core.principal import Principal
 from clinic.notifications import notify
 from clinic.visits import rules
 from clinic.visits.condition_catalog import NotEligibleCondition, catalog_condition
 from clinic.visits.lifecycle import physician_account
-from clinic.visits.models import (
-    Condition,
-    Diagnosis,
-    DiagnosisStatus,
-    Visit,
-)
+from clinic.visits.models import Condition, Diagnosis, DiagnosisStatus, Visit
 from clinic.visits.uploads import spend_upload_quota
 from identity import face_services
 from identity import services as identity
@@ -104,7 +95,7 @@ def _pending_diagnosis(diagnosis_id: str) -> Diagnosis:
 
 
 def confirm_diagnosis(who: Principal, diagnosis_id: str) -> Diagnosis:
-    physician = physician_account(who.id)
+    physician = physician_account(who.account_id)
     face_services.require_fresh_face(who)
     diag = _pending_diagnosis(diagnosis_id)
     cond = catalog_condition(diag.icd10)
@@ -143,9 +134,9 @@ def record_confirmation(diag: Diagnosis, physician_id: uuid.UUID, cond: Conditio
     return diag
 
 
-def reject_diagnosis(physician_id: str, diagnosis_id: str, reason: str) -> Diagnosis:
+def reject_diagnosis(who: Principal, diagnosis_id: str, reason: str) -> Diagnosis:
     session = db.session()
-    physician = physician_account(physician_id)
+    physician = physician_account(who.account_id)
     diag = _pending_diagnosis(diagnosis_id)
     cond = catalog_condition(diag.icd10)
     identity.require_qualified_physician(physician, department=cond.department if cond else None)
@@ -174,7 +165,8 @@ def diagnoses_of_account(account: Account) -> list[Diagnosis]:
     )
 
 
-def pending_diagnoses_for(physician_id: str) -> list[Diagnosis]:
+def pending_diagnoses_for(physician_id: uuid.UUID) -> list[Diagnosis]:
+    """The proofs waiting for a physician of this one's department (and those no department treats)."""
     physician = physician_account(physician_id)
     dept = physician.staff.department_code if physician.staff else None
     query = select(Diagnosis).where(Diagnosis.status == DiagnosisStatus.PENDING)

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import uuid
+
 from sqlalchemy import func, or_, select
 
 from clinic.core.db import db
 from clinic.visits.lifecycle import first_for, physician_account
-from clinic.visits.models import (
-    Visit,
-)
+from clinic.visits.models import Visit
 from clinic.visits.rules import VisitStatus
 
 
-def waiting_visits_for(physician_id: str) -> list[Visit]:
+def waiting_visits_for(physician_id: uuid.UUID) -> list[Visit]:
     """The physician's queue: visits that chose them, and (while on duty) their department's."""
     physician = physician_account(physician_id)
     dept = physician.staff.department_code if physician.staff else None

@@ -14,21 +14,11 @@ from sqlalchemy.exc import IntegrityError
 from clinic.core import audit
 from clinic.core.config import settings
 from clinic.core.db import as_uuid, db, new_id
-from clinic.core.errors import (
-    Conflict,
-    NotFound,
-    RuleRefusal,
-)
+from clinic.core.errors import Conflict, NotFound, RuleRefusal
 from clinic.visits import rules
 from clinic.visits.informed_consent import consent_accepted, current_consent
 from clinic.visits.lifecycle import payments_port
-from clinic.visits.models import (
-    OPEN_VISIT_STATUSES,
-    Condition,
-    Diagnosis,
-    ServiceSwitch,
-    Visit,
-)
+from clinic.visits.models import OPEN_VISIT_STATUSES, Condition, Diagnosis, ServiceSwitch, Visit
 from clinic.visits.rules import VisitStatus
 from clinic.visits.service_switch import newest_switch, refuse_if_suspended
 from identity import rules as identity_rules

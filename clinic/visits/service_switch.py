@@ -8,13 +8,8 @@ from sqlalchemy import Select, select
 
 from clinic.core import audit
 from clinic.core.db import db
-from clinic.core.errors import (
-    Forbidden,
-    ServiceUnavailable,
-)
-from clinic.visits.models import (
-    ServiceSwitch,
-)
+from clinic.core.errors import Forbidden, ServiceUnavailable
+from clinic.visits.models import ServiceSwitch
 from identity import services as identity
 from identity.models import Role
 

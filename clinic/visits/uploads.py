@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from clinic.core import limits
 from clinic.core.config import settings
-from clinic.core.errors import (
-    RateLimited,
-)
+from clinic.core.errors import RateLimited
 from identity.models import Account
 
 

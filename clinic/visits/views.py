@@ -543,9 +543,9 @@ def _room(visit_id: str, status: int = 200, **forms: FlaskForm) -> Any:
         "payments_on": current_app.extensions.get("payments") is not None,
     }
     if account.role == Role.PHYSICIAN:
-        history = visit_room.patient_history(str(account.id), visit)
-        ctx["history"] = [h for h in history if not h.get("current")]
-        weights = [rx.weight_kg for h in history for rx in h["prescriptions"] if rx.weight_kg is not None]
+        history = visit_room.patient_history(account.id, visit)
+        ctx["history"] = [h for h in history if not h.current]
+        weights = [rx.weight_kg for h in history for rx in h.prescriptions if rx.weight_kg is not None]
         ctx["known_weight"] = weights[0] if weights else None
     return render_template("visits/room.html", **ctx), status
 
@@ -633,7 +633,7 @@ def message_image(visit_id: str, message_id: str) -> Response:
 @bp.get("/physician/proofs")
 @physician_page
 def proof_queue() -> Any:
-    return render_template("visits/proof_queue.html", proofs=proofs.pending_diagnoses_for(str(current_user.id)))
+    return render_template("visits/proof_queue.html", proofs=proofs.pending_diagnoses_for(current_user.id))
 
 
 def _proof_page(diagnosis_id: str, status: int = 200, reject_form: RejectForm | None = None) -> Any:
@@ -668,7 +668,7 @@ def reject_proof(diagnosis_id: str) -> Any:
     if not form.validate_on_submit():
         return _proof_page(diagnosis_id, 422, form)
     try:
-        proofs.reject_diagnosis(str(current_user.id), diagnosis_id, form.reason.data)
+        proofs.reject_diagnosis(page_principal(), diagnosis_id, form.reason.data)
     except DomainError as err:
         flash(_refused(err), "error")
         return _proof_page(diagnosis_id, err.status, form)
@@ -682,11 +682,11 @@ def reject_proof(diagnosis_id: str) -> Any:
 @bp.get("/physician/visits")
 @physician_page
 def visit_queue() -> Any:
-    me = str(current_user.id)
-    mine = lifecycle.visits_of(_me())
+    me = _me()
+    mine = lifecycle.visits_of(me)
     return render_template(
         "visits/visit_queue.html",
-        waiting=queues.waiting_visits_for(me),
+        waiting=queues.waiting_visits_for(me.id),
         active=[v for v in mine if v.status == VisitStatus.IN_PROGRESS],
         closed=[v for v in mine if v.status != VisitStatus.IN_PROGRESS][:50],
     )
@@ -713,7 +713,7 @@ def complete(visit_id: str) -> Any:
     if not form.validate_on_submit():
         return _room(visit_id, status=422, complete_form=form)
     try:
-        lifecycle.complete_visit(str(current_user.id), visit_id, form.note.data)
+        lifecycle.complete_visit(page_principal(), visit_id, form.note.data)
     except DomainError as err:
         flash(_refused(err), "error")
         return _room(visit_id, status=err.status, complete_form=form)
@@ -728,7 +728,7 @@ def terminate(visit_id: str) -> Any:
     if not form.validate_on_submit():
         return _room(visit_id, status=422, terminate_form=form)
     try:
-        lifecycle.terminate_visit(str(current_user.id), visit_id, form.reason.data, form.referral_advice.data)
+        lifecycle.terminate_visit(page_principal(), visit_id, form.reason.data, form.referral_advice.data)
     except DomainError as err:
         flash(_refused(err), "error")
         return _room(visit_id, status=err.status, terminate_form=form)
@@ -739,8 +739,11 @@ def terminate(visit_id: str) -> Any:
 # --- the physician's workstation home: this domain's panels ---------------------------------
 
 
+# Panels are read with the account id as a string (clinic.core.pages).
+
+
 def _waiting(physician_id: str) -> list[Any]:
-    return queues.waiting_visits_for(physician_id)
+    return queues.waiting_visits_for(uuid.UUID(physician_id))
 
 
 def _named_me(physician_id: str) -> list[Any]:
@@ -751,8 +754,12 @@ def _department_waiting(physician_id: str) -> list[Any]:
     return [v for v in _waiting(physician_id) if v.requested_physician_id is None]
 
 
+def _proofs_to_confirm(physician_id: str) -> list[Any]:
+    return proofs.pending_diagnoses_for(uuid.UUID(physician_id))
+
+
 def _in_progress(physician_id: str) -> list[Any]:
-    me = lifecycle.get_physician(physician_id)
+    me = lifecycle.physician_account(uuid.UUID(physician_id))
     return [v for v in lifecycle.visits_of(me) if v.status == VisitStatus.IN_PROGRESS]
 
 
@@ -761,7 +768,7 @@ PANELS = (
         "proofs",
         Words("待确认的线下诊断", "Proofs to confirm"),
         "visits/_panel_proofs.html",
-        proofs.pending_diagnoses_for,
+        _proofs_to_confirm,
         order=10,
     ),
     Panel("named", Words("指定我的复诊", "Visits that named you"), "visits/_panel_visits.html", _named_me, order=20),

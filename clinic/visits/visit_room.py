@@ -3,6 +3,8 @@ earlier visits as a physician sees them."""
 
 from __future__ import annotations
 
+import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -11,18 +13,10 @@ from sqlalchemy import select, update
 from clinic.core import audit, storage
 from clinic.core.config import settings
 from clinic.core.db import db, get_or_404, utcnow
-from clinic.core.errors import (
-    Conflict,
-    Forbidden,
-    Invalid,
-    NotFound,
-)
+from clinic.core.errors import Conflict, Forbidden, Invalid, NotFound
 from clinic.visits import rules
 from clinic.visits.lifecycle import physician_account, physician_name, tell_patient, visit_for
-from clinic.visits.models import (
-    Visit,
-    VisitMessage,
-)
+from clinic.visits.models import Visit, VisitMessage, VisitNote
 from clinic.visits.rules import VisitStatus
 from clinic.visits.uploads import spend_upload_quota
 from identity.models import Account, Role
@@ -36,9 +30,20 @@ def on_history(reader: Any) -> None:
     _history_readers.append(reader)
 
 
-def patient_history(physician_id: str, visit: Visit, limit: int = 20) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One visit of the patient's history, with its notes and what other domains add to it."""
+
+    visit: Visit
+    notes: list[VisitNote]
+    prescriptions: list[Any]  # whatever the registered readers return (prescriptions sit above)
+    current: bool = False
+
+
+def patient_history(physician_id: uuid.UUID, visit: Visit, limit: int = 20) -> list[HistoryEntry]:
     """The same patient's earlier visits that this physician may see (theirs, or their
-    department's), newest first, with notes and whatever other domains add (prescriptions)."""
+    department's), newest first, with notes and whatever other domains add (prescriptions);
+    the visit itself comes last, marked `current`."""
     physician = physician_account(physician_id)
     dept = physician.staff.department_code if physician.staff else None
     earlier = list(
@@ -57,14 +62,12 @@ def patient_history(physician_id: str, visit: Visit, limit: int = 20) -> list[di
     for reader in _history_readers:
         for vid, found in reader([v.id for v in earlier] + [visit.id]).items():
             extra.setdefault(vid, []).extend(found)
-    return [{"visit": v, "notes": list(v.notes), "prescriptions": extra.get(v.id, [])} for v in earlier] + [
-        {"visit": visit, "notes": [], "prescriptions": extra.get(visit.id, []), "current": True}
+    return [HistoryEntry(v, list(v.notes), extra.get(v.id, [])) for v in earlier] + [
+        HistoryEntry(visit, [], extra.get(visit.id, []), current=True)
     ]
 
 
 PRESENCE_WINDOW = timedelta(seconds=60)
-
-
 MESSAGE_SMS_QUIET = timedelta(minutes=10)
 
 

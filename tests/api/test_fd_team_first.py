@@ -45,8 +45,8 @@ def test_team_first_then_the_department(client: FlaskClient) -> None:
         assert v is not None
         v.created_at = v.created_at - timedelta(minutes=5)
     db.session.remove()
-    assert [str(v.id) for v in queues.waiting_visits_for(str(world.member.id))][0] == vid
-    assert vid not in [str(v.id) for v in queues.waiting_visits_for(str(outsider.id))]
+    assert [str(v.id) for v in queues.waiting_visits_for(world.member.id)][0] == vid
+    assert vid not in [str(v.id) for v in queues.waiting_visits_for(outsider.id)]
     resp = client.post(f"{API}/visits/{vid}/accept", headers=f.auth(cf.face_token(outsider)))
     assert resp.status_code == 409 and resp.get_json()["error"]["code"] == "held_for_team"
     assert "家庭医生团队" in resp.get_json()["error"]["message"]
@@ -56,7 +56,7 @@ def test_team_first_then_the_department(client: FlaskClient) -> None:
         assert v is not None
         v.created_at = v.created_at - timedelta(minutes=30)
     db.session.remove()
-    assert vid in [str(v.id) for v in queues.waiting_visits_for(str(outsider.id))]
+    assert vid in [str(v.id) for v in queues.waiting_visits_for(outsider.id)]
     resp = client.post(f"{API}/visits/{vid}/accept", headers=f.auth(cf.face_token(world.member)))
     assert resp.status_code == 200, resp.get_json()
 
