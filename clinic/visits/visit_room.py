@@ -4,6 +4,7 @@ earlier visits as a physician sees them."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -23,10 +24,11 @@ from identity.models import Account, Role
 
 # What other domains add to a visit's history (prescriptions sit above this package and
 # register a reader: visit ids -> {visit id: [what was prescribed]}).
-_history_readers: list[Any] = []
+HistoryReader = Callable[[list[uuid.UUID]], Mapping[uuid.UUID, Sequence[Any]]]
+_history_readers: list[HistoryReader] = []
 
 
-def on_history(reader: Any) -> None:
+def on_history(reader: HistoryReader) -> None:
     _history_readers.append(reader)
 
 
@@ -58,7 +60,7 @@ def patient_history(physician_id: uuid.UUID, visit: Visit, limit: int = 20) -> l
             .limit(limit)
         )
     )
-    extra: dict[Any, list[Any]] = {}
+    extra: dict[uuid.UUID, list[Any]] = {}
     for reader in _history_readers:
         for vid, found in reader([v.id for v in earlier] + [visit.id]).items():
             extra.setdefault(vid, []).extend(found)
