@@ -107,6 +107,7 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     from pharmacy import views as pharmacy_views
     from prescriptions import api as rx_api
     from prescriptions import cli as rx_cli
+    from prescriptions import events as rx_events
     from prescriptions import signing as rx_signing
 
     notifications_services.register_jobs()  # outbox handler: the patients' SMS
@@ -170,6 +171,8 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     payments.init_app(app)  # PAYMENTS=stripe: the fee port; the signed webhook
     register_purpose("consultation", visit_lifecycle.mark_visit_paid)
     register_purpose("drug_fee", pharmacy_services.mark_drug_fee_paid)  # approved prescription, fee paid
+    rx_events.on_signed(app, pharmacy_services.queue_signed)  # every signed prescription is queued for review
+    rx_events.on_status_changed(app, pharmacy_services.close_unreviewed)  # expired, voided: off the queue
 
     from clinic.admin import labels as admin_labels
     from clinic.admin import reclaims as admin_reclaims

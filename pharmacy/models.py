@@ -11,7 +11,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from clinic.core.crypto import EncryptedText
 from clinic.core.db import Base, Versioned, new_id, utcnow
-from pharmacy.rules import DeliveryStatus, PartnerFacts
+from pharmacy.rules import DeliveryStatus, PartnerFacts, ReviewState
 from prescriptions.models import Prescription
 
 
@@ -115,7 +115,10 @@ class Review(Base):
     __table_args__ = (Index("ix_pharmacy_reviews_state_queued_at", "state", "queued_at"),)
 
     prescription_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("prescriptions.id"), primary_key=True)
-    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending | decided | closed
+    # the same VARCHAR(16) as ever, read and written as the lifecycle's enum (pharmacy.rules)
+    state: Mapped[ReviewState] = mapped_column(
+        Enum(ReviewState, native_enum=False, length=16, values_callable=_values), default=ReviewState.PENDING
+    )
     queued_at: Mapped[datetime]
     claimed_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("accounts.id"), index=True)
     claimed_at: Mapped[datetime | None]

@@ -226,6 +226,41 @@ DECISION_STATUS = {"approve": "approved", "reject": "rejected", "return": "retur
 PRESCRIBING_ONLY_RULES = frozenset({"visit_not_active", "guardian_and_physician_required"})
 
 
+class ReviewState(enum.StrEnum):
+    """A prescription's place in the pharmacists' review queue (stored as these strings)."""
+
+    PENDING = "pending"  # signed, waiting for a pharmacist (claimed or not)
+    DECIDED = "decided"  # approved, rejected or returned
+    CLOSED = "closed"  # the prescription expired or was cancelled while waiting
+
+
+class ReviewEvent(enum.StrEnum):
+    DECIDE = "decide"  # a pharmacist approved, rejected or returned it
+    CLOSE = "close"  # the prescription left review without a decision (expired, voided)
+
+
+_REVIEW_MOVES: dict[tuple[ReviewState, ReviewEvent], ReviewState] = {
+    (ReviewState.PENDING, ReviewEvent.DECIDE): ReviewState.DECIDED,
+    (ReviewState.PENDING, ReviewEvent.CLOSE): ReviewState.CLOSED,
+}
+
+
+class IllegalReviewTransition(Conflict):
+    code = "illegal_transition"
+
+
+def review_transition(state: ReviewState, event: ReviewEvent) -> ReviewState:
+    """The one place a review's state changes: a decided or closed review takes no event."""
+    nxt = _REVIEW_MOVES.get((state, event))
+    if nxt is None:
+        raise IllegalReviewTransition(
+            f"A review that is {state.value} cannot take the event {event.value}.",
+            current=state.value,
+            event=event.value,
+        )
+    return nxt
+
+
 def decision_problems(decision: str, reasons: list[str], signature_valid: bool, rule_codes: list[str]) -> list[str]:
     """Why this decision cannot be taken (empty: it can)."""
     problems: list[str] = []

@@ -3,7 +3,8 @@
 Art. 18 of the 2018 measures: an online prescription takes effect only after a pharmacist
 has reviewed it. Here:
 - every prescription signed into `pending_review` gets a queue row (`Review`) in the same
-  transaction (a flush hook below), so the queue is never behind the prescriptions;
+  transaction (`queue_signed`, which the app factory registers with prescriptions.events),
+  so the queue is never behind the prescriptions;
 - `claim_next` hands the oldest unclaimed (or abandoned: claim expired) row to one
   pharmacist: `SELECT ... FOR UPDATE SKIP LOCKED` on PostgreSQL, and a compare-and-set on
   the claim columns on every backend, so two pharmacists never hold the same one;
@@ -28,11 +29,11 @@ from decimal import Decimal
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import event, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from clinic.core import audit
-from clinic.core.db import as_uuid, db, get_or_404, new_id, utcnow
+from clinic.core.db import as_uuid, db, get_or_404, utcnow
 from clinic.core.errors import Conflict, DomainError, Forbidden, Invalid, RuleRefusal, Violation
 from clinic.core.pages import bj
 from clinic.visits.models import Visit
@@ -41,7 +42,7 @@ from identity.services import require_qualified_pharmacist
 from pharmacy import delivery as deliveries
 from pharmacy import notify, regions, rules
 from pharmacy.models import Delivery, Review
-from pharmacy.rules import DeliveryStatus
+from pharmacy.rules import DeliveryStatus, ReviewEvent, ReviewState
 from prescriptions import catalog as rx_catalog
 from prescriptions import document as rx_document
 from prescriptions import services as rx_services
@@ -50,21 +51,25 @@ from prescriptions.models import Drug, Prescription, PrescriptionStatus
 from prescriptions.rules import PrescriptionEvent, age_display
 
 # --- the queue follows the prescriptions ------------------------------------------------------
+# Wired by the app factory to prescriptions.events (the pharmacy sits above prescriptions).
 
 
-@event.listens_for(Session, "before_flush")
-def _queue_follows_prescriptions(session: Session, _ctx: Any, _instances: Any) -> None:
-    for obj in list(session.new):
-        if isinstance(obj, Prescription) and obj.status in (None, PrescriptionStatus.PENDING_REVIEW):
-            if obj.id is None:
-                obj.id = new_id()
-            session.add(Review(prescription_id=obj.id, state="pending", queued_at=obj.signed_at or utcnow()))
-    for obj in list(session.dirty):
-        if isinstance(obj, Prescription) and obj.status != PrescriptionStatus.PENDING_REVIEW:
-            review = session.get(Review, obj.id)
-            if review is not None and review.state == "pending":
-                review.state = "closed"  # expired or cancelled while waiting
-                review.claim_expires_at = None
+def queue_signed(session: Session, rx: Prescription) -> None:
+    """A prescription signed into `pending_review` gets its queue row in the same transaction."""
+    session.add(Review(prescription_id=rx.id, state=ReviewState.PENDING, queued_at=rx.signed_at or utcnow()))
+
+
+def close_unreviewed(session: Session, rx: Prescription, before: PrescriptionStatus) -> None:
+    """A prescription that expired or was cancelled while waiting leaves the queue undecided."""
+    if before != PrescriptionStatus.PENDING_REVIEW or rx.status not in _LEFT_UNREVIEWED:
+        return
+    review = session.get(Review, rx.id)
+    if review is not None and review.state == ReviewState.PENDING:
+        review.state = rules.review_transition(review.state, ReviewEvent.CLOSE)
+        review.claim_expires_at = None
+
+
+_LEFT_UNREVIEWED = (PrescriptionStatus.EXPIRED, PrescriptionStatus.CANCELLED)
 
 
 # --- errors -----------------------------------------------------------------------------------
@@ -126,7 +131,7 @@ def claim_next(
         stmt = (
             select(Review.prescription_id)
             .join(Prescription, Prescription.id == Review.prescription_id)
-            .where(Review.state == "pending", free, Prescription.status == PrescriptionStatus.PENDING_REVIEW)
+            .where(Review.state == ReviewState.PENDING, free, Prescription.status == PrescriptionStatus.PENDING_REVIEW)
             .where(Prescription.expires_at > now)
             .order_by(Review.queued_at)
             .limit(1)
@@ -138,7 +143,7 @@ def claim_next(
             return None
         won = session.execute(
             update(Review)
-            .where(Review.prescription_id == rx_id, Review.state == "pending", free)
+            .where(Review.prescription_id == rx_id, Review.state == ReviewState.PENDING, free)
             .values(claimed_by=who, claimed_at=now, claim_expires_at=now + timedelta(seconds=claim_seconds()))
             .execution_options(synchronize_session=False)
         )
@@ -276,7 +281,7 @@ def decide(pharmacist_id: str, prescription_id: str, decision: str, reasons: lis
     now = utcnow()
     held = (
         review is not None
-        and review.state == "pending"
+        and review.state == ReviewState.PENDING
         and review.claimed_by == pharmacist.id
         and review.claim_expires_at is not None
         and review.claim_expires_at > now
@@ -310,8 +315,8 @@ def decide(pharmacist_id: str, prescription_id: str, decision: str, reasons: lis
             code="invalid",
             problems=problems,
         )
-    review.state = "decided"  # before the transition, so the queue hook leaves it alone
     rx_services.transition(rx, PrescriptionEvent(decision), reason=";".join(codes) or None, now=now)
+    review.state = rules.review_transition(review.state, ReviewEvent.DECIDE)
     review.decision, review.reasons = decision, [{"code": r["code"], "note": r.get("note", "")} for r in reasons]
     review.decided_by, review.decided_at = pharmacist.id, now
     review.signature_valid, review.rule_codes = checks.signature_valid, rule_codes
@@ -754,12 +759,14 @@ def queue_summary(pharmacist_id: str) -> dict[str, Any]:
     waiting = db.session.scalar(
         select(func.count())
         .select_from(Review)
-        .where(Review.state == "pending", or_(Review.claim_expires_at.is_(None), Review.claim_expires_at < now))
+        .where(
+            Review.state == ReviewState.PENDING, or_(Review.claim_expires_at.is_(None), Review.claim_expires_at < now)
+        )
     )
     mine = db.session.scalars(
         select(Review)
         .where(
-            Review.state == "pending",
+            Review.state == ReviewState.PENDING,
             Review.claimed_by == uuid.UUID(pharmacist_id),
             Review.claim_expires_at > now,
         )
@@ -824,7 +831,7 @@ def _rows(reviews: list[Review], pharmacist_id: str, now: datetime) -> list[Queu
     for r in reviews:
         rx = rxs[r.prescription_id]
         visit = visits[rx.visit_id]
-        held = r.state == "pending" and r.claim_expires_at is not None and r.claim_expires_at > now
+        held = r.state == ReviewState.PENDING and r.claim_expires_at is not None and r.claim_expires_at > now
         rows.append(
             QueueRow(
                 prescription_id=rx.id,
@@ -860,7 +867,7 @@ def queue_rows(pharmacist_id: str, limit: int = 100) -> list[QueueRow]:
     reviews = db.session.scalars(
         select(Review)
         .join(Prescription, Prescription.id == Review.prescription_id)
-        .where(Review.state == "pending", Prescription.status == PrescriptionStatus.PENDING_REVIEW)
+        .where(Review.state == ReviewState.PENDING, Prescription.status == PrescriptionStatus.PENDING_REVIEW)
         .order_by(Review.queued_at)
         .limit(limit)
     ).all()

@@ -31,7 +31,7 @@ from clinic.core.principal import Principal
 from clinic.visits.models import Visit
 from identity.face_services import require_fresh_face
 from identity.models import Account, Institution
-from prescriptions import catalog, rules, signing
+from prescriptions import catalog, events, rules, signing
 from prescriptions.models import (
     Drug,
     Prescription,
@@ -343,6 +343,7 @@ def create_prescription(
     session = db.session()
     session.add(rx)
     session.flush()
+    events.signed(session, rx)  # the pharmacy queues it for review in this transaction
     audit.record(
         session,
         "prescription.signed",
@@ -458,6 +459,7 @@ def transition(
     before = rx.status
     rx.status = rules.transition(before, event)
     rx.status_changed_at = now
+    events.status_changed(db.session(), rx, before)
     if rx.status == PrescriptionStatus.DISPENSED:
         rx.dispensed_at = now
     audit.record(
