@@ -102,6 +102,7 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     fd_views.init_app(app)  # family-doctor pages: patients, the team's panel, administration
 
     from pharmacy import api as pharmacy_api
+    from pharmacy import checkout as pharmacy_checkout
     from pharmacy import delivery as pharmacy_delivery
     from pharmacy import services as pharmacy_services
     from pharmacy import views as pharmacy_views
@@ -170,7 +171,7 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
 
     payments.init_app(app)  # PAYMENTS=stripe: the fee port; the signed webhook
     register_purpose("consultation", visit_lifecycle.mark_visit_paid)
-    register_purpose("drug_fee", pharmacy_services.mark_drug_fee_paid)  # approved prescription, fee paid
+    register_purpose("drug_fee", pharmacy_checkout.mark_drug_fee_paid)  # approved prescription, fee paid
     rx_events.on_signed(app, pharmacy_services.queue_signed)  # every signed prescription is queued for review
     rx_events.on_status_changed(app, pharmacy_services.close_unreviewed)  # expired, voided: off the queue
 

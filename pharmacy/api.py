@@ -13,8 +13,9 @@ from pydantic import AwareDatetime, Field, ValidationError
 from clinic.core.api import ApiRouter, RequestModel, ResponseModel
 from clinic.core.db import db
 from clinic.core.errors import Invalid
+from pharmacy import checkout as rx_checkout
 from pharmacy import delivery as deliveries
-from pharmacy import rules, services
+from pharmacy import dispensing, rules, services
 from pharmacy.models import DeliveryPartner, Review
 from prescriptions.models import Prescription
 
@@ -335,8 +336,8 @@ class DispenseOut(ResponseModel):
     errors={409: ["drug_fee_unpaid", "no_delivery_address", "illegal_transition", "already_prepared"]},
 )
 def prepare(prescription_id: str, principal: Any) -> DispensingPharmacistsOut:
-    done = services.prepare(principal.id, prescription_id)
-    return DispensingPharmacistsOut(**services.dispensing_pharmacists(done.prescription_id).as_dict())
+    done = dispensing.prepare(principal.id, prescription_id)
+    return DispensingPharmacistsOut(**dispensing.dispensing_pharmacists(done.prescription_id).as_dict())
 
 
 @router.post(
@@ -355,7 +356,7 @@ def prepare(prescription_id: str, principal: Any) -> DispensingPharmacistsOut:
     },
 )
 def dispense(prescription_id: str, body: DispenseIn, principal: Any) -> DispenseOut:
-    delivery = services.dispense(
+    delivery = dispensing.dispense(
         principal.id, prescription_id, dispensed_by=body.dispensed_by, checked_by=body.checked_by
     )
     rx = db.session.get(Prescription, delivery.prescription_id)
@@ -365,7 +366,7 @@ def dispense(prescription_id: str, body: DispenseIn, principal: Any) -> Dispense
         status=rx.status.value,
         delivery_status=delivery.status.value,
         partner=partner.name if partner else None,
-        **services.dispensing_pharmacists(rx.id).as_dict(),
+        **dispensing.dispensing_pharmacists(rx.id).as_dict(),
     )
 
 
@@ -393,7 +394,7 @@ class CheckoutOut(ResponseModel):
     errors={409: ["not_approved"], 503: ["payments_unavailable"]},
 )
 def checkout(prescription_id: str, body: CheckoutIn, principal: Any) -> CheckoutOut:
-    record, payment = services.checkout(
+    record, payment = rx_checkout.checkout(
         principal.id,
         prescription_id,
         collect=body.collect_at_pharmacy,
@@ -429,7 +430,7 @@ class DeliveryOut(ResponseModel):
     roles=["patient", "pharmacist"],
 )
 def delivery(prescription_id: str, principal: Any) -> DeliveryOut:
-    return DeliveryOut(**services.delivery_view(principal.id, principal.role, prescription_id))
+    return DeliveryOut(**rx_checkout.delivery_view(principal.id, principal.role, prescription_id))
 
 
 class PatientPrescriptionOut(ResponseModel):
@@ -485,6 +486,6 @@ def my_prescriptions(principal: Any) -> PatientPrescriptionsOut:
                 signed_at=p.rx.signed_at,
                 expires_at=p.rx.expires_at,
             )
-            for p in services.patient_prescriptions(principal.id)
+            for p in rx_checkout.patient_prescriptions(principal.id)
         ]
     )

@@ -11,7 +11,7 @@ from flask import Flask
 
 from clinic.core.audit import Actor, acting_as
 from clinic.core.db import unit_of_work, utcnow
-from pharmacy import services
+from pharmacy import checkout
 
 CLI_ACTOR = Actor(id=None, role="cli")
 
@@ -26,5 +26,5 @@ def init_app(app: Flask) -> None:
     def remind_unpaid(within_hours: int) -> None:
         """One notification (and SMS) per prescription, once, before it expires unpaid."""
         with acting_as(CLI_ACTOR), unit_of_work():
-            told = services.remind_expiring_unpaid(utcnow(), timedelta(hours=within_hours))
+            told = checkout.remind_expiring_unpaid(utcnow(), timedelta(hours=within_hours))
         click.echo(json.dumps({"reminded": told}))

@@ -20,8 +20,8 @@ from clinic.core.pages import Panel, Words, admin_page, label_for, patient_page,
 from clinic.core.web import handle_refusal
 from clinic.visits.models import Visit
 from identity.models import Account, Role
+from pharmacy import checkout, dispensing, regions, services, worklists
 from pharmacy import delivery as deliveries
-from pharmacy import regions, services
 from pharmacy.forms import PartnerForm, ReviewForm
 from pharmacy.labels import DELIVERY_STATUS
 from prescriptions import document as rx_document
@@ -39,7 +39,7 @@ DECISIONS = ("approve", "return", "reject")
 def queue() -> str:
     me = str(current_user.id)
     return render_template(
-        "pharmacy/queue.html", summary=services.queue_summary(me), rows=services.queue_rows(me), now=utcnow()
+        "pharmacy/queue.html", summary=worklists.queue_summary(me), rows=worklists.queue_rows(me), now=utcnow()
     )
 
 
@@ -89,7 +89,7 @@ def review_page(prescription_id: str) -> Any:
 @bp.get("/pharmacy/reviewed")
 @pharmacist_page
 def reviewed() -> str:
-    return render_template("pharmacy/reviewed.html", rows=services.reviewed_rows(str(current_user.id)))
+    return render_template("pharmacy/reviewed.html", rows=worklists.reviewed_rows(str(current_user.id)))
 
 
 @bp.get("/pharmacy/to-dispense")
@@ -98,8 +98,8 @@ def to_dispense() -> str:
     me = str(current_user.id)
     return render_template(
         "pharmacy/to_dispense.html",
-        rows=services.dispense_rows(me),
-        checkers=[(str(a.id), a.staff.name if a.staff else a.display_name) for a in services.on_duty_pharmacists(me)],
+        rows=worklists.dispense_rows(me),
+        checkers=[(str(a.id), a.staff.name if a.staff else a.display_name) for a in dispensing.on_duty_pharmacists(me)],
     )
 
 
@@ -108,7 +108,7 @@ def to_dispense() -> str:
 def prepare(prescription_id: str) -> Response:
     """调配: I have made it up; another pharmacist checks it and issues it."""
     try:
-        services.prepare(str(current_user.id), prescription_id)
+        dispensing.prepare(str(current_user.id), prescription_id)
     except DomainError as err:
         flash(handle_refusal(err), "error")
     else:
@@ -124,7 +124,7 @@ def dispense(prescription_id: str) -> Response:
         flash(_("Confirm the check first: tick the box beside the button."), "error")
         return redirect(url_for("pharmacy.to_dispense"))
     try:
-        delivery = services.dispense(
+        delivery = dispensing.dispense(
             str(current_user.id), prescription_id, checked_by=request.form.get("checked_by") or None
         )
     except DomainError as err:
@@ -139,7 +139,7 @@ def dispense(prescription_id: str) -> Response:
 @pharmacist_page
 def dispensing_label(prescription_id: str) -> str:
     return render_template(
-        "pharmacy/label.html", sheet=services.dispensing_label(str(current_user.id), prescription_id)
+        "pharmacy/label.html", sheet=dispensing.dispensing_label(str(current_user.id), prescription_id)
     )
 
 
@@ -151,7 +151,7 @@ def track(prescription_id: str) -> Any:
     if request.method == "POST":
         form = request.form
         try:
-            _record, payment = services.checkout(
+            _record, payment = checkout.checkout(
                 me,
                 prescription_id,
                 collect=form.get("collect") == "1",
@@ -165,8 +165,8 @@ def track(prescription_id: str) -> Any:
         else:
             flash(_("Saved."), "success")
     rx = rx_services.prescription_for(me, "patient", prescription_id)
-    view = services.delivery_view(me, "patient", prescription_id)
-    saved = services.saved_address(me, rx.id)
+    view = checkout.delivery_view(me, "patient", prescription_id)
+    saved = checkout.saved_address(me, rx.id)
     typed = request.form.get("region_code") if request.method == "POST" else None
     return render_template(
         "pharmacy/track.html",
@@ -181,7 +181,7 @@ def track(prescription_id: str) -> Any:
     )
 
 
-def _typed(saved: services.SavedAddress | None) -> dict[str, str]:
+def _typed(saved: checkout.SavedAddress | None) -> dict[str, str]:
     """What the address form shows: what was just typed (a refusal keeps it), else the saved address."""
     if request.method == "POST":
         return {k: request.form.get(k, "") for k in ("recipient_name", "phone", "address")}
@@ -325,7 +325,7 @@ def my_prescriptions() -> str:
     """我的处方: every prescription of the people on the account, newest first."""
     return render_template(
         "pharmacy/my_prescriptions.html",
-        items=services.patient_prescriptions(current_user.id),
+        items=checkout.patient_prescriptions(current_user.id),
         rx_status=RX_STATUS,
         delivery_status=DELIVERY_STATUS,
     )
@@ -335,7 +335,7 @@ def room_block(visit: Visit, account: Account) -> Markup:
     """In the patient's visit room: the visit's prescriptions, each linking to its page."""
     if account.role != Role.PATIENT:
         return Markup("")
-    items = services.patient_prescriptions(account.id, visit_id=visit.id)
+    items = checkout.patient_prescriptions(account.id, visit_id=visit.id)
     if not items:
         return Markup("")
     return Markup(

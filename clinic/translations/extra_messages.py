@@ -70,7 +70,7 @@ MESSAGES = (
     N_("The webhook signature is missing, wrong or too old."),
     # prescriptions/rules.py
     N_("The prescription cannot move to that status from its current one."),
-    # pharmacy/services.py, pharmacy/rules.py, pharmacy/delivery.py
+    # pharmacy/services.py, pharmacy/dispensing.py, pharmacy/rules.py, pharmacy/delivery.py
     N_("You have not claimed this prescription (or your claim has expired); claim it from the queue."),
     N_("The drug fee is not paid: nothing is dispensed before an approved, paid prescription."),
     N_("The patient has not said where the medicines go (delivery address or collection)."),

@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 from clinic.core.audit import Actor, acting_as
 from clinic.core.db import db, unit_of_work, utcnow
 from clinic.notifications.models import InboxNotification
-from pharmacy import services
+from pharmacy import checkout
 from pharmacy.models import Review
 from prescriptions.models import Prescription
 from tests.conftest import extract_csrf
@@ -131,8 +131,8 @@ def test_an_unpaid_prescription_about_to_expire_is_reminded_once(ctx: Flask, cli
     )
     db.session.commit()
     with acting_as(Actor(None, "test")), unit_of_work():
-        assert services.remind_expiring_unpaid(utcnow(), timedelta(hours=24)) == 1
+        assert checkout.remind_expiring_unpaid(utcnow(), timedelta(hours=24)) == 1
     with acting_as(Actor(None, "test")), unit_of_work():
-        assert services.remind_expiring_unpaid(utcnow(), timedelta(hours=24)) == 0
+        assert checkout.remind_expiring_unpaid(utcnow(), timedelta(hours=24)) == 0
     notes = db.session.scalars(select(InboxNotification).where(InboxNotification.kind == "expiring")).all()
     assert len(notes) == 1 and notes[0].link == f"/prescriptions/{p['rx']}/track"

@@ -18,8 +18,8 @@ from clinic.core.audit import Actor, AuditEntry, acting_as
 from clinic.core.db import db, unit_of_work, utcnow
 from clinic.notifications.models import SmsMessage as Notification
 from identity.models import Role
+from pharmacy import checkout
 from pharmacy import delivery as deliveries
-from pharmacy import services
 from pharmacy.models import Review
 from prescriptions.models import Prescription
 from tests.support import factories as f
@@ -235,7 +235,7 @@ def test_no_dispensing_before_the_drug_fee_is_paid(
     assert resp.status_code == 409 and resp.get_json()["error"]["code"] == "drug_fee_unpaid"
     assert status(p["rx"]) == "approved"
     with acting_as(Actor(None, "payments")), unit_of_work():
-        services.mark_drug_fee_paid(uuid.UUID(p["rx"]))
+        checkout.mark_drug_fee_paid(uuid.UUID(p["rx"]))
     b = pharmacist(client)  # checks what A made up and hands it over at the counter
     resp = client.post(
         f"/api/v1/pharmacy/prescriptions/{p['rx']}/dispense", json={"dispensed_by": account_id(client, a)}, headers=b

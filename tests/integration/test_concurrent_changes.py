@@ -27,7 +27,7 @@ from clinic.visits import lifecycle, proofs
 from clinic.visits.models import Diagnosis, DiagnosisStatus, Visit
 from identity import services as identity_services
 from identity.models import Account, Patient, Relation, Role
-from pharmacy import services as pharmacy_services
+from pharmacy import dispensing
 from pharmacy.models import Delivery
 from prescriptions import services as rx_services
 from prescriptions.models import Prescription, PrescriptionStatus
@@ -194,7 +194,7 @@ def test_one_prescription_dispensed_twice_at_once(
     other = ctx.test_client()
     # each made it up and names the other as the checking pharmacist: two valid requests
     overtaken = interleave(
-        monkeypatch, pharmacy_services, "_rx", lambda: other.post(url, json={"checked_by": str(pa.id)}, headers=b)
+        monkeypatch, dispensing, "_rx", lambda: other.post(url, json={"checked_by": str(pa.id)}, headers=b)
     )
 
     resp = client.post(url, json={"checked_by": str(pb.id)}, headers=a)
