@@ -78,6 +78,7 @@ def run(args: Any, url: str) -> int:
     from clinic.core.audit import Actor, acting_as
     from clinic.core.config import Config
     from clinic.core.db import db, unit_of_work
+    from clinic.core.principal import Principal
     from identity.models import Role
     from pharmacy import services
     from pharmacy.models import Review
@@ -154,11 +155,11 @@ def run(args: Any, url: str) -> int:
             session = db.session()
             with acting_as(Actor(pharmacists[0], "pharmacist")):
                 for _ in range(20):  # warm up
-                    services.claim_next(pharmacists[0])
+                    services.claim_next(Principal(uuid.UUID(pharmacists[0]), "pharmacist"))
                     session.rollback()
                 for _ in range(samples):
                     t0 = time.perf_counter()
-                    got = services.claim_next(pharmacists[0])
+                    got = services.claim_next(Principal(uuid.UUID(pharmacists[0]), "pharmacist"))
                     session.flush()
                     times.append(time.perf_counter() - t0)
                     session.rollback()
@@ -192,7 +193,7 @@ def run(args: Any, url: str) -> int:
                 barrier.wait()
                 while time.perf_counter() < stop_at[0]:
                     with unit_of_work() as s:
-                        got = services.claim_next(pid)
+                        got = services.claim_next(Principal(uuid.UUID(pid), "pharmacist"))
                         if got is None:
                             return
                         # the decision, in short: the row leaves the queue

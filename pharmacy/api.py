@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import asdict
 from datetime import date, datetime
 from typing import Any, Literal
 
@@ -13,6 +14,7 @@ from pydantic import AwareDatetime, Field, ValidationError
 from clinic.core.api import ApiRouter, RequestModel, ResponseModel
 from clinic.core.db import db
 from clinic.core.errors import Invalid
+from clinic.core.principal import Principal
 from pharmacy import checkout as rx_checkout
 from pharmacy import delivery as deliveries
 from pharmacy import dispensing, rules, services
@@ -94,13 +96,13 @@ def _partner_out(p: DeliveryPartner, secret: str | None = None) -> PartnerOut:
     roles=["admin"],
     errors={409: ["partner_exists"], 422: ["unsafe_endpoint"]},
 )
-def create_partner(body: PartnerIn, principal: Any) -> PartnerOut:
+def create_partner(body: PartnerIn, principal: Principal) -> PartnerOut:
     partner, secret = deliveries.create_partner(body.spec())
     return _partner_out(partner, secret)
 
 
 @router.get("/admin/partners", summary="The delivery partner registry", response=PartnerList, roles=["admin"])
-def list_partners(principal: Any) -> PartnerList:
+def list_partners(principal: Principal) -> PartnerList:
     return PartnerList(items=[_partner_out(p) for p in deliveries.list_partners()])
 
 
@@ -112,7 +114,7 @@ def list_partners(principal: Any) -> PartnerList:
     roles=["admin"],
     errors={422: ["unsafe_endpoint"]},
 )
-def update_partner(partner_id: str, body: PartnerUpdate, principal: Any) -> PartnerOut:
+def update_partner(partner_id: str, body: PartnerUpdate, principal: Principal) -> PartnerOut:
     changes = body.model_dump(exclude={"rotate_secret"}, exclude_none=True)
     if "regions" in changes:
         PartnerIn.model_validate(
@@ -183,8 +185,8 @@ class Claimed(ResponseModel):
     roles=["pharmacist"],
     errors={403: ["not_qualified"]},
 )
-def claim(principal: Any) -> Claimed | None:
-    rx_id = services.claim_next(principal.id)
+def claim(principal: Principal) -> Claimed | None:
+    rx_id = services.claim_next(principal)
     return Claimed(prescription_id=str(rx_id)) if rx_id else None
 
 
@@ -231,8 +233,8 @@ class ReviewOut(ResponseModel):
     roles=["pharmacist"],
     errors={409: ["not_claimed"], 422: ["invalid_signature", "prescription_rejected"], 403: ["not_qualified"]},
 )
-def review_prescription(prescription_id: str, body: ReviewIn, principal: Any) -> ReviewOut:
-    rx = services.decide(principal.id, prescription_id, body.decision, body.reason_dicts())
+def review_prescription(prescription_id: str, body: ReviewIn, principal: Principal) -> ReviewOut:
+    rx = services.decide(principal, services.prescription_key(prescription_id), body.decision, body.reason_dicts())
     record = db.session.get(Review, rx.id)
     return ReviewOut(status=rx.status.value, pharmacist_jws=record.pharmacist_jws if record else None)
 
@@ -266,8 +268,8 @@ class ReviewScreen(ResponseModel):
     response=ReviewScreen,
     roles=["pharmacist"],
 )
-def review_screen(prescription_id: str, principal: Any) -> ReviewScreen:
-    return ReviewScreen(**services.review_screen(principal.id, prescription_id))
+def review_screen(prescription_id: str, principal: Principal) -> ReviewScreen:
+    return ReviewScreen(**asdict(services.review_screen(principal, services.prescription_key(prescription_id))))
 
 
 class VerifyIn(RequestModel):
@@ -288,8 +290,8 @@ class VerifyOut(ResponseModel):
     roles=["pharmacist"],
     errors={422: ["invalid_signature"]},
 )
-def verify(body: VerifyIn, principal: Any) -> VerifyOut:
-    return VerifyOut(**services.verify_jws(body.jws))
+def verify(body: VerifyIn, principal: Principal) -> VerifyOut:
+    return VerifyOut(**asdict(services.verify_jws(body.jws)))
 
 
 class DispenseIn(RequestModel):
@@ -335,8 +337,8 @@ class DispenseOut(ResponseModel):
     roles=["pharmacist"],
     errors={409: ["drug_fee_unpaid", "no_delivery_address", "illegal_transition", "already_prepared"]},
 )
-def prepare(prescription_id: str, principal: Any) -> DispensingPharmacistsOut:
-    done = dispensing.prepare(principal.id, prescription_id)
+def prepare(prescription_id: str, principal: Principal) -> DispensingPharmacistsOut:
+    done = dispensing.prepare(principal, services.prescription_key(prescription_id))
     return DispensingPharmacistsOut(**dispensing.dispensing_pharmacists(done.prescription_id).as_dict())
 
 
@@ -355,9 +357,12 @@ def prepare(prescription_id: str, principal: Any) -> DispensingPharmacistsOut:
         422: ["checker_required", "same_pharmacist", "not_a_pharmacist", "pharmacist_off_duty", "not_involved"],
     },
 )
-def dispense(prescription_id: str, body: DispenseIn, principal: Any) -> DispenseOut:
+def dispense(prescription_id: str, body: DispenseIn, principal: Principal) -> DispenseOut:
     delivery = dispensing.dispense(
-        principal.id, prescription_id, dispensed_by=body.dispensed_by, checked_by=body.checked_by
+        principal,
+        services.prescription_key(prescription_id),
+        dispensed_by=body.dispensed_by,
+        checked_by=body.checked_by,
     )
     rx = db.session.get(Prescription, delivery.prescription_id)
     assert rx is not None
@@ -393,10 +398,10 @@ class CheckoutOut(ResponseModel):
     roles=["patient"],
     errors={409: ["not_approved"], 503: ["payments_unavailable"]},
 )
-def checkout(prescription_id: str, body: CheckoutIn, principal: Any) -> CheckoutOut:
+def checkout(prescription_id: str, body: CheckoutIn, principal: Principal) -> CheckoutOut:
     record, payment = rx_checkout.checkout(
-        principal.id,
-        prescription_id,
+        principal,
+        services.prescription_key(prescription_id),
         collect=body.collect_at_pharmacy,
         recipient_name=body.recipient_name,
         phone=body.phone,
@@ -429,8 +434,8 @@ class DeliveryOut(ResponseModel):
     response=DeliveryOut,
     roles=["patient", "pharmacist"],
 )
-def delivery(prescription_id: str, principal: Any) -> DeliveryOut:
-    return DeliveryOut(**rx_checkout.delivery_view(principal.id, principal.role, prescription_id))
+def delivery(prescription_id: str, principal: Principal) -> DeliveryOut:
+    return DeliveryOut(**asdict(rx_checkout.delivery_view(principal, services.prescription_key(prescription_id))))
 
 
 class PatientPrescriptionOut(ResponseModel):
@@ -457,7 +462,7 @@ class PatientPrescriptionsOut(ResponseModel):
     response=PatientPrescriptionsOut,
     roles=["patient"],
 )
-def my_prescriptions(principal: Any) -> PatientPrescriptionsOut:
+def my_prescriptions(principal: Principal) -> PatientPrescriptionsOut:
     return PatientPrescriptionsOut(
         items=[
             PatientPrescriptionOut(
@@ -486,6 +491,6 @@ def my_prescriptions(principal: Any) -> PatientPrescriptionsOut:
                 signed_at=p.rx.signed_at,
                 expires_at=p.rx.expires_at,
             )
-            for p in rx_checkout.patient_prescriptions(principal.id)
+            for p in rx_checkout.patient_prescriptions(principal.account_id)
         ]
     )

@@ -20,6 +20,7 @@ from clinic.core import audit
 from clinic.core.db import db, utcnow
 from clinic.core.errors import Conflict, RuleRefusal
 from clinic.core.pages import bj
+from clinic.core.principal import Principal
 from identity.models import StaffProfile
 from pharmacy import delivery as deliveries
 from pharmacy import notify, regions, rules
@@ -32,8 +33,8 @@ from prescriptions.models import Prescription, PrescriptionStatus
 
 
 def checkout(
-    account_id: str,
-    prescription_id: str,
+    who: Principal,
+    prescription_id: uuid.UUID,
     *,
     collect: bool,
     recipient_name: str | None,
@@ -42,7 +43,7 @@ def checkout(
     region_code: str | None,
 ) -> tuple[Review, dict[str, Any] | None]:
     """The patient says where the medicines go and (payments on) starts paying the drug fee."""
-    rx = rx_services.prescription_for(account_id, "patient", prescription_id)
+    rx = rx_services.prescription_for(str(who.account_id), "patient", prescription_id)
     review = locked_review(rx.id)
     if review is None or rx.status != PrescriptionStatus.APPROVED:
         raise Conflict("Only an approved prescription that is not dispensed yet can be paid.", code="not_approved")
@@ -79,30 +80,38 @@ def mark_drug_fee_paid(prescription_id: uuid.UUID) -> Review | None:
     return review
 
 
-def delivery_view(principal_id: str, role: str, prescription_id: str) -> dict[str, Any]:
-    rx = rx_services.prescription_for(principal_id, role, prescription_id)
+@dataclass(frozen=True)
+class DeliveryView:
+    """Where the medicines are (the API's DeliveryOut, the tracking page)."""
+
+    prescription_id: str
+    prescription_status: str
+    partner: dict[str, str] | None
+    status: str  # the delivery's, or "not_dispensed"
+    events: list[dict[str, Any]]
+    paid: bool
+    fee_fen: int
+    waybill_no: str | None = None
+
+
+def delivery_view(who: Principal, prescription_id: uuid.UUID) -> DeliveryView:
+    """Where the medicines are, for the patient's account or a pharmacist."""
+    rx = rx_services.prescription_for(str(who.account_id), who.role, prescription_id)
     delivery = deliveries.delivery_of(rx.id)
     review = db.session.get(Review, rx.id)
+    paid, fee_fen = bool(review and review.paid_at), review.fee_fen if review else 0
     if delivery is None:
-        return {
-            "prescription_id": str(rx.id),
-            "prescription_status": rx.status.value,
-            "partner": None,
-            "status": "not_dispensed",
-            "events": [],
-            "paid": bool(review and review.paid_at),
-            "fee_fen": review.fee_fen if review else 0,
-        }
-    return {
-        "prescription_id": str(rx.id),
-        "prescription_status": rx.status.value,
-        "partner": {"id": str(delivery.partner.id), "name": delivery.partner.name} if delivery.partner else None,
-        "status": delivery.status.value,
-        "waybill_no": delivery.waybill_no,
-        "events": [{"status": e.status, "at": e.at, "waybill_no": e.waybill_no} for e in delivery.events],
-        "paid": bool(review and review.paid_at),
-        "fee_fen": review.fee_fen if review else 0,
-    }
+        return DeliveryView(str(rx.id), rx.status.value, None, "not_dispensed", [], paid, fee_fen)
+    return DeliveryView(
+        prescription_id=str(rx.id),
+        prescription_status=rx.status.value,
+        partner={"id": str(delivery.partner.id), "name": delivery.partner.name} if delivery.partner else None,
+        status=delivery.status.value,
+        waybill_no=delivery.waybill_no,
+        events=[{"status": e.status, "at": e.at, "waybill_no": e.waybill_no} for e in delivery.events],
+        paid=paid,
+        fee_fen=fee_fen,
+    )
 
 
 @dataclass(frozen=True)
@@ -116,9 +125,9 @@ class PatientPrescription:
     delivery_status: str
 
 
-def patient_prescriptions(account_id: str | uuid.UUID, visit_id: uuid.UUID | None = None) -> list[PatientPrescription]:
+def patient_prescriptions(account_id: uuid.UUID, visit_id: uuid.UUID | None = None) -> list[PatientPrescription]:
     """Every prescription of the people on the account (or of one visit), newest first."""
-    query = select(Prescription).where(Prescription.account_id == uuid.UUID(str(account_id)))
+    query = select(Prescription).where(Prescription.account_id == account_id)
     if visit_id is not None:
         query = query.where(Prescription.visit_id == visit_id)
     rows = list(db.session.scalars(query.order_by(Prescription.signed_at.desc()).limit(200)))
@@ -166,12 +175,12 @@ class SavedAddress:
         return found.label if found else ""
 
 
-def saved_address(account_id: str | uuid.UUID, prescription_id: uuid.UUID | None = None) -> SavedAddress | None:
+def saved_address(account_id: uuid.UUID, prescription_id: uuid.UUID | None = None) -> SavedAddress | None:
     """The address given for this prescription, else the newest one the account gave (reused)."""
     query = (
         select(Review)
         .join(Prescription, Prescription.id == Review.prescription_id)
-        .where(Prescription.account_id == uuid.UUID(str(account_id)), Review.region_code.is_not(None))
+        .where(Prescription.account_id == account_id, Review.region_code.is_not(None))
         .order_by((Review.prescription_id == prescription_id).desc(), Prescription.signed_at.desc())
         .limit(1)
     )

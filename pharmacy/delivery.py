@@ -12,17 +12,18 @@ import secrets
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
 import requests
-from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from clinic.core import audit, jobs
-from clinic.core.db import db, utcnow
+from clinic.core.config import settings
+from clinic.core.db import as_uuid, db, utcnow
 from clinic.core.errors import DomainError, NotFound, Unauthenticated
 from pharmacy import notify, rules
 from pharmacy.models import Delivery, DeliveryEvent, DeliveryPartner
@@ -40,13 +41,6 @@ class BadSignature(Unauthenticated):
 
 class DispatchFailed(Exception):
     """The partner did not accept the order (no answer, or not 2xx): the job retries."""
-
-
-def _uuid(value: object) -> uuid.UUID | None:
-    try:
-        return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
-    except ValueError:
-        return None
 
 
 def _refuse(err: DomainError, action: str, subject_type: str, subject_id: object, **detail: Any) -> DomainError:
@@ -83,9 +77,7 @@ def _resolve(host: str, port: int) -> list[str]:
 
 def check_endpoint(url: str) -> list[str]:
     """The endpoint rule (pharmacy.rules.check_endpoint) with this deployment's setting."""
-    return rules.check_endpoint(
-        url, private_allowed=bool(current_app.config.get("PARTNER_PRIVATE_ENDPOINTS")), resolve=_resolve
-    )
+    return rules.check_endpoint(url, private_allowed=bool(settings().PARTNER_PRIVATE_ENDPOINTS), resolve=_resolve)
 
 
 def create_partner(spec: PartnerSpec) -> tuple[DeliveryPartner, str]:
@@ -135,7 +127,7 @@ def update_partner(
     partner_id: str, changes: dict[str, Any], rotate_secret: bool = False
 ) -> tuple[DeliveryPartner, str | None]:
     session = db.session()
-    pid = _uuid(partner_id)
+    pid = as_uuid(partner_id)
     partner = session.get(DeliveryPartner, pid) if pid else None
     if partner is None:
         raise NotFound()
@@ -267,7 +259,7 @@ def create_delivery(
 
 
 def order_document(delivery: Delivery, partner: DeliveryPartner) -> dict[str, Any]:
-    base = str(current_app.config.get("PUBLIC_BASE_URL", "")).rstrip("/")
+    base = str(settings().PUBLIC_BASE_URL or "").rstrip("/")
     return {
         "order_id": str(delivery.id),
         "prescription_id": str(delivery.prescription_id),
@@ -298,7 +290,7 @@ def dispatch_job(payload: dict[str, Any]) -> None:
     body = json.dumps(order_document(delivery, partner), ensure_ascii=False, sort_keys=True).encode()
     headers = rules.signed_headers(partner.secret, body, int(time.time()))
     headers["Idempotency-Key"] = f"{delivery.id}:{partner.id}"
-    timeout = float(current_app.config.get("PARTNER_HTTP_TIMEOUT", 10))
+    timeout = float(settings().PARTNER_HTTP_TIMEOUT)
     try:
         # again at every send: the name may resolve elsewhere now than at registration
         check_endpoint(partner.endpoint)
@@ -326,10 +318,11 @@ def dispatch_job(payload: dict[str, Any]) -> None:
 
 # Hooks set by the layer above routing (the prescription's own lifecycle follows the delivery):
 # fn(session, delivery, new_status) called after each status change.
-_status_listeners: list[Any] = []
+StatusListener = Callable[[Session, Delivery, DeliveryStatus], None]
+_status_listeners: list[StatusListener] = []
 
 
-def on_status_change(fn: Any) -> None:
+def on_status_change(fn: StatusListener) -> None:
     _status_listeners.append(fn)
 
 
@@ -341,7 +334,7 @@ class CallbackResult:
 
 def verify_partner(partner_id: str, timestamp: str | None, signature: str | None, body: bytes) -> DeliveryPartner:
     """The callback's authentication: the partner's HMAC over "<timestamp>.<raw body>"."""
-    pid = _uuid(partner_id)
+    pid = as_uuid(partner_id)
     partner = db.session.get(DeliveryPartner, pid) if pid else None
     if partner is None or not partner.active:
         problem = "unknown_partner"
@@ -370,7 +363,7 @@ def apply_callback(
     """A partner's status event: idempotent by event_id; moves the delivery; refuses jumps.
     An event with a waybill number (运单号) gives the delivery its current one."""
     session = db.session()
-    rx_id = _uuid(prescription_id)
+    rx_id = as_uuid(prescription_id)
     stmt = select(Delivery).where(Delivery.prescription_id == rx_id)
     if session.get_bind().dialect.name == "postgresql":
         stmt = stmt.with_for_update(of=Delivery)

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from clinic.core import audit
 from clinic.core.db import as_uuid, db, get_or_404, utcnow
 from clinic.core.errors import Conflict, DomainError, Invalid
+from clinic.core.principal import Principal
 from identity.models import Account, Role, StaffProfile
 from identity.services import require_qualified_pharmacist
 from pharmacy import delivery as deliveries
@@ -33,7 +34,7 @@ from prescriptions.models import Prescription, PrescriptionStatus
 from prescriptions.rules import PrescriptionEvent
 
 
-def _rx(prescription_id: str | uuid.UUID) -> Prescription:
+def _rx(prescription_id: uuid.UUID) -> Prescription:
     return get_or_404(Prescription, prescription_id, "No such prescription.")
 
 
@@ -129,7 +130,7 @@ def _dispensable(rx: Prescription, review: Review | None) -> Review:
     return review
 
 
-def on_duty_pharmacists(exclude: str | None = None) -> list[Account]:
+def on_duty_pharmacists(exclude: uuid.UUID | None = None) -> list[Account]:
     """Pharmacists who may check now (qualified, active, on duty), by name; not `exclude`."""
     accounts = db.session.scalars(
         select(Account)
@@ -139,7 +140,7 @@ def on_duty_pharmacists(exclude: str | None = None) -> list[Account]:
     ).all()
     out = []
     for account in accounts:
-        if exclude is not None and str(account.id) == exclude:
+        if account.id == exclude:
             continue
         try:
             require_qualified_pharmacist(account)
@@ -149,10 +150,10 @@ def on_duty_pharmacists(exclude: str | None = None) -> list[Account]:
     return out
 
 
-def prepare(pharmacist_id: str, prescription_id: str) -> Review:
+def prepare(who: Principal, prescription_id: uuid.UUID) -> Review:
     """调配: the caller has made up an approved, paid prescription; another pharmacist checks
     it and issues it (`dispense`). Recording it again by the same pharmacist changes nothing."""
-    me = qualified_pharmacist(pharmacist_id)
+    me = qualified_pharmacist(who)
     rx = _rx(prescription_id)
     review = _dispensable(rx, locked_review(rx.id))
     if review.prepared_by is not None:
@@ -195,8 +196,8 @@ def _pair_refusal(code: str) -> DomainError:
 
 
 def dispense(
-    pharmacist_id: str,
-    prescription_id: str,
+    who: Principal,
+    prescription_id: uuid.UUID,
     *,
     dispensed_by: str | None = None,
     checked_by: str | None = None,
@@ -207,7 +208,7 @@ def dispense(
     The caller is one of the two (pharmacy.rules.dispensing_pair): the checker, when another
     pharmacist recorded making it up (`prepare`) or is named in `dispensed_by`; or the
     dispenser, naming the on-duty colleague who checked it in `checked_by`."""
-    me = qualified_pharmacist(pharmacist_id)
+    me = qualified_pharmacist(who)
     rx = _rx(prescription_id)
     review = _dispensable(rx, locked_review(rx.id))
     pair = rules.dispensing_pair(
@@ -320,9 +321,24 @@ def _follow_delivery(session: Session, delivery: Delivery, status: DeliveryStatu
 deliveries.on_status_change(_follow_delivery)
 
 
-def dispensing_label(pharmacist_id: str, prescription_id: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class DispensingLabel:
+    """What the label on the bag says."""
+
+    prescription_id: str
+    patient: dict[str, Any]
+    items: list[dict[str, Any]]
+    physician: str
+    pharmacist: str
+    approved_at: datetime | None
+    cold_chain: bool
+    dispenser: str  # 调配, once recorded
+    checker: str  # 核对、发药, once recorded (the label may be printed before the check)
+
+
+def dispensing_label(who: Principal, prescription_id: uuid.UUID) -> DispensingLabel:
     """What the label on the bag says: the patient, each drug and how to take it."""
-    pharmacist = qualified_pharmacist(pharmacist_id)
+    pharmacist = qualified_pharmacist(who)
     rx = _rx(prescription_id)
     if rx.status not in (
         PrescriptionStatus.APPROVED,
@@ -334,16 +350,15 @@ def dispensing_label(pharmacist_id: str, prescription_id: str) -> dict[str, Any]
     c = rx.content
     review = db.session.get(Review, rx.id)
     decider = db.session.get(Account, review.decided_by) if review and review.decided_by else None
-    return {
-        "prescription_id": str(rx.id),
-        "patient": c.get("patient", {}),
-        "items": c.get("items", []),
-        "physician": c.get("physician", {}).get("name", ""),
-        "pharmacist": (decider.staff.name if decider and decider.staff else "")
+    return DispensingLabel(
+        prescription_id=str(rx.id),
+        patient=c.get("patient", {}),
+        items=c.get("items", []),
+        physician=c.get("physician", {}).get("name", ""),
+        pharmacist=(decider.staff.name if decider and decider.staff else "")
         or (pharmacist.staff.name if pharmacist.staff else pharmacist.display_name),
-        "approved_at": review.decided_at if review else None,
-        "cold_chain": any(i.cold_chain for i in rx.items),
-        # 调配 / 核对、发药 once recorded (the label may be printed before the check)
-        "dispenser": _staff_name(db.session.get(Account, review.prepared_by)) if review and review.prepared_by else "",
-        "checker": _staff_name(db.session.get(Account, review.checked_by)) if review and review.checked_by else "",
-    }
+        approved_at=review.decided_at if review else None,
+        cold_chain=any(i.cold_chain for i in rx.items),
+        dispenser=_staff_name(db.session.get(Account, review.prepared_by)) if review and review.prepared_by else "",
+        checker=_staff_name(db.session.get(Account, review.checked_by)) if review and review.checked_by else "",
+    )

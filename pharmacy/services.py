@@ -28,8 +28,10 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from clinic.core import audit
-from clinic.core.db import db, get_or_404, utcnow
-from clinic.core.errors import Conflict, Forbidden, Invalid, RuleRefusal, Violation
+from clinic.core.config import settings
+from clinic.core.db import as_uuid, db, get_or_404, utcnow
+from clinic.core.errors import Conflict, Forbidden, Invalid, NotFound, RuleRefusal, Violation
+from clinic.core.principal import Principal
 from clinic.visits.models import Visit
 from identity.models import Account, Institution
 from identity.services import require_qualified_pharmacist
@@ -73,15 +75,24 @@ class NotClaimed(Conflict):
     default_message = "You have not claimed this prescription (or your claim has expired); claim it from the queue."
 
 
-def qualified_pharmacist(account_id: str) -> Account:
-    account = db.session.get(Account, uuid.UUID(account_id))
+def qualified_pharmacist(who: Principal) -> Account:
+    """The caller's account, if they may act as a pharmacist here (qualified); else 403."""
+    account = db.session.get(Account, who.account_id)
     if account is None:
         raise Forbidden()
     require_qualified_pharmacist(account)
     return account
 
 
-def _rx(prescription_id: str | uuid.UUID) -> Prescription:
+def prescription_key(raw: str) -> uuid.UUID:
+    """A prescription id from a path or a form: a malformed one is the same 404 as an unknown one."""
+    key = as_uuid(raw)
+    if key is None:
+        raise NotFound("No such prescription.")
+    return key
+
+
+def _rx(prescription_id: uuid.UUID) -> Prescription:
     return get_or_404(Prescription, prescription_id, "No such prescription.")
 
 
@@ -96,17 +107,15 @@ def locked_review(rx_id: uuid.UUID) -> Review | None:
 
 
 def claim_seconds() -> int:
-    return int(current_app.config.get("PHARMACY_CLAIM_SECONDS", 900))
+    return int(settings().PHARMACY_CLAIM_SECONDS)
 
 
-def claim_next(
-    pharmacist_id: str, *, check_qualification: bool = True, now: datetime | None = None
-) -> uuid.UUID | None:
+def claim_next(who: Principal, *, check_qualification: bool = True, now: datetime | None = None) -> uuid.UUID | None:
     """Claim the oldest pending prescription nobody holds; None when the queue is empty."""
     session = db.session()
     if check_qualification:
-        qualified_pharmacist(pharmacist_id)
-    who = uuid.UUID(pharmacist_id)
+        qualified_pharmacist(who)
+    me = who.account_id
     postgres = session.get_bind().dialect.name == "postgresql"
     for _ in range(5):  # SQLite: another claimer may win the compare-and-set; try the next one
         now = now or utcnow()
@@ -127,12 +136,12 @@ def claim_next(
         won = session.execute(
             update(Review)
             .where(Review.prescription_id == rx_id, Review.state == ReviewState.PENDING, free)
-            .values(claimed_by=who, claimed_at=now, claim_expires_at=now + timedelta(seconds=claim_seconds()))
+            .values(claimed_by=me, claimed_at=now, claim_expires_at=now + timedelta(seconds=claim_seconds()))
             .execution_options(synchronize_session=False)
         )
         if won.rowcount == 1:  # type: ignore[attr-defined]
             audit.record(
-                session, "prescription.claimed", subject_type="prescription", subject_id=rx_id, detail={"by": str(who)}
+                session, "prescription.claimed", subject_type="prescription", subject_id=rx_id, detail={"by": str(me)}
             )
             return uuid.UUID(str(rx_id))
     return None
@@ -190,9 +199,34 @@ def _items_with_reference(rx: Prescription) -> list[dict[str, Any]]:
     return out
 
 
-def review_screen(pharmacist_id: str, prescription_id: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ReviewScreen:
+    """What the pharmacist reviews (the API's ReviewScreen, the review page)."""
+
+    prescription_id: str
+    status: str
+    signed_at: datetime
+    expires_at: datetime
+    patient: dict[str, Any]
+    diagnosis: dict[str, Any]
+    physician: dict[str, Any]
+    items: list[dict[str, Any]]
+    cold_chain: bool
+    guardian: dict[str, Any] | None
+    accompanying_physician: dict[str, Any] | None
+    long_term: bool
+    rules: list[dict[str, Any]]
+    signature_valid: bool
+    signature_error: str | None
+    claimed_by_me: bool
+    claim_expires_at: datetime | None
+    decision: str | None
+    reasons: list[dict[str, Any]]
+
+
+def review_screen(who: Principal, prescription_id: uuid.UUID) -> ReviewScreen:
     """Patient (age, weight, allergies), confirmed diagnosis, items, rules now, signature."""
-    qualified_pharmacist(pharmacist_id)
+    qualified_pharmacist(who)
     rx = _rx(prescription_id)
     review = db.session.get(Review, rx.id)
     checks = checks_for(rx)
@@ -200,12 +234,12 @@ def review_screen(pharmacist_id: str, prescription_id: str) -> dict[str, Any]:
     assert visit is not None
     person = visit.patient
     today = utcnow().date()
-    return {
-        "prescription_id": str(rx.id),
-        "status": rx.status.value,
-        "signed_at": rx.signed_at,
-        "expires_at": rx.expires_at,
-        "patient": {
+    return ReviewScreen(
+        prescription_id=str(rx.id),
+        status=rx.status.value,
+        signed_at=rx.signed_at,
+        expires_at=rx.expires_at,
+        patient={
             "name": person.name,
             "sex": person.sex,
             "age": age_display(person.birth_date, today).zh(),
@@ -213,30 +247,30 @@ def review_screen(pharmacist_id: str, prescription_id: str) -> dict[str, Any]:
             "weight_kg": str(rx.weight_kg) if rx.weight_kg is not None else None,
             "allergies": list(person.allergies or []),
         },
-        "diagnosis": {
+        diagnosis={
             "icd10": rx.diagnosis_icd10,
             "icd10_national": rx_document.national_code_of(rx),
             "status": visit.diagnosis.status.value,
         },
-        "physician": rx.content.get("physician", {}),
-        "items": _items_with_reference(rx),
-        "cold_chain": any(i.cold_chain for i in rx.items),
-        "guardian": rx.guardian,
-        "accompanying_physician": rx.accompanying_physician,
-        "long_term": rx.long_term,
-        "rules": [v.as_dict() for v in checks.violations],
-        "signature_valid": checks.signature_valid,
-        "signature_error": checks.signature_error,
-        "claimed_by_me": bool(
+        physician=rx.content.get("physician", {}),
+        items=_items_with_reference(rx),
+        cold_chain=any(i.cold_chain for i in rx.items),
+        guardian=rx.guardian,
+        accompanying_physician=rx.accompanying_physician,
+        long_term=rx.long_term,
+        rules=[v.as_dict() for v in checks.violations],
+        signature_valid=checks.signature_valid,
+        signature_error=checks.signature_error,
+        claimed_by_me=bool(
             review
-            and review.claimed_by == uuid.UUID(pharmacist_id)
+            and review.claimed_by == who.account_id
             and review.claim_expires_at
             and review.claim_expires_at > utcnow()
         ),
-        "claim_expires_at": review.claim_expires_at if review else None,
-        "decision": review.decision if review else None,
-        "reasons": review.reasons if review else [],
-    }
+        claim_expires_at=review.claim_expires_at if review else None,
+        decision=review.decision if review else None,
+        reasons=review.reasons if review else [],
+    )
 
 
 # --- deciding ---------------------------------------------------------------------------------------
@@ -250,10 +284,10 @@ def _refuse(err: Any, rx: Prescription, **detail: Any) -> Any:
     return err
 
 
-def decide(pharmacist_id: str, prescription_id: str, decision: str, reasons: list[dict[str, str]]) -> Prescription:
+def decide(who: Principal, prescription_id: uuid.UUID, decision: str, reasons: list[dict[str, str]]) -> Prescription:
     """Approve, reject or return a claimed prescription, with structured reasons."""
     session = db.session()
-    pharmacist = qualified_pharmacist(pharmacist_id)
+    pharmacist = qualified_pharmacist(who)
     rx = _rx(prescription_id)
     review = locked_review(rx.id)
     now = utcnow()
@@ -319,7 +353,7 @@ def decide(pharmacist_id: str, prescription_id: str, decision: str, reasons: lis
         }
         review.pharmacist_jws, review.pharmacist_kid = signing.sign(pharmacist.id, content)
         detail["kid"] = review.pharmacist_kid
-        fee = int(current_app.config.get("DRUG_FEE_FEN", 0) or 0)
+        fee = int(settings().DRUG_FEE_FEN or 0)
         if current_app.extensions.get("payments") is not None and fee > 0:
             review.fee_fen = fee
         else:
@@ -340,29 +374,30 @@ def _approval_of(rx_id: uuid.UUID) -> str | None:
 rx_services.on_approval_lookup(_approval_of)
 
 
-def verify_jws(token: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class JwsCheck:
+    valid: bool
+    prescription_id: str
+    kind: str  # prescription | pharmacist_review
+
+
+def verify_jws(token: str) -> JwsCheck:
     """A physician's prescription JWS or a pharmacist's approval JWS: valid and ours, or 422."""
     content = signing.verify(token)
     if content.get("type") == "pharmacist_review":
         rx_id = str(content.get("prescription", {}).get("prescription_id", ""))
-        review = db.session.get(Review, uuid.UUID(rx_id)) if _is_uuid(rx_id) else None
+        key = as_uuid(rx_id)
+        review = db.session.get(Review, key) if key is not None else None
         if review is None or review.pharmacist_jws != token:
             raise signing.InvalidSignature("This approval is not the one on record.")
-        return {"valid": True, "prescription_id": rx_id, "kind": "pharmacist_review"}
+        return JwsCheck(valid=True, prescription_id=rx_id, kind="pharmacist_review")
     rx_id = str(content.get("prescription_id", ""))
-    rx = db.session.get(Prescription, uuid.UUID(rx_id)) if _is_uuid(rx_id) else None
+    key = as_uuid(rx_id)
+    rx = db.session.get(Prescription, key) if key is not None else None
     if rx is None:
         raise signing.InvalidSignature("The signed prescription is not on record.")
     signing.verify(token, rx.content)
-    return {"valid": True, "prescription_id": rx_id, "kind": "prescription"}
-
-
-def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
+    return JwsCheck(valid=True, prescription_id=rx_id, kind="prescription")
 
 
 def _outcome(rx_id: uuid.UUID) -> dict[str, Any] | None:

@@ -16,7 +16,16 @@ from werkzeug.wrappers import Response
 
 from clinic.core.db import utcnow
 from clinic.core.errors import DomainError
-from clinic.core.pages import Panel, Words, admin_page, label_for, patient_page, pharmacist_page, register_panel
+from clinic.core.pages import (
+    Panel,
+    Words,
+    admin_page,
+    label_for,
+    page_principal,
+    patient_page,
+    pharmacist_page,
+    register_panel,
+)
 from clinic.core.web import handle_refusal
 from clinic.visits.models import Visit
 from identity.models import Account, Role
@@ -37,7 +46,7 @@ DECISIONS = ("approve", "return", "reject")
 @bp.get("/pharmacy/queue")
 @pharmacist_page
 def queue() -> str:
-    me = str(current_user.id)
+    me = page_principal()
     return render_template(
         "pharmacy/queue.html", summary=worklists.queue_summary(me), rows=worklists.queue_rows(me), now=utcnow()
     )
@@ -47,7 +56,7 @@ def queue() -> str:
 @pharmacist_page
 def claim() -> Response:
     try:
-        rx_id = services.claim_next(str(current_user.id))
+        rx_id = services.claim_next(page_principal())
     except DomainError as err:
         flash(handle_refusal(err), "error")
         return redirect(url_for("pharmacy.queue"))
@@ -58,7 +67,7 @@ def claim() -> Response:
 
 
 def _review_screen(prescription_id: str, form: ReviewForm, status: int = 200) -> Any:
-    screen = services.review_screen(str(current_user.id), prescription_id)
+    screen = services.review_screen(page_principal(), services.prescription_key(prescription_id))
     return render_template("pharmacy/review.html", s=screen, form=form), status
 
 
@@ -77,7 +86,7 @@ def review_page(prescription_id: str) -> Any:
             form.reasons.errors = [_("Returning or rejecting needs at least one reason from the review standard.")]
             return _review_screen(prescription_id, form, 422)
         try:
-            rx = services.decide(str(current_user.id), prescription_id, decision, reasons)
+            rx = services.decide(page_principal(), services.prescription_key(prescription_id), decision, reasons)
         except DomainError as err:
             flash(handle_refusal(err), "error")
             return _review_screen(prescription_id, form, err.status)
@@ -89,17 +98,20 @@ def review_page(prescription_id: str) -> Any:
 @bp.get("/pharmacy/reviewed")
 @pharmacist_page
 def reviewed() -> str:
-    return render_template("pharmacy/reviewed.html", rows=worklists.reviewed_rows(str(current_user.id)))
+    return render_template("pharmacy/reviewed.html", rows=worklists.reviewed_rows(page_principal()))
 
 
 @bp.get("/pharmacy/to-dispense")
 @pharmacist_page
 def to_dispense() -> str:
-    me = str(current_user.id)
+    me = page_principal()
     return render_template(
         "pharmacy/to_dispense.html",
         rows=worklists.dispense_rows(me),
-        checkers=[(str(a.id), a.staff.name if a.staff else a.display_name) for a in dispensing.on_duty_pharmacists(me)],
+        checkers=[
+            (str(a.id), a.staff.name if a.staff else a.display_name)
+            for a in dispensing.on_duty_pharmacists(me.account_id)
+        ],
     )
 
 
@@ -108,7 +120,7 @@ def to_dispense() -> str:
 def prepare(prescription_id: str) -> Response:
     """调配: I have made it up; another pharmacist checks it and issues it."""
     try:
-        dispensing.prepare(str(current_user.id), prescription_id)
+        dispensing.prepare(page_principal(), services.prescription_key(prescription_id))
     except DomainError as err:
         flash(handle_refusal(err), "error")
     else:
@@ -125,7 +137,9 @@ def dispense(prescription_id: str) -> Response:
         return redirect(url_for("pharmacy.to_dispense"))
     try:
         delivery = dispensing.dispense(
-            str(current_user.id), prescription_id, checked_by=request.form.get("checked_by") or None
+            page_principal(),
+            services.prescription_key(prescription_id),
+            checked_by=request.form.get("checked_by") or None,
         )
     except DomainError as err:
         flash(handle_refusal(err), "error")
@@ -139,21 +153,23 @@ def dispense(prescription_id: str) -> Response:
 @pharmacist_page
 def dispensing_label(prescription_id: str) -> str:
     return render_template(
-        "pharmacy/label.html", sheet=dispensing.dispensing_label(str(current_user.id), prescription_id)
+        "pharmacy/label.html",
+        sheet=dispensing.dispensing_label(page_principal(), services.prescription_key(prescription_id)),
     )
 
 
 @bp.route("/prescriptions/<prescription_id>/track", methods=["GET", "POST"])
 @patient_page
 def track(prescription_id: str) -> Any:
-    me = str(current_user.id)
+    me = page_principal()
+    rx_id = services.prescription_key(prescription_id)
     payment = None
     if request.method == "POST":
         form = request.form
         try:
             _record, payment = checkout.checkout(
                 me,
-                prescription_id,
+                rx_id,
                 collect=form.get("collect") == "1",
                 recipient_name=form.get("recipient_name", "").strip() or None,
                 phone=form.get("phone", "").strip() or None,
@@ -164,9 +180,9 @@ def track(prescription_id: str) -> Any:
             flash(handle_refusal(err), "error")
         else:
             flash(_("Saved."), "success")
-    rx = rx_services.prescription_for(me, "patient", prescription_id)
-    view = checkout.delivery_view(me, "patient", prescription_id)
-    saved = checkout.saved_address(me, rx.id)
+    rx = rx_services.prescription_for(str(me.account_id), "patient", rx_id)
+    view = checkout.delivery_view(me, rx_id)
+    saved = checkout.saved_address(me.account_id, rx.id)
     typed = request.form.get("region_code") if request.method == "POST" else None
     return render_template(
         "pharmacy/track.html",
@@ -325,7 +341,7 @@ def my_prescriptions() -> str:
     """我的处方: every prescription of the people on the account, newest first."""
     return render_template(
         "pharmacy/my_prescriptions.html",
-        items=checkout.patient_prescriptions(current_user.id),
+        items=checkout.patient_prescriptions(page_principal().account_id),
         rx_status=RX_STATUS,
         delivery_status=DELIVERY_STATUS,
     )

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import func, or_, select
 
 from clinic.core.db import db, utcnow
+from clinic.core.principal import Principal
 from clinic.visits.models import Visit
 from identity.models import StaffProfile
 from pharmacy.models import Review
@@ -21,7 +22,14 @@ from prescriptions.models import Prescription, PrescriptionStatus
 from prescriptions.rules import age_display
 
 
-def queue_summary(pharmacist_id: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class QueueSummary:
+    waiting: int  # unclaimed (or abandoned) reviews
+    mine: list[Review]  # what this pharmacist holds now
+    to_dispense: list[Review]  # approved, not dispensed yet
+
+
+def queue_summary(who: Principal) -> QueueSummary:
     """For the queue page: how many wait, and what this pharmacist holds now."""
 
     now = utcnow()
@@ -36,7 +44,7 @@ def queue_summary(pharmacist_id: str) -> dict[str, Any]:
         select(Review)
         .where(
             Review.state == ReviewState.PENDING,
-            Review.claimed_by == uuid.UUID(pharmacist_id),
+            Review.claimed_by == who.account_id,
             Review.claim_expires_at > now,
         )
         .order_by(Review.queued_at)
@@ -48,7 +56,7 @@ def queue_summary(pharmacist_id: str) -> dict[str, Any]:
         .order_by(Review.decided_at)
         .limit(50)
     ).all()
-    return {"waiting": int(waiting or 0), "mine": list(mine), "to_dispense": list(to_dispense)}
+    return QueueSummary(int(waiting or 0), list(mine), list(to_dispense))
 
 
 # --- the pharmacist's workspace: lists -----------------------------------------------------------
@@ -81,7 +89,7 @@ class QueueRow:
     prepared_by_me: bool = False
 
 
-def _rows(reviews: list[Review], pharmacist_id: str, now: datetime) -> list[QueueRow]:
+def _rows(reviews: list[Review], me: uuid.UUID, now: datetime) -> list[QueueRow]:
     if not reviews:
         return []
     ids = [r.prescription_id for r in reviews]
@@ -89,7 +97,6 @@ def _rows(reviews: list[Review], pharmacist_id: str, now: datetime) -> list[Queu
     visits = {
         v.id: v for v in db.session.scalars(select(Visit).where(Visit.id.in_([rx.visit_id for rx in rxs.values()])))
     }
-    me = uuid.UUID(pharmacist_id)
     preparers = {
         s.account_id: s.name
         for s in db.session.scalars(
@@ -129,9 +136,9 @@ def _rows(reviews: list[Review], pharmacist_id: str, now: datetime) -> list[Queu
     return rows
 
 
-def queue_rows(pharmacist_id: str, limit: int = 100) -> list[QueueRow]:
+def queue_rows(who: Principal, limit: int = 100) -> list[QueueRow]:
     """Every prescription waiting for review, oldest first (who holds one is shown, not hidden)."""
-    qualified_pharmacist(pharmacist_id)
+    qualified_pharmacist(who)
     now = utcnow()
     reviews = db.session.scalars(
         select(Review)
@@ -140,24 +147,21 @@ def queue_rows(pharmacist_id: str, limit: int = 100) -> list[QueueRow]:
         .order_by(Review.queued_at)
         .limit(limit)
     ).all()
-    return _rows(list(reviews), pharmacist_id, now)
+    return _rows(list(reviews), who.account_id, now)
 
 
-def reviewed_rows(pharmacist_id: str, limit: int = 100) -> list[QueueRow]:
+def reviewed_rows(who: Principal, limit: int = 100) -> list[QueueRow]:
     """The prescriptions this pharmacist decided, newest first."""
-    qualified_pharmacist(pharmacist_id)
+    qualified_pharmacist(who)
     reviews = db.session.scalars(
-        select(Review)
-        .where(Review.decided_by == uuid.UUID(pharmacist_id))
-        .order_by(Review.decided_at.desc())
-        .limit(limit)
+        select(Review).where(Review.decided_by == who.account_id).order_by(Review.decided_at.desc()).limit(limit)
     ).all()
-    return _rows(list(reviews), pharmacist_id, utcnow())
+    return _rows(list(reviews), who.account_id, utcnow())
 
 
-def dispense_rows(pharmacist_id: str, limit: int = 100) -> list[QueueRow]:
+def dispense_rows(who: Principal, limit: int = 100) -> list[QueueRow]:
     """Approved prescriptions not dispensed yet, oldest decision first."""
-    qualified_pharmacist(pharmacist_id)
+    qualified_pharmacist(who)
     reviews = db.session.scalars(
         select(Review)
         .join(Prescription, Prescription.id == Review.prescription_id)
@@ -165,4 +169,4 @@ def dispense_rows(pharmacist_id: str, limit: int = 100) -> list[QueueRow]:
         .order_by(Review.decided_at)
         .limit(limit)
     ).all()
-    return _rows(list(reviews), pharmacist_id, utcnow())
+    return _rows(list(reviews), who.account_id, utcnow())

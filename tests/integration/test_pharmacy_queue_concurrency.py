@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 
 from clinic.core.audit import Actor, acting_as
 from clinic.core.db import db, new_id, unit_of_work
+from clinic.core.principal import Principal
 from identity.models import Role
 from pharmacy import services
 from pharmacy.models import Review
@@ -61,7 +62,7 @@ def test_concurrent_claimers_never_share_one(client: FlaskClient, ctx: Flask) ->
                 start.wait()
                 while True:
                     with unit_of_work():
-                        got = services.claim_next(pid)
+                        got = services.claim_next(Principal(uuid.UUID(pid), "pharmacist"))
                     if got is None:
                         return
                     claims[pid].append(got)
