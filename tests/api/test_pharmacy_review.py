@@ -21,6 +21,8 @@ from identity.models import Role
 from pharmacy import checkout
 from pharmacy import delivery as deliveries
 from pharmacy.models import Review
+from pharmacy.rules import ReviewState
+from prescriptions import services as rx_services
 from prescriptions.models import Prescription
 from tests.support import factories as f
 from tests.support.answers import refusal
@@ -242,3 +244,19 @@ def test_no_dispensing_before_the_drug_fee_is_paid(
     )
     assert resp.status_code == 200 and resp.get_json()["delivery_status"] == "collect_at_pharmacy"
     jobs.drain()
+
+
+def test_a_prescription_that_expires_while_claimed_leaves_the_queue_undecided(client: FlaskClient, ctx: Flask) -> None:
+    p = prescribed(client)
+    a = pharmacist(client)
+    queued = db.session.get(Review, uuid.UUID(p["rx"]))
+    assert queued is not None and queued.state == ReviewState.PENDING  # queued when signed
+    assert claim(client, a).status_code == 200
+    rx = db.session.get(Prescription, uuid.UUID(p["rx"]), populate_existing=True)
+    assert rx is not None
+    assert rx_services.expire_if_overdue(rx.id, rx.expires_at)  # its validity ends while claimed
+    db.session.commit()
+    review = db.session.get(Review, rx.id, populate_existing=True)
+    assert review is not None and review.state == ReviewState.CLOSED and review.claim_expires_at is None
+    late = decide(client, a, p["rx"], "approve")
+    assert late.status_code == 409 and late.get_json()["error"]["code"] == "not_claimed"

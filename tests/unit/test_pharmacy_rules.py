@@ -215,3 +215,14 @@ def test_backoff_doubles_then_caps() -> None:
 def test_default_retries_outlast_a_partner_down_for_an_hour() -> None:
     # JOBS_MAX_ATTEMPTS=12: the delays before the 12th try add up to well over an hour.
     assert sum(backoff_seconds(n, 30, 3600) for n in range(1, 12)) > 4 * 3600
+
+
+def test_a_review_is_decided_or_closed_once() -> None:
+    RS, RE = rules.ReviewState, rules.ReviewEvent
+    assert rules.review_transition(RS.PENDING, RE.DECIDE) == RS.DECIDED
+    assert rules.review_transition(RS.PENDING, RE.CLOSE) == RS.CLOSED
+    for state in (RS.DECIDED, RS.CLOSED):
+        for event in RE:
+            with pytest.raises(rules.IllegalReviewTransition):
+                rules.review_transition(state, event)
+    assert [s.value for s in RS] == ["pending", "decided", "closed"]  # the strings stored as ever
