@@ -145,7 +145,7 @@ def build(today: date | None = None, level: str = "三级") -> dict[str, Any]:
         },
         "accounts": accounts,
         "drugs": _seed_drugs(),
-        "partners": __import__("pharmacy.delivery").delivery.seed_demo_partners(today),  # id, secret each
+        "partners": __import__("pharmacy.partners").partners.seed_demo_partners(today),  # id, secret each
     }
     if primary:
         from clinic.family_doctor.services import seed_demo_teams  # the demo composes every domain

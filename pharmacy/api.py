@@ -17,7 +17,7 @@ from clinic.core.errors import Invalid
 from clinic.core.principal import Principal
 from pharmacy import checkout as rx_checkout
 from pharmacy import delivery as deliveries
-from pharmacy import dispensing, rules, services
+from pharmacy import dispensing, partners, rules, services
 from pharmacy.models import DeliveryPartner, Review
 from prescriptions.models import Prescription
 
@@ -37,11 +37,11 @@ class PartnerIn(RequestModel):
     secret: str | None = Field(default=None, min_length=32, max_length=200)
     active: bool = True
 
-    def spec(self) -> deliveries.PartnerSpec:
+    def spec(self) -> partners.PartnerSpec:
         for r in self.regions:
             if not r.isdigit() or not 2 <= len(r) <= 6:
                 raise Invalid("A region is a GB/T 2260 code prefix of 2 to 6 digits.", fields=[{"loc": "regions"}])
-        return deliveries.PartnerSpec(**self.model_dump())
+        return partners.PartnerSpec(**self.model_dump())
 
 
 class PartnerUpdate(RequestModel):
@@ -97,13 +97,13 @@ def _partner_out(p: DeliveryPartner, secret: str | None = None) -> PartnerOut:
     errors={409: ["partner_exists"], 422: ["unsafe_endpoint"]},
 )
 def create_partner(body: PartnerIn, principal: Principal) -> PartnerOut:
-    partner, secret = deliveries.create_partner(body.spec())
+    partner, secret = partners.create_partner(body.spec())
     return _partner_out(partner, secret)
 
 
 @router.get("/admin/partners", summary="The delivery partner registry", response=PartnerList, roles=["admin"])
 def list_partners(principal: Principal) -> PartnerList:
-    return PartnerList(items=[_partner_out(p) for p in deliveries.list_partners()])
+    return PartnerList(items=[_partner_out(p) for p in partners.list_partners()])
 
 
 @router.post(
@@ -120,7 +120,7 @@ def update_partner(partner_id: str, body: PartnerUpdate, principal: Principal) -
         PartnerIn.model_validate(
             {"name": "x", "license_no": "x", "license_valid_until": date.today(), "endpoint": "http://x", **changes}
         ).spec()
-    partner, secret = deliveries.update_partner(partner_id, changes, body.rotate_secret)
+    partner, secret = partners.update_partner(partner_id, changes, body.rotate_secret)
     return _partner_out(partner, secret)
 
 

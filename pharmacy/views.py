@@ -30,7 +30,7 @@ from clinic.core.web import handle_refusal
 from clinic.visits.models import Visit
 from identity.models import Account, Role
 from pharmacy import checkout, dispensing, regions, services, worklists
-from pharmacy import delivery as deliveries
+from pharmacy import partners as partner_registry
 from pharmacy.forms import PartnerForm, ReviewForm
 from pharmacy.labels import DELIVERY_STATUS
 from prescriptions import document as rx_document
@@ -251,7 +251,7 @@ def my_document(prescription_id: str) -> Response:
 
 def _partners_page(form: PartnerForm, status: int = 200, secret: str | None = None, **extra: Any) -> Any:
     return render_template(
-        "pharmacy/partners.html", form=form, partners=deliveries.list_partners(), secret=secret, **extra
+        "pharmacy/partners.html", form=form, partners=partner_registry.list_partners(), secret=secret, **extra
     ), status
 
 
@@ -266,7 +266,7 @@ def _endpoint_refused(form: PartnerForm, err: DomainError) -> None:
 def partners() -> Any:
     form = PartnerForm()
     if form.validate_on_submit():
-        spec = deliveries.PartnerSpec(
+        spec = partner_registry.PartnerSpec(
             name=(form.name.data or "").strip(),
             license_no=(form.license_no.data or "").strip(),
             license_valid_until=form.license_valid_until.data or date.today(),
@@ -277,7 +277,7 @@ def partners() -> Any:
             active=bool(form.active.data),
         )
         try:
-            partner, secret = deliveries.create_partner(spec)
+            partner, secret = partner_registry.create_partner(spec)
         except DomainError as err:
             _endpoint_refused(form, err)
             return _partners_page(form, err.status)
@@ -289,7 +289,7 @@ def partners() -> Any:
 @bp.route("/admin/partners/<partner_id>", methods=["GET", "POST"])
 @admin_page
 def partner(partner_id: str) -> Any:
-    found = next((p for p in deliveries.list_partners() if str(p.id) == partner_id), None)
+    found = next((p for p in partner_registry.list_partners() if str(p.id) == partner_id), None)
     if found is None:
         abort(404)
     form = PartnerForm(obj=found)
@@ -315,7 +315,7 @@ def partner(partner_id: str) -> Any:
                 }
             )
             try:
-                found, secret = deliveries.update_partner(partner_id, changes, rotate_secret=rotate)
+                found, secret = partner_registry.update_partner(partner_id, changes, rotate_secret=rotate)
             except DomainError as err:
                 _endpoint_refused(form, err)
                 status = err.status

@@ -23,6 +23,7 @@ from clinic.core.db import db, unit_of_work
 from clinic.core.jobs import JobStatus, OutboxJob
 from identity.models import Role
 from pharmacy import delivery as deliveries
+from pharmacy import partners
 from pharmacy.models import Delivery, DeliveryEvent
 from tests.integration.test_pharmacy_pages import login
 from tests.support import factories as f
@@ -42,8 +43,8 @@ def partner_server(ctx: Flask) -> Iterator[PartnerStandin]:
 
 def partner(name: str, endpoint: str, priority: int = 1) -> str:
     with acting_as(Actor(None, "test")), unit_of_work():
-        p, _ = deliveries.create_partner(
-            deliveries.PartnerSpec(
+        p, _ = partners.create_partner(
+            partners.PartnerSpec(
                 name, "LIC-" + name, date.today() + timedelta(days=90), ["11"], False, priority, endpoint, SECRET
             )
         )

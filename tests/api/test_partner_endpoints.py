@@ -18,8 +18,7 @@ from clinic.core.audit import Actor, acting_as
 from clinic.core.db import unit_of_work
 from clinic.core.jobs import JobStatus
 from identity.models import Role
-from pharmacy import delivery as deliveries
-from pharmacy import rules
+from pharmacy import partners, rules
 from pharmacy.rules import DeliveryStatus
 from tests.integration.test_pharmacy_dispatch import SECRET, deliver, delivery, dispatch_jobs
 from tests.support import factories as f
@@ -74,7 +73,7 @@ def test_public_https_passes_and_development_allows_local_stand_ins() -> None:
 @pytest.fixture
 def strict(ctx: Flask, monkeypatch: pytest.MonkeyPatch) -> Iterator[Flask]:
     monkeypatch.setitem(ctx.config, "PARTNER_PRIVATE_ENDPOINTS", False)
-    monkeypatch.setattr(deliveries, "_resolve", fake_resolve)
+    monkeypatch.setattr(partners, "_resolve", fake_resolve)
     yield ctx
 
 
@@ -104,8 +103,8 @@ def test_send_time_check_catches_a_name_that_now_points_inward(strict: Flask, mo
     server = PartnerStandin(SECRET).start()
     try:
         with acting_as(Actor(None, "test")), unit_of_work():
-            deliveries.create_partner(
-                deliveries.PartnerSpec(
+            partners.create_partner(
+                partners.PartnerSpec(
                     "改址", "LIC-R", date.today() + timedelta(days=30), ["11"], False, 10, "https://rebind.example/o",
                     secret=SECRET,
                 )

@@ -19,6 +19,7 @@ from clinic.core.db import db, unit_of_work
 from clinic.notifications.models import SmsMessage as Notification
 from identity.models import Role
 from pharmacy import delivery as deliveries
+from pharmacy import partners
 from pharmacy.models import Delivery, DeliveryEvent
 from pharmacy.rules import DeliveryStatus
 from tests.support import factories as f
@@ -48,7 +49,7 @@ def partner(name: str = "A", **kw: Any) -> tuple[str, str]:
     }
     spec.update(kw)
     with acting_as(Actor(None, "test")), unit_of_work():
-        p, secret = deliveries.create_partner(deliveries.PartnerSpec(**spec))
+        p, secret = partners.create_partner(partners.PartnerSpec(**spec))
     return str(p.id), secret
 
 

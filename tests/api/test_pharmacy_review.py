@@ -18,8 +18,7 @@ from clinic.core.audit import Actor, AuditEntry, acting_as
 from clinic.core.db import db, unit_of_work, utcnow
 from clinic.notifications.models import SmsMessage as Notification
 from identity.models import Role
-from pharmacy import checkout
-from pharmacy import delivery as deliveries
+from pharmacy import checkout, partners
 from pharmacy.models import Review
 from pharmacy.rules import ReviewState
 from prescriptions import services as rx_services
@@ -68,8 +67,8 @@ def partner_server(ctx: Flask) -> Iterator[PartnerStandin]:
 
 def test_claim_review_approve_pay_dispense_deliver(client: FlaskClient, partner_server: PartnerStandin) -> None:
     with acting_as(Actor(None, "test")), unit_of_work():
-        partner, _ = deliveries.create_partner(
-            deliveries.PartnerSpec(
+        partner, _ = partners.create_partner(
+            partners.PartnerSpec(
                 "顺达", "LIC-1", date.today() + timedelta(days=90), ["11"], False, 1, partner_server.url, SECRET
             )
         )

@@ -23,7 +23,7 @@ from clinic.core.audit import Actor, acting_as
 from clinic.core.db import db, unit_of_work
 from clinic.visits.models import Diagnosis
 from identity.models import Account, Role, StaffProfile
-from pharmacy import delivery as pharmacy
+from pharmacy import partners as pharmacy
 from pharmacy.models import DeliveryPartner
 from tests.support import clinic_factories as cf
 from tests.support import factories as f

@@ -21,7 +21,7 @@ from clinic.core.audit import Actor, acting_as
 from clinic.core.db import db, unit_of_work, utcnow
 from clinic.core.jobs import OutboxJob
 from identity.models import Role
-from pharmacy import delivery as deliveries
+from pharmacy import partners
 from tests.browser.staff import assert_readable, log_in
 from tests.support import factories as f
 from tests.support.partner_standin import PartnerStandin, callback, sign
@@ -42,8 +42,8 @@ def test_the_patient_reads_the_waybill_number_on_the_timeline(
     page: Any, client: FlaskClient, partner_server: PartnerStandin, shoot: Callable[[str], Path]
 ) -> None:
     with acting_as(Actor(None, "test")), unit_of_work():
-        partner, _ = deliveries.create_partner(
-            deliveries.PartnerSpec(
+        partner, _ = partners.create_partner(
+            partners.PartnerSpec(
                 "顺丰医药", "LIC-1", date.today() + timedelta(days=90), ["11"], False, 1, partner_server.url, SECRET
             )
         )

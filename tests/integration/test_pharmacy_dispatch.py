@@ -16,7 +16,7 @@ from clinic.core.db import db, unit_of_work, utcnow
 from clinic.core.jobs import JobStatus, OutboxJob
 from clinic.notifications.models import SmsMessage as Notification
 from pharmacy import delivery as deliveries
-from pharmacy import rules
+from pharmacy import partners, rules
 from pharmacy.models import Delivery
 from pharmacy.rules import DeliveryStatus
 from tests.support.partner_standin import PartnerStandin
@@ -44,7 +44,7 @@ def make_partner(name: str, endpoint: str, **kw: object) -> str:
     }
     spec.update(kw)
     with acting_as(Actor(None, "test")), unit_of_work():
-        partner, _ = deliveries.create_partner(deliveries.PartnerSpec(**spec))  # type: ignore[arg-type]
+        partner, _ = partners.create_partner(partners.PartnerSpec(**spec))  # type: ignore[arg-type]
     return str(partner.id)
 
 
