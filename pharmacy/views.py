@@ -180,7 +180,7 @@ def track(prescription_id: str) -> Any:
             flash(handle_refusal(err), "error")
         else:
             flash(_("Saved."), "success")
-    rx = rx_services.prescription_for(str(me.account_id), "patient", rx_id)
+    rx = rx_services.prescription_for(me.account_id, "patient", rx_id)
     view = checkout.delivery_view(me, rx_id)
     saved = checkout.saved_address(me.account_id, rx.id)
     typed = request.form.get("region_code") if request.method == "POST" else None
@@ -238,7 +238,7 @@ def regions_json() -> Response:
 @patient_page
 def my_document(prescription_id: str) -> Response:
     """The printable prescription for the patient's own account (the staff have their own route)."""
-    rx = rx_services.prescription_for(str(current_user.id), "patient", prescription_id)
+    rx = rx_services.prescription_for(current_user.id, "patient", prescription_id)
     return Response(
         rx_document.document_for(rx),
         mimetype="application/pdf",

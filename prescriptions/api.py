@@ -192,7 +192,7 @@ VIEWERS = ["patient", "physician", "pharmacist"]
     roles=VIEWERS,
 )
 def get_prescription(prescription_id: str, principal: Principal) -> PrescriptionOut:
-    rx = services.prescription_for(principal.id, principal.role, prescription_id)
+    rx = services.prescription_for(principal.account_id, principal.role, prescription_id)
     out = PrescriptionOut.model_validate(rx)
     out.status = rx.status.value
     out.approval_jws = services.approval_jws(rx.id)
@@ -212,7 +212,7 @@ def get_prescription(prescription_id: str, principal: Principal) -> Prescription
     raw_response="application/pdf",
 )
 def get_document(prescription_id: str, principal: Principal) -> Response:
-    rx = services.prescription_for(principal.id, principal.role, prescription_id)
+    rx = services.prescription_for(principal.account_id, principal.role, prescription_id)
     pdf = document.document_for(rx)
     return Response(
         pdf,

@@ -396,7 +396,7 @@ def _replaceable(physician_id: uuid.UUID, visit: Visit, replaces: str | uuid.UUI
 
 def void_prescription(who: Principal, prescription_id: str | uuid.UUID, reason: str) -> Prescription:
     """The physician voids their own prescription before a pharmacist has decided on it."""
-    rx = prescription_for(str(who.account_id), "physician", prescription_id)
+    rx = prescription_for(who.account_id, "physician", prescription_id)
     reason = reason.strip()
     if not 2 <= len(reason) <= 500:
         raise Invalid("Say why the prescription is voided (2 to 500 characters).", field="reason")
@@ -514,14 +514,14 @@ def prescriptions_follow_patient(session: Session, patient_id: uuid.UUID, old: u
     return int(cast(CursorResult[Any], moved).rowcount or 0)  # an UPDATE answers a cursor
 
 
-def prescription_for(principal_id: str, role: str, prescription_id: str | uuid.UUID) -> Prescription:
+def prescription_for(account_id: uuid.UUID, role: str, prescription_id: str | uuid.UUID) -> Prescription:
     """A prescription for its patient's account, its physician, or a pharmacist; 404 for anyone else."""
     pid = as_uuid(prescription_id)
     rx = db.session.get(Prescription, pid) if pid is not None else None
     allowed = rx is not None and (
         role == "pharmacist"
-        or (role == "patient" and str(rx.account_id) == principal_id)
-        or (role == "physician" and str(rx.physician_id) == principal_id)
+        or (role == "patient" and rx.account_id == account_id)
+        or (role == "physician" and rx.physician_id == account_id)
     )
     if rx is None or not allowed:
         raise NotFound("No such prescription.")

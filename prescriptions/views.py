@@ -552,7 +552,7 @@ def drugs(visit_id: str) -> Any:
 
 
 def _my_prescription(prescription_id: str) -> Prescription:
-    return services.prescription_for(str(current_user.id), "physician", prescription_id)
+    return services.prescription_for(current_user.id, "physician", prescription_id)
 
 
 def _prescription_page(rx: Prescription, void_form: VoidForm | None = None, status: int = 200) -> Any:

@@ -12,7 +12,6 @@ from typing import Any
 
 from flask import Blueprint, Flask, flash, redirect, render_template, url_for
 from flask_babel import gettext as _
-from flask_login import current_user
 
 from clinic.admin import services
 from clinic.admin.forms import (
@@ -40,10 +39,6 @@ from identity.models import Account, Role
 
 bp = Blueprint("admin", __name__, template_folder="templates", url_prefix="/admin")
 EXPIRING_DAYS = 60
-
-
-def _me() -> str:
-    return str(current_user.id)
 
 
 @bp.get("")
@@ -83,7 +78,7 @@ def suspension() -> Any:
         current = service_switch.suspension()
         stop = not (current is not None and current.suspended)
         try:
-            service_switch.set_suspension(_me(), stop, form.reason.data or "")
+            service_switch.set_suspension(page_principal().account_id, stop, form.reason.data or "")
         except DomainError as err:
             form.reason.errors = [handle_refusal(err)]
             return _suspension_page(form, err.status)

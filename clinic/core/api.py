@@ -223,7 +223,7 @@ def _authenticate(op: Operation) -> Principal | None:
         g.tokenless_refusal = True
         limits.check("TOKENLESS_RATE_LIMIT", "tokenless", request.remote_addr or "")
         raise
-    set_actor(Actor(id=principal.id, role=principal.role, client_ip=request.remote_addr))
+    set_actor(Actor(id=str(principal.account_id), role=principal.role, client_ip=request.remote_addr))
     if principal.role not in op.roles:
         raise Forbidden(f"This endpoint is for: {', '.join(sorted(op.roles))}.")
     return principal

@@ -263,6 +263,7 @@ class Config:
 
 
 _FIELDS = frozenset(f.name for f in fields(Config) if f.name != "extra")
+_DEFAULTS = Config()
 
 
 class FlaskConfig(FlaskBaseConfig):
@@ -280,6 +281,18 @@ class FlaskConfig(FlaskBaseConfig):
     def update(self, *args: Any, **kwargs: Any) -> None:  # dict.update bypasses __setitem__
         for key, value in dict(*args, **kwargs).items():
             self[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        super().__delitem__(key)
+        if self.typed is not None and key in _FIELDS:  # removed: the typed field is its default again
+            setattr(self.typed, key, getattr(_DEFAULTS, key))
+
+    def pop(self, key: str, *default: Any) -> Any:
+        if key not in self:
+            return super().pop(key, *default)
+        value = self[key]
+        del self[key]
+        return value
 
     def setdefault(self, key: str, default: Any = None) -> Any:
         if key not in self:

@@ -21,10 +21,5 @@ class Principal:
     scope: str | None = None  # a regulator's scoped token: its granted scopes, space-separated
 
     @property
-    def id(self) -> str:
-        """TRANSITIONAL (issue 15): the account id as text, for code not yet typed."""
-        return str(self.account_id)
-
-    @property
     def is_scoped(self) -> bool:
         return bool(self.scope)

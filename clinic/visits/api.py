@@ -165,7 +165,7 @@ def submit_diagnosis(form: DiagnosisForm, files: dict[str, FileStorage | None], 
     limit = settings().MAX_DOCUMENT_BYTES
     data = _read(files["document"], limit) or b""
     diag = proofs.submit_diagnosis(
-        identity.get_account(principal.id),
+        identity.get_account(principal.account_id),
         str(form.patient_id),
         form.icd10,
         form.institution,
@@ -187,7 +187,7 @@ class DiagnosesOut(ResponseModel):
     roles=["patient", "physician"],
 )
 def list_diagnoses(principal: Principal) -> DiagnosesOut:
-    account = identity.get_account(principal.id)
+    account = identity.get_account(principal.account_id)
     rows = (
         proofs.diagnoses_of_account(account)
         if principal.role == "patient"
@@ -198,7 +198,7 @@ def list_diagnoses(principal: Principal) -> DiagnosesOut:
 
 @router.get("/diagnoses/<diagnosis_id>", summary="One diagnosis", response=DiagnosisOut, roles=["patient", "physician"])
 def get_diagnosis(diagnosis_id: str, principal: Principal) -> DiagnosisOut:
-    return diagnosis_out(proofs.diagnosis_for(identity.get_account(principal.id), diagnosis_id))
+    return diagnosis_out(proofs.diagnosis_for(identity.get_account(principal.account_id), diagnosis_id))
 
 
 class StatusOut(ResponseModel):
@@ -275,7 +275,9 @@ class ConsentAcceptedOut(ResponseModel):
     errors={409: ["stale_version"]},
 )
 def accept_consent(body: ConsentIn, principal: Principal) -> ConsentAcceptedOut:
-    acc = informed_consent.accept_consent(identity.get_account(principal.id), str(body.patient_id), body.version)
+    acc = informed_consent.accept_consent(
+        identity.get_account(principal.account_id), str(body.patient_id), body.version
+    )
     return ConsentAcceptedOut.model_validate(acc)
 
 
@@ -326,7 +328,7 @@ class VisitCreatedOut(ResponseModel):
 )
 def request_visit(body: VisitIn, principal: Principal) -> VisitCreatedOut:
     new = requesting.request_visit(
-        principal.id,
+        principal.account_id,
         str(body.patient_id),
         str(body.diagnosis_id),
         body.department,
@@ -431,7 +433,7 @@ def visit_out(v: Visit, detail: bool = True) -> VisitOut:
     roles=["patient", "physician"],
 )
 def get_visit(visit_id: str, principal: Principal) -> VisitOut:
-    return visit_out(lifecycle.visit_for(identity.get_account(principal.id), visit_id))
+    return visit_out(lifecycle.visit_for(identity.get_account(principal.account_id), visit_id))
 
 
 class VisitsOut(ResponseModel):
@@ -450,7 +452,7 @@ class VisitsQuery(RequestModel):
     roles=["patient", "physician"],
 )
 def list_visits(query: VisitsQuery, principal: Principal) -> VisitsOut:
-    account = identity.get_account(principal.id)
+    account = identity.get_account(principal.account_id)
     if query.queue == "waiting" and principal.role == "physician":
         rows = queues.waiting_visits_for(principal.account_id)
     else:
@@ -491,7 +493,7 @@ def post_message(
     visit_id: str, body: MessageIn, principal: Principal, files: dict[str, FileStorage | None]
 ) -> MessageOut:
     image = _read(files.get("image"), settings().MAX_IMAGE_BYTES)
-    msg = visit_room.post_message(identity.get_account(principal.id), visit_id, body.text, image)
+    msg = visit_room.post_message(identity.get_account(principal.account_id), visit_id, body.text, image)
     return MessageOut(
         id=msg.id,
         sender_id=msg.sender_id,
@@ -509,7 +511,7 @@ def post_message(
     raw_response="image/*",
 )
 def message_image(visit_id: str, message_id: str, principal: Principal) -> Response:
-    data, mime = visit_room.message_image(identity.get_account(principal.id), visit_id, message_id)
+    data, mime = visit_room.message_image(identity.get_account(principal.account_id), visit_id, message_id)
     return Response(
         data,
         mimetype=mime,
@@ -535,7 +537,7 @@ class VideoTokenOut(ResponseModel):
     errors={409: ["visit_not_in_progress"]},
 )
 def video_token(visit_id: str, principal: Principal) -> VideoTokenOut:
-    identity_, room = visit_room.video_grant(identity.get_account(principal.id), visit_id)
+    identity_, room = visit_room.video_grant(identity.get_account(principal.account_id), visit_id)
     cfg = settings()
     token = twilio_adapter.video_token(
         cfg.TWILIO_ACCOUNT_SID, cfg.TWILIO_API_KEY_SID, cfg.TWILIO_API_KEY_SECRET, identity_, room
@@ -591,7 +593,7 @@ class CancelIn(RequestModel):
 )
 def cancel_visit(visit_id: str, body: CancelIn, principal: Principal) -> StatusOut:
     return StatusOut(
-        status=lifecycle.cancel_visit(identity.get_account(principal.id), visit_id, body.reason).status.value
+        status=lifecycle.cancel_visit(identity.get_account(principal.account_id), visit_id, body.reason).status.value
     )
 
 
@@ -617,7 +619,7 @@ class SuspensionOut(ResponseModel):
     roles=["admin"],
 )
 def set_suspension(body: SuspensionIn, principal: Principal) -> SuspensionOut:
-    row = service_switch.set_suspension(principal.id, body.suspended, body.reason)
+    row = service_switch.set_suspension(principal.account_id, body.suspended, body.reason)
     return SuspensionOut(suspended=row.suspended, reason=row.reason, changed_at=row.changed_at)
 
 

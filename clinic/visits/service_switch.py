@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from sqlalchemy import Select, select
@@ -28,7 +29,7 @@ def suspension() -> ServiceSwitch | None:
     return row if row is not None and row.suspended else None
 
 
-def set_suspension(admin_id: str, suspended: bool, reason: str) -> ServiceSwitch:
+def set_suspension(admin_id: uuid.UUID, suspended: bool, reason: str) -> ServiceSwitch:
     session = db.session()
     admin = identity.get_account(admin_id)
     if admin.role != Role.ADMIN:
