@@ -84,7 +84,7 @@ def make_config(backend: dict[str, Any], **extra: Any) -> Config:
         SECRET_KEY="test-secret-key",
         LOOKUP_KEY="test-lookup-key",
         # The tests' partner stand-ins listen on 127.0.0.1 as in development; the endpoint
-        # rule itself is tested with it off (tests/api/test_partner_endpoints.py).
+        # rule itself is tested with it off (tests/api/pharmacy/test_partner_endpoints.py).
         PARTNER_PRIVATE_ENDPOINTS=True,
     )
     for key, value in extra.items():
@@ -181,3 +181,18 @@ def twilio_standin(twilio_server: TwilioStandin) -> Iterator[TwilioStandin]:
     twilio_server.reset()
     yield twilio_server
     twilio_server.reset()
+
+
+def _backend_of(item: pytest.Item) -> int:
+    callspec = getattr(item, "callspec", None)
+    name = callspec.params.get("backend") if callspec is not None else None
+    return 0 if name is None else 1 + BACKENDS.index(name)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Random order (pytest-randomly shuffles modules, then the tests in each) within each
+    database: the tests without one first, then SQLite's, then PostgreSQL's. The backend is a
+    session fixture, so a shuffled suite would otherwise drop and re-migrate a database at
+    every switch between them. The sort is stable: the shuffled order is kept inside a group."""
+    items.sort(key=_backend_of)

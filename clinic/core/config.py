@@ -137,7 +137,7 @@ class Config:
     # Face verification of physicians (identity/face.py)
     FACE_FRESH_SECONDS: int = 600
     # Match when the encodings' distance <= FACE_TOLERANCE. face_recognition suggests 0.6; on our
-    # test set (tests/unit/test_face_accuracy.py: 5 people, 49 images) same-person pairs reach
+    # test set (tests/unit/identity/test_face_accuracy.py: 5 people, 49 images) same-person pairs reach
     # 0.482 and different people start at 0.624, so 0.6 has a 0.02 margin against a false
     # accept; 0.55 sits midway (FAR 0/882, FRR 0/294 pairs).
     FACE_TOLERANCE: float = 0.55

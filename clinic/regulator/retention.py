@@ -60,7 +60,7 @@ RULES: dict[str, Rule] = {
 COMMUNICATION_YEARS = RULES["message"].min_years
 
 # Where each kind is stored. Every telemedicine table (tm_*) is here: a new one must be
-# given its kind (tests/unit/test_retention_rules.py checks the metadata against this).
+# given its kind (tests/unit/clinic/regulator/test_retention_rules.py checks the metadata against this).
 TABLES: dict[str, str] = {
     "visits": "visit",
     "visit_notes": "visit_note",
