@@ -220,7 +220,6 @@ REVIEW_REASONS: dict[str, tuple[str, str]] = {
     "other": ("其他", "Other"),
 }
 DECISIONS = ("approve", "reject", "return")
-DECISION_STATUS = {"approve": "approved", "reject": "rejected", "return": "returned"}
 # Rules of prescribing time that do not apply again at review: the visit has since ended, and
 # the guardian's ID number is kept only masked (both were checked when the physician signed).
 PRESCRIBING_ONLY_RULES = frozenset({"visit_not_active", "guardian_and_physician_required"})

@@ -317,16 +317,6 @@ def consultations_of(account: Account, role: str | None, status: str | None) -> 
     return [c for c in rows if may_read(account, c)][:200]
 
 
-def consultations_of_patient(patient_id: uuid.UUID) -> list[Consultation]:
-    return list(
-        db.session.scalars(
-            select(Consultation)
-            .where(Consultation.patient_id == patient_id, Consultation.role == INVITING)
-            .order_by(Consultation.created_at.desc())
-        )
-    )
-
-
 def notes_of(c: Consultation) -> list[ConsultationNote]:
     return list(
         db.session.scalars(
