@@ -115,6 +115,26 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     pharmacy_delivery.register_jobs()  # outbox handler: partner dispatch
     regulator_incidents.register_jobs()  # outbox handler: the incident SMS to the regulator
     telemedicine_services.register_jobs()  # outbox handler: signed messages to partner institutions
+    from clinic.telemedicine import (
+        consultation_attachments,
+        consultation_opinions,
+        consultation_requests,
+        consultations,
+        referral_receiving,
+        referral_sending,
+        settlements,
+    )
+
+    for receiver in (
+        consultations,
+        consultation_requests,
+        consultation_attachments,
+        consultation_opinions,
+        referral_sending,
+        referral_receiving,
+        settlements,
+    ):
+        receiver.register_events()  # what a signed message of each event from a partner does here
     pharmacy_views.init_app(app)  # review queue and screen, prescription tracking
     notifications_views.init_app(app)  # the notification centre, SMS short links
     feedback_views.init_app(app)  # physician directory, ratings, complaints

@@ -158,6 +158,3 @@ def _on_attachment(_message: FederationMessage, bundle: dict[str, Any], partner:
 
 def register_events() -> None:
     services.register_event(EV_ATTACHMENT, _on_attachment)
-
-
-register_events()

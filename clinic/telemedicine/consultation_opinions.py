@@ -192,6 +192,3 @@ def _on_opinion(_message: FederationMessage, bundle: dict[str, Any], partner: Pa
 
 def register_events() -> None:
     services.register_event(EV_OPINION, _on_opinion)
-
-
-register_events()

@@ -456,6 +456,3 @@ def register_events() -> None:
     services.register_event(EV_ACCEPTED, _on_accepted)
     services.register_event(EV_REJECTED, _on_closed(TaskEvent.REJECT, INVITING))
     services.register_event(EV_CANCELLED, _on_closed(TaskEvent.CANCEL, INVITED))
-
-
-register_events()

@@ -356,6 +356,3 @@ def _on_note(_message: FederationMessage, bundle: dict[str, Any], partner: Partn
 
 def register_events() -> None:
     services.register_event(EV_NOTE, _on_note)
-
-
-register_events()

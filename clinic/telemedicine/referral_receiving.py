@@ -323,6 +323,3 @@ def report_outcome(who: Principal, referral_id: str | uuid.UUID, summary: str) -
 
 def register_events() -> None:
     services.register_event(REQUEST_EVENT, _on_request)
-
-
-register_events()

@@ -331,6 +331,3 @@ def _request_undelivered(message: FederationMessage) -> None:
 def register_events() -> None:
     services.register_event(STATUS_EVENT, _on_status)
     services.register_undelivered(REQUEST_EVENT, _request_undelivered)
-
-
-register_events()

@@ -266,6 +266,3 @@ def today() -> date:
 
 def register_events() -> None:
     services.register_event(EV_STATEMENT, _on_statement)
-
-
-register_events()
