@@ -263,7 +263,7 @@ class Config:
 
 
 _FIELDS = frozenset(f.name for f in fields(Config) if f.name != "extra")
-_DEFAULTS = Config()
+DEFAULTS = Config()  # every setting at its default, unfinalized (no secrets, no instance folder)
 
 
 class FlaskConfig(FlaskBaseConfig):
@@ -285,7 +285,7 @@ class FlaskConfig(FlaskBaseConfig):
     def __delitem__(self, key: str) -> None:
         super().__delitem__(key)
         if self.typed is not None and key in _FIELDS:  # removed: the typed field is its default again
-            setattr(self.typed, key, getattr(_DEFAULTS, key))
+            setattr(self.typed, key, getattr(DEFAULTS, key))
 
     def pop(self, key: str, *default: Any) -> Any:
         if key not in self:

@@ -40,10 +40,8 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from clinic.core import audit
 from clinic.core.audit import Actor, acting_as
-from clinic.core.config import Config, settings
+from clinic.core.config import DEFAULTS, Config, settings
 from clinic.core.db import Base, db, new_id, unit_of_work, utcnow
-
-_DEFAULTS = Config()
 
 log = logging.getLogger("clinic.jobs")
 
@@ -140,7 +138,7 @@ def _after_rollback(session: Session) -> None:
 
 def _settings() -> Config:
     """The app's settings; outside an app (a bare worker import) the defaults."""
-    return settings() if has_app_context() else _DEFAULTS
+    return settings() if has_app_context() else DEFAULTS
 
 
 def _due(now: datetime) -> Any:
