@@ -149,6 +149,18 @@ def as_uuid(value: object) -> uuid.UUID | None:
         return None
 
 
+NO_RECORD = uuid.UUID(int=0)
+"""The nil UUID: `new_id()` never makes it, so no row has it."""
+
+
+def record_id(value: object) -> uuid.UUID:
+    """An id from a URL or a form, typed for a service. A malformed one names no record: it
+    becomes `NO_RECORD`, so the service runs its own checks in their usual order (role,
+    qualification, face) and its lookup then answers 404, as for an unknown id. Edges call
+    this; services take `uuid.UUID` only."""
+    return as_uuid(value) or NO_RECORD
+
+
 def get_or_404(model: type[M], key: object, message: str | None = None) -> M:
     """Load a row by its UUID primary key; a malformed or unknown id is the same 404."""
     from clinic.core.errors import NotFound
