@@ -6,6 +6,7 @@ migrated; `link(a, b)` makes each a partner of the other from its published JWKS
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -57,6 +58,11 @@ class Clinic:
         return done.stdout.decode().strip()
 
     def start(self) -> None:
+        self.launch()
+        self.wait_ready()
+
+    def launch(self) -> None:
+        """Start the server process without waiting for it (see `wait_ready`)."""
         with open(self.db_path.parent / "server.log", "ab") as log:  # the server's output, read on failure
             self.proc = subprocess.Popen(
                 [
@@ -76,6 +82,9 @@ class Clinic:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
+
+    def wait_ready(self) -> None:
+        assert self.proc is not None, "launch() first"
         deadline = time.monotonic() + 240  # a cold start imports face_recognition: slow on a busy machine
         while time.monotonic() < deadline and self.proc.poll() is None:
             try:
@@ -112,13 +121,28 @@ class Clinic:
             engine.dispose()
 
 
+@pytest.fixture(scope="session")
+def migrated_database(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite database made by `flask db upgrade` once per session. The migrations hold no
+    instance's own data (keys live in the instance folder), so each clinic of a pair starts
+    from a copy of it: the same schema and rows an upgrade of its own would make, without two
+    cold app imports per test."""
+    template = Clinic("migrated", tmp_path_factory.mktemp("pair-template"))
+    template.db_path.parent.mkdir(parents=True, exist_ok=True)
+    template.flask("db", "upgrade")
+    return template.db_path
+
+
 @pytest.fixture
-def pair(tmp_path: Path) -> Iterator[tuple[Clinic, Clinic]]:
+def pair(tmp_path: Path, migrated_database: Path) -> Iterator[tuple[Clinic, Clinic]]:
     a, b = Clinic("a", tmp_path), Clinic("b", tmp_path)
     try:
         for c in (a, b):
-            c.flask("db", "upgrade")
-            c.start()
+            c.db_path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(migrated_database, c.db_path)
+            c.launch()  # both start at once: two processes, two cores
+        for c in (a, b):
+            c.wait_ready()
         yield a, b
     finally:
         a.stop()
