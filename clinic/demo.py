@@ -151,7 +151,18 @@ def build(today: date | None = None, level: str = "三级") -> dict[str, Any]:
         from clinic.family_doctor.services import seed_demo_teams  # the demo composes every domain
 
         ids = [uuid.UUID(p["id"]) for p in accounts["physicians"]]
-        world["family_doctor_teams"] = seed_demo_teams(ids[0], ids)
+        world["family_doctor_teams"] = [
+            {
+                "id": str(t.team.id),
+                "name": t.team.name,
+                "lead_username": t.team.lead.username,
+                "packages": [
+                    {"id": str(p.id), "name": p.name, "conditions": list(p.conditions), "fee_fen": p.fee_fen}
+                    for p in t.packages
+                ],
+            }
+            for t in seed_demo_teams(ids[0], ids)
+        ]
     return world
 
 

@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import Field
 
 from clinic.core.api import ApiRouter, Principal, RequestModel, ResponseModel
+from clinic.core.db import record_id
 from clinic.family_doctor import contracts, rules, services
 from clinic.family_doctor.models import Team
 
@@ -135,7 +136,7 @@ def create_team(body: TeamIn, principal: Principal) -> TeamOut:
     team = services.create_team(
         body.name,
         body.lead_id,
-        [services.MemberSpec(m.name, m.role, str(m.account_id) if m.account_id else None) for m in body.members],
+        [services.MemberSpec(m.name, m.role, m.account_id) for m in body.members],
     )
     return team_out(team)
 
@@ -156,5 +157,5 @@ class PackageIn(RequestModel):
     roles=["admin"],
 )
 def create_package(team_id: str, body: PackageIn, principal: Principal) -> PackageOut:
-    p = services.create_package(team_id, body.name, list(body.conditions), body.includes, body.fee_fen)
+    p = services.create_package(record_id(team_id), body.name, list(body.conditions), body.includes, body.fee_fen)
     return PackageOut.model_validate(p)

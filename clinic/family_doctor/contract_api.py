@@ -10,9 +10,9 @@ from datetime import date, datetime
 from pydantic import Field
 
 from clinic.core.api import ApiRouter, Principal, RequestModel, ResponseModel
+from clinic.core.db import record_id
 from clinic.family_doctor import contracts, followups
 from clinic.family_doctor.models import Contract
-from identity import services as identity
 
 router = ApiRouter("family_doctor")
 
@@ -84,11 +84,7 @@ def contract_out(c: Contract) -> ContractOut:
 )
 def sign(body: ContractIn, principal: Principal) -> ContractOut:
     contract = contracts.sign_contract(
-        identity.get_account(principal.account_id),
-        str(body.patient_id),
-        str(body.team_id),
-        str(body.package_id),
-        body.agreement_version,
+        principal, body.patient_id, body.team_id, body.package_id, body.agreement_version
     )
     return contract_out(contract)
 
@@ -104,11 +100,10 @@ class ContractsOut(ResponseModel):
     roles=["patient", "physician"],
 )
 def list_contracts(principal: Principal) -> ContractsOut:
-    account = identity.get_account(principal.account_id)
     if principal.role == "patient":
-        rows = contracts.contracts_of(account)
+        rows = contracts.contracts_of(principal)
     else:
-        rows = [r.contract for r in followups.panel(account)]
+        rows = [r.contract for r in followups.panel(principal)]
     return ContractsOut(items=[contract_out(c) for c in rows])
 
 
@@ -119,7 +114,7 @@ def list_contracts(principal: Principal) -> ContractsOut:
     roles=["patient", "physician"],
 )
 def get_contract(contract_id: str, principal: Principal) -> ContractOut:
-    return contract_out(contracts.contract_for(identity.get_account(principal.account_id), contract_id))
+    return contract_out(contracts.contract_for(principal, record_id(contract_id)))
 
 
 class ContractStatusOut(ResponseModel):
@@ -137,7 +132,7 @@ class ContractStatusOut(ResponseModel):
     errors={403: ["not_team_lead", "not_qualified"], 409: ["contract_not_open"]},
 )
 def countersign(contract_id: str, principal: Principal) -> ContractStatusOut:
-    c = contracts.countersign(identity.get_account(principal.account_id), contract_id)
+    c = contracts.countersign(principal, record_id(contract_id))
     return ContractStatusOut(id=c.id, status=c.status.value, valid_from=c.valid_from, valid_until=c.valid_until)
 
 
@@ -154,7 +149,7 @@ class EndIn(RequestModel):
     errors={409: ["contract_not_open"]},
 )
 def end(contract_id: str, body: EndIn, principal: Principal) -> ContractStatusOut:
-    c = contracts.end_contract(identity.get_account(principal.account_id), contract_id, body.reason)
+    c = contracts.end_contract(principal, record_id(contract_id), body.reason)
     return ContractStatusOut(id=c.id, status=c.status.value, valid_from=c.valid_from, valid_until=c.valid_until)
 
 
@@ -171,5 +166,5 @@ class RenewIn(RequestModel):
     errors={409: ["contract_not_open"], 422: ["renewal_not_open", "stale_version", "not_primary_care"]},
 )
 def renew(contract_id: str, body: RenewIn, principal: Principal) -> ContractStatusOut:
-    c = contracts.renew_contract(identity.get_account(principal.account_id), contract_id, body.agreement_version)
+    c = contracts.renew_contract(principal, record_id(contract_id), body.agreement_version)
     return ContractStatusOut(id=c.id, status=c.status.value, valid_from=c.valid_from, valid_until=c.valid_until)

@@ -13,8 +13,9 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from clinic.core import audit
-from clinic.core.db import as_uuid, db, utcnow
+from clinic.core.db import db, utcnow
 from clinic.core.errors import Conflict, Forbidden, Invalid, NotFound
+from clinic.core.principal import Principal
 from clinic.core.versioned_text import TextShelf, VersionedText
 from clinic.family_doctor import rules
 from clinic.family_doctor.models import (
@@ -30,7 +31,7 @@ from clinic.family_doctor.services import (
 )
 from clinic.visits.models import Diagnosis, DiagnosisStatus
 from identity import services as identity
-from identity.models import Account, Patient, Role
+from identity.models import Patient, Role
 
 # --- refusals -------------------------------------------------------------------------
 
@@ -113,14 +114,16 @@ def contract_in_force(patient_id: uuid.UUID) -> Contract | None:
     return _expire_if_lapsed(_contract_in_force(patient_id), today())
 
 
-def sign_contract(account: Account, patient_id: str, team_id: str, package_id: str, agreement_version: str) -> Contract:
+def sign_contract(
+    who: Principal, patient_id: uuid.UUID, team_id: uuid.UUID, package_id: uuid.UUID, agreement_version: str
+) -> Contract:
     session = db.session()
-    patient = identity.patient_of_account(account, patient_id)
+    patient = identity.patient_of_account(identity.get_account(who.account_id), patient_id)
     if not offers_signing():
         raise NotPrimaryCare()
     agreement = _require_current(agreement_version)
     team = get_team(team_id)
-    package = next((p for p in team.packages if str(p.id) == str(package_id) and p.active), None)
+    package = next((p for p in team.packages if p.id == package_id and p.active), None)
     if package is None:
         raise Invalid(
             "The service package is not one of this team's.", fields=[{"loc": "package_id", "message": "unknown"}]
@@ -130,7 +133,7 @@ def sign_contract(account: Account, patient_id: str, team_id: str, package_id: s
         raise ContractExists(contract_id=str(existing.id))
     contract = Contract(
         patient_id=patient.id,
-        account_id=account.id,
+        account_id=who.account_id,
         team_id=team.id,
         package_id=package.id,
         status=ContractStatus.PENDING,
@@ -163,26 +166,21 @@ def sign_contract(account: Account, patient_id: str, team_id: str, package_id: s
     return contract
 
 
-def _load_contract(contract_id: str) -> Contract:
-    key = as_uuid(contract_id)
-    contract = db.session.get(Contract, key) if key else None
+def contract_for(who: Principal, contract_id: uuid.UUID) -> Contract:
+    """A contract the caller may see: the account's people's, or their team's; else 404."""
+    contract = db.session.get(Contract, contract_id)
     if contract is None:
         raise NotFound()
-    return contract
-
-
-def contract_for(account: Account, contract_id: str) -> Contract:
-    """A contract the caller may see: the account's people's, or their team's; else 404."""
-    contract = _load_contract(contract_id)
-    if account.role == Role.PATIENT and contract.patient.account_id == account.id:
+    if who.role == Role.PATIENT and contract.patient.account_id == who.account_id:
         return contract
-    if is_team_physician(account, contract.team):
+    if is_team_physician(who, contract.team):
         return contract
     raise NotFound()
 
 
-def contracts_of(account: Account) -> list[Contract]:
-    ids = [p.id for p in account.patients]
+def contracts_of(who: Principal) -> list[Contract]:
+    """The contracts of the people on the caller's account, newest first."""
+    ids = [p.id for p in identity.get_account(who.account_id).patients]
     return list(
         db.session.scalars(select(Contract).where(Contract.patient_id.in_(ids)).order_by(Contract.signed_at.desc()))
     )
@@ -197,14 +195,14 @@ def _move(contract: Contract, event: ContractEvent) -> None:
         ) from None
 
 
-def countersign(physician: Account, contract_id: str) -> Contract:
+def countersign(who: Principal, contract_id: uuid.UUID) -> Contract:
     session = db.session()
-    contract = contract_for(physician, contract_id)
-    if contract.team.lead_id != physician.id:
+    contract = contract_for(who, contract_id)
+    if contract.team.lead_id != who.account_id:
         raise NotTeamLead()
-    identity.require_qualified_physician(physician)
+    identity.require_qualified_physician(identity.get_account(who.account_id))
     _move(contract, ContractEvent.COUNTERSIGN)
-    contract.countersigned_by, contract.countersigned_at = physician.id, utcnow()
+    contract.countersigned_by, contract.countersigned_at = who.account_id, utcnow()
     contract.valid_from, contract.valid_until = rules.contract_term(today())
     session.flush()
     plan = _open_plan(contract)
@@ -222,15 +220,15 @@ def countersign(physician: Account, contract_id: str) -> Contract:
     return contract
 
 
-def end_contract(account: Account, contract_id: str, reason: str) -> Contract:
+def end_contract(who: Principal, contract_id: uuid.UUID, reason: str) -> Contract:
     session = db.session()
-    contract = contract_for(account, contract_id)
+    contract = contract_for(who, contract_id)
     reason = reason.strip()
     if not reason:
         raise Invalid("Say why the contract ends.", fields=[{"loc": "reason", "message": "required"}])
     _move(contract, ContractEvent.END)
-    contract.ended_at, contract.ended_by, contract.end_reason = utcnow(), account.id, reason
-    contract.ended_side = "patient" if account.role == Role.PATIENT else "team"
+    contract.ended_at, contract.ended_by, contract.end_reason = utcnow(), who.account_id, reason
+    contract.ended_side = "patient" if who.role == Role.PATIENT else "team"
     _deactivate_plan(contract.id)
     audit.record(
         session,
@@ -242,11 +240,11 @@ def end_contract(account: Account, contract_id: str, reason: str) -> Contract:
     return contract
 
 
-def renew_contract(account: Account, contract_id: str, agreement_version: str) -> Contract:
+def renew_contract(who: Principal, contract_id: uuid.UUID, agreement_version: str) -> Contract:
     """The patient renews for another year, signing the current agreement text again."""
     session = db.session()
-    contract = contract_for(account, contract_id)
-    if account.role != Role.PATIENT:
+    contract = contract_for(who, contract_id)
+    if who.role != Role.PATIENT:
         raise Forbidden("The patient renews the contract (the team may end it instead).")
     if not offers_signing():
         raise NotPrimaryCare()
@@ -340,15 +338,14 @@ def active_plan(patient_id: uuid.UUID) -> FollowUpPlan | None:
     ).first()
 
 
-def person_for(account: Account, patient_id: str) -> tuple[Patient, Contract | None]:
+def person_for(who: Principal, patient_id: uuid.UUID) -> tuple[Patient, Contract | None]:
     """A person the caller may see: on the patient's account, or contracted with the physician's team."""
-    if account.role == Role.PATIENT:
-        patient = identity.patient_of_account(account, patient_id)
+    if who.role == Role.PATIENT:
+        patient = identity.patient_of_account(identity.get_account(who.account_id), patient_id)
         return patient, contract_in_force(patient.id)
-    key = as_uuid(patient_id)
-    person = db.session.get(Patient, key) if key else None
-    if person is not None and account.role == Role.PHYSICIAN:
+    person = db.session.get(Patient, patient_id)
+    if person is not None and who.role == Role.PHYSICIAN:
         contract = contract_in_force(person.id)
-        if contract is not None and is_team_physician(account, contract.team):
+        if contract is not None and is_team_physician(who, contract.team):
             return person, contract
     raise NotFound()

@@ -12,11 +12,11 @@ from typing import Literal
 from pydantic import Field
 
 from clinic.core.api import ApiRouter, Principal, RequestModel, ResponseModel
+from clinic.core.db import record_id
 from clinic.core.web import localized
 from clinic.family_doctor import followups, long_term, readings, rules
 from clinic.family_doctor.contract_api import ContractOut, contract_out
 from clinic.family_doctor.models import Alert, FollowUp, HomeReading
-from identity import services as identity
 
 router = ApiRouter("family_doctor")
 
@@ -56,8 +56,8 @@ class ReadingCreatedOut(ResponseModel):
 )
 def add_reading(body: ReadingIn, principal: Principal) -> ReadingCreatedOut:
     result = readings.record_reading(
-        identity.get_account(principal.account_id),
-        str(body.patient_id),
+        principal,
+        body.patient_id,
         body.kind,
         systolic=body.systolic,
         diastolic=body.diastolic,
@@ -148,7 +148,7 @@ class PlanOut(ResponseModel):
     roles=["patient", "physician"],
 )
 def plan(patient_id: str, principal: Principal) -> PlanOut:
-    view = followups.plan_for(identity.get_account(principal.account_id), patient_id)
+    view = followups.plan_for(principal, record_id(patient_id))
     return PlanOut(
         patient_id=view.patient.id,
         contract=contract_out(view.contract) if view.contract else None,
@@ -190,9 +190,7 @@ class FollowUpIn(RequestModel):
     errors={422: ["no_plan"]},
 )
 def add_followup(patient_id: str, body: FollowUpIn, principal: Principal) -> FollowUpOut:
-    f = followups.record_followup(
-        identity.get_account(principal.account_id), patient_id, body.method, body.classification, body.note
-    )
+    f = followups.record_followup(principal, record_id(patient_id), body.method, body.classification, body.note)
     return followup_out(f)
 
 
@@ -220,7 +218,7 @@ class PanelOut(ResponseModel):
     roles=PHYSICIAN,
 )
 def panel(principal: Principal) -> PanelOut:
-    rows = followups.panel(identity.get_account(principal.account_id))
+    rows = followups.panel(principal)
     return PanelOut(
         items=[
             PanelRowOut(
@@ -244,7 +242,7 @@ def panel(principal: Principal) -> PanelOut:
     roles=PHYSICIAN,
 )
 def acknowledge(alert_id: str, principal: Principal) -> AlertOut:
-    return alert_out(readings.acknowledge_alert(identity.get_account(principal.account_id), alert_id))
+    return alert_out(readings.acknowledge_alert(principal, record_id(alert_id)))
 
 
 # --- long-term prescription renewal -----------------------------------------------------
@@ -275,5 +273,5 @@ class RenewedOut(ResponseModel):
     },
 )
 def renew_long_term(patient_id: str, body: RenewalIn, principal: Principal) -> RenewedOut:
-    rx = long_term.renew_long_term(principal, patient_id, str(body.visit_id))
+    rx = long_term.renew_long_term(principal, record_id(patient_id), body.visit_id)
     return RenewedOut(id=rx.id, status=rx.status.value, jws=rx.jws, long_term=rx.long_term)

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from clinic.core import audit
 from clinic.core.db import db
 from clinic.core.errors import Invalid, NotFound
+from clinic.core.principal import Principal
 from clinic.family_doctor import rules
 from clinic.family_doctor.contracts import (
     active_plan,
@@ -32,7 +33,7 @@ from clinic.family_doctor.services import (
     teams_of,
     today,
 )
-from identity.models import Account, Patient, Role
+from identity.models import Patient, Role
 
 
 @dataclass(frozen=True)
@@ -49,8 +50,8 @@ class PlanView:
         return self.plan is not None and rules.is_overdue(self.plan.next_due, today())
 
 
-def plan_for(account: Account, patient_id: str, readings: int = 30) -> PlanView:
-    patient, contract = person_for(account, patient_id)
+def plan_for(who: Principal, patient_id: uuid.UUID, readings: int = 30) -> PlanView:
+    patient, contract = person_for(who, patient_id)
     plan = active_plan(patient.id)
     followups = (
         list(db.session.scalars(select(FollowUp).where(FollowUp.plan_id == plan.id).order_by(FollowUp.done_on.desc())))
@@ -73,10 +74,12 @@ def plan_for(account: Account, patient_id: str, readings: int = 30) -> PlanView:
     return PlanView(patient, contract, plan, followups, rows, alerts)
 
 
-def record_followup(physician: Account, patient_id: str, method: str, classification: str, note: str = "") -> FollowUp:
+def record_followup(
+    who: Principal, patient_id: uuid.UUID, method: str, classification: str, note: str = ""
+) -> FollowUp:
     session = db.session()
-    patient, contract = person_for(physician, patient_id)
-    if physician.role != Role.PHYSICIAN:
+    patient, contract = person_for(who, patient_id)
+    if who.role != Role.PHYSICIAN:
         raise NotFound()
     plan = active_plan(patient.id)
     if plan is None:
@@ -99,7 +102,7 @@ def record_followup(physician: Account, patient_id: str, method: str, classifica
         method=method,
         classification=found,
         note=note.strip(),
-        done_by=physician.id,
+        done_by=who.account_id,
         next_due=nxt,
     )
     session.add(followup)
@@ -135,9 +138,9 @@ class PanelRow:
         return (0 if self.open_alerts else 1, 0 if self.overdue else 1, due, self.contract.patient.name)
 
 
-def panel(physician: Account) -> list[PanelRow]:
+def panel(who: Principal) -> list[PanelRow]:
     """The contracts of the physician's teams: urgent alerts first, then overdue, then by due date."""
-    teams = teams_of(physician.id)
+    teams = teams_of(who.account_id)
     if not teams:
         return []
     team_ids = [t.id for t in teams]
@@ -169,8 +172,8 @@ def panel(physician: Account) -> list[PanelRow]:
     return sorted(rows, key=lambda r: r.sort_key)
 
 
-def overdue(physician: Account) -> list[PanelRow]:
-    return [r for r in panel(physician) if r.overdue]
+def overdue(who: Principal) -> list[PanelRow]:
+    return [r for r in panel(who) if r.overdue]
 
 
 # --- SMS reminders (the daily job) -----------------------------------------------------

@@ -26,7 +26,6 @@ from clinic.family_doctor.services import (
     CHINA,
     today,
 )
-from identity import services as identity
 from identity.models import Role
 
 # --- long-term prescriptions: renewed from the last one --------------------------------
@@ -52,16 +51,15 @@ def _stability(patient_id: uuid.UUID, day: date) -> bool:
     return rules.is_stable(list(latest.values()), len(open_alerts))
 
 
-def renew_long_term(who: Principal, patient_id: str, visit_id: str) -> Prescription:
+def renew_long_term(who: Principal, patient_id: uuid.UUID, visit_id: uuid.UUID) -> Prescription:
     """The team's physician renews the patient's last long-term prescription in a return visit
     they have accepted: same drugs, doses and days; every prescription rule is run again by
     the prescribing service (a new signature, a new pharmacist review)."""
     from prescriptions import services as rx_services
     from prescriptions.models import Prescription
 
-    physician = identity.get_account(who.account_id)
-    patient, contract = person_for(physician, patient_id)
-    if physician.role != Role.PHYSICIAN or contract is None or contract.status != ContractStatus.ACTIVE:
+    patient, contract = person_for(who, patient_id)
+    if who.role != Role.PHYSICIAN or contract is None or contract.status != ContractStatus.ACTIVE:
         raise NotFound()
     last = db.session.scalars(
         select(Prescription)

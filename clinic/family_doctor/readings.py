@@ -3,13 +3,15 @@ the rules, moving the plan's next follow-up, and alerting the team of an urgent 
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
 from clinic.core import audit
-from clinic.core.db import as_uuid, db, utcnow
+from clinic.core.db import db, utcnow
 from clinic.core.errors import Invalid, NotFound, RuleRefusal
+from clinic.core.principal import Principal
 from clinic.family_doctor import rules
 from clinic.family_doctor.contracts import (
     active_plan,
@@ -28,7 +30,7 @@ from clinic.family_doctor.services import (
     team_physician_ids,
 )
 from identity import services as identity
-from identity.models import Account, Patient
+from identity.models import Patient
 
 
 class OutOfRange(RuleRefusal):
@@ -47,8 +49,8 @@ class ReadingResult:
 
 
 def record_reading(
-    account: Account,
-    patient_id: str,
+    who: Principal,
+    patient_id: uuid.UUID,
     kind: str,
     *,
     systolic: int | None = None,
@@ -59,7 +61,7 @@ def record_reading(
     at: datetime | None = None,
 ) -> ReadingResult:
     session = db.session()
-    patient = identity.patient_of_account(account, patient_id)
+    patient = identity.patient_of_account(identity.get_account(who.account_id), patient_id)
     value = rules.Reading(kind, systolic, diastolic, glucose_mmol, fasting, weight_kg)
     violations = rules.reading_violations(value)
     if violations:
@@ -77,7 +79,7 @@ def record_reading(
     contract = contract_in_force(patient.id)
     reading = HomeReading(
         patient_id=patient.id,
-        account_id=account.id,
+        account_id=who.account_id,
         contract_id=contract.id if contract else None,
         kind=kind,
         systolic=systolic if kind == "bp" else None,
@@ -125,13 +127,12 @@ def reading_summary(r: HomeReading) -> str:
     return f"{r.weight_kg} kg"
 
 
-def acknowledge_alert(physician: Account, alert_id: str) -> Alert:
-    key = as_uuid(alert_id)
-    alert = db.session.get(Alert, key) if key else None
-    if alert is None or not is_team_physician(physician, get_team(alert.team_id)):
+def acknowledge_alert(who: Principal, alert_id: uuid.UUID) -> Alert:
+    alert = db.session.get(Alert, alert_id)
+    if alert is None or not is_team_physician(who, get_team(alert.team_id)):
         raise NotFound()
     if alert.acknowledged_at is None:
-        alert.acknowledged_at, alert.acknowledged_by = utcnow(), physician.id
+        alert.acknowledged_at, alert.acknowledged_by = utcnow(), who.account_id
         audit.record(db.session(), "fd.alert_acknowledged", subject_type="fd_alert", subject_id=alert.id)
     return alert
 

@@ -11,15 +11,15 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from clinic.core import audit
-from clinic.core.db import as_uuid, db, utcnow
+from clinic.core.db import db, utcnow
 from clinic.core.errors import Conflict, Invalid, NotFound
+from clinic.core.principal import Principal
 from clinic.family_doctor import rules
 from clinic.family_doctor.models import (
     Contract,
@@ -73,8 +73,8 @@ def set_institution_level(level: str) -> Institution:
 # --- teams and packages ---------------------------------------------------------------
 
 
-def _physician(account_id: str | uuid.UUID) -> Account:
-    account = db.session.get(Account, as_uuid(account_id)) if as_uuid(account_id) else None
+def _physician(account_id: uuid.UUID | None) -> Account:
+    account = db.session.get(Account, account_id) if account_id is not None else None
     if account is None or account.role != Role.PHYSICIAN:
         raise Invalid("The lead of a team must be a physician of this clinic.", code="invalid")
     return account
@@ -84,10 +84,10 @@ def _physician(account_id: str | uuid.UUID) -> Account:
 class MemberSpec:
     name: str
     role: str  # physician | nurse | public_health
-    account_id: str | None = None
+    account_id: uuid.UUID | None = None
 
 
-def create_team(name: str, lead_id: str | uuid.UUID, members: list[MemberSpec] | None = None) -> Team:
+def create_team(name: str, lead_id: uuid.UUID, members: list[MemberSpec] | None = None) -> Team:
     session = db.session()
     name = name.strip()
     if not name:
@@ -117,7 +117,7 @@ def add_member(team: Team, spec: MemberSpec) -> TeamMember:
     account_id = None
     name = spec.name.strip()
     if role == MemberRole.PHYSICIAN:
-        physician = _physician(spec.account_id or "")
+        physician = _physician(spec.account_id)
         account_id, name = physician.id, name or physician.display_name
     if not name:
         raise Invalid("A member needs a name.", fields=[{"loc": "name", "message": "required"}])
@@ -138,9 +138,7 @@ def add_member(team: Team, spec: MemberSpec) -> TeamMember:
     return member
 
 
-def create_package(
-    team_id: str | uuid.UUID, name: str, conditions: list[str], includes: str, fee_fen: int
-) -> ServicePackage:
+def create_package(team_id: uuid.UUID, name: str, conditions: list[str], includes: str, fee_fen: int) -> ServicePackage:
     session = db.session()
     team = get_team(team_id)
     name = name.strip()
@@ -168,9 +166,8 @@ def create_package(
     return package
 
 
-def get_team(team_id: str | uuid.UUID) -> Team:
-    key = as_uuid(team_id)
-    team = db.session.get(Team, key) if key else None
+def get_team(team_id: uuid.UUID) -> Team:
+    team = db.session.get(Team, team_id)
     if team is None or not team.active:
         raise NotFound("No such family-doctor team.")
     return team
@@ -188,8 +185,8 @@ def teams_of(physician_id: uuid.UUID) -> list[Team]:
     return [t for t in list_teams() if physician_id in team_physician_ids(t)]
 
 
-def is_team_physician(account: Account, team: Team) -> bool:
-    return account.role == Role.PHYSICIAN and account.id in team_physician_ids(team)
+def is_team_physician(who: Principal, team: Team) -> bool:
+    return who.role == Role.PHYSICIAN and who.account_id in team_physician_ids(team)
 
 
 # --- the demo world (`flask demo --level 基层`) ------------------------------------------
@@ -202,26 +199,22 @@ DEMO_PACKAGES = [
 ]
 
 
-def seed_demo_teams(lead_id: uuid.UUID, physician_ids: list[uuid.UUID]) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class DemoTeam:
+    team: Team
+    packages: tuple[ServicePackage, ...]
+
+
+def seed_demo_teams(lead_id: uuid.UUID, physician_ids: list[uuid.UUID]) -> list[DemoTeam]:
     """One team led by `lead_id` with the other physicians, a nurse and a public-health worker."""
     team = create_team(
         "社区家庭医生一组",
         lead_id,
-        [MemberSpec("", "physician", str(pid)) for pid in physician_ids if pid != lead_id]
+        [MemberSpec("", "physician", pid) for pid in physician_ids if pid != lead_id]
         + [MemberSpec("周晓燕", "nurse"), MemberSpec("郑建华", "public_health")],
     )
-    packages = [create_package(team.id, name, conds, inc, fee) for name, conds, inc, fee in DEMO_PACKAGES]
-    return [
-        {
-            "id": str(team.id),
-            "name": team.name,
-            "lead_username": team.lead.username,
-            "packages": [
-                {"id": str(p.id), "name": p.name, "conditions": list(p.conditions), "fee_fen": p.fee_fen}
-                for p in packages
-            ],
-        }
-    ]
+    packages = tuple(create_package(team.id, name, conds, inc, fee) for name, conds, inc, fee in DEMO_PACKAGES)
+    return [DemoTeam(team, packages)]
 
 
 # --- contracted patients reach their team first ------------------------------------------

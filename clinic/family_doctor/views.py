@@ -16,7 +16,7 @@ from flask_login import current_user
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 
-from clinic.core.db import as_uuid, db
+from clinic.core.db import as_uuid, db, record_id
 from clinic.core.errors import DomainError, RuleRefusal
 from clinic.core.pages import admin_page, bj, page_principal, patient_page, physician_page
 from clinic.core.web import handle_refusal, localized
@@ -134,7 +134,7 @@ def _sign_page(patient_id: str, status: int = 200) -> Any:
     account = _me()
     from identity import services as identity
 
-    person = identity.patient_of_account(account, patient_id)
+    person = identity.patient_of_account(account, record_id(patient_id))
     text = contracts.current_agreement()
     return render_template(
         "family_doctor/sign.html",
@@ -161,7 +161,13 @@ def sign_post(patient_id: str) -> Any:
         flash(_l("Tick the box to confirm that you have read the agreement."), "error")
         return _sign_page(patient_id, 422)
     try:
-        contracts.sign_contract(_me(), patient_id, team_id, package_id, request.form.get("version", ""))
+        contracts.sign_contract(
+            page_principal(),
+            record_id(patient_id),
+            record_id(team_id),
+            record_id(package_id),
+            request.form.get("version", ""),
+        )
     except DomainError as err:
         flash(_refused(err), "error")
         return _sign_page(patient_id, err.status)
@@ -170,7 +176,7 @@ def sign_post(patient_id: str) -> Any:
 
 
 def _person_page(patient_id: str, status: int = 200) -> Any:
-    view = followups.plan_for(_me(), patient_id)
+    view = followups.plan_for(page_principal(), record_id(patient_id))
     just = None
     rid = as_uuid(request.args.get("r"))
     if rid is not None:
@@ -228,8 +234,8 @@ def add_reading(patient_id: str) -> Any:
             return _person_page(patient_id, 422)
     try:
         result = readings.record_reading(
-            _me(),
-            patient_id,
+            page_principal(),
+            record_id(patient_id),
             kind,
             systolic=_int(f.get("systolic")),
             diastolic=_int(f.get("diastolic")),
@@ -248,7 +254,7 @@ def add_reading(patient_id: str) -> Any:
 @patient_page
 def end(contract_id: str) -> Any:
     try:
-        c = contracts.end_contract(_me(), contract_id, request.form.get("reason", ""))
+        c = contracts.end_contract(page_principal(), record_id(contract_id), request.form.get("reason", ""))
     except DomainError as err:
         flash(_refused(err), "error")
         return redirect(url_for("family_doctor.home"))
@@ -260,7 +266,7 @@ def end(contract_id: str) -> Any:
 @patient_page
 def renew(contract_id: str) -> Any:
     try:
-        c = contracts.renew_contract(_me(), contract_id, request.form.get("version", ""))
+        c = contracts.renew_contract(page_principal(), record_id(contract_id), request.form.get("version", ""))
     except DomainError as err:
         flash(_refused(err), "error")
         return redirect(url_for("family_doctor.home"))
@@ -274,12 +280,12 @@ def renew(contract_id: str) -> Any:
 @bp.get("/family-doctor/team")
 @physician_page
 def team() -> Any:
-    me = _me()
+    me = page_principal()
     rows = followups.panel(me)
     return render_template(
         "family_doctor/panel.html",
         rows=rows,
-        teams=services.teams_of(me.id),
+        teams=services.teams_of(me.account_id),
         alerts=sum(1 for r in rows if r.open_alerts),
         overdue=sum(1 for r in rows if r.overdue),
         pending=sum(1 for r in rows if r.contract.status == rules.ContractStatus.PENDING),
@@ -290,8 +296,8 @@ def _team_patient_page(patient_id: str, status: int = 200) -> Any:
     from clinic.visits.models import Visit
     from prescriptions.models import Prescription
 
-    me = _me()
-    view = followups.plan_for(me, patient_id, readings=60)
+    me = page_principal()
+    view = followups.plan_for(me, record_id(patient_id), readings=60)
     visits = list(
         db.session.scalars(
             select(Visit).where(Visit.patient_id == view.patient.id).order_by(Visit.created_at.desc()).limit(20)
@@ -311,7 +317,7 @@ def _team_patient_page(patient_id: str, status: int = 200) -> Any:
         charts=charts(view.readings),
         visits=visits,
         prescriptions=prescriptions,
-        is_lead=view.contract is not None and view.contract.team.lead_id == me.id,
+        is_lead=view.contract is not None and view.contract.team.lead_id == me.account_id,
     ), status
 
 
@@ -325,7 +331,7 @@ def team_patient(patient_id: str) -> Any:
 @physician_page
 def countersign(contract_id: str) -> Any:
     try:
-        c = contracts.countersign(_me(), contract_id)
+        c = contracts.countersign(page_principal(), record_id(contract_id))
     except DomainError as err:
         flash(_refused(err), "error")
         return redirect(url_for("family_doctor.team"))
@@ -337,7 +343,7 @@ def countersign(contract_id: str) -> Any:
 @physician_page
 def team_end(contract_id: str) -> Any:
     try:
-        contracts.end_contract(_me(), contract_id, request.form.get("reason", ""))
+        contracts.end_contract(page_principal(), record_id(contract_id), request.form.get("reason", ""))
     except DomainError as err:
         flash(_refused(err), "error")
         return redirect(url_for("family_doctor.team"))
@@ -351,7 +357,7 @@ def followup(patient_id: str) -> Any:
     f = request.form
     try:
         done = followups.record_followup(
-            _me(), patient_id, f.get("method", ""), f.get("classification", ""), f.get("note", "")
+            page_principal(), record_id(patient_id), f.get("method", ""), f.get("classification", ""), f.get("note", "")
         )
     except DomainError as err:
         flash(_refused(err), "error")
@@ -364,7 +370,7 @@ def followup(patient_id: str) -> Any:
 @physician_page
 def renew_long_term(patient_id: str) -> Any:
     try:
-        long_term.renew_long_term(page_principal(), patient_id, request.form.get("visit_id", ""))
+        long_term.renew_long_term(page_principal(), record_id(patient_id), record_id(request.form.get("visit_id", "")))
     except DomainError as err:
         flash(_refused(err), "error")
         return _team_patient_page(patient_id, err.status)
@@ -376,7 +382,7 @@ def renew_long_term(patient_id: str) -> Any:
 @physician_page
 def acknowledge(alert_id: str) -> Any:
     try:
-        alert = readings.acknowledge_alert(_me(), alert_id)
+        alert = readings.acknowledge_alert(page_principal(), record_id(alert_id))
     except DomainError as err:
         flash(_refused(err), "error")
         return redirect(url_for("family_doctor.team"))
@@ -429,11 +435,13 @@ def _names(raw: str) -> list[str]:
 @admin_page
 def admin_team() -> Any:
     f = request.form
-    members = [services.MemberSpec("", "physician", a) for a in f.getlist("physicians") if a != f.get("lead_id")]
+    members = [
+        services.MemberSpec("", "physician", record_id(a)) for a in f.getlist("physicians") if a != f.get("lead_id")
+    ]
     members += [services.MemberSpec(n, "nurse") for n in _names(f.get("nurses", ""))]
     members += [services.MemberSpec(n, "public_health") for n in _names(f.get("public_health", ""))]
     return _admin_action(
-        lambda: services.create_team(f.get("name", ""), f.get("lead_id", ""), members), _l("Team created.")
+        lambda: services.create_team(f.get("name", ""), record_id(f.get("lead_id", "")), members), _l("Team created.")
     )
 
 
@@ -445,7 +453,9 @@ def admin_package(team_id: str) -> Any:
     fee_fen = int((fee * 100).to_integral_value())
 
     def run() -> None:
-        services.create_package(team_id, f.get("name", ""), f.getlist("conditions"), f.get("includes", ""), fee_fen)
+        services.create_package(
+            record_id(team_id), f.get("name", ""), f.getlist("conditions"), f.get("includes", ""), fee_fen
+        )
 
     return _admin_action(run, _l("Package added."))
 

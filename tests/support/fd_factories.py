@@ -43,7 +43,7 @@ def team(client: FlaskClient, level: str = "基层") -> TeamWorld:
             "全科一组",
             lead.id,
             [
-                services.MemberSpec("", "physician", str(member.id)),
+                services.MemberSpec("", "physician", member.id),
                 services.MemberSpec("周护士", "nurse"),
                 services.MemberSpec("公卫王", "public_health"),
             ],
