@@ -31,6 +31,7 @@ from clinic.family_doctor.services import (
 )
 from identity import services as identity
 from identity.models import Patient
+from identity.rules import age_years
 
 
 class OutOfRange(RuleRefusal):
@@ -75,7 +76,7 @@ def record_reading(
     if measured > utcnow():
         raise Invalid("A reading cannot be taken in the future.", fields=[{"loc": "at", "message": "future"}])
     day = measured.astimezone(CHINA).date()
-    found = rules.classify(value, rules.age_on(patient.birth_date, day))
+    found = rules.classify(value, age_years(patient.birth_date, day))
     contract = contract_in_force(patient.id)
     reading = HomeReading(
         patient_id=patient.id,

@@ -212,7 +212,9 @@ def reading_violations(r: Reading) -> list[Violation]:
 
 
 def classify(r: Reading, age: int) -> Classification:
-    """controlled / uncontrolled / urgent, by the standard's thresholds (see the module)."""
+    """controlled / uncontrolled / urgent, by the standard's thresholds (see the module).
+    `age`: completed years on the reading's Beijing date, counted by the one age rule
+    (identity.rules.age_years); from ELDERLY_AGE the blood-pressure target is 150/90."""
     if r.kind == "bp":
         assert r.systolic is not None and r.diastolic is not None
         if r.systolic >= BP_URGENT_SYSTOLIC or r.diastolic >= BP_URGENT_DIASTOLIC:
@@ -279,10 +281,6 @@ def reminder_kind(next_due: date, today: date) -> str | None:
     if next_due == today:
         return "due_day"
     return None
-
-
-def age_on(birth: date, today: date) -> int:
-    return today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
 
 
 # --- long-term prescriptions (长期处方管理规范（试行）, 2021) ----------------------------

@@ -10,6 +10,7 @@ import pytest
 from clinic.family_doctor import rules
 from clinic.family_doctor.rules import Classification as C
 from clinic.family_doctor.rules import ContractEvent, ContractStatus
+from identity.rules import age_years
 
 
 def bp(s: int, d: int, age: int = 50) -> C:
@@ -43,6 +44,12 @@ def test_elderly_target_is_150_over_90_from_65() -> None:
     assert bp(149, 89, age=64) == C.UNCONTROLLED
     assert bp(145, 90, age=70) == C.UNCONTROLLED
     assert bp(180, 70, age=80) == C.URGENT
+
+
+def test_the_elderly_target_starts_on_the_65th_birthday_counted_by_the_one_age_rule() -> None:
+    born = date(1961, 3, 2)
+    assert bp(145, 85, age=age_years(born, date(2026, 3, 1))) == C.UNCONTROLLED  # still 64
+    assert bp(145, 85, age=age_years(born, date(2026, 3, 2))) == C.CONTROLLED  # 65 that day
 
 
 @pytest.mark.parametrize(
