@@ -11,9 +11,10 @@ primitive formats and refuse unknown elements), and the test suite re-reads ever
 Bundle with FHIR 4.0.1 models as well (fhirclient's generated R4 models), proving the
 JSON is valid R4 element by element.
 
-The resource types are a registry: the clinic's own types are registered here; the
-MedicationRequest builder lives with prescriptions (prescriptions/fhir.py) and is
-registered by the app factory, so nothing here imports a package above the clinic's.
+The resource types are a registry, filled by the app factory only (never on import): the
+clinic's own types (`register_clinic_resources`), the MedicationRequest builder of
+prescriptions (prescriptions/fhir.py), the family-doctor and telemedicine types; so
+nothing here imports a package above the clinic's.
 """
 
 from __future__ import annotations
@@ -573,17 +574,11 @@ def _div(text: str) -> str:
 
 
 def register_clinic_resources() -> None:
+    """Called by the app factory: the clinic's own resource types. A type nobody registered
+    reads as an empty Bundle (`source_for`)."""
     register_resource("Organization", OrganizationSource())
     register_resource("Practitioner", QuerySource(_practitioners, _practitioner))
     register_resource("Patient", QuerySource(_patients, _patient))
     register_resource("Condition", QuerySource(_conditions, _condition))
     register_resource("Encounter", QuerySource(_encounters, _encounter))
     register_resource("AuditEvent", QuerySource(_audit_entries, _audit_event))
-    _registry.setdefault("MedicationRequest", EmptySource())
-    _registry.setdefault("CarePlan", EmptySource())
-    _registry.setdefault("Observation", EmptySource())
-    for name in ("ServiceRequest", "Task", "DiagnosticReport"):
-        _registry.setdefault(name, EmptySource())
-
-
-register_clinic_resources()
