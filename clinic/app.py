@@ -173,7 +173,8 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     app.register_blueprint(api_bp)
     audit_log.init_app(app)  # the audit viewer (admin pages)
     regulator_cli.init_app(app)  # keys, retention, regulator scopes
-    from clinic.regulator.fhir import register_clinic_resources, register_resource
+    from clinic.regulator.clinic_fhir import register_clinic_resources
+    from clinic.regulator.fhir import register_resource
     from pharmacy.models import Review as PharmacyReview
     from prescriptions.fhir import MedicationRequestSource
 
