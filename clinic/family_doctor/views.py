@@ -1,7 +1,8 @@
-"""Family-doctor pages: patients on a phone (sign, readings, chart, next follow-up), the
-team at a desk (panel with urgent and overdue first, one patient in one place) and the
-administrator (level, teams, packages). Each action calls one service and answers
-POST/redirect/GET; refusals are flashed in the user's language."""
+"""Family-doctor pages of patients on a phone (sign, readings, chart, next follow-up), and
+the blueprint with what every family-doctor page shares (charts, the words of a reading,
+refusals). The team's pages are in team_views.py, the administrator's in admin_views.py,
+on this blueprint. Each action calls one service and answers POST/redirect/GET; refusals
+are flashed in the user's language."""
 
 from __future__ import annotations
 
@@ -13,17 +14,15 @@ from flask import Blueprint, Flask, flash, redirect, render_template, request, u
 from flask_babel import get_locale
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
-from sqlalchemy import select
-from werkzeug.wrappers import Response
 
-from clinic.core.db import as_uuid, db, record_id
+from clinic.core.db import as_uuid, record_id
 from clinic.core.errors import DomainError, RuleRefusal
-from clinic.core.pages import admin_page, bj, page_principal, patient_page, physician_page
+from clinic.core.pages import bj, page_principal, patient_page
 from clinic.core.web import handle_refusal, localized
-from clinic.family_doctor import chart, contracts, followups, long_term, readings, rules, services
+from clinic.family_doctor import chart, contracts, followups, readings, rules, services
 from clinic.family_doctor.models import HomeReading
 from clinic.visits.views import consent_html
-from identity.models import Account, Role
+from identity.models import Account
 
 bp = Blueprint(
     "family_doctor",
@@ -43,7 +42,8 @@ def _english() -> bool:
     return str(get_locale()) == "en"
 
 
-def _refused(err: DomainError) -> str:
+def refused(err: DomainError) -> str:
+    """A refusal as the page flashes it: every broken rule when there are several."""
     message = handle_refusal(err)
     if isinstance(err, RuleRefusal) and len(err.violations) > 1:
         return " ".join(localized(v.message) for v in err.violations)
@@ -52,6 +52,17 @@ def _refused(err: DomainError) -> str:
 
 def yuan(fen: int) -> str:
     return f"¥{fen // 100}.{fen % 100:02d}"
+
+
+def form_decimal(value: str | None) -> Decimal | None:
+    """A decimal typed into a form; None when empty, malformed or not finite."""
+    if value is None or not value.strip():
+        return None
+    try:
+        d = Decimal(value.strip())
+    except InvalidOperation:
+        return None
+    return d if d.is_finite() else None
 
 
 # --- charts -----------------------------------------------------------------------------------
@@ -169,7 +180,7 @@ def sign_post(patient_id: str) -> Any:
             request.form.get("version", ""),
         )
     except DomainError as err:
-        flash(_refused(err), "error")
+        flash(refused(err), "error")
         return _sign_page(patient_id, err.status)
     flash(_l("Signed. The team's lead physician will confirm the contract."), "ok")
     return redirect(url_for("family_doctor.person", patient_id=patient_id))
@@ -203,16 +214,6 @@ def person(patient_id: str) -> Any:
     return _person_page(patient_id)
 
 
-def _decimal(value: str | None) -> Decimal | None:
-    if value is None or not value.strip():
-        return None
-    try:
-        d = Decimal(value.strip())
-    except InvalidOperation:
-        return None
-    return d if d.is_finite() else None
-
-
 def _int(value: str | None) -> int | None:
     try:
         return int(value) if value and value.strip() else None
@@ -239,13 +240,13 @@ def add_reading(patient_id: str) -> Any:
             kind,
             systolic=_int(f.get("systolic")),
             diastolic=_int(f.get("diastolic")),
-            glucose_mmol=_decimal(f.get("glucose_mmol")),
+            glucose_mmol=form_decimal(f.get("glucose_mmol")),
             fasting=f.get("fasting") == "1",
-            weight_kg=_decimal(f.get("weight_kg")),
+            weight_kg=form_decimal(f.get("weight_kg")),
             at=at,
         )
     except DomainError as err:
-        flash(_refused(err), "error")
+        flash(refused(err), "error")
         return _person_page(patient_id, err.status)
     return redirect(url_for("family_doctor.person", patient_id=patient_id, r=str(result.reading.id)) + "#result")
 
@@ -256,7 +257,7 @@ def end(contract_id: str) -> Any:
     try:
         c = contracts.end_contract(page_principal(), record_id(contract_id), request.form.get("reason", ""))
     except DomainError as err:
-        flash(_refused(err), "error")
+        flash(refused(err), "error")
         return redirect(url_for("family_doctor.home"))
     flash(_l("The contract has ended."), "ok")
     return redirect(url_for("family_doctor.person", patient_id=str(c.patient_id)))
@@ -268,197 +269,14 @@ def renew(contract_id: str) -> Any:
     try:
         c = contracts.renew_contract(page_principal(), record_id(contract_id), request.form.get("version", ""))
     except DomainError as err:
-        flash(_refused(err), "error")
+        flash(refused(err), "error")
         return redirect(url_for("family_doctor.home"))
     flash(_l("Renewed until %(day)s.", day=bj(c.valid_until)), "ok")
     return redirect(url_for("family_doctor.person", patient_id=str(c.patient_id)))
 
 
-# --- the team ---------------------------------------------------------------------------------
-
-
-@bp.get("/family-doctor/team")
-@physician_page
-def team() -> Any:
-    me = page_principal()
-    rows = followups.panel(me)
-    return render_template(
-        "family_doctor/panel.html",
-        rows=rows,
-        teams=services.teams_of(me.account_id),
-        alerts=sum(1 for r in rows if r.open_alerts),
-        overdue=sum(1 for r in rows if r.overdue),
-        pending=sum(1 for r in rows if r.contract.status == rules.ContractStatus.PENDING),
-    )
-
-
-def _team_patient_page(patient_id: str, status: int = 200) -> Any:
-    from clinic.visits.models import Visit
-    from prescriptions.models import Prescription
-
-    me = page_principal()
-    view = followups.plan_for(me, record_id(patient_id), readings=60)
-    visits = list(
-        db.session.scalars(
-            select(Visit).where(Visit.patient_id == view.patient.id).order_by(Visit.created_at.desc()).limit(20)
-        ).unique()
-    )
-    prescriptions = list(
-        db.session.scalars(
-            select(Prescription)
-            .where(Prescription.patient_id == view.patient.id)
-            .order_by(Prescription.signed_at.desc())
-            .limit(20)
-        ).unique()
-    )
-    return render_template(
-        "family_doctor/team_patient.html",
-        view=view,
-        charts=charts(view.readings),
-        visits=visits,
-        prescriptions=prescriptions,
-        is_lead=view.contract is not None and view.contract.team.lead_id == me.account_id,
-    ), status
-
-
-@bp.get("/family-doctor/team/patients/<patient_id>")
-@physician_page
-def team_patient(patient_id: str) -> Any:
-    return _team_patient_page(patient_id)
-
-
-@bp.post("/family-doctor/team/contracts/<contract_id>/countersign")
-@physician_page
-def countersign(contract_id: str) -> Any:
-    try:
-        c = contracts.countersign(page_principal(), record_id(contract_id))
-    except DomainError as err:
-        flash(_refused(err), "error")
-        return redirect(url_for("family_doctor.team"))
-    flash(_l("Countersigned: the contract runs until %(day)s.", day=bj(c.valid_until)), "ok")
-    return redirect(url_for("family_doctor.team_patient", patient_id=str(c.patient_id)))
-
-
-@bp.post("/family-doctor/team/contracts/<contract_id>/end")
-@physician_page
-def team_end(contract_id: str) -> Any:
-    try:
-        contracts.end_contract(page_principal(), record_id(contract_id), request.form.get("reason", ""))
-    except DomainError as err:
-        flash(_refused(err), "error")
-        return redirect(url_for("family_doctor.team"))
-    flash(_l("The contract has ended."), "ok")
-    return redirect(url_for("family_doctor.team"))
-
-
-@bp.post("/family-doctor/team/patients/<patient_id>/followups")
-@physician_page
-def followup(patient_id: str) -> Any:
-    f = request.form
-    try:
-        done = followups.record_followup(
-            page_principal(), record_id(patient_id), f.get("method", ""), f.get("classification", ""), f.get("note", "")
-        )
-    except DomainError as err:
-        flash(_refused(err), "error")
-        return _team_patient_page(patient_id, err.status)
-    flash(_l("Follow-up recorded; the next one is due on %(day)s.", day=bj(done.next_due)), "ok")
-    return redirect(url_for("family_doctor.team_patient", patient_id=patient_id))
-
-
-@bp.post("/family-doctor/team/patients/<patient_id>/long-term-renewal")
-@physician_page
-def renew_long_term(patient_id: str) -> Any:
-    try:
-        long_term.renew_long_term(page_principal(), record_id(patient_id), record_id(request.form.get("visit_id", "")))
-    except DomainError as err:
-        flash(_refused(err), "error")
-        return _team_patient_page(patient_id, err.status)
-    flash(_l("The long-term prescription was renewed and sent to the pharmacists for review."), "ok")
-    return redirect(url_for("family_doctor.team_patient", patient_id=patient_id))
-
-
-@bp.post("/family-doctor/team/alerts/<alert_id>/acknowledge")
-@physician_page
-def acknowledge(alert_id: str) -> Any:
-    try:
-        alert = readings.acknowledge_alert(page_principal(), record_id(alert_id))
-    except DomainError as err:
-        flash(_refused(err), "error")
-        return redirect(url_for("family_doctor.team"))
-    return redirect(url_for("family_doctor.team_patient", patient_id=str(alert.patient_id)))
-
-
-# --- administrator ----------------------------------------------------------------------------
-
-
-def _admin_page(status: int = 200) -> Any:
-    physicians = list(
-        db.session.scalars(select(Account).where(Account.role == Role.PHYSICIAN).order_by(Account.display_name))
-    )
-    return render_template(
-        "family_doctor/admin.html",
-        level=services.institution_level(),
-        levels=rules.LEVELS,
-        teams=services.list_teams(),
-        physicians=physicians,
-    ), status
-
-
-@bp.get("/admin/family-doctor")
-@admin_page
-def admin() -> Any:
-    return _admin_page()
-
-
-def _admin_action(fn: Any, ok: Any) -> Response | Any:
-    try:
-        fn()
-    except DomainError as err:
-        flash(_refused(err), "error")
-        return _admin_page(err.status)
-    flash(ok, "ok")
-    return redirect(url_for("family_doctor.admin"))
-
-
-@bp.post("/admin/family-doctor/level")
-@admin_page
-def admin_level() -> Any:
-    return _admin_action(lambda: services.set_institution_level(request.form.get("level", "")), _l("Level saved."))
-
-
-def _names(raw: str) -> list[str]:
-    return [n.strip() for n in raw.replace("，", ",").split(",") if n.strip()]
-
-
-@bp.post("/admin/family-doctor/teams")
-@admin_page
-def admin_team() -> Any:
-    f = request.form
-    members = [
-        services.MemberSpec("", "physician", record_id(a)) for a in f.getlist("physicians") if a != f.get("lead_id")
-    ]
-    members += [services.MemberSpec(n, "nurse") for n in _names(f.get("nurses", ""))]
-    members += [services.MemberSpec(n, "public_health") for n in _names(f.get("public_health", ""))]
-    return _admin_action(
-        lambda: services.create_team(f.get("name", ""), record_id(f.get("lead_id", "")), members), _l("Team created.")
-    )
-
-
-@bp.post("/admin/family-doctor/teams/<team_id>/packages")
-@admin_page
-def admin_package(team_id: str) -> Any:
-    f = request.form
-    fee = _decimal(f.get("fee_yuan")) or Decimal(0)
-    fee_fen = int((fee * 100).to_integral_value())
-
-    def run() -> None:
-        services.create_package(
-            record_id(team_id), f.get("name", ""), f.getlist("conditions"), f.get("includes", ""), fee_fen
-        )
-
-    return _admin_action(run, _l("Package added."))
-
-
 def init_app(app: Flask) -> None:
+    # The team's and the administrator's pages are on this blueprint too (same endpoint names).
+    from clinic.family_doctor import admin_views, team_views  # noqa: F401
+
     app.register_blueprint(bp)
