@@ -136,6 +136,30 @@ class EmptySource:
         return []
 
 
+@dataclass(frozen=True)
+class Chained:
+    """One resource type read from several sources, one after the other (e.g. consultations,
+    then referrals), paged across them."""
+
+    parts: Sequence[ResourceSource]
+
+    def count(self, ctx: FhirContext) -> int:
+        return sum(p.count(ctx) for p in self.parts)
+
+    def page(self, ctx: FhirContext, offset: int, limit: int) -> list[Resource]:
+        out: list[Resource] = []
+        for part in self.parts:
+            if limit - len(out) <= 0:
+                break
+            n = part.count(ctx)
+            if offset >= n:
+                offset -= n
+                continue
+            out += part.page(ctx, offset, limit - len(out))
+            offset = 0
+        return out
+
+
 RESOURCE_TYPES = (
     "Organization",
     "Practitioner",

@@ -30,12 +30,9 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from fhir.resources.R4B.diagnosticreport import DiagnosticReport
-from fhir.resources.R4B.resource import Resource
 from fhir.resources.R4B.servicerequest import ServiceRequest
 from fhir.resources.R4B.task import Task
 from sqlalchemy import Select, select
@@ -390,39 +387,19 @@ def referral_task(r: Referral, ctx: base.FhirContext) -> Task:
 # --- sources ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Chained:
-    """One resource type read from several sources, one after the other (consultations, then
-    referrals), paged across them."""
-
-    parts: Sequence[base.ResourceSource]
-
-    def count(self, ctx: base.FhirContext) -> int:
-        return sum(p.count(ctx) for p in self.parts)
-
-    def page(self, ctx: base.FhirContext, offset: int, limit: int) -> list[Resource]:
-        out: list[Resource] = []
-        for part in self.parts:
-            if limit - len(out) <= 0:
-                break
-            n = part.count(ctx)
-            if offset >= n:
-                offset -= n
-                continue
-            out += part.page(ctx, offset, limit - len(out))
-            offset = 0
-        return out
-
-
 def register() -> None:
+    """Called by the app factory: ServiceRequest and Task (consultations, then referrals),
+    DiagnosticReport (the opinions)."""
     base.register_resource(
         "ServiceRequest",
-        Chained(
+        base.Chained(
             [base.QuerySource(_consultations, consultation_request), base.QuerySource(_referrals, referral_request)]
         ),
     )
     base.register_resource(
         "Task",
-        Chained([base.QuerySource(_consultations, consultation_task), base.QuerySource(_referrals, referral_task)]),
+        base.Chained(
+            [base.QuerySource(_consultations, consultation_task), base.QuerySource(_referrals, referral_task)]
+        ),
     )
     base.register_resource("DiagnosticReport", base.QuerySource(_opinions, opinion_report))

@@ -18,7 +18,7 @@ from clinic.core import audit
 from clinic.core.audit import Actor, acting_as
 from clinic.core.db import unit_of_work, utcnow
 from clinic.regulator import telemedicine_fhir as tf
-from clinic.regulator.fhir import EmptySource
+from clinic.regulator.fhir import Chained, EmptySource
 from clinic.telemedicine.models import (
     Consultation,
     ConsultationAttachment,
@@ -303,7 +303,7 @@ class _Fixed(EmptySource):
 @pytest.mark.parametrize(("offset", "limit"), [(0, 2), (1, 3), (3, 2), (4, 10), (6, 5), (0, 10)])
 def test_chained_sources_page_as_one_list(offset: int, limit: int) -> None:
     parts = [_Fixed(["a", "b", "c"]), _Fixed([]), _Fixed(["d", "e"])]
-    chained = tf.Chained(parts)
+    chained = Chained(parts)
     assert chained.count(None) == 5
     assert chained.page(None, offset, limit) == ["a", "b", "c", "d", "e"][offset : offset + limit]
 
