@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from datetime import date, datetime
 
 import click
@@ -28,8 +29,8 @@ def init_app(app: Flask) -> None:
         """Run once a day: close lapsed contracts, and queue SMS reminders 3 days before and on each due date."""
         day: date = on.date() if on else services.today()
         with acting_as(CLI_ACTOR), unit_of_work():
-            counts = followups.send_reminders(day)
-        click.echo(json.dumps({"date": day.isoformat(), **counts}))
+            run = followups.send_reminders(day)
+        click.echo(json.dumps({"date": day.isoformat(), **asdict(run)}))
 
     @group.command("level")
     @click.argument("level", type=click.Choice(["三级", "二级", "一级", "基层"]))

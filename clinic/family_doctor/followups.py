@@ -179,13 +179,23 @@ def overdue(who: Principal) -> list[PanelRow]:
 # --- SMS reminders (the daily job) -----------------------------------------------------
 
 
-def send_reminders(day: date) -> dict[str, int]:
+@dataclass(frozen=True)
+class ReminderRun:
+    """What a day's run did: contracts closed as lapsed, reminders sent 3 days before and on the day."""
+
+    expired: int
+    before: int
+    due_day: int
+
+
+def send_reminders(day: date) -> ReminderRun:
     """Remind every active plan's patient 3 days before and on its due date, once each, through
     the notification kernel (in the app, and by SMS through the outbox after the commit)."""
     from clinic.notifications.services import notify
 
     session = db.session()
-    counts = {"expired": expire_lapsed(day), "before": 0, "due_day": 0}
+    expired = expire_lapsed(day)
+    sent = {"before": 0, "due_day": 0}
     plans = db.session.scalars(
         select(FollowUpPlan).where(
             FollowUpPlan.active,
@@ -216,7 +226,7 @@ def send_reminders(day: date) -> dict[str, int]:
             name=patient.name,
             due=plan.next_due.isoformat(),
         )
-        counts[kind] += 1
+        sent[kind] += 1
         session.add(
             Reminder(plan_id=plan.id, due_on=plan.next_due, kind=kind, notification_id=note.id if note else None)
         )
@@ -228,4 +238,4 @@ def send_reminders(day: date) -> dict[str, int]:
             detail={"kind": kind, "due": plan.next_due.isoformat()},
         )
     session.flush()
-    return counts
+    return ReminderRun(expired=expired, before=sent["before"], due_day=sent["due_day"])

@@ -14,6 +14,7 @@ from flask import Blueprint, Flask, flash, redirect, render_template, request, u
 from flask_babel import get_locale
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
+from markupsafe import Markup
 
 from clinic.core.db import as_uuid, record_id
 from clinic.core.errors import DomainError, RuleRefusal
@@ -68,9 +69,9 @@ def form_decimal(value: str | None) -> Decimal | None:
 # --- charts -----------------------------------------------------------------------------------
 
 
-def charts(readings: list[HomeReading]) -> dict[str, Any]:
+def charts(readings: list[HomeReading]) -> dict[str, Markup]:
     """Blood pressure and glucose charts of the recent readings (oldest left)."""
-    out: dict[str, Any] = {}
+    out: dict[str, Markup] = {}
     ordered = list(reversed(readings))
     bps = [r for r in ordered if r.kind == "bp"][-20:]
     if bps:
