@@ -18,7 +18,7 @@ from clinic.regulator import rules
 from clinic.regulator.models import RegulatorAccess
 from identity import services as identity
 from identity import tokens
-from identity.models import Account, Role
+from identity.models import Role
 
 
 class ScopeRequired(Forbidden):
@@ -38,9 +38,10 @@ def allowed_scopes(account_id: uuid.UUID) -> list[str]:
     return list(row.scopes) if row is not None else list(rules.DEFAULT_SCOPES)
 
 
-def set_regulator_scopes(account: Account, scopes: list[str]) -> RegulatorAccess:
+def set_regulator_scopes(account_id: uuid.UUID, scopes: list[str]) -> RegulatorAccess:
     """An administrator (or the CLI) sets what a regulator account may ask for."""
     session = db.session()
+    account = identity.get_account(account_id)
     if account.role != Role.REGULATOR:
         raise Invalid("Scopes are set on regulator accounts only.", code="not_a_regulator")
     unknown = [s for s in scopes if s not in rules.KNOWN_SCOPES]

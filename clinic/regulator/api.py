@@ -16,8 +16,7 @@ from flask import Response, request
 from pydantic import Field
 
 from clinic.core.api import ApiRouter, Principal, RequestModel, ResponseModel
-from clinic.core.db import as_uuid
-from clinic.core.errors import NotFound
+from clinic.core.db import record_id
 from clinic.regulator import access, incidents, rules, services
 from clinic.regulator.models import Incident, IncidentKind, Severity
 
@@ -183,7 +182,4 @@ def list_incidents(principal: Principal) -> IncidentList:
     errors={404: ["not_found"]},
 )
 def get_incident(incident_id: str, principal: Principal) -> IncidentOut:
-    key = as_uuid(incident_id)
-    if key is None:
-        raise NotFound("No such incident.")
-    return _out(incidents.get_incident(key))
+    return _out(incidents.get_incident(record_id(incident_id)))

@@ -178,7 +178,7 @@ def regulator_scopes(username: str, scopes: tuple[str, ...]) -> None:
         if scopes:
             try:
                 with unit_of_work():
-                    access.set_regulator_scopes(account, list(scopes))
+                    access.set_regulator_scopes(account.id, list(scopes))
             except DomainError as err:
                 raise click.ClickException(f"{err.code}: {err.message}") from None
         click.echo(json.dumps({"username": username, "scopes": access.allowed_scopes(account.id)}))

@@ -68,9 +68,7 @@ def scoped(client: FlaskClient, username: str, scope: list[str] | None = None) -
 
 def allow_identified(regulator: Account) -> None:
     with acting_as(Actor(None, "test")), unit_of_work():
-        access.set_regulator_scopes(
-            db.session.get(Account, regulator.id) or regulator, ["read:deidentified", "read:identified"]
-        )
+        access.set_regulator_scopes(regulator.id, ["read:deidentified", "read:identified"])
 
 
 def test_every_resource_type_is_a_valid_r4_searchset(client: FlaskClient, world: dict[str, Any]) -> None:
