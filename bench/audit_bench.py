@@ -95,17 +95,16 @@ def worker(visit_id: str, physician_id: str, seconds: float, mode: str) -> None:
     from clinic.app import create_app
     from clinic.core import audit
     from clinic.core.audit import Actor, acting_as
-    from clinic.core.db import db, unit_of_work
+    from clinic.core.db import unit_of_work
+    from clinic.core.principal import Principal
     from clinic.visits import visit_room
-    from identity.models import Account
 
     if mode == "skip":
         audit.bench_skip_append = True
     app = create_app()
     done = 0
     with app.app_context(), acting_as(Actor(physician_id, "physician")):
-        account = db.session.get(Account, uuid.UUID(physician_id))
-        assert account is not None
+        who = Principal(uuid.UUID(physician_id), "physician")
         print("ready", flush=True)  # then wait for the common start time on stdin
         start_at = float(sys.stdin.readline())
         late = time.time() > start_at
@@ -114,7 +113,7 @@ def worker(visit_id: str, physician_id: str, seconds: float, mode: str) -> None:
         stop = start_at + seconds
         while time.time() < stop:
             with unit_of_work():
-                visit_room.post_message(account, visit_id, "bench", None)
+                visit_room.post_message(who, uuid.UUID(visit_id), "bench", None)
             done += 1
     print(json.dumps({"writes": done, "late": late}), flush=True)
 

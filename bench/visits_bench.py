@@ -119,6 +119,7 @@ from datetime import date, timedelta
 from clinic.app import create_app
 from clinic.core.audit import Actor, acting_as
 from clinic.core.db import db, unit_of_work
+from clinic.core.principal import Principal
 from clinic.demo import make_id_number
 from clinic.visits import condition_catalog, informed_consent, proofs
 from identity import services as identity, tokens
@@ -158,7 +159,7 @@ with app.app_context(), acting_as(Actor(None, "bench")):
             informed_consent.accept_consent(reg.account, str(reg.patient.id), version)
             tok, _ = tokens.issue(reg.account)
             for k, code in enumerate(codes):
-                diag = proofs.submit_diagnosis(reg.account, str(reg.patient.id), code, "北京协和医院",
+                diag = proofs.submit_diagnosis(Principal(reg.account.id, "patient"), reg.patient.id, code, "北京协和医院",
                                                date(2024, 3, 1), pdf)
                 proofs.record_confirmation(diag, doc_id, condition_catalog.catalog_condition(code))
                 out["visits"].append({"round": k, "token": tok, "body": {"patient_id": str(reg.patient.id),

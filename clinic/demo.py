@@ -11,6 +11,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from clinic.core.db import db
+from clinic.core.principal import Principal
 from clinic.visits import condition_catalog, proofs
 from identity import face_services, services
 from identity.models import Department, Institution, Role
@@ -199,7 +200,9 @@ def _confirmed(account: Any, patient: Any, icd10: str, where: str, on: date, by_
 
     picture = _record_image("Outpatient record (demo)", [f"Patient: {patient.id}", f"ICD-10: {icd10}", f"Date: {on}"])
     with acting_as(Actor(str(account.id), "patient")):
-        diag = proofs.submit_diagnosis(account, str(patient.id), icd10, where, on, picture, "outpatient_record")
+        diag = proofs.submit_diagnosis(
+            Principal(account.id, "patient"), patient.id, icd10, where, on, picture, "outpatient_record"
+        )
     cond = condition_catalog.catalog_condition(diag.icd10)
     assert cond is not None, icd10
     physician = by_dept[cond.department]

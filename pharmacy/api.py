@@ -408,7 +408,9 @@ def checkout(prescription_id: str, body: CheckoutIn, principal: Principal) -> Ch
         address=body.address,
         region_code=body.region_code,
     )
-    return CheckoutOut(fee_fen=record.fee_fen, paid=record.paid_at is not None, payment=payment)
+    return CheckoutOut(
+        fee_fen=record.fee_fen, paid=record.paid_at is not None, payment=asdict(payment) if payment else None
+    )
 
 
 class DeliveryEventOut(ResponseModel):

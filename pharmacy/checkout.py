@@ -21,6 +21,7 @@ from clinic.core.db import db, utcnow
 from clinic.core.errors import Conflict, RuleRefusal
 from clinic.core.pages import bj
 from clinic.core.principal import Principal
+from clinic.payments.services import StartedPayment
 from identity.models import StaffProfile
 from pharmacy import delivery as deliveries
 from pharmacy import notify, regions, rules
@@ -41,7 +42,7 @@ def checkout(
     phone: str | None,
     address: str | None,
     region_code: str | None,
-) -> tuple[Review, dict[str, Any] | None]:
+) -> tuple[Review, StartedPayment | None]:
     """The patient says where the medicines go and (payments on) starts paying the drug fee."""
     rx = rx_services.prescription_for(who.account_id, "patient", prescription_id)
     review = locked_review(rx.id)

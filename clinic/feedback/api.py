@@ -8,6 +8,7 @@ from datetime import datetime
 from pydantic import Field
 
 from clinic.core.api import ApiRouter, Principal, RequestModel, ResponseModel
+from clinic.core.db import record_id
 from clinic.feedback import rules, services
 from identity import services as identity
 
@@ -103,7 +104,7 @@ class RatingOut(ResponseModel):
     errors={409: ["already_rated"], 422: ["visit_not_completed"]},
 )
 def rate(visit_id: str, body: RatingIn, principal: Principal) -> RatingOut:
-    return RatingOut.model_validate(services.rate_visit(principal.account_id, visit_id, body.score, body.comment))
+    return RatingOut.model_validate(services.rate_visit(principal, record_id(visit_id), body.score, body.comment))
 
 
 class ComplaintIn(RequestModel):
@@ -132,7 +133,7 @@ class ComplaintOut(ResponseModel):
     roles=["patient"],
 )
 def complain(body: ComplaintIn, principal: Principal) -> ComplaintOut:
-    c = services.file_complaint(principal.account_id, body.text, body.visit_id, body.prescription_id)
+    c = services.file_complaint(principal, body.text, body.visit_id, body.prescription_id)
     return ComplaintOut.model_validate(c)
 
 
@@ -147,7 +148,7 @@ class ComplaintsOut(ResponseModel):
     roles=["admin"],
 )
 def complaints(principal: Principal) -> ComplaintsOut:
-    return ComplaintsOut(items=[ComplaintOut.model_validate(c) for c in services.all_complaints(principal.account_id)])
+    return ComplaintsOut(items=[ComplaintOut.model_validate(c) for c in services.all_complaints(principal)])
 
 
 class AnswerIn(RequestModel):
@@ -168,5 +169,5 @@ class AnswerOut(ResponseModel):
     errors={409: ["already_answered"]},
 )
 def answer(complaint_id: str, body: AnswerIn, principal: Principal) -> AnswerOut:
-    c = services.answer_complaint(principal.account_id, complaint_id, body.response)
+    c = services.answer_complaint(principal, record_id(complaint_id), body.response)
     return AnswerOut(id=c.id, status=c.status)

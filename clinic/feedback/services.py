@@ -10,8 +10,9 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from clinic.core import audit
-from clinic.core.db import as_uuid, db, utcnow
+from clinic.core.db import db, utcnow
 from clinic.core.errors import Conflict, Forbidden, Invalid, NotFound
+from clinic.core.principal import Principal
 from clinic.feedback import rules
 from clinic.feedback.models import Complaint, VisitRating
 from clinic.visits.models import Visit, VisitStatus
@@ -93,10 +94,9 @@ class VisitNotCompleted(Invalid):
     code = "visit_not_completed"
 
 
-def _patients_visit(account_id: str | uuid.UUID, visit_id: str | uuid.UUID) -> Visit:
-    key = as_uuid(visit_id)
-    visit = db.session.get(Visit, key) if key is not None else None
-    if visit is None or visit.account_id != as_uuid(account_id):
+def _patients_visit(account_id: uuid.UUID, visit_id: uuid.UUID) -> Visit:
+    visit = db.session.get(Visit, visit_id)
+    if visit is None or visit.account_id != account_id:
         raise NotFound()  # another account's visits are never revealed
     return visit
 
@@ -105,8 +105,8 @@ def rating_of(visit_id: uuid.UUID) -> VisitRating | None:
     return db.session.scalars(select(VisitRating).where(VisitRating.visit_id == visit_id)).first()
 
 
-def rate_visit(account_id: str | uuid.UUID, visit_id: str | uuid.UUID, score: int, comment: str = "") -> VisitRating:
-    visit = _patients_visit(account_id, visit_id)
+def rate_visit(who: Principal, visit_id: uuid.UUID, score: int, comment: str = "") -> VisitRating:
+    visit = _patients_visit(who.account_id, visit_id)
     if visit.status != VisitStatus.COMPLETED or visit.physician_id is None:
         raise VisitNotCompleted("Only a completed visit can be rated.")
     if rating_of(visit.id) is not None:
@@ -134,10 +134,10 @@ def rate_visit(account_id: str | uuid.UUID, visit_id: str | uuid.UUID, score: in
 
 
 def file_complaint(
-    account_id: str | uuid.UUID,
+    who: Principal,
     text: str,
-    visit_id: str | uuid.UUID | None = None,
-    prescription_id: str | uuid.UUID | None = None,
+    visit_id: uuid.UUID | None = None,
+    prescription_id: uuid.UUID | None = None,
 ) -> Complaint:
     text = text.strip()
     if not text:
@@ -148,16 +148,15 @@ def file_complaint(
             params={"max": rules.MAX_COMPLAINT},
             fields=[{"loc": "text", "message": "too long"}],
         )
-    visit = _patients_visit(account_id, visit_id) if visit_id is not None else None
+    visit = _patients_visit(who.account_id, visit_id) if visit_id is not None else None
     rx = None
     if prescription_id is not None:
-        key = as_uuid(prescription_id)
-        rx = db.session.get(Prescription, key) if key is not None else None
-        if rx is None or rx.account_id != as_uuid(account_id):
+        rx = db.session.get(Prescription, prescription_id)
+        if rx is None or rx.account_id != who.account_id:
             raise NotFound()
     session = db.session()
     complaint = Complaint(
-        account_id=as_uuid(account_id),
+        account_id=who.account_id,
         visit_id=visit.id if visit else None,
         prescription_id=rx.id if rx else None,
         text=text,
@@ -169,33 +168,32 @@ def file_complaint(
     return complaint
 
 
-def complaints_of(account_id: str | uuid.UUID) -> list[Complaint]:
+def complaints_of(account_id: uuid.UUID) -> list[Complaint]:
     return list(
         db.session.scalars(
-            select(Complaint).where(Complaint.account_id == as_uuid(account_id)).order_by(Complaint.created_at.desc())
+            select(Complaint).where(Complaint.account_id == account_id).order_by(Complaint.created_at.desc())
         )
     )
 
 
-def _admin(admin_id: str | uuid.UUID) -> Account:
-    admin = identity.get_account(admin_id)
+def _admin(who: Principal) -> Account:
+    admin = identity.get_account(who.account_id)
     if admin.role != Role.ADMIN:
         raise Forbidden("Only the institution's administrators answer complaints.")
     return admin
 
 
-def all_complaints(admin_id: str | uuid.UUID, status: str | None = None) -> list[Complaint]:
-    _admin(admin_id)
+def all_complaints(who: Principal, status: str | None = None) -> list[Complaint]:
+    _admin(who)
     query = select(Complaint)
     if status:
         query = query.where(Complaint.status == status)
     return list(db.session.scalars(query.order_by(Complaint.status.desc(), Complaint.created_at).limit(500)))
 
 
-def answer_complaint(admin_id: str | uuid.UUID, complaint_id: str, response: str) -> Complaint:
-    admin = _admin(admin_id)
-    key = as_uuid(complaint_id)
-    complaint = db.session.get(Complaint, key) if key is not None else None
+def answer_complaint(who: Principal, complaint_id: uuid.UUID, response: str) -> Complaint:
+    admin = _admin(who)
+    complaint = db.session.get(Complaint, complaint_id)
     if complaint is None:
         raise NotFound()
     response = response.strip()

@@ -8,7 +8,6 @@ from typing import Any
 from flask import Blueprint, Flask, flash, redirect, render_template, request, url_for
 from flask_babel import get_locale
 from flask_babel import lazy_gettext as _l
-from flask_login import current_user
 from flask_wtf import FlaskForm
 from markupsafe import Markup
 from sqlalchemy import select
@@ -16,9 +15,9 @@ from wtforms import HiddenField, RadioField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, Optional
 
-from clinic.core.db import db
+from clinic.core.db import db, record_id
 from clinic.core.errors import DomainError
-from clinic.core.pages import admin_page, patient_page
+from clinic.core.pages import admin_page, page_principal, patient_page
 from clinic.core.web import handle_refusal
 from clinic.feedback import rules, services
 from clinic.visits.models import Visit, VisitStatus
@@ -95,7 +94,7 @@ def rate(visit_id: str) -> Any:
                 flash(str(e), "error")
         return redirect(url_for("visits.room", visit_id=visit_id, _anchor="rating"))
     try:
-        services.rate_visit(current_user.id, visit_id, int(form.score.data or 0), form.comment.data or "")
+        services.rate_visit(page_principal(), record_id(visit_id), int(form.score.data or 0), form.comment.data or "")
     except DomainError as err:
         flash(handle_refusal(err), "error")
     else:
@@ -132,7 +131,10 @@ def complaints() -> Any:
     elif form.validate_on_submit():
         try:
             services.file_complaint(
-                current_user.id, form.text.data or "", form.visit_id.data or None, form.prescription_id.data or None
+                page_principal(),
+                form.text.data or "",
+                record_id(form.visit_id.data) if form.visit_id.data else None,
+                record_id(form.prescription_id.data) if form.prescription_id.data else None,
             )
         except DomainError as err:
             flash(handle_refusal(err), "error")
@@ -142,14 +144,16 @@ def complaints() -> Any:
             return redirect(url_for("feedback.complaints"))
     else:
         status = 422
-    return render_template("feedback/complaints.html", form=form, mine=services.complaints_of(current_user.id)), status
+    return render_template(
+        "feedback/complaints.html", form=form, mine=services.complaints_of(page_principal().account_id)
+    ), status
 
 
 @bp.get("/admin/complaints")
 @admin_page
 def admin_complaints() -> Any:
     return render_template(
-        "feedback/admin_complaints.html", items=services.all_complaints(current_user.id), form=AnswerForm()
+        "feedback/admin_complaints.html", items=services.all_complaints(page_principal()), form=AnswerForm()
     )
 
 
@@ -161,7 +165,7 @@ def answer(complaint_id: str) -> Any:
         flash(_l("Write the answer."), "error")
         return redirect(url_for("feedback.admin_complaints"))
     try:
-        services.answer_complaint(current_user.id, complaint_id, form.response.data or "")
+        services.answer_complaint(page_principal(), record_id(complaint_id), form.response.data or "")
     except DomainError as err:
         flash(handle_refusal(err), "error")
     else:

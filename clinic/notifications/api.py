@@ -8,8 +8,7 @@ from datetime import datetime
 from flask_babel import get_locale
 
 from clinic.core.api import ApiRouter, Principal, ResponseModel
-from clinic.core.db import as_uuid
-from clinic.core.errors import NotFound
+from clinic.core.db import record_id
 from clinic.notifications import services
 
 router = ApiRouter("notifications")
@@ -58,8 +57,5 @@ class ReadOut(ResponseModel):
     roles=EVERYONE,
 )
 def read_notification(notification_id: str, principal: Principal) -> ReadOut:
-    key = as_uuid(notification_id)
-    if key is None:
-        raise NotFound()  # as for another person's: nothing is revealed
-    note = services.mark_read(principal, key)
+    note = services.mark_read(principal, record_id(notification_id))  # a malformed id: 404, as another's
     return ReadOut(id=note.id, read=True)

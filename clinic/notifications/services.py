@@ -69,7 +69,7 @@ def _recently_texted(session: Session, account_id: uuid.UUID, kind: str, subject
 def notify(
     session: Session,
     *,
-    account_id: uuid.UUID | str | None,
+    account_id: uuid.UUID | None,
     kind: str,
     link: str,
     subject_type: str,
@@ -87,8 +87,7 @@ def notify(
     """
     if kind not in texts.TEXTS:
         raise ValueError(f"unknown notification kind {kind!r}")
-    account_key = as_uuid(account_id) if account_id is not None else None
-    if account_key is None:
+    if account_id is None:
         if phone:
             _queue_sms(session, kind, subject_type, str(subject_id), phone, params, short_link_to(link))
         return None
@@ -96,7 +95,7 @@ def notify(
     params = {k: (v if isinstance(v, int | float) else str(v)) for k, v in params.items()}
     params.setdefault("rx", subject[:8])
     note = InboxNotification(
-        account_id=account_key,
+        account_id=account_id,
         kind=kind,
         params=params,
         link=link,
@@ -104,9 +103,9 @@ def notify(
         subject_id=subject,
         short_code=_short_code(),
     )
-    quiet = quiet_for is not None and _recently_texted(session, account_key, kind, subject, quiet_for)
+    quiet = quiet_for is not None and _recently_texted(session, account_id, kind, subject, quiet_for)
     if sms and not quiet:
-        to = phone or _account_phone(session, account_key)
+        to = phone or _account_phone(session, account_id)
         if to:
             message = _queue_sms(session, kind, subject_type, subject, to, params, short_link(note.short_code))
             note.sms_id = message.id

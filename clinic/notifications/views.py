@@ -8,7 +8,7 @@ from flask import Blueprint, Flask, abort, redirect, render_template, request, u
 from flask_babel import get_locale
 from flask_login import current_user
 
-from clinic.core.db import as_uuid
+from clinic.core.db import record_id
 from clinic.core.errors import NotFound
 from clinic.core.pages import page_principal, role_page
 from clinic.notifications import services
@@ -33,11 +33,8 @@ def centre() -> Any:
 @anyone
 def open_one(notification_id: str) -> Any:
     """Marks it read and goes to the page it is about."""
-    key = as_uuid(notification_id)
-    if key is None:
-        abort(404)
     try:
-        note = services.mark_read(page_principal(), key)
+        note = services.mark_read(page_principal(), record_id(notification_id))
     except NotFound:
         abort(404)
     return redirect(_safe(note.link))

@@ -51,6 +51,16 @@ class InvalidPayload(DomainError):
 
 
 @dataclass(frozen=True)
+class StartedPayment:
+    """What the client needs to pay a fee: the PaymentIntent and its client secret."""
+
+    payment_intent_id: str
+    client_secret: str
+    amount_fen: int
+    currency: str
+
+
+@dataclass(frozen=True)
 class WebhookResult:
     event_id: str
     type: str
@@ -102,7 +112,7 @@ class StripePayments:
 
     # --- called by the domains -------------------------------------------------------
 
-    def start(self, purpose: str, subject_id: uuid.UUID, amount_fen: int, description: str) -> dict[str, Any]:
+    def start(self, purpose: str, subject_id: uuid.UUID, amount_fen: int, description: str) -> StartedPayment:
         """Create a PaymentIntent for the fee; answer what the client needs to pay it."""
         if purpose not in _purposes:
             raise ValueError(f"payment purpose {purpose!r} is not registered")
@@ -141,12 +151,12 @@ class StripePayments:
             subject_id=payment.id,
             detail={"purpose": purpose, "subject": str(subject_id), "amount_fen": amount_fen, "intent": intent.id},
         )
-        return {
-            "payment_intent_id": intent.id,
-            "client_secret": intent.client_secret,
-            "amount_fen": amount_fen,
-            "currency": CURRENCY,
-        }
+        return StartedPayment(
+            payment_intent_id=intent.id,
+            client_secret=intent.client_secret,
+            amount_fen=amount_fen,
+            currency=CURRENCY,
+        )
 
     def refund(self, purpose: str, subject_id: uuid.UUID, reason: str) -> None:
         """Give the fee back: refund what was paid, void what was not (at the provider first)."""

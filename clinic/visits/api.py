@@ -13,6 +13,7 @@ from werkzeug.datastructures import FileStorage
 from clinic.core import twilio as twilio_adapter
 from clinic.core.api import ApiRouter, FilePart, Principal, RequestModel, ResponseModel
 from clinic.core.config import settings
+from clinic.core.db import record_id
 from clinic.visits import (
     condition_catalog,
     informed_consent,
@@ -165,8 +166,8 @@ def submit_diagnosis(form: DiagnosisForm, files: dict[str, FileStorage | None], 
     limit = settings().MAX_DOCUMENT_BYTES
     data = _read(files["document"], limit) or b""
     diag = proofs.submit_diagnosis(
-        identity.get_account(principal.account_id),
-        str(form.patient_id),
+        principal,
+        form.patient_id,
         form.icd10,
         form.institution,
         form.diagnosed_on,
@@ -187,9 +188,8 @@ class DiagnosesOut(ResponseModel):
     roles=["patient", "physician"],
 )
 def list_diagnoses(principal: Principal) -> DiagnosesOut:
-    account = identity.get_account(principal.account_id)
     rows = (
-        proofs.diagnoses_of_account(account)
+        proofs.diagnoses_of_account(principal.account_id)
         if principal.role == "patient"
         else proofs.pending_diagnoses_for(principal.account_id)
     )
@@ -198,7 +198,7 @@ def list_diagnoses(principal: Principal) -> DiagnosesOut:
 
 @router.get("/diagnoses/<diagnosis_id>", summary="One diagnosis", response=DiagnosisOut, roles=["patient", "physician"])
 def get_diagnosis(diagnosis_id: str, principal: Principal) -> DiagnosisOut:
-    return diagnosis_out(proofs.diagnosis_for(identity.get_account(principal.account_id), diagnosis_id))
+    return diagnosis_out(proofs.diagnosis_for(principal, record_id(diagnosis_id)))
 
 
 class StatusOut(ResponseModel):
@@ -217,7 +217,7 @@ class StatusOut(ResponseModel):
     },
 )
 def confirm_diagnosis(diagnosis_id: str, principal: Principal) -> StatusOut:
-    diag = proofs.confirm_diagnosis(principal, diagnosis_id)
+    diag = proofs.confirm_diagnosis(principal, record_id(diagnosis_id))
     return StatusOut(status=diag.status.value)
 
 
@@ -234,7 +234,7 @@ class RejectIn(RequestModel):
     errors={403: ["not_qualified"], 409: ["already_reviewed"]},
 )
 def reject_diagnosis(diagnosis_id: str, body: RejectIn, principal: Principal) -> StatusOut:
-    return StatusOut(status=proofs.reject_diagnosis(principal, diagnosis_id, body.reason).status.value)
+    return StatusOut(status=proofs.reject_diagnosis(principal, record_id(diagnosis_id), body.reason).status.value)
 
 
 # --- consent --------------------------------------------------------------------------
@@ -328,9 +328,9 @@ class VisitCreatedOut(ResponseModel):
 )
 def request_visit(body: VisitIn, principal: Principal) -> VisitCreatedOut:
     new = requesting.request_visit(
-        principal.account_id,
-        str(body.patient_id),
-        str(body.diagnosis_id),
+        principal,
+        body.patient_id,
+        body.diagnosis_id,
         body.department,
         body.complaint,
         body.physician_id,
@@ -339,7 +339,7 @@ def request_visit(body: VisitIn, principal: Principal) -> VisitCreatedOut:
         id=new.id,
         status=new.status.value,
         fee_fen=new.fee_fen,
-        payment=PaymentOut(**new.payment) if new.payment else None,
+        payment=PaymentOut.model_validate(new.payment) if new.payment else None,
     )
 
 
@@ -433,7 +433,7 @@ def visit_out(v: Visit, detail: bool = True) -> VisitOut:
     roles=["patient", "physician"],
 )
 def get_visit(visit_id: str, principal: Principal) -> VisitOut:
-    return visit_out(lifecycle.visit_for(identity.get_account(principal.account_id), visit_id))
+    return visit_out(lifecycle.visit_for(principal, record_id(visit_id)))
 
 
 class VisitsOut(ResponseModel):
@@ -452,11 +452,10 @@ class VisitsQuery(RequestModel):
     roles=["patient", "physician"],
 )
 def list_visits(query: VisitsQuery, principal: Principal) -> VisitsOut:
-    account = identity.get_account(principal.account_id)
     if query.queue == "waiting" and principal.role == "physician":
         rows = queues.waiting_visits_for(principal.account_id)
     else:
-        rows = lifecycle.visits_of(account)
+        rows = lifecycle.visits_of(principal)
     return VisitsOut(items=[visit_out(v, detail=False) for v in rows])
 
 
@@ -472,7 +471,7 @@ def list_visits(query: VisitsQuery, principal: Principal) -> VisitsOut:
     },
 )
 def accept_visit(visit_id: str, principal: Principal) -> StatusOut:
-    return StatusOut(status=lifecycle.accept_visit(principal, visit_id).status.value)
+    return StatusOut(status=lifecycle.accept_visit(principal, record_id(visit_id)).status.value)
 
 
 class MessageIn(RequestModel):
@@ -493,7 +492,7 @@ def post_message(
     visit_id: str, body: MessageIn, principal: Principal, files: dict[str, FileStorage | None]
 ) -> MessageOut:
     image = _read(files.get("image"), settings().MAX_IMAGE_BYTES)
-    msg = visit_room.post_message(identity.get_account(principal.account_id), visit_id, body.text, image)
+    msg = visit_room.post_message(principal, record_id(visit_id), body.text, image)
     return MessageOut(
         id=msg.id,
         sender_id=msg.sender_id,
@@ -511,7 +510,7 @@ def post_message(
     raw_response="image/*",
 )
 def message_image(visit_id: str, message_id: str, principal: Principal) -> Response:
-    data, mime = visit_room.message_image(identity.get_account(principal.account_id), visit_id, message_id)
+    data, mime = visit_room.message_image(principal, record_id(visit_id), record_id(message_id))
     return Response(
         data,
         mimetype=mime,
@@ -537,12 +536,12 @@ class VideoTokenOut(ResponseModel):
     errors={409: ["visit_not_in_progress"]},
 )
 def video_token(visit_id: str, principal: Principal) -> VideoTokenOut:
-    identity_, room = visit_room.video_grant(identity.get_account(principal.account_id), visit_id)
+    grant = visit_room.video_grant(principal, record_id(visit_id))
     cfg = settings()
     token = twilio_adapter.video_token(
-        cfg.TWILIO_ACCOUNT_SID, cfg.TWILIO_API_KEY_SID, cfg.TWILIO_API_KEY_SECRET, identity_, room
+        cfg.TWILIO_ACCOUNT_SID, cfg.TWILIO_API_KEY_SID, cfg.TWILIO_API_KEY_SECRET, grant.identity, grant.room
     )
-    return VideoTokenOut(token=token, room=room)
+    return VideoTokenOut(token=token, room=grant.room)
 
 
 class TerminateIn(RequestModel):
@@ -559,7 +558,7 @@ class TerminateIn(RequestModel):
     errors={409: ["illegal_transition", "visit_closed"]},
 )
 def terminate_visit(visit_id: str, body: TerminateIn, principal: Principal) -> StatusOut:
-    v = lifecycle.terminate_visit(principal, visit_id, body.reason, body.referral_advice)
+    v = lifecycle.terminate_visit(principal, record_id(visit_id), body.reason, body.referral_advice)
     return StatusOut(status=v.status.value)
 
 
@@ -576,7 +575,7 @@ class CompleteIn(RequestModel):
     errors={409: ["illegal_transition", "visit_closed"]},
 )
 def complete_visit(visit_id: str, body: CompleteIn, principal: Principal) -> StatusOut:
-    return StatusOut(status=lifecycle.complete_visit(principal, visit_id, body.note).status.value)
+    return StatusOut(status=lifecycle.complete_visit(principal, record_id(visit_id), body.note).status.value)
 
 
 class CancelIn(RequestModel):
@@ -592,9 +591,7 @@ class CancelIn(RequestModel):
     errors={409: ["illegal_transition", "visit_closed"]},
 )
 def cancel_visit(visit_id: str, body: CancelIn, principal: Principal) -> StatusOut:
-    return StatusOut(
-        status=lifecycle.cancel_visit(identity.get_account(principal.account_id), visit_id, body.reason).status.value
-    )
+    return StatusOut(status=lifecycle.cancel_visit(principal, record_id(visit_id), body.reason).status.value)
 
 
 # --- suspension -----------------------------------------------------------------------

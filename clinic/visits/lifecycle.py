@@ -4,7 +4,7 @@ Every change of status goes through `rules.transition`; each use case audits and
 from __future__ import annotations
 
 import uuid
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from flask import current_app
 from sqlalchemy import select, update
@@ -24,11 +24,14 @@ from identity import face_services
 from identity import services as identity
 from identity.models import Account, Role
 
+if TYPE_CHECKING:  # payments sits below visits; only its answer's type is named here
+    from clinic.payments.services import StartedPayment
+
 
 class PaymentsPort(Protocol):
     """What visits need from payments (clinic/payments provides it when PAYMENTS is on)."""
 
-    def start(self, purpose: str, subject_id: uuid.UUID, amount_fen: int, description: str) -> dict[str, Any]: ...
+    def start(self, purpose: str, subject_id: uuid.UUID, amount_fen: int, description: str) -> StartedPayment: ...
 
     def refund(self, purpose: str, subject_id: uuid.UUID, reason: str) -> None: ...
 
@@ -46,31 +49,29 @@ def physician_account(account_id: uuid.UUID) -> Account:
     return account
 
 
-def _load_visit(visit_id: str) -> Visit:
+def _load_visit(visit_id: uuid.UUID) -> Visit:
     return get_or_404(Visit, visit_id)
 
 
-def visit_for(account: Account, visit_id: str) -> Visit:
+def visit_for(who: Principal, visit_id: uuid.UUID) -> Visit:
     """A visit the caller takes part in; anyone else gets 404 (never revealed)."""
     visit = _load_visit(visit_id)
-    if account.role == Role.PATIENT and visit.account_id == account.id:
+    if who.role == Role.PATIENT and visit.account_id == who.account_id:
         return visit
-    if account.role == Role.PHYSICIAN:
-        if visit.physician_id == account.id:
+    if who.role == Role.PHYSICIAN:
+        if visit.physician_id == who.account_id:
             return visit
-        dept = account.staff.department_code if account.staff else None
-        if (
-            visit.status == VisitStatus.WAITING
-            and dept == visit.department
-            and visit.requested_physician_id in (None, account.id)
-        ):
-            return visit
+        if visit.status == VisitStatus.WAITING and visit.requested_physician_id in (None, who.account_id):
+            physician = identity.get_account(who.account_id)
+            dept = physician.staff.department_code if physician.staff else None
+            if dept == visit.department:
+                return visit
     raise NotFound()
 
 
-def _assigned(who: Principal, visit_id: str) -> tuple[Account, Visit]:
+def _assigned(who: Principal, visit_id: uuid.UUID) -> tuple[Account, Visit]:
     physician = physician_account(who.account_id)
-    visit = visit_for(physician, visit_id)
+    visit = visit_for(who, visit_id)
     if visit.physician_id != physician.id:
         raise Forbidden("Only the visit's physician may do this.")
     return physician, visit
@@ -124,7 +125,7 @@ def mark_visit_paid(visit_id: uuid.UUID) -> Visit | None:
     return visit
 
 
-def accept_visit(who: Principal, visit_id: str) -> Visit:
+def accept_visit(who: Principal, visit_id: uuid.UUID) -> Visit:
     session = db.session()
     physician = physician_account(who.account_id)
     face_services.require_fresh_face(who)
@@ -142,7 +143,7 @@ def accept_visit(who: Principal, visit_id: str) -> Visit:
     return visit
 
 
-def complete_visit(who: Principal, visit_id: str, note: str) -> Visit:
+def complete_visit(who: Principal, visit_id: uuid.UUID, note: str) -> Visit:
     session = db.session()
     physician, visit = _assigned(who, visit_id)
     _move(visit, rules.VisitEvent.COMPLETE)
@@ -153,7 +154,7 @@ def complete_visit(who: Principal, visit_id: str, note: str) -> Visit:
     return visit
 
 
-def terminate_visit(who: Principal, visit_id: str, reason: str, referral_advice: str) -> Visit:
+def terminate_visit(who: Principal, visit_id: uuid.UUID, reason: str, referral_advice: str) -> Visit:
     """The condition changed or needs an examination: stop and send the patient in person."""
     session = db.session()
     physician, visit = _assigned(who, visit_id)
@@ -170,20 +171,18 @@ def terminate_visit(who: Principal, visit_id: str, reason: str, referral_advice:
     return visit
 
 
-def cancel_visit(account: Account, visit_id: str, reason: str) -> Visit:
+def cancel_visit(who: Principal, visit_id: uuid.UUID, reason: str) -> Visit:
     """The patient before acceptance, or the institution (admin): cancel and refund."""
     session = db.session()
-    if account.role == Role.ADMIN:
+    if who.role == Role.ADMIN:
         visit = _load_visit(visit_id)
-    elif account.role == Role.PATIENT:
-        visit = visit_for(account, visit_id)
+    elif who.role == Role.PATIENT:
+        visit = visit_for(who, visit_id)
     else:
         raise Forbidden("Only the patient or the institution may cancel a visit.")
     _move(visit, rules.VisitEvent.CANCEL)
     visit.closed_at, visit.cancel_reason = utcnow(), reason
-    audit.record(
-        session, "visit.cancelled", subject_type="visit", subject_id=visit.id, detail={"by": account.role.value}
-    )
+    audit.record(session, "visit.cancelled", subject_type="visit", subject_id=visit.id, detail={"by": str(who.role)})
     port = payments_port()
     if port is not None and visit.fee_fen > 0:
         # Written first: if a physician accepted the visit meanwhile, this flush is refused
@@ -193,11 +192,12 @@ def cancel_visit(account: Account, visit_id: str, reason: str) -> Visit:
     return visit
 
 
-def visits_of(account: Account) -> list[Visit]:
-    if account.role == Role.PATIENT:
-        query = select(Visit).where(Visit.account_id == account.id)
+def visits_of(who: Principal) -> list[Visit]:
+    """The patient's visits (as their account requested them), or the physician's own."""
+    if who.role == Role.PATIENT:
+        query = select(Visit).where(Visit.account_id == who.account_id)
     else:
-        query = select(Visit).where(Visit.physician_id == account.id)
+        query = select(Visit).where(Visit.physician_id == who.account_id)
     return list(db.session.scalars(query.order_by(Visit.created_at.desc()).limit(200)))
 
 

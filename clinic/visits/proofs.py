@@ -22,12 +22,12 @@ from clinic.visits.models import Condition, Diagnosis, DiagnosisStatus, Visit
 from clinic.visits.uploads import spend_upload_quota
 from identity import face_services
 from identity import services as identity
-from identity.models import Account, Role
+from identity.models import Account, Patient, Role
 
 
 def submit_diagnosis(
-    account: Account,
-    patient_id: str,
+    who: Principal,
+    patient_id: uuid.UUID,
     icd10: str,
     institution: str,
     diagnosed_on: date,
@@ -35,7 +35,7 @@ def submit_diagnosis(
     document_kind: str = "outpatient_record",
 ) -> Diagnosis:
     session = db.session()
-    patient = identity.patient_of_account(account, patient_id)
+    patient = identity.patient_of_account(identity.get_account(who.account_id), patient_id)
     parsed = rules.parse_icd10(icd10)
     if parsed is None:
         raise Invalid(
@@ -49,7 +49,7 @@ def submit_diagnosis(
         raise Invalid("The diagnosis date is before the patient's birth.", fields=[{"loc": "diagnosed_on"}])
     if document_kind not in rules.DOCUMENT_KINDS:
         raise Invalid("Unknown document kind.", fields=[{"loc": "document_kind", "message": "unknown"}])
-    spend_upload_quota(account, len(document))
+    spend_upload_quota(who.account_id, len(document))
     sniffed = rules.sniff_upload(
         document,
         max_bytes=settings().MAX_DOCUMENT_BYTES,
@@ -60,7 +60,7 @@ def submit_diagnosis(
     cond = catalog_condition(code)
     diag = Diagnosis(
         patient_id=patient.id,
-        submitted_by=account.id,
+        submitted_by=who.account_id,
         icd10=code,
         icd10_national=parsed.national,
         institution=institution,
@@ -83,7 +83,7 @@ def submit_diagnosis(
     return diag
 
 
-def _pending_diagnosis(diagnosis_id: str) -> Diagnosis:
+def _pending_diagnosis(diagnosis_id: uuid.UUID) -> Diagnosis:
     diag = get_or_404(Diagnosis, diagnosis_id)
     if diag.status != DiagnosisStatus.PENDING:
         raise Conflict(
@@ -94,7 +94,7 @@ def _pending_diagnosis(diagnosis_id: str) -> Diagnosis:
     return diag
 
 
-def confirm_diagnosis(who: Principal, diagnosis_id: str) -> Diagnosis:
+def confirm_diagnosis(who: Principal, diagnosis_id: uuid.UUID) -> Diagnosis:
     physician = physician_account(who.account_id)
     face_services.require_fresh_face(who)
     diag = _pending_diagnosis(diagnosis_id)
@@ -134,7 +134,7 @@ def record_confirmation(diag: Diagnosis, physician_id: uuid.UUID, cond: Conditio
     return diag
 
 
-def reject_diagnosis(who: Principal, diagnosis_id: str, reason: str) -> Diagnosis:
+def reject_diagnosis(who: Principal, diagnosis_id: uuid.UUID, reason: str) -> Diagnosis:
     session = db.session()
     physician = physician_account(who.account_id)
     diag = _pending_diagnosis(diagnosis_id)
@@ -156,12 +156,13 @@ def reject_diagnosis(who: Principal, diagnosis_id: str, reason: str) -> Diagnosi
     return diag
 
 
-def diagnoses_of_account(account: Account) -> list[Diagnosis]:
-    ids = [p.id for p in account.patients]
-    if not ids:
-        return []
+def diagnoses_of_account(account_id: uuid.UUID) -> list[Diagnosis]:
+    """The proofs of every person on the account, newest first."""
+    people = select(Patient.id).where(Patient.account_id == account_id)
     return list(
-        db.session.scalars(select(Diagnosis).where(Diagnosis.patient_id.in_(ids)).order_by(Diagnosis.created_at.desc()))
+        db.session.scalars(
+            select(Diagnosis).where(Diagnosis.patient_id.in_(people)).order_by(Diagnosis.created_at.desc())
+        )
     )
 
 
@@ -175,7 +176,7 @@ def pending_diagnoses_for(physician_id: uuid.UUID) -> list[Diagnosis]:
     return list(db.session.scalars(query.order_by(Diagnosis.created_at).limit(200)))
 
 
-def diagnosis_for(account: Account, diagnosis_id: str) -> Diagnosis:
+def diagnosis_for(who: Principal, diagnosis_id: uuid.UUID) -> Diagnosis:
     """A diagnosis the caller may see; anyone else gets 404 (its existence is not revealed).
 
     Patients: their own people's. Physicians: a pending proof in their department's queue
@@ -183,9 +184,9 @@ def diagnosis_for(account: Account, diagnosis_id: str) -> Diagnosis:
     a patient they treat or have treated (a visit of theirs for that patient).
     """
     diag = get_or_404(Diagnosis, diagnosis_id)
-    if account.role == Role.PATIENT and any(p.id == diag.patient_id for p in account.patients):
+    if who.role == Role.PATIENT and diag.patient.account_id == who.account_id:
         return diag
-    if account.role == Role.PHYSICIAN and _physician_may_read(account, diag):
+    if who.role == Role.PHYSICIAN and _physician_may_read(identity.get_account(who.account_id), diag):
         return diag
     raise NotFound()
 

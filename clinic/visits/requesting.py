@@ -6,15 +6,16 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import BindParameter, Select, and_, bindparam, exists, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from clinic.core import audit
 from clinic.core.config import settings
-from clinic.core.db import as_uuid, db, new_id
+from clinic.core.db import db, new_id
 from clinic.core.errors import Conflict, NotFound, RuleRefusal
+from clinic.core.principal import Principal
 from clinic.visits import rules
 from clinic.visits.informed_consent import consent_accepted, current_consent
 from clinic.visits.lifecycle import payments_port
@@ -25,13 +26,16 @@ from identity import rules as identity_rules
 from identity import services as identity
 from identity.models import Account, Department, Patient, Role
 
+if TYPE_CHECKING:  # payments sits below visits; only its answer's type is named here
+    from clinic.payments.services import StartedPayment
+
 
 @dataclass(frozen=True)
 class NewVisit:
     id: uuid.UUID
     status: VisitStatus
     fee_fen: int
-    payment: dict[str, Any] | None
+    payment: StartedPayment | None  # what the client needs to pay the fee (payments on, fee due)
 
 
 def _build_gate_query() -> Select[Any]:
@@ -120,20 +124,20 @@ def physician_available(physician_id: uuid.UUID | None, department: str, today: 
 
 
 def request_visit(
-    account_id: str | uuid.UUID,
-    patient_id: str,
-    diagnosis_id: str,
+    who: Principal,
+    patient_id: uuid.UUID,
+    diagnosis_id: uuid.UUID,
     department: str,
     complaint: str = "",
-    physician_id: str | uuid.UUID | None = None,
+    physician_id: uuid.UUID | None = None,
 ) -> NewVisit:
     session = db.session()
-    account_key = as_uuid(account_id)
+    account_key = who.account_id
     conn = session.connection()
     params = {
         "account_id": account_key,
-        "patient_id": as_uuid(patient_id),
-        "diagnosis_id": as_uuid(diagnosis_id),  # not an id: judged as absent, a first visit
+        "patient_id": patient_id,
+        "diagnosis_id": diagnosis_id,  # no such diagnosis of this patient: judged as absent, a first visit
         "consent_hash": current_consent().sha256,
         "department": department,
     }
@@ -146,7 +150,6 @@ def request_visit(
         raise identity.PhoneNotVerified()  # the account's phone is confirmed before any visit
     if gate.open_visit_id is not None:
         raise _already_open(gate.open_visit_id)
-    chosen = as_uuid(physician_id) if physician_id is not None else None
     has_condition = gate.condition_code is not None
     facts = rules.VisitRequestFacts(
         diagnosis=rules.DiagnosisFacts(
@@ -159,7 +162,7 @@ def request_visit(
         department_approved=bool(gate.department_approved),
         consent_current=bool(gate.consent_current),
         physician_chosen=physician_id is not None,
-        physician_available=physician_id is None or physician_available(chosen, department),
+        physician_available=physician_id is None or physician_available(physician_id, department),
     )
     violations = rules.visit_request_violations(facts)
     if violations:
@@ -180,7 +183,7 @@ def request_visit(
                 "account_id": account_key,
                 "diagnosis_id": gate.diagnosis_id,
                 "department": department,
-                "requested_physician_id": chosen,
+                "requested_physician_id": physician_id,
                 "status": status,
                 "complaint": complaint,
                 "fee_fen": fee_fen,
@@ -204,7 +207,7 @@ def request_visit(
             "patient": str(gate.patient_id),
             "diagnosis": str(gate.diagnosis_id),
             "department": department,
-            "physician": str(chosen) if chosen else None,
+            "physician": str(physician_id) if physician_id else None,
         },
     )
     payment = None

@@ -43,7 +43,7 @@ from wtforms.fields.choices import SelectChoice
 from clinic.core import storage
 from clinic.core import twilio as twilio_adapter
 from clinic.core.config import PROJECT_ROOT, settings
-from clinic.core.db import as_uuid, db, utcnow
+from clinic.core.db import as_uuid, db, record_id, utcnow
 from clinic.core.errors import DomainError, RuleRefusal
 from clinic.core.pages import (
     Panel,
@@ -56,6 +56,7 @@ from clinic.core.pages import (
     register_panel,
     to_beijing,
 )
+from clinic.core.principal import Principal
 from clinic.core.web import handle_refusal, localized
 from clinic.visits import (
     condition_catalog,
@@ -251,11 +252,10 @@ def _patient_choices(account: Account) -> list[SelectChoice]:
 
 
 def _diagnoses_page(form: DiagnosisForm, status: int = 200) -> Any:
-    account = _me()
     return render_template(
         "visits/diagnoses.html",
         form=form,
-        diagnoses=proofs.diagnoses_of_account(account),
+        diagnoses=proofs.diagnoses_of_account(page_principal().account_id),
         conditions=condition_catalog.list_conditions(),
         english=_english(),
     ), status
@@ -276,8 +276,8 @@ def diagnoses() -> Any:
         data = _read(form.document.data, settings().MAX_DOCUMENT_BYTES) or b""
         try:
             proofs.submit_diagnosis(
-                account,
-                form.patient_id.data,
+                page_principal(),
+                record_id(form.patient_id.data),
                 raw_code,
                 form.institution.data,
                 form.diagnosed_on.data,
@@ -311,7 +311,7 @@ def condition_search() -> Response:
 @participant_page
 def diagnosis_document(diagnosis_id: str) -> Response:
     """The proof itself, only to its patient's account or a physician: never a static URL."""
-    diag = proofs.diagnosis_for(_me(), diagnosis_id)
+    diag = proofs.diagnosis_for(page_principal(), record_id(diagnosis_id))
     try:
         data = storage.load(diag.document_path)
     except FileNotFoundError:
@@ -374,7 +374,7 @@ def accept_consent() -> Any:
 
 
 def _confirmed(account: Account) -> list[Diagnosis]:
-    return [d for d in proofs.diagnoses_of_account(account) if d.status == DiagnosisStatus.CONFIRMED]
+    return [d for d in proofs.diagnoses_of_account(account.id) if d.status == DiagnosisStatus.CONFIRMED]
 
 
 def _chosen_physician(physician_id: str | None) -> Account | None:
@@ -436,9 +436,9 @@ def request_visit() -> Any:
         )
         try:
             new = requesting.request_visit(
-                account.id,
-                str(chosen.patient_id),
-                str(chosen.id),
+                page_principal(),
+                chosen.patient_id,
+                chosen.id,
                 chosen.department or "",
                 form.complaint.data or "",
                 physician.id if physician else None,
@@ -466,8 +466,8 @@ def request_visit() -> Any:
             # What the pay page needs to resume the PaymentIntent (the last few visits only).
             payments = dict(list(session.get("visit_payments", {}).items())[-4:])
             payments[str(new.id)] = {
-                "client_secret": new.payment.get("client_secret"),
-                "amount_fen": new.payment.get("amount_fen", new.fee_fen),
+                "client_secret": new.payment.client_secret,
+                "amount_fen": new.payment.amount_fen,
             }
             session["visit_payments"] = payments
         if new.status == VisitStatus.AWAITING_PAYMENT:
@@ -480,13 +480,13 @@ def request_visit() -> Any:
 @bp.get("/visits")
 @patient_page
 def my_visits() -> Any:
-    return render_template("visits/my_visits.html", visits=lifecycle.visits_of(_me()))
+    return render_template("visits/my_visits.html", visits=lifecycle.visits_of(page_principal()))
 
 
 @bp.get("/visits/<visit_id>/pay")
 @patient_page
 def pay(visit_id: str) -> Any:
-    visit = lifecycle.visit_for(_me(), visit_id)
+    visit = lifecycle.visit_for(page_principal(), record_id(visit_id))
     if current_app.extensions.get("payments") is None or visit.status != VisitStatus.AWAITING_PAYMENT:
         return redirect(url_for("visits.room", visit_id=visit.id))
     stored = session.get("visit_payments", {}).get(str(visit.id), {})
@@ -510,7 +510,7 @@ def cancel(visit_id: str) -> Any:
         abort(400)
     reason = form.reason.data or "cancelled by the patient"
     try:
-        lifecycle.cancel_visit(_me(), visit_id, reason)
+        lifecycle.cancel_visit(page_principal(), record_id(visit_id), reason)
     except DomainError as err:
         flash(_refused(err), "error")
         return _room(visit_id, status=err.status)
@@ -523,7 +523,7 @@ def cancel(visit_id: str) -> Any:
 
 def _room(visit_id: str, status: int = 200, **forms: FlaskForm) -> Any:
     account = _me()
-    visit = lifecycle.visit_for(account, visit_id)
+    visit = lifecycle.visit_for(page_principal(), record_id(visit_id))
     if account.role == Role.PATIENT:
         visit_room.patient_present(visit)
     notes = list(visit.notes)
@@ -561,7 +561,7 @@ def room(visit_id: str) -> Any:
 def live(visit_id: str) -> Any:
     """What the room polls every few seconds: the status and the messages (HTML)."""
     account = _me()
-    visit = lifecycle.visit_for(account, visit_id)
+    visit = lifecycle.visit_for(page_principal(), record_id(visit_id))
     if account.role == Role.PATIENT:
         visit_room.patient_present(visit)
     html = render_template("visits/_messages.html", visit=visit, account=account, messages=visit.messages)
@@ -581,12 +581,12 @@ def live(visit_id: str) -> Any:
 @participant_page
 def video_token(visit_id: str) -> Any:
     """The room page's Twilio Video token: participants only, while the visit is in progress."""
-    identity_, room_name = visit_room.video_grant(_me(), visit_id)
+    grant = visit_room.video_grant(page_principal(), record_id(visit_id))
     cfg = settings()
     token = twilio_adapter.video_token(
-        cfg.TWILIO_ACCOUNT_SID, cfg.TWILIO_API_KEY_SID, cfg.TWILIO_API_KEY_SECRET, identity_, room_name
+        cfg.TWILIO_ACCOUNT_SID, cfg.TWILIO_API_KEY_SID, cfg.TWILIO_API_KEY_SECRET, grant.identity, grant.room
     )
-    resp = jsonify({"token": token, "room": room_name})
+    resp = jsonify({"token": token, "room": grant.room})
     resp.headers["Cache-Control"] = "no-store"
     return resp
 
@@ -608,7 +608,7 @@ def send_message(visit_id: str) -> Any:
     image = _read(form.image.data, settings().MAX_IMAGE_BYTES)
     text = (form.text.data or "").strip() or None
     try:
-        visit_room.post_message(_me(), visit_id, text, image)
+        visit_room.post_message(page_principal(), record_id(visit_id), text, image)
     except DomainError as err:
         flash(_refused(err), "error")
         return _room(visit_id, status=err.status, message_form=form)
@@ -618,7 +618,7 @@ def send_message(visit_id: str) -> Any:
 @bp.get("/visits/<visit_id>/messages/<message_id>/image")
 @participant_page
 def message_image(visit_id: str, message_id: str) -> Response:
-    data, mime = visit_room.message_image(_me(), visit_id, message_id)
+    data, mime = visit_room.message_image(page_principal(), record_id(visit_id), record_id(message_id))
     resp = Response(data, mimetype=mime)
     resp.headers["Cache-Control"] = "private, no-store"
     resp.headers["X-Content-Type-Options"] = "nosniff"
@@ -633,11 +633,11 @@ def message_image(visit_id: str, message_id: str) -> Response:
 @bp.get("/physician/proofs")
 @physician_page
 def proof_queue() -> Any:
-    return render_template("visits/proof_queue.html", proofs=proofs.pending_diagnoses_for(current_user.id))
+    return render_template("visits/proof_queue.html", proofs=proofs.pending_diagnoses_for(page_principal().account_id))
 
 
 def _proof_page(diagnosis_id: str, status: int = 200, reject_form: RejectForm | None = None) -> Any:
-    diag = proofs.diagnosis_for(_me(), diagnosis_id)
+    diag = proofs.diagnosis_for(page_principal(), record_id(diagnosis_id))
     return render_template("visits/proof.html", diag=diag, reject_form=reject_form or RejectForm()), status
 
 
@@ -651,7 +651,7 @@ def proof(diagnosis_id: str) -> Any:
 @physician_page
 def confirm_proof(diagnosis_id: str) -> Any:
     try:
-        proofs.confirm_diagnosis(page_principal(), diagnosis_id)
+        proofs.confirm_diagnosis(page_principal(), record_id(diagnosis_id))
     except DomainError as err:
         if err.code == FACE_REQUIRED:
             return _to_face(err, url_for("visits.proof", diagnosis_id=diagnosis_id))
@@ -668,7 +668,7 @@ def reject_proof(diagnosis_id: str) -> Any:
     if not form.validate_on_submit():
         return _proof_page(diagnosis_id, 422, form)
     try:
-        proofs.reject_diagnosis(page_principal(), diagnosis_id, form.reason.data)
+        proofs.reject_diagnosis(page_principal(), record_id(diagnosis_id), form.reason.data)
     except DomainError as err:
         flash(_refused(err), "error")
         return _proof_page(diagnosis_id, err.status, form)
@@ -682,11 +682,11 @@ def reject_proof(diagnosis_id: str) -> Any:
 @bp.get("/physician/visits")
 @physician_page
 def visit_queue() -> Any:
-    me = _me()
+    me = page_principal()
     mine = lifecycle.visits_of(me)
     return render_template(
         "visits/visit_queue.html",
-        waiting=queues.waiting_visits_for(me.id),
+        waiting=queues.waiting_visits_for(me.account_id),
         active=[v for v in mine if v.status == VisitStatus.IN_PROGRESS],
         closed=[v for v in mine if v.status != VisitStatus.IN_PROGRESS][:50],
     )
@@ -696,7 +696,7 @@ def visit_queue() -> Any:
 @physician_page
 def accept(visit_id: str) -> Any:
     try:
-        lifecycle.accept_visit(page_principal(), visit_id)
+        lifecycle.accept_visit(page_principal(), record_id(visit_id))
     except DomainError as err:
         if err.code == FACE_REQUIRED:
             return _to_face(err, url_for("visits.room", visit_id=visit_id))
@@ -713,7 +713,7 @@ def complete(visit_id: str) -> Any:
     if not form.validate_on_submit():
         return _room(visit_id, status=422, complete_form=form)
     try:
-        lifecycle.complete_visit(page_principal(), visit_id, form.note.data)
+        lifecycle.complete_visit(page_principal(), record_id(visit_id), form.note.data)
     except DomainError as err:
         flash(_refused(err), "error")
         return _room(visit_id, status=err.status, complete_form=form)
@@ -728,7 +728,7 @@ def terminate(visit_id: str) -> Any:
     if not form.validate_on_submit():
         return _room(visit_id, status=422, terminate_form=form)
     try:
-        lifecycle.terminate_visit(page_principal(), visit_id, form.reason.data, form.referral_advice.data)
+        lifecycle.terminate_visit(page_principal(), record_id(visit_id), form.reason.data, form.referral_advice.data)
     except DomainError as err:
         flash(_refused(err), "error")
         return _room(visit_id, status=err.status, terminate_form=form)
@@ -760,7 +760,7 @@ def _proofs_to_confirm(physician_id: str) -> list[Any]:
 
 def _in_progress(physician_id: str) -> list[Any]:
     me = lifecycle.physician_account(uuid.UUID(physician_id))
-    return [v for v in lifecycle.visits_of(me) if v.status == VisitStatus.IN_PROGRESS]
+    return [v for v in lifecycle.visits_of(Principal(me.id, me.role)) if v.status == VisitStatus.IN_PROGRESS]
 
 
 PANELS = (

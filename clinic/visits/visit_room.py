@@ -15,12 +15,13 @@ from clinic.core import audit, storage
 from clinic.core.config import settings
 from clinic.core.db import db, get_or_404, utcnow
 from clinic.core.errors import Conflict, Forbidden, Invalid, NotFound
+from clinic.core.principal import Principal
 from clinic.visits import rules
 from clinic.visits.lifecycle import physician_account, physician_name, tell_patient, visit_for
 from clinic.visits.models import Visit, VisitMessage, VisitNote
 from clinic.visits.rules import VisitStatus
 from clinic.visits.uploads import spend_upload_quota
-from identity.models import Account, Role
+from identity.models import Role
 
 # What other domains add to a visit's history (prescriptions sit above this package and
 # register a reader: visit ids -> {visit id: [what was prescribed]}).
@@ -96,10 +97,10 @@ def _patient_absent(visit: Visit) -> bool:
     return seen is None or utcnow() - seen > PRESENCE_WINDOW
 
 
-def post_message(account: Account, visit_id: str, text: str | None, image: bytes | None) -> VisitMessage:
+def post_message(who: Principal, visit_id: uuid.UUID, text: str | None, image: bytes | None) -> VisitMessage:
     session = db.session()
-    visit = visit_for(account, visit_id)
-    if account.role == Role.PHYSICIAN and visit.physician_id != account.id:
+    visit = visit_for(who, visit_id)
+    if who.role == Role.PHYSICIAN and visit.physician_id != who.account_id:
         raise Forbidden("Accept the visit before writing in it.")
     if not rules.can_message(visit.status):
         raise rules.VisitClosed(
@@ -107,9 +108,9 @@ def post_message(account: Account, visit_id: str, text: str | None, image: bytes
         )
     if not text and image is None:
         raise Invalid("A message needs text or an image.")
-    msg = VisitMessage(visit_id=visit.id, sender_id=account.id, sender_role=account.role.value, text=text or None)
+    msg = VisitMessage(visit_id=visit.id, sender_id=who.account_id, sender_role=str(who.role), text=text or None)
     if image is not None:
-        spend_upload_quota(account, len(image))
+        spend_upload_quota(who.account_id, len(image))
         sniffed = rules.sniff_upload(image, max_bytes=settings().MAX_IMAGE_BYTES, allow_pdf=False)
         msg.image_path = storage.save(f"visits/{visit.id}", image, sniffed.ext)
         msg.image_type = sniffed.mime
@@ -122,26 +123,35 @@ def post_message(account: Account, visit_id: str, text: str | None, image: bytes
         subject_id=visit.id,
         detail={"message": str(msg.id), "image": image is not None},
     )
-    if account.role == Role.PHYSICIAN and _patient_absent(visit):
+    if who.role == Role.PHYSICIAN and _patient_absent(visit):
         # At most one such SMS per visit per 10 minutes; the notification centre gets each.
-        tell_patient(visit, "visit_message", quiet_for=MESSAGE_SMS_QUIET, physician=physician_name(account))
+        physician = physician_account(who.account_id)
+        tell_patient(visit, "visit_message", quiet_for=MESSAGE_SMS_QUIET, physician=physician_name(physician))
     return msg
 
 
-def message_image(account: Account, visit_id: str, message_id: str) -> tuple[bytes, str]:
-    visit = visit_for(account, visit_id)
+def message_image(who: Principal, visit_id: uuid.UUID, message_id: uuid.UUID) -> tuple[bytes, str]:
+    visit = visit_for(who, visit_id)
     msg = get_or_404(VisitMessage, message_id)
     if msg.visit_id != visit.id or msg.image_path is None:
         raise NotFound()
     return storage.load(msg.image_path), msg.image_type or "application/octet-stream"
 
 
-def video_grant(account: Account, visit_id: str) -> tuple[str, str]:
-    """(identity, room) for a participant's Twilio Video token; only while in progress."""
-    visit = visit_for(account, visit_id)
-    if account.role == Role.PHYSICIAN and visit.physician_id != account.id:
+@dataclass(frozen=True)
+class VideoGrant:
+    """Who joins which Twilio Video room (the edge turns it into an access token)."""
+
+    identity: str
+    room: str
+
+
+def video_grant(who: Principal, visit_id: uuid.UUID) -> VideoGrant:
+    """A participant's grant to the visit's Twilio Video room; only while in progress."""
+    visit = visit_for(who, visit_id)
+    if who.role == Role.PHYSICIAN and visit.physician_id != who.account_id:
         raise Forbidden("Only the visit's physician joins its video room.")
     if visit.status != VisitStatus.IN_PROGRESS:
         raise Conflict("The video room is open only while the visit is in progress.", code="visit_not_in_progress")
     audit.record(db.session(), "visit.video_token", subject_type="visit", subject_id=visit.id)
-    return str(account.id), f"visit-{visit.id}"
+    return VideoGrant(identity=str(who.account_id), room=f"visit-{visit.id}")

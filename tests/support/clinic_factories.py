@@ -11,7 +11,8 @@ from flask.testing import FlaskClient
 from PIL import Image
 
 from clinic.core.audit import Actor, acting_as
-from clinic.core.db import db, unit_of_work
+from clinic.core.db import unit_of_work
+from clinic.core.principal import Principal
 from clinic.visits import condition_catalog, proofs
 from clinic.visits.models import Diagnosis, DiagnosisStatus
 from identity import tokens
@@ -67,8 +68,8 @@ def diagnosis(
 ) -> Diagnosis:
     with acting_as(Actor(str(account.id), "patient")), unit_of_work():
         diag = proofs.submit_diagnosis(
-            db.session.get(Account, account.id) or account,
-            str(patient_id),
+            Principal(account.id, "patient"),
+            patient_id,
             icd10,
             "北京协和医院",
             date(2024, 3, 1),

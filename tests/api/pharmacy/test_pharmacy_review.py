@@ -17,6 +17,7 @@ from clinic.core import jobs
 from clinic.core.audit import Actor, AuditEntry, acting_as
 from clinic.core.db import db, unit_of_work, utcnow
 from clinic.notifications.models import SmsMessage as Notification
+from clinic.payments.services import StartedPayment
 from identity.models import Role
 from pharmacy import checkout, partners
 from pharmacy.models import Review
@@ -209,9 +210,9 @@ class FakePayments:
     def __init__(self) -> None:
         self.started: list[tuple[str, uuid.UUID, int]] = []
 
-    def start(self, purpose: str, subject_id: uuid.UUID, amount_fen: int, description: str) -> dict[str, Any]:
+    def start(self, purpose: str, subject_id: uuid.UUID, amount_fen: int, description: str) -> StartedPayment:
         self.started.append((purpose, subject_id, amount_fen))
-        return {"payment_intent_id": "pi_test", "client_secret": "secret", "amount_fen": amount_fen}
+        return StartedPayment("pi_test", "secret", amount_fen, "cny")
 
     def refund(self, purpose: str, subject_id: uuid.UUID, reason: str) -> None:
         return None

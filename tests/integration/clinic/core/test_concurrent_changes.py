@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from clinic.core.audit import Actor, AuditEntry, acting_as
 from clinic.core.db import db, unit_of_work, utcnow
+from clinic.payments.services import StartedPayment
 from clinic.visits import lifecycle, proofs
 from clinic.visits.models import Diagnosis, DiagnosisStatus, Visit
 from identity import services as identity_services
@@ -110,8 +111,8 @@ class RecordingPayments:
     def __init__(self) -> None:
         self.refunds: list[uuid.UUID] = []
 
-    def start(self, purpose: str, subject_id: uuid.UUID, amount_fen: int, description: str) -> dict[str, Any]:
-        return {"payment_intent_id": f"pi_{subject_id.hex}", "client_secret": "secret", "amount_fen": amount_fen}
+    def start(self, purpose: str, subject_id: uuid.UUID, amount_fen: int, description: str) -> StartedPayment:
+        return StartedPayment(f"pi_{subject_id.hex}", "secret", amount_fen, "cny")
 
     def refund(self, purpose: str, subject_id: uuid.UUID, reason: str) -> None:
         self.refunds.append(subject_id)

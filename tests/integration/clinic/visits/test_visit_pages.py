@@ -16,6 +16,7 @@ from flask.testing import FlaskClient
 
 from clinic.core.audit import Actor, acting_as
 from clinic.core.db import db, unit_of_work
+from clinic.payments.services import StartedPayment
 from clinic.visits import lifecycle
 from clinic.visits.models import Diagnosis, DiagnosisStatus, Visit, VisitStatus
 from identity import services as identity_services
@@ -278,13 +279,10 @@ class FakePayments:
     def __init__(self) -> None:
         self.refunds: list[str] = []
 
-    def start(self, purpose: str, subject_id: Any, amount_fen: int, description: str) -> dict[str, Any]:
-        return {
-            "payment_intent_id": "pi_123",
-            "client_secret": "pi_123_secret_abc",
-            "amount_fen": amount_fen,
-            "currency": "cny",
-        }
+    def start(self, purpose: str, subject_id: Any, amount_fen: int, description: str) -> StartedPayment:
+        return StartedPayment(
+            payment_intent_id="pi_123", client_secret="pi_123_secret_abc", amount_fen=amount_fen, currency="cny"
+        )
 
     def refund(self, purpose: str, subject_id: Any, reason: str) -> None:
         self.refunds.append(str(subject_id))
