@@ -138,6 +138,8 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     pharmacy_views.init_app(app)  # review queue and screen, prescription tracking
     notifications_views.init_app(app)  # the notification centre, SMS short links
     feedback_views.init_app(app)  # physician directory, ratings, complaints
+    # The patient's visit room shows the rating of a completed visit and the complaint link.
+    app.extensions.setdefault("visit_room_extras", []).append(feedback_views.room_block)
 
     api_bp, _ = build_blueprint(
         [

@@ -175,4 +175,3 @@ def answer(complaint_id: str) -> Any:
 
 def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
-    app.extensions.setdefault("visit_room_extras", []).append(room_block)
