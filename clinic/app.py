@@ -80,6 +80,7 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     from clinic.telemedicine import services as telemedicine_services
     from clinic.visits import api as visits_api
     from clinic.visits import lifecycle as visit_lifecycle
+    from clinic.visits import visit_api
     from identity import api as identity_api
     from identity import cli as identity_cli
     from identity import otp, views
@@ -146,6 +147,7 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
             identity_api.router,
             admin_api.router,
             visits_api.router,
+            visit_api.router,
             payments_api.router,
             rx_api.router,
             rx_signing.router,
