@@ -41,7 +41,7 @@ from clinic.telemedicine.models import (
     PartnerInstitution,
 )
 from clinic.telemedicine.rules import N_, TaskStatus
-from clinic.visits import rules as visit_rules
+from clinic.visits.sniffing import sniff_upload
 from identity.models import Account
 
 
@@ -63,7 +63,7 @@ def add_attachment(who: Principal, consultation_id: str, filename: str, data: by
         raise Invalid(N_("At most %(n)s attachments per consultation."), params={"n": MAX_ATTACHMENTS})
     limit = settings().CONSULT_MAX_ATTACHMENT_BYTES
     try:
-        sniffed = visit_rules.sniff_upload(data, max_bytes=limit, allow_pdf=True)
+        sniffed = sniff_upload(data, max_bytes=limit, allow_pdf=True)
     except DomainError as err:
         raise refuse(err, c, reason=err.code, size=len(data)) from None
     if sniffed.mime not in ATTACHMENT_TYPES:
@@ -150,7 +150,7 @@ def _on_attachment(_message: FederationMessage, bundle: dict[str, Any], partner:
         except ValueError:
             raise services.BadMessage(N_("The attachment's data is not base64.")) from None
         limit = settings().CONSULT_MAX_ATTACHMENT_BYTES
-        sniffed = visit_rules.sniff_upload(data, max_bytes=limit, allow_pdf=True)
+        sniffed = sniff_upload(data, max_bytes=limit, allow_pdf=True)
         if sniffed.mime not in ATTACHMENT_TYPES:
             raise BadAttachment(N_("Only PDF, JPEG or PNG files are accepted for a consultation."))
         _store_attachment(c, str(doc.get("id")), str(att.get("title") or ""), data, sniffed.mime, sniffed.ext, None)

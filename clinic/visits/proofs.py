@@ -19,6 +19,7 @@ from clinic.visits import rules
 from clinic.visits.condition_catalog import NotEligibleCondition, catalog_condition
 from clinic.visits.lifecycle import physician_account
 from clinic.visits.models import Condition, Diagnosis, DiagnosisStatus, Visit
+from clinic.visits.sniffing import sniff_upload
 from clinic.visits.uploads import spend_upload_quota
 from identity import face_services
 from identity import services as identity
@@ -50,7 +51,7 @@ def submit_diagnosis(
     if document_kind not in rules.DOCUMENT_KINDS:
         raise Invalid("Unknown document kind.", fields=[{"loc": "document_kind", "message": "unknown"}])
     spend_upload_quota(who.account_id, len(document))
-    sniffed = rules.sniff_upload(
+    sniffed = sniff_upload(
         document,
         max_bytes=settings().MAX_DOCUMENT_BYTES,
         allow_pdf=True,

@@ -20,6 +20,7 @@ from clinic.visits import rules
 from clinic.visits.lifecycle import physician_account, physician_name, tell_patient, visit_for
 from clinic.visits.models import Visit, VisitMessage, VisitNote
 from clinic.visits.rules import VisitStatus
+from clinic.visits.sniffing import sniff_upload
 from clinic.visits.uploads import spend_upload_quota
 from identity.models import Role
 
@@ -111,7 +112,7 @@ def post_message(who: Principal, visit_id: uuid.UUID, text: str | None, image: b
     msg = VisitMessage(visit_id=visit.id, sender_id=who.account_id, sender_role=str(who.role), text=text or None)
     if image is not None:
         spend_upload_quota(who.account_id, len(image))
-        sniffed = rules.sniff_upload(image, max_bytes=settings().MAX_IMAGE_BYTES, allow_pdf=False)
+        sniffed = sniff_upload(image, max_bytes=settings().MAX_IMAGE_BYTES, allow_pdf=False)
         msg.image_path = storage.save(f"visits/{visit.id}", image, sniffed.ext)
         msg.image_type = sniffed.mime
     session.add(msg)

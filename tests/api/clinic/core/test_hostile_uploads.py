@@ -17,7 +17,7 @@ from flask.testing import FlaskClient
 from pypdf import PdfWriter
 from pypdf.generic import ArrayObject, DictionaryObject, NameObject, TextStringObject
 
-from clinic.visits import rules
+from clinic.visits import sniffing
 from identity.models import Role
 from tests.conftest import extract_csrf
 from tests.support import clinic_factories as cf
@@ -60,16 +60,16 @@ POLYGLOT = _pdf() + b"\n<html><body><script>alert(document.cookie)</script></bod
 
 @pytest.mark.parametrize("change", ["javascript", "launch", "embedded", "page_action"])
 def test_active_pdfs_are_refused(change: str) -> None:
-    with pytest.raises(rules.BadUpload) as exc:
-        rules.sniff_upload(_pdf(change), max_bytes=10**7, allow_pdf=True)
+    with pytest.raises(sniffing.BadUpload) as exc:
+        sniffing.sniff_upload(_pdf(change), max_bytes=10**7, allow_pdf=True)
     assert exc.value.code == "invalid_upload"
     assert "scripts, actions or embedded files" in exc.value.message
 
 
 def test_plain_pdfs_and_images_still_pass() -> None:
-    assert rules.sniff_upload(_pdf(), max_bytes=10**7, allow_pdf=True).mime == "application/pdf"
-    assert rules.sniff_upload(cf.PDF, max_bytes=10**7, allow_pdf=True).mime == "application/pdf"
-    assert rules.sniff_upload(cf.png(), max_bytes=10**7, allow_pdf=True).mime == "image/png"
+    assert sniffing.sniff_upload(_pdf(), max_bytes=10**7, allow_pdf=True).mime == "application/pdf"
+    assert sniffing.sniff_upload(cf.PDF, max_bytes=10**7, allow_pdf=True).mime == "application/pdf"
+    assert sniffing.sniff_upload(cf.png(), max_bytes=10**7, allow_pdf=True).mime == "image/png"
 
 
 @pytest.mark.parametrize(
@@ -82,14 +82,14 @@ def test_plain_pdfs_and_images_still_pass() -> None:
     ],
 )
 def test_polyglots_and_disguises_are_refused(data: bytes) -> None:
-    with pytest.raises(rules.BadUpload):
-        rules.sniff_upload(data, max_bytes=10**7, allow_pdf=True)
+    with pytest.raises(sniffing.BadUpload):
+        sniffing.sniff_upload(data, max_bytes=10**7, allow_pdf=True)
 
 
 def test_an_image_is_held_to_the_image_limit() -> None:
     big = cf.png() + b"\x00" * (9 * 1024 * 1024)  # PNG-headed, 9 MB: a "document" under 10 MB
-    with pytest.raises(rules.BadUpload) as exc:
-        rules.sniff_upload(big, max_bytes=10 * 1024 * 1024, allow_pdf=True, max_image_bytes=8 * 1024 * 1024)
+    with pytest.raises(sniffing.BadUpload) as exc:
+        sniffing.sniff_upload(big, max_bytes=10 * 1024 * 1024, allow_pdf=True, max_image_bytes=8 * 1024 * 1024)
     assert exc.value.status == 413 and exc.value.code == "too_large"
 
 

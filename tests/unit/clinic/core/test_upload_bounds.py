@@ -17,7 +17,7 @@ from PIL import Image
 from skimage import data as skd
 
 from clinic.core.config import Config
-from clinic.visits import rules as visit_rules
+from clinic.visits import sniffing
 from identity import face
 
 CFG = Config()
@@ -43,8 +43,8 @@ def test_a_6300_square_png_is_refused_before_it_is_decoded() -> None:
     started = time.process_time()
     with pytest.raises(face.ImageTooLarge):
         face.prepare(BOMB, LIM)
-    with pytest.raises(visit_rules.BadUpload):
-        visit_rules.sniff_upload(BOMB, max_bytes=8 * 1024 * 1024, allow_pdf=True)
+    with pytest.raises(sniffing.BadUpload):
+        sniffing.sniff_upload(BOMB, max_bytes=8 * 1024 * 1024, allow_pdf=True)
     assert time.process_time() - started < 0.2
 
 

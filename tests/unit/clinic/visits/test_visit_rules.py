@@ -5,7 +5,7 @@ import io
 import pytest
 from PIL import Image
 
-from clinic.visits import rules
+from clinic.visits import rules, sniffing
 from clinic.visits.rules import DiagnosisFacts, VisitEvent, VisitRequestFacts, VisitStatus
 
 APPROVED = frozenset({"cardiology", "endocrinology"})
@@ -134,12 +134,12 @@ def _img(fmt: str) -> bytes:
 
 
 def test_upload_sniffing_by_content() -> None:
-    assert rules.sniff_upload(_img("PNG"), max_bytes=10**6, allow_pdf=True).mime == "image/png"
-    assert rules.sniff_upload(_img("JPEG"), max_bytes=10**6, allow_pdf=False).ext == "jpg"
+    assert sniffing.sniff_upload(_img("PNG"), max_bytes=10**6, allow_pdf=True).mime == "image/png"
+    assert sniffing.sniff_upload(_img("JPEG"), max_bytes=10**6, allow_pdf=False).ext == "jpg"
     pdf = b"%PDF-1.7\n...\n%%EOF"
-    assert rules.sniff_upload(pdf, max_bytes=10**6, allow_pdf=True).mime == "application/pdf"
-    with pytest.raises(rules.BadUpload):
-        rules.sniff_upload(pdf, max_bytes=10**6, allow_pdf=False)
+    assert sniffing.sniff_upload(pdf, max_bytes=10**6, allow_pdf=True).mime == "application/pdf"
+    with pytest.raises(sniffing.BadUpload):
+        sniffing.sniff_upload(pdf, max_bytes=10**6, allow_pdf=False)
 
 
 @pytest.mark.parametrize(
@@ -154,11 +154,11 @@ def test_upload_sniffing_by_content() -> None:
     ],
 )
 def test_bad_uploads_are_refused(data: bytes) -> None:
-    with pytest.raises(rules.BadUpload):
-        rules.sniff_upload(data, max_bytes=10**6, allow_pdf=True)
+    with pytest.raises(sniffing.BadUpload):
+        sniffing.sniff_upload(data, max_bytes=10**6, allow_pdf=True)
 
 
 def test_too_large_is_413() -> None:
-    with pytest.raises(rules.BadUpload) as exc:
-        rules.sniff_upload(_img("PNG") + b"\x00" * 100, max_bytes=50, allow_pdf=True)
+    with pytest.raises(sniffing.BadUpload) as exc:
+        sniffing.sniff_upload(_img("PNG") + b"\x00" * 100, max_bytes=50, allow_pdf=True)
     assert exc.value.status == 413
