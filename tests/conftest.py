@@ -15,20 +15,23 @@ import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from flask import Flask
 from flask.testing import FlaskClient
 from hypothesis import settings as hypothesis_settings
-from sqlalchemy import create_engine, text, update
-from sqlalchemy.engine import make_url
 
-from clinic.app import create_app
-from clinic.core import limits
 from clinic.core.config import Config
-from clinic.core.db import db
-from tests.support.twilio_standin import TwilioStandin
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from tests.support.twilio_standin import TwilioStandin
+
+# The app, the database layer and the stand-ins are imported inside the fixtures that use
+# them, not here: every test collected pays for what this module imports at the top, and a
+# unit test of the rules needs neither the factory (every package, Alembic, the extensions)
+# nor a server (`pytest tests/unit -m "not slow"` stays a quick loop).
 
 pytest_plugins = ["tests.support.clinic_pair"]  # `pair`: two clinics side by side (issue 19)
 
@@ -42,6 +45,11 @@ BACKENDS = ["sqlite"] + (["postgresql"] if os.environ.get("TEST_DATABASE_URL") e
 
 
 def _pg_database(base_url: str) -> Iterator[str]:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from clinic.core.db import db
+
     url = make_url(base_url.replace("postgresql://", "postgresql+psycopg://", 1))
     name = f"clinic_test_{uuid.uuid4().hex[:10]}"
     admin = create_engine(url, isolation_level="AUTOCOMMIT")
@@ -106,6 +114,8 @@ class IsolatedClient(FlaskClient):
 def app(backend: dict[str, Any]) -> Iterator[Flask]:
     from flask_migrate import upgrade
 
+    from clinic.app import create_app
+
     application = create_app(make_config(backend))
     application.test_client_class = IsolatedClient
     with application.app_context():
@@ -114,7 +124,9 @@ def app(backend: dict[str, Any]) -> Iterator[Flask]:
 
 
 def _empty_tables() -> None:
-    from clinic.core.db import Base
+    from sqlalchemy import text, update
+
+    from clinic.core.db import Base, db
 
     db.session.remove()
     engine = db.engine
@@ -134,6 +146,11 @@ def _empty_tables() -> None:
 @pytest.fixture
 def ctx(app: Flask) -> Iterator[Flask]:
     """An app context on a clean database; the rows are removed after the test."""
+    from sqlalchemy.engine import make_url
+
+    from clinic.core import limits
+    from clinic.core.db import db
+
     if str(db.engine.url) != str(
         make_url(app.config["DATABASE_URL"].replace("postgresql://", "postgresql+psycopg://", 1))
     ):
@@ -168,6 +185,8 @@ def twilio_server() -> Iterator[TwilioStandin]:
     """The local Twilio stand-in (Verify v2, Messages) that the real SDK is pointed at,
     started once on a fixed port. Its settings (`app_settings()`) never change, so
     module-scoped apps may be configured from it; tests use `twilio_standin`."""
+    from tests.support.twilio_standin import TwilioStandin
+
     server = TwilioStandin().start()
     yield server
     server.stop()

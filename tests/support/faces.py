@@ -15,6 +15,7 @@ them is skipped, saying why, only when the package registry cannot be reached.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import io
 import os
 import shutil
@@ -24,6 +25,7 @@ import tarfile
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image, ImageEnhance
 
@@ -93,18 +95,29 @@ def png(img: Image.Image) -> bytes:
     return buf.getvalue()
 
 
+def _package_file(package: str, *parts: str) -> Path:
+    """A data file shipped inside an installed package, found without importing the package
+    (importing scikit-image's `data` or matplotlib costs a second or more; the bytes are the same)."""
+    spec = importlib.util.find_spec(package)
+    assert spec is not None and spec.submodule_search_locations, f"{package} is not installed"
+    return Path(next(iter(spec.submodule_search_locations)), *parts)
+
+
+def astronaut_pixels() -> np.ndarray:
+    """scikit-image's `data.astronaut()`: the same RGB array, read from the PNG it ships."""
+    with Image.open(_package_file("skimage", "data", "astronaut.png")) as img:
+        return np.asarray(img.convert("RGB"))
+
+
 @functools.cache
 def astronaut() -> bytes:
-    from skimage import data
-
-    return jpeg(Image.fromarray(data.astronaut()))
+    return jpeg(Image.fromarray(astronaut_pixels()))
 
 
 @functools.cache
 def grace_hopper() -> bytes:
-    from matplotlib import cbook
-
-    return Path(str(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))).read_bytes()
+    """matplotlib's sample `grace_hopper.jpg` (what `cbook.get_sample_data` returns)."""
+    return _package_file("matplotlib", "mpl-data", "sample_data", "grace_hopper.jpg").read_bytes()
 
 
 def open_image(data: bytes) -> Image.Image:
