@@ -14,11 +14,11 @@ import time
 import numpy as np
 import pytest
 from PIL import Image
-from skimage import data as skd
 
 from clinic.core.config import Config
 from clinic.visits import sniffing
 from identity import face
+from tests.support import faces as F
 
 CFG = Config()
 LIM = face.Limits(CFG.FACE_MAX_UPLOAD_BYTES, CFG.FACE_MAX_PIXELS, CFG.FACE_DETECT_MAX_SIDE)
@@ -54,9 +54,9 @@ def test_a_6300_square_png_is_refused_before_it_is_decoded() -> None:
     [((4000, 4000), "PNG", False), ((4000, 4000), "PNG", True), ((6000, 6000), "JPEG", False)],
 )
 def test_the_face_check_of_any_accepted_image_is_under_a_second(size: tuple[int, int], fmt: str, sixteen: bool) -> None:
-    img = Image.fromarray(skd.astronaut()).resize(size)
+    img = Image.fromarray(F.astronaut_pixels()).resize(size)
     raw = encoded(sixteen_bit(img) if sixteen else img, fmt)
-    face.analyse(encoded(Image.fromarray(skd.astronaut()), "PNG"), LIM, CFG.FACE_MIN_SCORE_RATIO)  # models loaded
+    face.analyse(encoded(Image.fromarray(F.astronaut_pixels()), "PNG"), LIM, CFG.FACE_MIN_SCORE_RATIO)  # models loaded
     started = time.process_time()
     result = face.analyse(raw, LIM, CFG.FACE_MIN_SCORE_RATIO, CFG.FACE_SURE_SCORE)
     cpu = time.process_time() - started
@@ -65,7 +65,7 @@ def test_the_face_check_of_any_accepted_image_is_under_a_second(size: tuple[int,
 
 
 def test_sixteen_bit_becomes_8_bit_without_losing_the_picture() -> None:
-    img = sixteen_bit(Image.fromarray(skd.astronaut()))
+    img = sixteen_bit(Image.fromarray(F.astronaut_pixels()))
     prepared = face.prepare(encoded(img, "PNG"), LIM)
     pixels = prepared.pixels
     assert pixels.dtype == np.uint8 and 60 < pixels.mean() < 200 and pixels.std() > 30
