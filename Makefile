@@ -40,7 +40,10 @@ install:
 		echo "Installing uv into $$($(PYTHON) -c 'import sys; print(sys.executable)')"; \
 		$(PYTHON) -m pip install --quiet uv; \
 	fi
-	$(UV) sync --extra dev --quiet
+	# Bytecode compiled once here: every process of the app and the tests (gunicorn workers, the
+	# `flask` commands of the two-clinic tests) then reads it, even with PYTHONDONTWRITEBYTECODE set.
+	$(UV) sync --extra dev --quiet --compile-bytecode
+	$(PY) -m compileall -q -j 0 clinic identity prescriptions pharmacy migrations wsgi.py >/dev/null
 	# Browser libraries the app serves itself (Twilio Video for the visit room), from package-lock.json.
 	if ! command -v npm >/dev/null 2>&1; then \
 		echo "Installing Debian's nodejs and npm (for the browser libraries of package-lock.json)"; \
