@@ -15,7 +15,7 @@ from clinic.core import limits
 from clinic.core.api import ApiRouter, FilePart, Principal, RequestModel, ResponseModel
 from clinic.core.config import settings
 from clinic.core.errors import NotFound
-from identity import face, face_services, reclaims, services, tokens
+from identity import face, face_services, reclaims, rules, services, tokens
 from identity.models import IdentityReclaim, ReclaimStatus, Role
 
 router = ApiRouter("identity")
@@ -183,8 +183,6 @@ class MeOut(ResponseModel):
 
 
 def patient_out(p: services.Patient) -> PatientOut:
-    from identity.rules import years_between
-
     return PatientOut(
         id=p.id,
         name=p.name,
@@ -192,7 +190,7 @@ def patient_out(p: services.Patient) -> PatientOut:
         birth_date=p.birth_date,
         sex=p.sex,
         id_number_masked=p.masked_id_number,
-        age_years=years_between(p.birth_date, date.today()),
+        age_years=rules.age_years(p.birth_date, date.today()),
     )
 
 

@@ -99,19 +99,13 @@ def password_problems(password: str) -> list[str]:
 
 
 def age_years(born: date, on: date) -> int:
-    """Completed years on `on` (the caller passes the Beijing date: ages on prescriptions
-    and pages are counted on the day in China). Someone born on 29 February completes a
-    year on 1 March in common years (the day after 28 February), and on 29 February in leap
-    years. Never negative: a birth date after `on` counts as 0."""
+    """Completed years from `born` to `on`: a person's age, or the years of a physician's
+    independent practice. Ages on prescriptions and pages are counted on the Beijing date
+    (the caller passes it). Someone born on 29 February completes a year on 1 March in
+    common years (the day after 28 February), and on 29 February in leap years. Never
+    negative: a start after `on` counts as 0."""
     years = on.year - born.year - ((on.month, on.day) < (born.month, born.day))
     return max(years, 0)
-
-
-def years_between(start: date, end: date) -> int:
-    years = end.year - start.year
-    if (end.month, end.day) < (start.month, start.day):
-        years -= 1
-    return years
 
 
 @dataclass(frozen=True)
@@ -149,7 +143,7 @@ def physician_violations(
         v.append(Violation("not_registered_here", "The physician's practice is not registered at this institution."))
     if (
         cred.independent_practice_since is None
-        or years_between(cred.independent_practice_since, today) < MIN_INDEPENDENT_PRACTICE_YEARS
+        or age_years(cred.independent_practice_since, today) < MIN_INDEPENDENT_PRACTICE_YEARS
     ):
         v.append(
             Violation(

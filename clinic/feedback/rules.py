@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from identity.rules import years_between
+from identity.rules import age_years
 
 MIN_SCORE, MAX_SCORE = 1, 5
 MAX_COMMENT = 1000
@@ -14,7 +14,7 @@ MAX_RESPONSE = 4000
 
 def practice_years(since: date | None, today: date) -> int | None:
     """Whole years of independent practice (shown in the directory), None when unknown."""
-    return years_between(since, today) if since is not None else None
+    return age_years(since, today) if since is not None else None
 
 
 def average_rating(total: int, count: int) -> float | None:

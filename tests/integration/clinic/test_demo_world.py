@@ -9,7 +9,7 @@ from pathlib import Path
 from click.testing import CliRunner
 from flask import Flask
 
-from identity.rules import years_between
+from identity.rules import age_years
 
 
 def run_demo(app: Flask) -> dict:
@@ -34,11 +34,11 @@ def test_demo_world_matches_the_contract(ctx: Flask) -> None:
     codes = {d["icd10"] for person in people for d in person["confirmed_diagnoses"]}
     assert {"I10", "E11"} <= codes
     adult = next(p for p in people if {"I10", "E11"} <= {d["icd10"] for d in p["confirmed_diagnoses"]})
-    assert years_between(date.fromisoformat(adult["birth_date"]), date.today()) >= 18
+    assert age_years(date.fromisoformat(adult["birth_date"]), date.today()) >= 18
     child = next(
         p
         for p in people
-        if years_between(date.fromisoformat(p["birth_date"]), date.today()) < 6 and p["confirmed_diagnoses"]
+        if age_years(date.fromisoformat(p["birth_date"]), date.today()) < 6 and p["confirmed_diagnoses"]
     )
     assert child["relation"] == "child"
     treated = {d["department"] for person in people for d in person["confirmed_diagnoses"]}
