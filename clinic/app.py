@@ -211,10 +211,12 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     from prescriptions import labels as rx_labels
 
     admin_views.init_app(app)  # the administrator's console
-    admin_reclaims.init_app(app)  # the staff check of ID number reclaims; tells the claimant
+    admin_reclaims.init_app(app)  # the staff check of ID number reclaims
+    from clinic.admin import services as admin_services
     from identity import reclaims as identity_reclaims
     from prescriptions import services as rx_services
 
+    identity_reclaims.set_teller(app, admin_services.tell_reclaim_decision)  # the claimant is told of a decision
     identity_reclaims.add_records_follow(app, "visits", visit_lifecycle.visits_follow_patient)
     identity_reclaims.add_records_follow(app, "prescriptions", rx_services.prescriptions_follow_patient)
     for domain in (identity_labels, visit_labels, rx_labels, pharmacy_labels, fd_labels, admin_labels):

@@ -2,7 +2,7 @@
 1366×768, from the admin menu): each waiting request with who holds the ID number now,
 the ID card photo, approve, or reject with a reason. The claimant (and, on approval, the
 account that loses the identity) are told through the notification centre
-(`services.tell_reclaim_decision`): `init_app` registers that with identity, which imports
+(`services.tell_reclaim_decision`): the factory registers that with identity, which imports
 nothing above itself. Thin: parse, call one service, render."""
 
 from __future__ import annotations
@@ -82,4 +82,3 @@ def photo(reclaim_id: str) -> Response:
 
 def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
-    reclaims.set_teller(app, services.tell_reclaim_decision)
