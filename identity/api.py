@@ -14,6 +14,7 @@ from werkzeug.datastructures import FileStorage
 from clinic.core import limits
 from clinic.core.api import ApiRouter, FilePart, Principal, RequestModel, ResponseModel
 from clinic.core.config import settings
+from clinic.core.db import record_id
 from clinic.core.errors import NotFound
 from identity import face, face_services, reclaims, rules, services, tokens
 from identity.models import IdentityReclaim, ReclaimStatus, Role
@@ -271,7 +272,7 @@ class FaceEnrolledOut(ResponseModel):
 
 
 def _physician(account_id: str) -> services.Account:
-    account = services.get_account(account_id)
+    account = services.get_account(record_id(account_id))
     if account.role != Role.PHYSICIAN:
         raise NotFound("No physician with this id.")
     return account
@@ -413,7 +414,7 @@ def reclaim_start(body: ReclaimIn, files: dict[str, FileStorage | None]) -> Recl
 )
 def reclaim_verify_phone(reclaim_id: str, body: CodeIn) -> ReclaimAcceptedOut:
     limits.check("CODE_RATE_LIMIT", "verify-reclaim", reclaim_id)
-    reclaim = reclaims.confirm_code(reclaim_id, body.code)
+    reclaim = reclaims.confirm_code(record_id(reclaim_id), body.code)
     return ReclaimAcceptedOut(reclaim_id=reclaim.id, message=_(reclaims.ACCEPTED))
 
 
@@ -424,7 +425,7 @@ def reclaim_verify_phone(reclaim_id: str, body: CodeIn) -> ReclaimAcceptedOut:
     errors={404: ["not_found"], 409: ["conflict"], 429: ["rate_limited"], 503: ["sms_unavailable"]},
 )
 def reclaim_resend_code(reclaim_id: str) -> StatusOut:
-    reclaims.resend_code(reclaim_id)
+    reclaims.resend_code(record_id(reclaim_id))
     return StatusOut(status="sent")
 
 
@@ -501,7 +502,7 @@ def admin_reclaims(principal: Principal) -> ReclaimList:
 
 @router.get("/admin/reclaims/<reclaim_id>", summary="One reclaim request", response=ReclaimOut, roles=["admin"])
 def admin_reclaim(reclaim_id: str, principal: Principal) -> ReclaimOut:
-    return reclaim_out(reclaims.get(reclaim_id))
+    return reclaim_out(reclaims.get(record_id(reclaim_id)))
 
 
 @router.post(
@@ -513,7 +514,7 @@ def admin_reclaim(reclaim_id: str, principal: Principal) -> ReclaimOut:
     errors={404: ["not_found"], 409: ["conflict", "phone_taken"]},
 )
 def admin_reclaim_approve(reclaim_id: str, principal: Principal) -> ReclaimOut:
-    return reclaim_out(reclaims.approve(reclaim_id))
+    return reclaim_out(reclaims.approve(principal, record_id(reclaim_id)))
 
 
 class ReclaimRejectIn(RequestModel):
@@ -529,7 +530,7 @@ class ReclaimRejectIn(RequestModel):
     errors={404: ["not_found"], 409: ["conflict"], 422: ["invalid"]},
 )
 def admin_reclaim_reject(reclaim_id: str, body: ReclaimRejectIn, principal: Principal) -> ReclaimOut:
-    return reclaim_out(reclaims.reject(reclaim_id, body.reason))
+    return reclaim_out(reclaims.reject(principal, record_id(reclaim_id), body.reason))
 
 
 @router.get(
@@ -539,7 +540,7 @@ def admin_reclaim_reject(reclaim_id: str, body: ReclaimRejectIn, principal: Prin
     raw_response="image/*",
 )
 def admin_reclaim_photo(reclaim_id: str, principal: Principal) -> Response:
-    data, media_type = reclaims.photo(reclaim_id)
+    data, media_type = reclaims.photo(record_id(reclaim_id))
     resp = Response(data, mimetype=media_type)
     resp.headers["Cache-Control"] = "no-store"
     resp.headers["X-Content-Type-Options"] = "nosniff"

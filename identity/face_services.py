@@ -259,7 +259,7 @@ def enroll_demo_physicians(entries: list[dict[str, Any]]) -> None:
         data = load()
         path = folder / f"{entry['username']}-{person}.jpg"
         path.write_bytes(data)
-        enroll_face(get_account(entry["id"]), data)
+        enroll_face(get_account(uuid.UUID(str(entry["id"]))), data)
         entry["face_image"] = str(path.resolve())
         # The enrolled photo itself is refused as a replay (409 image_replayed); a different
         # framing of the same person is what a demo client sends to pass the face check.

@@ -30,8 +30,9 @@ from sqlalchemy.orm import Session
 from clinic.core import audit, crypto, limits, storage
 from clinic.core.config import settings
 from clinic.core.crypto import lookup_hash
-from clinic.core.db import as_uuid, db, utcnow
+from clinic.core.db import db, utcnow
 from clinic.core.errors import Conflict, Invalid, NotFound
+from clinic.core.principal import Principal
 from identity import face, rules
 from identity.models import Account, IdentityReclaim, Patient, ReclaimStatus, Relation, Role
 from identity.otp import verifier
@@ -106,11 +107,8 @@ def _photo_limits() -> face.Limits:
     )
 
 
-def _load(reclaim_id: str | uuid.UUID, *, lock: bool = False) -> IdentityReclaim:
-    key = as_uuid(reclaim_id)
-    if key is None:
-        raise NotFound("No such request.")
-    query = select(IdentityReclaim).where(IdentityReclaim.id == key)
+def _load(reclaim_id: uuid.UUID, *, lock: bool = False) -> IdentityReclaim:
+    query = select(IdentityReclaim).where(IdentityReclaim.id == reclaim_id)
     if lock:
         query = query.with_for_update()
     reclaim = db.session.scalars(query).first()
@@ -175,20 +173,20 @@ def start(
     return reclaim
 
 
-def _awaiting_code(reclaim_id: str | uuid.UUID) -> IdentityReclaim:
+def _awaiting_code(reclaim_id: uuid.UUID) -> IdentityReclaim:
     reclaim = _load(reclaim_id)
     if reclaim.status != ReclaimStatus.AWAITING_CODE:
         raise Conflict("This request was already confirmed; staff will tell you the outcome by SMS.", code="conflict")
     return reclaim
 
 
-def resend_code(reclaim_id: str | uuid.UUID) -> None:
+def resend_code(reclaim_id: uuid.UUID) -> None:
     reclaim = _awaiting_code(reclaim_id)
     send_code(reclaim.phone)
     audit.record(db.session(), "phone.code_sent", subject_type="identity_reclaim", subject_id=reclaim.id)
 
 
-def confirm_code(reclaim_id: str | uuid.UUID, code: str) -> IdentityReclaim:
+def confirm_code(reclaim_id: uuid.UUID, code: str) -> IdentityReclaim:
     """The claimant proves the new phone is theirs; the request goes to the staff check."""
     session = db.session()
     reclaim = _awaiting_code(reclaim_id)
@@ -244,16 +242,16 @@ def phone_in_use(reclaim: IdentityReclaim) -> bool:
     )
 
 
-def _submitted(reclaim_id: str | uuid.UUID) -> IdentityReclaim:
+def _submitted(reclaim_id: uuid.UUID) -> IdentityReclaim:
     reclaim = _load(reclaim_id, lock=True)
     if reclaim.status != ReclaimStatus.SUBMITTED:
         raise Conflict("This request is not waiting for a decision.", code="conflict")
     return reclaim
 
 
-def approve(reclaim_id: str | uuid.UUID) -> IdentityReclaim:
-    """Give the ID number back to the claimant: a new account on the confirmed phone takes
-    the real-name record; the old account loses it and every session it had."""
+def approve(who: Principal, reclaim_id: uuid.UUID) -> IdentityReclaim:
+    """The administrator `who` gives the ID number back to the claimant: a new account on the
+    confirmed phone takes the real-name record; the old account loses it and every session it had."""
     session = db.session()
     reclaim = _submitted(reclaim_id)
     if phone_in_use(reclaim):
@@ -291,7 +289,7 @@ def approve(reclaim_id: str | uuid.UUID) -> IdentityReclaim:
     moved = _move_records(session, patient.id, old.id, account.id) if old is not None else {}
     reclaim.status = ReclaimStatus.APPROVED
     reclaim.decided_at = utcnow()
-    reclaim.decided_by = as_uuid(audit.current_actor().id)
+    reclaim.decided_by = who.account_id
     reclaim.old_account_id = old.id if old is not None else None
     reclaim.new_account_id = account.id
     reclaim.patient_id = patient.id
@@ -328,8 +326,9 @@ def approve(reclaim_id: str | uuid.UUID) -> IdentityReclaim:
     return reclaim
 
 
-def reject(reclaim_id: str | uuid.UUID, reason: str) -> IdentityReclaim:
-    """Turn the request down, saying why (the claimant reads it); nothing else changes."""
+def reject(who: Principal, reclaim_id: uuid.UUID, reason: str) -> IdentityReclaim:
+    """The administrator `who` turns the request down, saying why (the claimant reads it);
+    nothing else changes."""
     session = db.session()
     reason = " ".join(reason.split())
     if not 2 <= len(reason) <= 500:
@@ -337,7 +336,7 @@ def reject(reclaim_id: str | uuid.UUID, reason: str) -> IdentityReclaim:
     reclaim = _submitted(reclaim_id)
     reclaim.status = ReclaimStatus.REJECTED
     reclaim.decided_at = utcnow()
-    reclaim.decided_by = as_uuid(audit.current_actor().id)
+    reclaim.decided_by = who.account_id
     reclaim.reason = reason
     reclaim.password_hash = ""
     session.flush()
@@ -352,11 +351,11 @@ def reject(reclaim_id: str | uuid.UUID, reason: str) -> IdentityReclaim:
     return reclaim
 
 
-def get(reclaim_id: str | uuid.UUID) -> IdentityReclaim:
+def get(reclaim_id: uuid.UUID) -> IdentityReclaim:
     return _load(reclaim_id)
 
 
-def photo(reclaim_id: str | uuid.UUID) -> tuple[bytes, str]:
+def photo(reclaim_id: uuid.UUID) -> tuple[bytes, str]:
     """The ID card photo the claimant sent (administrators only), audited."""
     reclaim = _load(reclaim_id)
     if not reclaim.photo_file:

@@ -21,6 +21,7 @@ from clinic.core.config import settings
 from clinic.core.crypto import lookup_hash
 from clinic.core.db import as_uuid, db, get_or_404, utcnow
 from clinic.core.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, RateLimited, RuleRefusal
+from clinic.core.principal import Principal
 from identity import rules
 from identity.models import (
     STAFF_ROLES,
@@ -330,7 +331,7 @@ def set_active(account: Account, active: bool) -> None:
         end_sessions(account, "deactivated")
 
 
-def get_account(account_id: str | uuid.UUID) -> Account:
+def get_account(account_id: uuid.UUID) -> Account:
     return get_or_404(Account, account_id)
 
 
@@ -532,7 +533,7 @@ def credential_expiry(account: Account) -> date | None:
     return staff.license_valid_until if account.role == Role.PHYSICIAN else staff.qualification_valid_until
 
 
-def deactivate_staff(account_id: str, reason: str) -> Account:
+def deactivate_staff(account_id: uuid.UUID, reason: str) -> Account:
     """An administrator deactivates a physician's or pharmacist's account: no more log-ins."""
     account = get_account(account_id)
     if account.role not in STAFF_ROLES:
@@ -548,9 +549,9 @@ def deactivate_staff(account_id: str, reason: str) -> Account:
     return account
 
 
-def set_on_duty(account_id: uuid.UUID, on_duty: bool) -> StaffProfile:
+def set_on_duty(who: Principal, on_duty: bool) -> StaffProfile:
     """A physician starts or ends taking online visits (the directory shows it; routing respects it)."""
-    account = get_account(account_id)
+    account = get_account(who.account_id)
     if account.role != Role.PHYSICIAN or account.staff is None:
         raise Forbidden("Only physicians go on or off duty.")
     staff = account.staff

@@ -28,7 +28,7 @@ from werkzeug.wrappers import Response
 
 from clinic.core import limits
 from clinic.core.config import settings
-from clinic.core.db import db
+from clinic.core.db import db, record_id
 from clinic.core.errors import DomainError, Invalid
 from clinic.core.pages import face_checked, page_principal, panels_for, physician_page
 from clinic.core.web import handle_refusal
@@ -65,7 +65,7 @@ def _load_user(user_id: str) -> Account | None:
     (a cookie from before a logout, password change or deactivation is refused)."""
     account_id, _, version = user_id.partition(":")
     try:
-        account = services.get_account(account_id)
+        account = services.get_account(record_id(account_id))
     except DomainError:
         return None
     return account if account.active and version == str(account.session_version) else None
@@ -99,7 +99,7 @@ def home() -> Any:
 
 def _workstation() -> dict[str, Any]:
     """The physician's home: every domain's panels, and how long the face check still holds."""
-    panels = panels_for("physician", str(current_user.id))
+    panels = panels_for(page_principal())
     now = int(time.time())
     face_at = session.get("face_at")
     until = face_at + settings().FACE_FRESH_SECONDS if isinstance(face_at, int) else None
@@ -123,7 +123,7 @@ def _workstation() -> dict[str, Any]:
 def workstation_duty() -> Response:
     """On or off duty: the public directory shows it and new department visits are routed by it."""
     on_duty = request.form.get("on_duty") == "1"
-    services.set_on_duty(current_user.id, on_duty)
+    services.set_on_duty(page_principal(), on_duty)
     if on_duty:
         flash(_l("You are on duty: new visits to your department can come to you."), "ok")
     else:
@@ -295,7 +295,7 @@ def reclaim_code() -> Any:
     if form.validate_on_submit():
         try:
             limits.check("CODE_RATE_LIMIT", "verify-reclaim", reclaim_id)
-            reclaims.confirm_code(reclaim_id, form.code.data or "")
+            reclaims.confirm_code(record_id(reclaim_id), form.code.data or "")
         except DomainError as err:
             flash(handle_refusal(err), "error")
             return render_template("identity/reclaim_code.html", form=form), err.status
@@ -311,7 +311,7 @@ def reclaim_resend() -> Any:
     if reclaim_id is None:
         return redirect(url_for("identity.reclaim"))
     try:
-        reclaims.resend_code(reclaim_id)
+        reclaims.resend_code(record_id(reclaim_id))
         flash(_l("A new code is on its way."), "ok")
     except DomainError as err:
         flash(handle_refusal(err), "error")

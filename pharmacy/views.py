@@ -5,6 +5,7 @@ Thin: parse, call one service, render."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import date
 from typing import Any
 
@@ -329,7 +330,7 @@ def partner(partner_id: str) -> Any:
 # --- the physician's home: prescriptions the pharmacists sent back ---------------------------
 
 
-def _ended(physician_id: str) -> list[dict[str, Any]]:
+def _ended(physician_id: uuid.UUID) -> list[dict[str, Any]]:
     return [
         {"rx": rx, "outcome": rx_services.review_outcome(rx.id)} for rx in rx_services.ended_unrevised(physician_id)
     ]

@@ -14,8 +14,9 @@ from flask_babel import gettext as _
 from werkzeug.wrappers import Response
 
 from clinic.admin import services
+from clinic.core.db import record_id
 from clinic.core.errors import DomainError
-from clinic.core.pages import admin_page
+from clinic.core.pages import admin_page, page_principal
 from clinic.core.web import handle_refusal
 from identity import reclaims
 
@@ -44,7 +45,7 @@ def reclaims_page() -> Any:
 @admin_page
 def approve(reclaim_id: str) -> Any:
     try:
-        reclaim = reclaims.approve(reclaim_id)
+        reclaim = reclaims.approve(page_principal(), record_id(reclaim_id))
     except DomainError as err:
         flash(handle_refusal(err), "error")
         return _page(err.status)
@@ -62,7 +63,7 @@ def approve(reclaim_id: str) -> Any:
 @admin_page
 def reject(reclaim_id: str) -> Any:
     try:
-        reclaim = reclaims.reject(reclaim_id, request.form.get("reason", ""))
+        reclaim = reclaims.reject(page_principal(), record_id(reclaim_id), request.form.get("reason", ""))
     except DomainError as err:
         flash(handle_refusal(err), "error")
         return _page(err.status)
@@ -73,7 +74,7 @@ def reject(reclaim_id: str) -> Any:
 @bp.get("/<reclaim_id>/photo")
 @admin_page
 def photo(reclaim_id: str) -> Response:
-    data, media_type = reclaims.photo(reclaim_id)
+    data, media_type = reclaims.photo(record_id(reclaim_id))
     resp = Response(data, mimetype=media_type)
     resp.headers["Cache-Control"] = "no-store"
     resp.headers["X-Content-Type-Options"] = "nosniff"

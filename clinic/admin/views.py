@@ -26,7 +26,7 @@ from clinic.admin.forms import (
 )
 from clinic.admin.labels import INCIDENT_KIND, SEVERITY
 from clinic.core.config import settings
-from clinic.core.db import as_uuid
+from clinic.core.db import record_id
 from clinic.core.errors import DomainError, NotFound
 from clinic.core.pages import BEIJING, admin_page, label_for, page_principal
 from clinic.core.web import handle_refusal
@@ -138,10 +138,7 @@ def incidents() -> Any:
 @admin_page
 def incident(incident_id: str) -> Any:
     """One incident and the SMS that told the regulator: its text, the number (masked), when, and its state."""
-    key = as_uuid(incident_id)
-    if key is None:
-        raise NotFound("No such incident.")
-    found = regulator.get_incident(key)
+    found = regulator.get_incident(record_id(incident_id))
     return render_template(
         "admin/incident.html",
         incident=found,
@@ -220,7 +217,7 @@ def deactivate(account_id: str) -> Any:
         flash(_("Say why the account is deactivated."), "error")
         return _staff_page(_staff_form(), 422)
     try:
-        account = identity.deactivate_staff(account_id, form.reason.data or "")
+        account = identity.deactivate_staff(record_id(account_id), form.reason.data or "")
     except DomainError as err:
         flash(handle_refusal(err), "error")
         return _staff_page(_staff_form(), err.status)
@@ -229,7 +226,7 @@ def deactivate(account_id: str) -> Any:
 
 
 def _physician(account_id: str) -> Account:
-    account = identity.get_account(account_id)
+    account = identity.get_account(record_id(account_id))
     if account.role != Role.PHYSICIAN:
         raise NotFound("No such physician.")
     return account

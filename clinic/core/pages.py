@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -206,13 +207,13 @@ def labels_of(domain: str) -> Mapping[str, Any]:
 class Panel:
     """A count and a short list on a role's home page (e.g. the physician's proofs to confirm).
 
-    `read(account_id)` answers the rows; `template` renders them (it gets `rows`); `alert`
-    panels are shown in red while they hold anything."""
+    `read(account_id)` answers the rows for the signed-in account (a UUID); `template`
+    renders them (it gets `rows`); `alert` panels are shown in red while they hold anything."""
 
     key: str
     title: Any
     template: str
-    read: Callable[[str], list[Any]]
+    read: Callable[[uuid.UUID], list[Any]]
     order: int = 0
     alert: bool = False
 
@@ -234,9 +235,10 @@ def register_panel(role: str, panel: Panel) -> None:
     _PANELS.setdefault(role, {})[panel.key] = panel
 
 
-def panels_for(role: str, account_id: str) -> list[FilledPanel]:
-    chosen = sorted(_PANELS.get(role, {}).values(), key=lambda p: p.order)
-    return [FilledPanel(p, p.read(account_id)) for p in chosen]
+def panels_for(who: Principal) -> list[FilledPanel]:
+    """The panels of `who`'s role, in order, each read for their account."""
+    chosen = sorted(_PANELS.get(who.role, {}).values(), key=lambda p: p.order)
+    return [FilledPanel(p, p.read(who.account_id)) for p in chosen]
 
 
 # --- times in Beijing -------------------------------------------------------------------------

@@ -78,7 +78,7 @@ class DutyOut(ResponseModel):
     roles=["physician"],
 )
 def set_duty(body: DutyIn, principal: Principal) -> DutyOut:
-    return DutyOut(on_duty=identity.set_on_duty(principal.account_id, body.on_duty).on_duty)
+    return DutyOut(on_duty=identity.set_on_duty(principal, body.on_duty).on_duty)
 
 
 class RatingIn(RequestModel):

@@ -58,7 +58,7 @@ SEX_WORDS = {"male": _l("Male"), "female": _l("Female")}
 
 
 def _consult_me() -> Account:
-    return identity.get_account(str(current_user.id))
+    return identity.get_account(current_user.id)
 
 
 def department_names() -> dict[str, str]:

@@ -133,27 +133,24 @@ def terminate(visit_id: str) -> Any:
 # --- the physician's workstation home: this domain's panels ---------------------------------
 
 
-# Panels are read with the account id as a string (clinic.core.pages).
+def _waiting(physician_id: uuid.UUID) -> list[Any]:
+    return queues.waiting_visits_for(physician_id)
 
 
-def _waiting(physician_id: str) -> list[Any]:
-    return queues.waiting_visits_for(uuid.UUID(physician_id))
+def _named_me(physician_id: uuid.UUID) -> list[Any]:
+    return [v for v in _waiting(physician_id) if v.requested_physician_id == physician_id]
 
 
-def _named_me(physician_id: str) -> list[Any]:
-    return [v for v in _waiting(physician_id) if str(v.requested_physician_id) == physician_id]
-
-
-def _department_waiting(physician_id: str) -> list[Any]:
+def _department_waiting(physician_id: uuid.UUID) -> list[Any]:
     return [v for v in _waiting(physician_id) if v.requested_physician_id is None]
 
 
-def _proofs_to_confirm(physician_id: str) -> list[Any]:
-    return proofs.pending_diagnoses_for(uuid.UUID(physician_id))
+def _proofs_to_confirm(physician_id: uuid.UUID) -> list[Any]:
+    return proofs.pending_diagnoses_for(physician_id)
 
 
-def _in_progress(physician_id: str) -> list[Any]:
-    me = lifecycle.physician_account(uuid.UUID(physician_id))
+def _in_progress(physician_id: uuid.UUID) -> list[Any]:
+    me = lifecycle.physician_account(physician_id)
     return [v for v in lifecycle.visits_of(Principal(me.id, me.role)) if v.status == VisitStatus.IN_PROGRESS]
 
 

@@ -5,6 +5,7 @@ visit in progress, a prescription pending review and one returned to the physici
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -42,7 +43,7 @@ def _world(ctx: Flask, client: FlaskClient) -> dict[str, Any]:
         headers=f.auth(tok),
     )
     assert visit.status_code == 201, visit.get_json()
-    face = f.auth(cf.face_token(identity.get_account(doctor["id"])))
+    face = f.auth(cf.face_token(identity.get_account(uuid.UUID(doctor["id"]))))
     vid = visit.get_json()["id"]
     assert client.post(f"/api/v1/visits/{vid}/accept", headers=face).status_code == 200
     drug = world["drugs"].get("amlodipine") or next(iter(world["drugs"].values()))
