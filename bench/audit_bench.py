@@ -124,7 +124,7 @@ def sequencer_loop(seconds: float) -> None:
 
     logging.disable(logging.WARNING)
     from clinic.app import create_app
-    from clinic.core import auditlog
+    from clinic.core import audit_sequencer, auditlog
 
     app = create_app()
     print("ready", flush=True)
@@ -132,7 +132,7 @@ def sequencer_loop(seconds: float) -> None:
     with app.app_context():
         cfg = auditlog.config()
         while time.time() < stop:
-            auditlog.run_pass(cfg)
+            audit_sequencer.run_pass(cfg)
             time.sleep(cfg.merge_delay / 2)
     print("{}")
 
@@ -272,13 +272,13 @@ def _checkpoint_latency(env: dict[str, str]) -> dict[str, Any]:
 import json, base64
 from sqlalchemy import select
 from clinic.app import create_app
-from clinic.core import auditlog, merkle
+from clinic.core import audit_sequencer, audit_verify, auditlog, merkle
 from clinic.core.audit import AuditEntry
 from clinic.core.auditlog import AuditCheckpoint
 from clinic.core.db import db
 app = create_app()
 with app.app_context():
-    auditlog.checkpoint_now()
+    audit_sequencer.checkpoint_now()
     with db.engine.connect() as conn:
         cps = conn.execute(select(AuditCheckpoint.size, AuditCheckpoint.signed_at, AuditCheckpoint.note).order_by(AuditCheckpoint.size)).all()
         rows = conn.execute(select(AuditEntry.seq, AuditEntry.at).where(AuditEntry.action == "visit.message").order_by(AuditEntry.seq)).all()
@@ -294,7 +294,7 @@ with app.app_context():
         lat.append((cps[i].signed_at - at).total_seconds())
     lat.sort()
     print(json.dumps({"entries": len(lat), "p50": lat[len(lat) // 2], "p99": lat[int(0.99 * (len(lat) - 1))], "max": lat[-1],
-                      "checkpoints": len(cps), "ok": auditlog.verify_now().ok, "consistent": consistent}))
+                      "checkpoints": len(cps), "ok": audit_verify.verify_now().ok, "consistent": consistent}))
 """
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])

@@ -207,14 +207,14 @@ def run(args: Any, url: str) -> int:
     sequencing = [True]
 
     def sequencer() -> None:
-        from clinic.core import auditlog
+        from clinic.core import audit_sequencer, auditlog
 
         with app.app_context():
             log_cfg = auditlog.config()
             while sequencing[0]:
-                auditlog.run_pass(log_cfg)
+                audit_sequencer.run_pass(log_cfg)
                 time.sleep(log_cfg.merge_delay / 2)
-            auditlog.checkpoint_now(log_cfg)
+            audit_sequencer.checkpoint_now(log_cfg)
             db.session.remove()
 
     seq_thread = threading.Thread(target=sequencer)
@@ -233,11 +233,11 @@ def run(args: Any, url: str) -> int:
     every = [c for got in claims.values() for c in got]
     doubles = sum(n - 1 for n in Counter(every).values() if n > 1)
     with app.app_context():
-        from clinic.core import auditlog
+        from clinic.core import audit_verify
 
         in_db = db.session.scalar(select(func.count()).select_from(Review).where(Review.state == "decided")) or 0
         db_doubles = int(in_db) - len(set(every))
-        log_ok = auditlog.verify_now()
+        log_ok = audit_verify.verify_now()
         db.session.remove()
     print(f"audit log after the run: {log_ok.entries:,} entries, verifies: {log_ok.ok}")
     print(

@@ -262,7 +262,7 @@ class Result:
     errors: dict[int, int] = field(default_factory=dict)
     seconds: float = 0.0
     cpu: float = 0.0  # CPU seconds of the gunicorn processes (master and workers) while it ran
-    # ... of which in the workers' other threads (the audit sequencer's, clinic.core.auditlog)
+    # ... of which in the workers' other threads (the audit sequencer's, clinic.core.audit_sequencer)
     cpu_threads: float = 0.0
 
     def threads_ms_per_request(self) -> float:

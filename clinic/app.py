@@ -9,7 +9,7 @@ from flask import Flask
 from flask_migrate import Migrate
 from flask_wtf.csrf import CSRFProtect
 
-from clinic.core import auditlog, crypto, i18n, jobs, limits, pages, security, web
+from clinic.core import audit_cli, audit_sequencer, crypto, i18n, jobs, limits, pages, security, web
 from clinic.core.api import build_blueprint
 from clinic.core.config import PROJECT_ROOT, Config, bind
 from clinic.core.db import db
@@ -56,7 +56,8 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     web.init_app(app)
     pages.init_app(app)  # role decorators' hooks: the page actor, labels, Beijing time, favicon
     jobs.init_app(app)  # after web: outbox jobs run after the request's commit point
-    auditlog.init_app(app)  # the audit log's sequencer, checkpoints, `flask audit ...`
+    audit_sequencer.init_app(app)  # the audit log's sequencer and checkpoints
+    audit_cli.init_app(app)  # `flask audit ...`
 
     from clinic import payments
     from clinic.admin import api as admin_api

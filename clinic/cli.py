@@ -1,4 +1,4 @@
-"""Flask CLI commands: `demo`, `staff create` (and Flask-Migrate's `db`; `audit` is clinic.core.auditlog's)."""
+"""Flask CLI commands: `demo`, `staff create` (and Flask-Migrate's `db`; `audit` is clinic.core.audit_cli's)."""
 
 from __future__ import annotations
 

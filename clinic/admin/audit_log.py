@@ -1,5 +1,5 @@
 """The audit viewer for administrators: filter by person, subject (e.g. a patient), action
-and time; export as CSV; the audit log's check shown (incremental: clinic.core.auditlog). A page (desktop) and its API twin
+and time; export as CSV; the audit log's check shown (incremental: clinic.core.audit_verify). A page (desktop) and its API twin
 `GET /api/v1/audit`. Looking at or exporting the trail is itself audited."""
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
-from clinic.core import audit, auditlog, merkle
+from clinic.core import audit, audit_verify, auditlog, merkle
 from clinic.core.audit import AuditEntry
 from clinic.core.db import as_uuid, db
 from clinic.core.errors import Invalid, NotFound
@@ -89,12 +89,12 @@ def export_audit(f: AuditFilter) -> Iterator[AuditEntry]:
 # --- the audit log: its check, checkpoint and proofs ---------------------------------------------
 
 
-def check_audit_log() -> auditlog.Report:
+def check_audit_log() -> audit_verify.Report:
     """The log checked from the last verified checkpoint on (the same cost at 10 k and 10 M entries)."""
-    return auditlog.verify_incremental(db.session().connection(), auditlog.config().verifier)
+    return audit_verify.verify_incremental(db.session().connection(), auditlog.config().verifier)
 
 
-def verify_audit_log() -> auditlog.Report:
+def verify_audit_log() -> audit_verify.Report:
     """The same check, asked for through the API: audited."""
     report = check_audit_log()
     audit.record(db.session(), "audit.verified", detail={"ok": report.ok, "entries": report.entries})

@@ -2,7 +2,7 @@
 
 Every security and clinical event is recorded through `record()`. Entries are buffered in
 the session and written at commit time, in one place, by one INSERT into `audit_pending`:
-no lock that other writers wait for. The sequencer (clinic.core.auditlog) then gives them
+no lock that other writers wait for. The sequencer (clinic.core.audit_sequencer) then gives them
 their gapless sequence numbers and integrates them into an RFC 6962 Merkle tree whose
 checkpoints the log signs, so a changed, inserted, deleted or reordered entry is found
 against any checkpoint kept outside the database.
@@ -81,7 +81,7 @@ class AuditEntry(_Recorded, Base):
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     # The signed entry timestamp: Ed25519 over (log, seq, leaf hash), base64; made by the
-    # sequencer with the log's key (clinic.core.auditlog), never stored with the key.
+    # sequencer with the log's key (clinic.core.audit_sequencer), never stored with the key.
     sig: Mapped[str | None] = mapped_column(String(88))
 
     def content(self) -> dict[str, Any]:
@@ -157,11 +157,11 @@ def _jsonable(value: Any) -> Any:
 
 # The append: one INSERT of the transaction's entries into audit_pending, in the commit
 # (a prebuilt Core statement; the entries are never read back through the session). No row
-# that every writer waits for: the sequencer (clinic.core.auditlog) gives them their seq and
+# that every writer waits for: the sequencer (clinic.core.audit_sequencer) gives them their seq and
 # their place in the Merkle tree after the commit, under a lock of its own.
 _APPEND = insert(AuditPending).execution_options(preserve_rowcount=True)
 
-# Set by clinic.core.auditlog: called after a commit that appended entries (the sequencer's kick).
+# Set by clinic.core.audit_sequencer: called after a commit that appended entries (the sequencer's kick).
 on_appended: Callable[[], None] | None = None
 # Benchmarks only (bench/audit_bench.py): drop the append, to measure what it costs.
 bench_skip_append = False

@@ -16,7 +16,7 @@ from flask.testing import FlaskClient
 from jose import jwt
 from sqlalchemy import select
 
-from clinic.core import audit, auditlog
+from clinic.core import audit, audit_verify
 from clinic.core.audit import Actor, AuditEntry, acting_as
 from clinic.core.db import db, unit_of_work, utcnow
 from clinic.regulator import access
@@ -284,4 +284,4 @@ def test_every_regulator_read_is_audited(client: FlaskClient, world: dict[str, A
     assert entry.detail["resource"] == "Condition" and entry.detail["since"] == since
     assert entry.detail["scope"] == ["read:deidentified"] and entry.detail["count"] == 1 and entry.detail["page"] == 1
     issued = db.session.scalars(select(AuditEntry).where(AuditEntry.action == "regulator.token_issued")).first()
-    assert issued is not None and auditlog.verify_now().ok
+    assert issued is not None and audit_verify.verify_now().ok

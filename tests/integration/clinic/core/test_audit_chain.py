@@ -10,7 +10,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select, update
 
-from clinic.core import audit, auditlog, merkle
+from clinic.core import audit, audit_sequencer, audit_verify, auditlog, merkle
 from clinic.core.audit import AuditEntry, AuditPending
 from clinic.core.auditlog import AuditLogState, AuditNode
 from clinic.core.db import db, unit_of_work
@@ -24,10 +24,10 @@ def _write(n: int) -> None:
             audit.record(s, "test.event", subject_type="thing", subject_id=i, detail={"i": i, "text": "中文"})
 
 
-def _verify() -> auditlog.Report:
+def _verify() -> audit_verify.Report:
     db.session.remove()
     with db.engine.connect() as conn:
-        return auditlog.verify(conn, auditlog.config().verifier)
+        return audit_verify.verify(conn, auditlog.config().verifier)
 
 
 def test_chain_verifies_and_counts_entries(ctx: Flask) -> None:
@@ -90,7 +90,7 @@ def test_concurrent_writers_never_fork_the_chain(ctx: Flask) -> None:
         t.join()
     assert errors == []
     db.session.remove()
-    auditlog.run_pass(auditlog.config())  # a kick that stepped aside is picked up here at the latest
+    audit_sequencer.run_pass(auditlog.config())  # a kick that stepped aside is picked up here at the latest
     report = _verify()
     assert report.ok and report.entries == 40
     seqs = db.session.scalars(select(AuditEntry.seq).order_by(AuditEntry.seq)).all()
@@ -153,6 +153,6 @@ def test_missing_state_keeps_entries_pending_and_loses_nothing(ctx: Flask) -> No
     finally:
         with unit_of_work() as s:
             s.execute(AuditLogState.__table__.insert().values(id=1, size=0, frontier=[]))
-    auditlog.run_pass(auditlog.config())
+    audit_sequencer.run_pass(auditlog.config())
     report = _verify()
     assert report.ok and report.entries == 2

@@ -23,7 +23,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
-from clinic.core import audit, auditlog, jobs, merkle
+from clinic.core import audit, audit_sequencer, audit_verify, auditlog, jobs, merkle, signed_note
 from clinic.core.audit import AuditEntry, AuditPending
 from clinic.core.auditlog import AuditCheckpoint, AuditLogState, AuditNode
 from clinic.core.db import db, unit_of_work
@@ -42,7 +42,7 @@ def _write(n: int, start: int = 0) -> None:
 
 def _kept_checkpoint(app: Flask, tmp_path: Path) -> Path:
     """Sign now and keep the checkpoint outside the database, as a regulator would."""
-    auditlog.checkpoint_now()
+    audit_sequencer.checkpoint_now()
     result = CliRunner().invoke(app.cli, ["audit", "checkpoint"], obj=None, catch_exceptions=False)
     assert result.exit_code == 0 and result.output.count("\n") == 5
     path = tmp_path / "checkpoint.txt"
@@ -152,7 +152,7 @@ def test_truncated_tail_is_found_against_the_kept_checkpoint(ctx: Flask, six: Pa
     code, report = _cli_verify(ctx, six)
     assert code == 1 and report["first_broken"] == 5
     # without the kept checkpoint the database alone looks whole: that is why it is kept outside
-    assert auditlog.verify_now().ok
+    assert audit_verify.verify_now().ok
 
 
 def test_a_forged_or_foreign_checkpoint_is_refused(ctx: Flask, six: Path, tmp_path: Path) -> None:
@@ -166,7 +166,7 @@ def test_a_forged_or_foreign_checkpoint_is_refused(ctx: Flask, six: Path, tmp_pa
 
 def test_stored_checkpoints_are_checked_against_each_other(ctx: Flask, tmp_path: Path) -> None:
     _write(3)
-    auditlog.checkpoint_now()
+    audit_sequencer.checkpoint_now()
     _write(4, start=3)
     path = _kept_checkpoint(ctx, tmp_path)
     # an insider edits entry 2 and rebuilds the tree but keeps the stored checkpoints
@@ -192,24 +192,24 @@ def test_sequencer_crash_mid_batch_loses_nothing_and_repeats_nothing(
     monkeypatch.setattr(cfg, "mode", "external")  # no pass after each commit: entries wait
     _write(7)
     assert db.session.scalar(select(func.count()).select_from(AuditPending)) == 7
-    monkeypatch.setattr(auditlog, "BATCH", 3)
-    monkeypatch.setattr(auditlog, "_after_entries_written", crash_on_second_batch)
+    monkeypatch.setattr(audit_sequencer, "BATCH", 3)
+    monkeypatch.setattr(audit_sequencer, "_after_entries_written", crash_on_second_batch)
     with pytest.raises(RuntimeError, match="killed"):
-        auditlog.run_pass(cfg)
+        audit_sequencer.run_pass(cfg)
     db.session.remove()
     # the first batch is in; the second left nothing behind (no entries, nodes or size from it)
     assert db.session.scalars(select(AuditEntry.seq).order_by(AuditEntry.seq)).all() == [1, 2, 3]
     assert db.session.scalar(select(func.count()).select_from(AuditPending)) == 4
     state = db.session.get(AuditLogState, 1)
     assert state is not None and state.size == 3
-    monkeypatch.setattr(auditlog, "_after_entries_written", lambda batch: None)
-    auditlog.run_pass(cfg)
+    monkeypatch.setattr(audit_sequencer, "_after_entries_written", lambda batch: None)
+    audit_sequencer.run_pass(cfg)
     db.session.remove()
     entries = db.session.scalars(select(AuditEntry).order_by(AuditEntry.seq)).all()
     assert [e.seq for e in entries] == list(range(1, 8))
     assert sorted(e.detail["i"] for e in entries) == list(range(7))  # each once
     assert db.session.scalar(select(func.count()).select_from(AuditPending)) == 0
-    assert auditlog.verify_now().ok
+    assert audit_verify.verify_now().ok
 
 
 def test_eight_concurrent_writers_leave_mutually_consistent_checkpoints(
@@ -234,7 +234,7 @@ def test_eight_concurrent_writers_leave_mutually_consistent_checkpoints(
     for t in threads:
         t.join()
     assert errors == []
-    auditlog.checkpoint_now()
+    audit_sequencer.checkpoint_now()
     db.session.remove()
     expected = sum(1 + (w + k) % 3 for w in range(8) for k in range(6))
     verifier = auditlog.config().verifier
@@ -248,7 +248,7 @@ def test_eight_concurrent_writers_leave_mutually_consistent_checkpoints(
                 if a.size <= b.size:
                     proof = merkle.consistency_proof(nodes, a.size, b.size)
                     assert merkle.verify_consistency(a.size, b.size, a.root, b.root, proof)
-    report = auditlog.verify_now()
+    report = audit_verify.verify_now()
     assert report.ok and report.entries == expected
 
 
@@ -256,16 +256,16 @@ def test_checkpoint_and_proof_endpoints_check_out_offline(client: FlaskClient, c
     admin = f.staff(Role.ADMIN)
     regulator = f.staff(Role.REGULATOR)
     _write(5)
-    auditlog.checkpoint_now()
+    audit_sequencer.checkpoint_now()
     reg = f.auth(f.token(client, regulator.username))
     first = client.get("/api/v1/audit/checkpoint", headers=reg)
     assert first.status_code == 200 and first.mimetype == "text/plain"
     _write(6, start=5)
-    auditlog.checkpoint_now()
+    audit_sequencer.checkpoint_now()
     adm = f.auth(f.token(client, admin.username))
     second = client.get("/api/v1/audit/checkpoint", headers=adm).get_data(as_text=True)
     vkey = CliRunner().invoke(ctx.cli, ["audit", "public-key"], obj=None).output.strip()
-    verifier = auditlog.Verifier.from_vkey(vkey)
+    verifier = signed_note.Verifier.from_vkey(vkey)
     cp1, cp2 = verifier.open(first.get_data(as_text=True)), verifier.open(second)
     assert cp1.size < cp2.size
 
@@ -273,13 +273,13 @@ def test_checkpoint_and_proof_endpoints_check_out_offline(client: FlaskClient, c
         entry = client.get(f"/api/v1/audit/entries/{seq}", headers=reg).get_json()
         proof = client.get(f"/api/v1/audit/proof/inclusion?seq={seq}&tree_size={cp2.size}", headers=reg).get_json()
         assert proof["leaf_index"] == seq - 1 and proof["tree_size"] == cp2.size
-        assert auditlog.check_receipt(entry, proof, second, vkey)
-        assert not auditlog.check_receipt(
+        assert audit_verify.check_receipt(entry, proof, second, vkey)
+        assert not audit_verify.check_receipt(
             {**entry, "canonical": entry["canonical"][:-1] + ',"x":1}'}, proof, second, vkey
         )
     entry = client.get("/api/v1/audit/entries/2", headers=reg).get_json()
     proof = client.get("/api/v1/audit/proof/inclusion?seq=2&tree_size=3", headers=reg).get_json()
-    assert not auditlog.check_receipt(entry, proof, second, vkey)  # a proof for another tree
+    assert not audit_verify.check_receipt(entry, proof, second, vkey)  # a proof for another tree
 
     body = client.get(f"/api/v1/audit/proof/consistency?first={cp1.size}&second={cp2.size}", headers=reg).get_json()
     hashes = [base64.b64decode(h) for h in body["hashes"]]
@@ -316,9 +316,9 @@ def test_checkpoints_are_pushed_to_the_regulator_through_the_outbox(
     try:
         monkeypatch.setattr(auditlog.config(), "push_url", f"http://127.0.0.1:{server.server_port}/checkpoints")
         _write(2)
-        auditlog.checkpoint_now()
+        audit_sequencer.checkpoint_now()
         _write(2, start=2)
-        auditlog.checkpoint_now()
+        audit_sequencer.checkpoint_now()
         jobs.drain()
         db.session.remove()
     finally:
@@ -349,7 +349,7 @@ def test_background_sequencer_integrates_a_request_entry_within_the_merge_delay(
             break
         time.sleep(0.05)
     assert found is not None and found.sig, "the request's entry was not sequenced within the merge delay"
-    assert auditlog.verify_now().ok
+    assert audit_verify.verify_now().ok
     monkeypatch.setattr(cfg, "mode", "commit")
     assert cfg.kicker is not None
     cfg.kicker.wake.set()  # let the thread see the switch and end

@@ -19,7 +19,7 @@ from flask import Flask
 from flask_migrate import downgrade, upgrade
 
 from clinic.app import create_app
-from clinic.core import auditlog
+from clinic.core import audit_sequencer, audit_verify
 from clinic.core.db import db
 from tests.conftest import _pg_database, make_config
 
@@ -99,8 +99,8 @@ def test_the_chain_moves_into_the_log_keeping_every_entry_and_back(scratch: Flas
     assert marker.action == "audit.chain_migrated"
     assert detail["chain_ok"] is True and detail["entries"] == 5 and detail["last_hash"] == last_hash
 
-    auditlog.checkpoint_now()
-    report = auditlog.verify_now()
+    audit_sequencer.checkpoint_now()
+    report = audit_verify.verify_now()
     assert report.ok and report.entries == 6  # the five old entries, then the migration's own
     with db.engine.connect() as conn:
         actions = conn.execute(sa.text("SELECT seq, action FROM audit_entries ORDER BY seq")).all()

@@ -17,7 +17,7 @@ from flask import Flask
 from sqlalchemy import func, select
 
 from clinic.app import create_app
-from clinic.core import auditlog
+from clinic.core import audit_verify
 from clinic.core.audit import AuditEntry
 from clinic.core.db import db
 from clinic.payments.models import Payment, ProcessedEvent
@@ -120,7 +120,7 @@ def test_one_event_delivered_twice_at_once_takes_effect_once(
     assert status(v["visit_id"]) == "waiting"
     assert n_audits("visit.paid") == 1 and n_audits("payment.succeeded") == 1
     assert int(db.session.scalar(select(func.count()).select_from(ProcessedEvent)) or 0) == 1
-    assert auditlog.verify_now().ok
+    assert audit_verify.verify_now().ok
 
 
 def test_money_arriving_while_the_visit_is_cancelled_is_refunded(

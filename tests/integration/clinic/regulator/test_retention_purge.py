@@ -12,7 +12,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
-from clinic.core import auditlog, storage
+from clinic.core import audit_verify, storage
 from clinic.core.audit import AuditEntry
 from clinic.core.db import db, unit_of_work, utcnow
 from clinic.visits.models import Diagnosis, Visit, VisitMessage, VisitNote, VisitStatus
@@ -95,7 +95,7 @@ def test_purge_removes_only_expired_communication(client: FlaskClient, ctx: Flas
     entries = list(db.session.scalars(select(AuditEntry).where(AuditEntry.action == "retention.purged")))
     assert sum(e.detail["messages"] for e in entries) == 5
     assert {v for e in entries for v in e.detail["visits"]} == {str(old["id"]), str(ancient["id"])}
-    assert auditlog.verify_now().ok
+    assert audit_verify.verify_now().ok
 
     again = runner.invoke(args=["retention", "purge"])
     assert json.loads(again.output.strip().splitlines()[-1])["messages"] == 0  # nothing left past its period
