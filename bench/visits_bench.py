@@ -122,7 +122,7 @@ from clinic.core.db import db, unit_of_work
 from clinic.core.principal import Principal
 from clinic.demo import make_id_number
 from clinic.visits import condition_catalog, informed_consent, proofs
-from identity import services as identity, tokens
+from identity import login, services as identity, tokens
 from identity.models import Account, Department, Institution, Role
 
 n = int(sys.argv[1])
@@ -148,7 +148,7 @@ with app.app_context(), acting_as(Actor(None, "bench")):
     # The seeded passwords are never used (tokens are issued below): hash them cheaply so that
     # seeding takes seconds, not minutes. The server itself keeps the real argon2 parameters.
     from argon2 import PasswordHasher
-    identity._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    login._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
     for start in range(0, n, 50):
       with unit_of_work():
         for i in range(start, min(n, start + 50)):

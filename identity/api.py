@@ -16,7 +16,7 @@ from clinic.core.api import ApiRouter, FilePart, Principal, RequestModel, Respon
 from clinic.core.config import settings
 from clinic.core.db import record_id
 from clinic.core.errors import NotFound
-from identity import face, face_services, reclaims, rules, services, tokens
+from identity import face, face_services, login, reclaims, rules, services, tokens
 from identity.models import IdentityReclaim, ReclaimStatus, Role
 
 router = ApiRouter("identity")
@@ -42,7 +42,7 @@ class TokenOut(ResponseModel):
     errors={401: ["bad_credentials"], 429: ["rate_limited"]},
 )
 def token(body: TokenIn) -> TokenOut:
-    account = services.log_in(body.username, body.password, request.remote_addr)
+    account = login.log_in(body.username, body.password, request.remote_addr)
     access, ttl = tokens.issue(account)
     return TokenOut(access_token=access, expires_in=ttl, role=account.role.value)
 
@@ -125,7 +125,7 @@ class PasswordIn(RequestModel):
     errors={401: ["bad_credentials"], 422: ["weak_password"]},
 )
 def change_password(body: PasswordIn, principal: Principal) -> StatusOut:
-    services.change_password(services.get_account(principal.account_id), body.current_password, body.new_password)
+    login.change_password(services.get_account(principal.account_id), body.current_password, body.new_password)
     return StatusOut(status="changed")
 
 

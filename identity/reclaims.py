@@ -34,17 +34,10 @@ from clinic.core.db import db, utcnow
 from clinic.core.errors import Conflict, Invalid, NotFound
 from clinic.core.principal import Principal
 from identity import face, rules
+from identity.login import check_password_policy, end_sessions, hash_password
 from identity.models import Account, IdentityReclaim, Patient, ReclaimStatus, Relation, Role
 from identity.otp import verifier
-from identity.services import (
-    BadCode,
-    _check_password_policy,
-    _flush_or,
-    _parse_id,
-    end_sessions,
-    hash_password,
-    send_code,
-)
+from identity.services import BadCode, _flush_or, _parse_id, send_code
 
 
 def N_(message: str) -> str:
@@ -138,7 +131,7 @@ def start(
         phone_e164 = rules.normalize_phone(phone)
     except ValueError as exc:
         raise Invalid(str(exc), code="invalid_phone") from None
-    _check_password_policy(password)
+    check_password_policy(password)
     id_hash = lookup_hash(person.number)
     limits.test("RECLAIM_ID_RATE_LIMIT", "reclaim-id", id_hash)
     photo_file = media_type = None

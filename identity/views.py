@@ -35,6 +35,7 @@ from clinic.core.web import handle_refusal
 from identity import face_services, reclaims, services
 from identity.face import ImageTooLarge
 from identity.forms import CodeForm, FamilyForm, LoginForm, ReclaimForm, RegisterForm
+from identity.login import end_sessions, log_in
 from identity.models import Account, Institution, Role
 
 bp = Blueprint("identity", __name__, template_folder="templates")
@@ -153,7 +154,7 @@ def login() -> Any:
     form = LoginForm()
     if form.validate_on_submit():
         try:
-            account = services.log_in(form.username.data, form.password.data, request.remote_addr)
+            account = log_in(form.username.data, form.password.data, request.remote_addr)
         except DomainError as err:
             flash(handle_refusal(err), "error")
             return render_template("identity/login.html", form=form), err.status
@@ -168,7 +169,7 @@ def login() -> Any:
 @login_required
 def logout() -> Response:
     session.pop("face_at", None)
-    services.end_sessions(current_user._get_current_object(), "logout")
+    end_sessions(current_user._get_current_object(), "logout")
     logout_user()
     session.clear()
     return redirect(url_for("identity.login"))

@@ -50,6 +50,7 @@ from clinic.telemedicine.rules import (
 )
 from identity import rules as identity_rules
 from identity import services as identity
+from identity.login import hash_password
 from identity.models import Account, Patient, Relation, Role
 
 
@@ -179,7 +180,7 @@ def _resolve_patient(
     else:
         account = Account(
             username=phone_e164 or f"referral-{uuid.uuid4().hex[:12]}",
-            password_hash=identity.hash_password(secrets.token_urlsafe(24) + "a1"),
+            password_hash=hash_password(secrets.token_urlsafe(24) + "a1"),
             role=Role.PATIENT,
             display_name=holder_name if rel != Relation.SELF else name,
             phone=phone_e164,

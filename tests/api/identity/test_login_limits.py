@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from clinic.core.audit import AuditEntry
 from clinic.core.db import db
-from identity import services
+from identity import login
 from identity.models import Role
 from tests.conftest import extract_csrf
 from tests.support import factories as f
@@ -54,7 +54,7 @@ def api_login(client: FlaskClient, username: str, password: str, address: str) -
 
 def test_every_spelling_of_a_phone_resolves_to_one_identity(client: FlaskClient) -> None:
     reg = f.patient()
-    keys = {services.login_identity(s) for s in spellings(reg.account.username)}
+    keys = {login.login_identity(s) for s in spellings(reg.account.username)}
     assert keys == {f"account:{reg.account.id}"}
 
 
@@ -103,7 +103,7 @@ def test_a_confirmed_phone_code_ends_the_back_off(client: FlaskClient, caplog: p
 
 
 def test_the_back_off_doubles_up_to_its_cap() -> None:
-    assert [services.backoff_seconds(n, 10, 30, 900) for n in (0, 9, 10, 11, 12, 14, 20)] == [
+    assert [login.backoff_seconds(n, 10, 30, 900) for n in (0, 9, 10, 11, 12, 14, 20)] == [
         0,
         0,
         30,
@@ -134,7 +134,7 @@ def test_whitespace_variants_of_a_staff_name_on_the_page_login(client: FlaskClie
     ]
     assert statuses.count(401) == 10 and statuses.count(429) == 50
     assert failed_checks() == 10
-    assert services.login_identity(" admin\u3000") == f"account:{admin.id}"
+    assert login.login_identity(" admin\u3000") == f"account:{admin.id}"
 
 
 def test_one_address_cannot_sweep_many_accounts(client: FlaskClient) -> None:
