@@ -84,7 +84,9 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     from clinic.visits import visit_api
     from identity import api as identity_api
     from identity import cli as identity_cli
+    from identity import face_api as identity_face_api
     from identity import otp, views
+    from identity import reclaim_api as identity_reclaim_api
     from identity.tokens import load_principal
 
     otp.init_app(app)
@@ -146,6 +148,8 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     api_bp, _ = build_blueprint(
         [
             identity_api.router,
+            identity_face_api.router,
+            identity_reclaim_api.router,
             admin_api.router,
             visits_api.router,
             visit_api.router,
