@@ -61,7 +61,7 @@ class AuditPage(ResponseModel):
     total: int
 
 
-def _filter(q: AuditQuery | dict[str, Any]) -> services.AuditFilter:
+def _filter(q: AuditQuery | dict[str, str]) -> services.AuditFilter:
     data = q.model_dump() if isinstance(q, AuditQuery) else q
     return services.AuditFilter(
         actor=data.get("actor") or None,
@@ -103,7 +103,7 @@ CSV_FIELDS = [
 ]
 
 
-def _args() -> dict[str, Any]:
+def _args() -> dict[str, str]:
     keys = ("actor", "subject", "action", "since", "until")
     return {k: request.args.get(k, "").strip()[:80] for k in keys}
 
@@ -111,7 +111,7 @@ def _args() -> dict[str, Any]:
 DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
-def _window(args: dict[str, Any]) -> dict[str, Any]:
+def _window(args: dict[str, str]) -> dict[str, str]:
     """The date pickers' days (Beijing) as instants: `until` includes its whole day."""
     out = dict(args)
     for key in ("since", "until"):
