@@ -12,6 +12,7 @@ from flask import request
 from pydantic import Field, model_validator
 
 from clinic.core.api import ApiRouter, Principal, RawBody, RequestModel, ResponseModel
+from clinic.core.db import record_id
 from clinic.core.errors import Invalid
 from clinic.telemedicine import (
     envelope,
@@ -169,7 +170,9 @@ class PartnerKeyIn(RequestModel):
     errors={404: ["not_found"], 409: ["partner_exists"], 422: ["invalid"]},
 )
 def rotate_key(partner_id: str, body: PartnerKeyIn, principal: Principal) -> PartnerInstitutionOut:
-    return partner_out(services.rotate_partner_key(partner_id, body.public_jwk.model_dump(exclude_none=True)))
+    return partner_out(
+        services.rotate_partner_key(record_id(partner_id), body.public_jwk.model_dump(exclude_none=True))
+    )
 
 
 class FederationAccepted(ResponseModel):

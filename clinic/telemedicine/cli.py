@@ -10,7 +10,7 @@ from flask import Flask
 
 from clinic.core import jobs
 from clinic.core.audit import Actor, acting_as
-from clinic.core.db import unit_of_work
+from clinic.core.db import record_id, unit_of_work
 from clinic.core.errors import DomainError
 from clinic.telemedicine import rules, services
 
@@ -66,7 +66,7 @@ def init_app(app: Flask) -> None:
         """Send a signed connectivity check to a partner through the outbox; prints the message's id."""
         try:
             with acting_as(CLI_ACTOR), unit_of_work():
-                message = services.send(partner_id, services.PING_EVENT)
+                message = services.send(record_id(partner_id), services.PING_EVENT)
                 mid = str(message.id)
         except DomainError as err:
             raise click.ClickException(f"{err.code}: {err.message}") from None
@@ -79,7 +79,7 @@ def init_app(app: Flask) -> None:
         """Deliver a sent message again (the partner applies it once)."""
         try:
             with acting_as(CLI_ACTOR), unit_of_work():
-                services.resend(message_id)
+                services.resend(record_id(message_id))
         except DomainError as err:
             raise click.ClickException(f"{err.code}: {err.message}") from None
         jobs.drain()

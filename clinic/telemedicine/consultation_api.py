@@ -5,6 +5,7 @@ and the acknowledgement. Registered with the tag "telemedicine"."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any, Literal
 
@@ -14,6 +15,7 @@ from werkzeug.datastructures import FileStorage
 
 from clinic.core.api import ApiRouter, FilePart, Principal, RequestModel, ResponseModel
 from clinic.core.config import settings
+from clinic.core.db import record_id
 from clinic.telemedicine import (
     consultation_attachments,
     consultation_consent,
@@ -22,7 +24,6 @@ from clinic.telemedicine import (
     consultations,
 )
 from clinic.telemedicine.models import Consultation
-from identity import services as identity
 
 router = ApiRouter("telemedicine")
 
@@ -71,9 +72,7 @@ def consultation_consent_text() -> ConsultConsentOut:
     errors={404: ["not_found"], 409: ["stale_version"]},
 )
 def accept_consultation_consent(body: ConsultConsentIn, principal: Principal) -> ConsultConsentAccepted:
-    acc = consultation_consent.accept_consent(
-        identity.get_account(principal.account_id), str(body.patient_id), body.version
-    )
+    acc = consultation_consent.accept_consent(principal, body.patient_id, body.version)
     return ConsultConsentAccepted(
         id=acc.id, patient_id=acc.patient_id, version=acc.version, accepted_at=acc.accepted_at
     )
@@ -168,7 +167,7 @@ def consultation_out(c: Consultation, detail: bool = True) -> ConsultationOut:
         question=c.question,
         summary=c.summary,
         patient_id=c.patient_id,
-        patient=consultations.patient_of(c),
+        patient={k: v for k, v in asdict(consultations.patient_of(c)).items() if v is not None},
         conditions=list(c.conditions or []),
         requester=c.requester_name,
         present_physicians=list(c.present_physicians or []),
@@ -230,14 +229,14 @@ def request_consultation(body: ConsultationIn, principal: Principal) -> Consulta
     c = consultation_requests.request_consultation(
         principal,
         consultation_requests.ConsultationRequest(
-            patient_id=str(body.patient_id),
-            institution_id=str(body.institution_id),
+            patient_id=body.patient_id,
+            institution_id=body.institution_id,
             department=body.department,
             question=body.question,
             summary=body.summary,
             urgency=body.urgency,
-            present_physician_ids=tuple(str(p) for p in body.present_physician_ids),
-            visit_id=str(body.visit_id) if body.visit_id else None,
+            present_physician_ids=tuple(body.present_physician_ids),
+            visit_id=body.visit_id,
         ),
     )
     return ConsultationCreated(id=c.id, task_id=c.task_id, status=c.status)
@@ -264,7 +263,7 @@ def add_attachment(consultation_id: str, files: dict[str, FileStorage | None], p
     limit = settings().CONSULT_MAX_ATTACHMENT_BYTES
     data = upload.stream.read(limit + 1) if upload is not None else b""
     a = consultation_attachments.add_attachment(
-        principal, consultation_id, upload.filename or "" if upload else "", data
+        principal, record_id(consultation_id), upload.filename or "" if upload else "", data
     )
     return AttachmentOut(
         id=a.id, filename=a.filename, media_type=a.media_type, size=a.size, sha256=a.sha256, created_at=a.created_at
@@ -279,7 +278,7 @@ def add_attachment(consultation_id: str, files: dict[str, FileStorage | None], p
 )
 def attachment_file(consultation_id: str, attachment_id: str, principal: Principal) -> Response:
     att, data = consultation_attachments.attachment_bytes(
-        identity.get_account(principal.account_id), consultation_id, attachment_id
+        principal, record_id(consultation_id), record_id(attachment_id)
     )
     return Response(
         data,
@@ -309,7 +308,7 @@ class ConsultationsQuery(RequestModel):
     roles=["physician", "admin"],
 )
 def list_consultations(query: ConsultationsQuery, principal: Principal) -> ConsultationsOut:
-    rows = consultations.consultations_of(identity.get_account(principal.account_id), query.role, query.status)
+    rows = consultations.consultations_of(principal, query.role, query.status)
     return ConsultationsOut(items=[consultation_out(c, detail=False) for c in rows])
 
 
@@ -321,7 +320,7 @@ def list_consultations(query: ConsultationsQuery, principal: Principal) -> Consu
     errors={404: ["not_found"]},
 )
 def get_consultation(consultation_id: str, principal: Principal) -> ConsultationOut:
-    return consultation_out(consultations.consultation_for(identity.get_account(principal.account_id), consultation_id))
+    return consultation_out(consultations.consultation_for(principal, record_id(consultation_id)))
 
 
 class ConsultStatusOut(ResponseModel):
@@ -337,7 +336,7 @@ class ConsultStatusOut(ResponseModel):
     errors={403: ["face_verification_required", "not_qualified"], 404: ["not_found"], 409: ["illegal_transition"]},
 )
 def accept_consultation(consultation_id: str, principal: Principal) -> ConsultStatusOut:
-    return ConsultStatusOut(status=consultation_requests.accept(principal, consultation_id).status)
+    return ConsultStatusOut(status=consultation_requests.accept(principal, record_id(consultation_id)).status)
 
 
 class ConsultReasonIn(RequestModel):
@@ -353,7 +352,9 @@ class ConsultReasonIn(RequestModel):
     errors={403: ["forbidden"], 404: ["not_found"], 409: ["illegal_transition"]},
 )
 def decline_consultation(consultation_id: str, body: ConsultReasonIn, principal: Principal) -> ConsultStatusOut:
-    return ConsultStatusOut(status=consultation_requests.decline(principal, consultation_id, body.reason).status)
+    return ConsultStatusOut(
+        status=consultation_requests.decline(principal, record_id(consultation_id), body.reason).status
+    )
 
 
 @router.post(
@@ -365,7 +366,9 @@ def decline_consultation(consultation_id: str, body: ConsultReasonIn, principal:
     errors={403: ["forbidden"], 404: ["not_found"], 409: ["illegal_transition"]},
 )
 def cancel_consultation(consultation_id: str, body: ConsultReasonIn, principal: Principal) -> ConsultStatusOut:
-    return ConsultStatusOut(status=consultation_requests.cancel(principal, consultation_id, body.reason).status)
+    return ConsultStatusOut(
+        status=consultation_requests.cancel(principal, record_id(consultation_id), body.reason).status
+    )
 
 
 class NoteIn(RequestModel):
@@ -382,7 +385,7 @@ class NoteIn(RequestModel):
     errors={403: ["forbidden"], 404: ["not_found"], 409: ["consultation_closed", "illegal_transition"]},
 )
 def write_note(consultation_id: str, body: NoteIn, principal: Principal) -> ConsultNoteOut:
-    n = consultations.write_note(principal, consultation_id, body.text)
+    n = consultations.write_note(principal, record_id(consultation_id), body.text)
     return ConsultNoteOut(id=n.id, side=n.side, author=n.author_name, text=n.text, at=n.created_at)
 
 
@@ -401,7 +404,7 @@ class OpinionIn(RequestModel):
     errors={403: ["face_verification_required", "forbidden"], 404: ["not_found"], 409: ["illegal_transition"]},
 )
 def write_opinion(consultation_id: str, body: OpinionIn, principal: Principal) -> ConsultStatusOut:
-    c = consultation_opinions.write_opinion(principal, consultation_id, body.opinion, body.recommendations)
+    c = consultation_opinions.write_opinion(principal, record_id(consultation_id), body.opinion, body.recommendations)
     return ConsultStatusOut(status=c.status)
 
 
@@ -418,6 +421,6 @@ class AcknowledgedOut(ResponseModel):
     errors={403: ["forbidden"], 404: ["not_found"], 409: ["no_opinion"]},
 )
 def acknowledge_consultation(consultation_id: str, principal: Principal) -> AcknowledgedOut:
-    c = consultation_requests.acknowledge(principal, consultation_id)
+    c = consultation_requests.acknowledge(principal, record_id(consultation_id))
     assert c.acknowledged_at is not None
     return AcknowledgedOut(status=c.status, acknowledged_at=c.acknowledged_at)

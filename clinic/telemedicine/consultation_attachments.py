@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from clinic.core import audit, storage
 from clinic.core.config import settings
-from clinic.core.db import as_uuid, db, utcnow
+from clinic.core.db import db, utcnow
 from clinic.core.errors import Conflict, DomainError, Forbidden, Invalid, NotFound
 from clinic.core.principal import Principal
 from clinic.telemedicine import rules, services
@@ -42,16 +42,15 @@ from clinic.telemedicine.models import (
 )
 from clinic.telemedicine.rules import N_, TaskStatus
 from clinic.visits.sniffing import sniff_upload
-from identity.models import Account
 
 
-def add_attachment(who: Principal, consultation_id: str, filename: str, data: bytes) -> ConsultationAttachment:
+def add_attachment(who: Principal, consultation_id: uuid.UUID, filename: str, data: bytes) -> ConsultationAttachment:
     """A record, image or ECG/lab PDF for a requested consultation (the inviting physician):
     PDF, JPEG or PNG by its bytes, at most CONSULT_MAX_ATTACHMENT_BYTES; it follows the
     request to the partner as a DocumentReference."""
     session = db.session()
     physician = as_physician(who)
-    c = consultation_for(physician, consultation_id)
+    c = consultation_for(who, consultation_id)
     if c.role != INVITING or c.requested_by != physician.id:
         raise Forbidden(N_("Only the requesting physician adds attachments."))
     if TaskStatus(c.status) in rules.TERMINAL:
@@ -121,11 +120,11 @@ def _store_attachment(
 
 
 def attachment_bytes(
-    account: Account, consultation_id: str, attachment_id: str
+    who: Principal, consultation_id: uuid.UUID, attachment_id: uuid.UUID
 ) -> tuple[ConsultationAttachment, bytes]:
-    c = consultation_for(account, consultation_id)
-    aid = as_uuid(attachment_id)
-    att = db.session.get(ConsultationAttachment, aid) if aid else None
+    """An attachment of a consultation the caller may read, and its bytes."""
+    c = consultation_for(who, consultation_id)
+    att = db.session.get(ConsultationAttachment, attachment_id)
     if att is None or att.consultation_id != c.id:
         raise NotFound()
     return att, storage.load(att.path)

@@ -11,13 +11,13 @@ from sqlalchemy import select
 from clinic.core import audit
 from clinic.core.db import db
 from clinic.core.errors import Conflict, Invalid
+from clinic.core.principal import Principal
 from clinic.core.versioned_text import TextShelf, VersionedText
 from clinic.telemedicine.models import (
     ConsultationConsent,
 )
 from clinic.telemedicine.rules import N_
 from identity import services as identity
-from identity.models import Account
 
 
 class ConsentRequired(Invalid):
@@ -41,9 +41,10 @@ def current_consent() -> VersionedText:
     return _consents.current()
 
 
-def accept_consent(account: Account, patient_id: str, version: str) -> ConsultationConsent:
+def accept_consent(who: Principal, patient_id: uuid.UUID, version: str) -> ConsultationConsent:
     """The patient (or the guardian holding the account) accepts the current text."""
     session = db.session()
+    account = identity.get_account(who.account_id)
     patient = identity.patient_of_account(account, patient_id)
     current = current_consent()
     if version != current.version:

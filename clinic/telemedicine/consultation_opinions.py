@@ -70,12 +70,12 @@ def _sign_opinion(physician: Account, content: dict[str, Any]) -> tuple[str, str
     return str(token), key.kid, dict(key.public_jwk)
 
 
-def write_opinion(who: Principal, consultation_id: str, opinion: str, recommendations: str) -> Consultation:
+def write_opinion(who: Principal, consultation_id: uuid.UUID, opinion: str, recommendations: str) -> Consultation:
     """The accepting specialist's opinion (会诊意见), signed with their own key, sent back
     as a DiagnosticReport; the consultation is completed on both sides."""
     physician = as_physician(who)
     face_services.require_fresh_face(who)
-    c = consultation_for(physician, consultation_id)
+    c = consultation_for(who, consultation_id)
     if c.role != INVITED or c.accepted_by != physician.id:
         raise Forbidden(N_("Only the specialist who accepted the consultation writes its opinion."))
     signed_at = utcnow().replace(microsecond=0)

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import select
 
 from clinic.core import audit
-from clinic.core.db import as_uuid, db, utcnow
+from clinic.core.db import db, utcnow
 from clinic.core.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, RuleRefusal, Violation
 from clinic.core.principal import Principal
 from clinic.telemedicine import envelope, rules, services
@@ -68,14 +68,14 @@ from identity.models import Account, Patient, Role
 
 @dataclass(frozen=True)
 class ConsultationRequest:
-    patient_id: str
-    institution_id: str
+    patient_id: uuid.UUID
+    institution_id: uuid.UUID
     department: str
     question: str
     summary: str
     urgency: str
-    present_physician_ids: tuple[str, ...]
-    visit_id: str | None = None
+    present_physician_ids: tuple[uuid.UUID, ...]
+    visit_id: uuid.UUID | None = None
 
 
 def request_consultation(who: Principal, req: ConsultationRequest) -> Consultation:
@@ -86,18 +86,15 @@ def request_consultation(who: Principal, req: ConsultationRequest) -> Consultati
     physician = as_physician(who)
     face_services.require_fresh_face(who)
     identity.require_qualified_physician(physician)
-    pid = as_uuid(req.patient_id)
-    patient = session.get(Patient, pid) if pid else None
+    patient = session.get(Patient, req.patient_id)
     if patient is None or not treats(physician, patient.id):
         raise NotFound(N_("No such patient among yours."))
     visit: Visit | None = None
-    if req.visit_id:
-        vid = as_uuid(req.visit_id)
-        visit = session.get(Visit, vid) if vid else None
+    if req.visit_id is not None:
+        visit = session.get(Visit, req.visit_id)
         if visit is None or visit.patient_id != patient.id or visit.physician_id != physician.id:
             raise NotFound(N_("No such visit of yours with this patient."))
-    partner_key = as_uuid(req.institution_id)
-    partner = session.get(PartnerInstitution, partner_key) if partner_key else None
+    partner = session.get(PartnerInstitution, req.institution_id)
     if partner is None:
         raise refuse(services.NoAgreement(N_("There is no cooperation agreement with that institution.")))
     try:
@@ -111,9 +108,8 @@ def request_consultation(who: Principal, req: ConsultationRequest) -> Consultati
     if req.urgency not in URGENCIES:
         violations.append(Violation("invalid", N_("The urgency is routine or urgent."), detail={"loc": "urgency"}))
     present: list[Account] = []
-    for raw in dict.fromkeys(req.present_physician_ids or (str(physician.id),)):
-        key = as_uuid(raw)
-        acc = session.get(Account, key) if key else None
+    for key in dict.fromkeys(req.present_physician_ids or (physician.id,)):
+        acc = session.get(Account, key)
         if acc is None or acc.role != Role.PHYSICIAN or not acc.active:
             violations.append(
                 Violation(
@@ -258,9 +254,9 @@ def _reason(reason: str) -> str:
     return reason
 
 
-def cancel(who: Principal, consultation_id: str, reason: str) -> Consultation:
+def cancel(who: Principal, consultation_id: uuid.UUID, reason: str) -> Consultation:
     physician = as_physician(who)
-    c = consultation_for(physician, consultation_id)
+    c = consultation_for(who, consultation_id)
     if c.role != INVITING or c.requested_by != physician.id:
         raise Forbidden(N_("Only the requesting physician may withdraw the request."))
     reason = _reason(reason)
@@ -269,10 +265,10 @@ def cancel(who: Principal, consultation_id: str, reason: str) -> Consultation:
     return c
 
 
-def acknowledge(who: Principal, consultation_id: str) -> Consultation:
+def acknowledge(who: Principal, consultation_id: uuid.UUID) -> Consultation:
     """The inviting physician has read the opinion (it is in the patient's record)."""
     physician = as_physician(who)
-    c = consultation_for(physician, consultation_id)
+    c = consultation_for(who, consultation_id)
     if c.role != INVITING:
         raise Forbidden(N_("The inviting institution's physician acknowledges the opinion."))
     if c.status != TaskStatus.COMPLETED.value:
@@ -292,12 +288,12 @@ def acknowledge(who: Principal, consultation_id: str) -> Consultation:
 # --- answering (the invited side) -----------------------------------------------------------------
 
 
-def accept(who: Principal, consultation_id: str) -> Consultation:
+def accept(who: Principal, consultation_id: uuid.UUID) -> Consultation:
     """A physician of the invited department takes the consultation: face-fresh, qualified
     there, and of at least the title the agreement requires (Jilin Art. 14)."""
     physician = as_physician(who)
     face_services.require_fresh_face(who)
-    c = consultation_for(physician, consultation_id)
+    c = consultation_for(who, consultation_id)
     if c.role != INVITED:
         raise Forbidden(N_("The invited institution's physicians accept consultations."))
     try:
@@ -333,9 +329,9 @@ def accept(who: Principal, consultation_id: str) -> Consultation:
     return c
 
 
-def decline(who: Principal, consultation_id: str, reason: str) -> Consultation:
+def decline(who: Principal, consultation_id: uuid.UUID, reason: str) -> Consultation:
     physician = as_physician(who)
-    c = consultation_for(physician, consultation_id)
+    c = consultation_for(who, consultation_id)
     if c.role != INVITED or department_of(physician) != c.department:
         raise Forbidden(N_("A physician of the invited department declines consultations."))
     reason = _reason(reason)

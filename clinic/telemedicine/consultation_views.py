@@ -21,7 +21,7 @@ from wtforms.validators import DataRequired, Length
 from wtforms.widgets import CheckboxInput, ListWidget
 
 from clinic.core.config import settings
-from clinic.core.db import db
+from clinic.core.db import db, record_id
 from clinic.core.errors import DomainError, Invalid
 from clinic.core.pages import admin_page, page_principal, patient_page, physician_page
 from clinic.core.web import handle_refusal
@@ -103,7 +103,7 @@ class ConsultationForm(FlaskForm):
 @consult_bp.route("/physician/consultations")
 @physician_page
 def consultation_list() -> Any:
-    me = _consult_me()
+    me = page_principal()
     return render_template(
         "telemedicine/consultations.html",
         inviting=consultations.consultations_of(me, consultations.INVITING, None),
@@ -138,14 +138,14 @@ def consultation_new() -> Any:
             c = consultation_requests.request_consultation(
                 page_principal(),
                 consultation_requests.ConsultationRequest(
-                    patient_id=form.patient_id.data or "",
-                    institution_id=form.institution_id.data or "",
+                    patient_id=record_id(form.patient_id.data),
+                    institution_id=record_id(form.institution_id.data),
                     department=form.department.data or "",
                     question=form.question.data or "",
                     summary=form.summary.data or "",
                     urgency=form.urgency.data or "routine",
-                    present_physician_ids=tuple(form.present.data or ()),
-                    visit_id=visit_id,
+                    present_physician_ids=tuple(record_id(p) for p in form.present.data or ()),
+                    visit_id=record_id(visit_id) if visit_id else None,
                 ),
             )
         except DomainError as err:
@@ -160,7 +160,7 @@ def consultation_new() -> Any:
 
 def _consultation_view(consultation_id: str, status: int = 200) -> Any:
     me = _consult_me()
-    c = consultations.consultation_for(me, consultation_id)
+    c = consultations.consultation_for(page_principal(), record_id(consultation_id))
     return (
         render_template(
             "telemedicine/consult_detail.html",
@@ -202,7 +202,7 @@ def consultation_attach(consultation_id: str) -> Any:
     name = upload.filename or "" if upload is not None else ""
     return _act(
         consultation_id,
-        lambda: consultation_attachments.add_attachment(page_principal(), consultation_id, name, data),
+        lambda: consultation_attachments.add_attachment(page_principal(), record_id(consultation_id), name, data),
         _l("The attachment is added and sent to the invited institution."),
     )
 
@@ -212,7 +212,7 @@ def consultation_attach(consultation_id: str) -> Any:
 def consultation_accept(consultation_id: str) -> Any:
     return _act(
         consultation_id,
-        lambda: consultation_requests.accept(page_principal(), consultation_id),
+        lambda: consultation_requests.accept(page_principal(), record_id(consultation_id)),
         _l("You have taken this consultation."),
     )
 
@@ -225,7 +225,7 @@ def consultation_note(consultation_id: str) -> Any:
     def act() -> None:
         if not text:
             raise Invalid(N_("Write a message first."))
-        consultations.write_note(page_principal(), consultation_id, text)
+        consultations.write_note(page_principal(), record_id(consultation_id), text)
 
     return _act(consultation_id, act, _l("The message is sent to the other institution."))
 
@@ -239,7 +239,7 @@ def consultation_opinion(consultation_id: str) -> Any:
     def act() -> None:
         if not opinion:
             raise Invalid(N_("Write the consultation opinion first."))
-        consultation_opinions.write_opinion(page_principal(), consultation_id, opinion, recommendations)
+        consultation_opinions.write_opinion(page_principal(), record_id(consultation_id), opinion, recommendations)
 
     return _act(consultation_id, act, _l("The opinion is signed with your key and sent back."))
 
@@ -249,7 +249,7 @@ def consultation_opinion(consultation_id: str) -> Any:
 def consultation_acknowledge(consultation_id: str) -> Any:
     return _act(
         consultation_id,
-        lambda: consultation_requests.acknowledge(page_principal(), consultation_id),
+        lambda: consultation_requests.acknowledge(page_principal(), record_id(consultation_id)),
         _l("You have acknowledged the opinion."),
     )
 
@@ -264,7 +264,7 @@ def _reasoned(consultation_id: str, act: Any, done: Any) -> Any:
 def consultation_decline(consultation_id: str) -> Any:
     return _reasoned(
         consultation_id,
-        lambda reason: consultation_requests.decline(page_principal(), consultation_id, reason),
+        lambda reason: consultation_requests.decline(page_principal(), record_id(consultation_id), reason),
         _l("The consultation is declined; the requesting institution is told why."),
     )
 
@@ -274,7 +274,7 @@ def consultation_decline(consultation_id: str) -> Any:
 def consultation_cancel(consultation_id: str) -> Any:
     return _reasoned(
         consultation_id,
-        lambda reason: consultation_requests.cancel(page_principal(), consultation_id, reason),
+        lambda reason: consultation_requests.cancel(page_principal(), record_id(consultation_id), reason),
         _l("The request is withdrawn; the invited institution is told why."),
     )
 
@@ -282,7 +282,9 @@ def consultation_cancel(consultation_id: str) -> Any:
 @consult_bp.get("/physician/consultations/<consultation_id>/attachments/<attachment_id>")
 @physician_page
 def consultation_attachment(consultation_id: str, attachment_id: str) -> Any:
-    att, data = consultation_attachments.attachment_bytes(_consult_me(), consultation_id, attachment_id)
+    att, data = consultation_attachments.attachment_bytes(
+        page_principal(), record_id(consultation_id), record_id(attachment_id)
+    )
     return Response(
         data,
         mimetype=att.media_type,
@@ -304,7 +306,9 @@ def consultation_consent() -> Any:
         if not validate_csrf_form():
             abort(400)
         try:
-            consent.accept_consent(me, request.form.get("patient_id", ""), request.form.get("version", ""))
+            consent.accept_consent(
+                page_principal(), record_id(request.form.get("patient_id", "")), request.form.get("version", "")
+            )
         except DomainError as err:
             flash(handle_refusal(err), "error")
         else:
@@ -326,7 +330,7 @@ def settlements_page() -> Any:
         if not validate_csrf_form():
             abort(400)
         try:
-            settlements.send_statement(request.form.get("partner_id", ""), month)
+            settlements.send_statement(record_id(request.form.get("partner_id", "")), month)
         except DomainError as err:
             flash(handle_refusal(err), "error")
         else:

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import exists, select
 
 from clinic.core import audit
-from clinic.core.db import as_uuid, db, utcnow
+from clinic.core.db import db, utcnow
 from clinic.core.errors import Conflict, DomainError, Forbidden, Invalid, NotFound
 from clinic.core.principal import Principal
 from clinic.notifications.services import notify
@@ -182,7 +183,7 @@ def tell_requester(c: Consultation) -> None:
         subject_type="consultation",
         subject_id=c.id,
         sms=False,
-        patient=patient_of(c).get("name", ""),
+        patient=patient_of(c).name or "",
         institution=c.partner.name,
         status=STATUS_ZH.get(c.status, c.status),
     )
@@ -250,10 +251,10 @@ def our_consultation(partner: PartnerInstitution, role: str, task_id: str) -> Co
 # --- notes: the specialist asks back, the inviting physician answers --------------------------
 
 
-def write_note(who: Principal, consultation_id: str, text: str) -> ConsultationNote:
+def write_note(who: Principal, consultation_id: uuid.UUID, text: str) -> ConsultationNote:
     """A question asked back by the specialist, or the inviting physician's answer."""
     physician = as_physician(who)
-    c = consultation_for(physician, consultation_id)
+    c = consultation_for(who, consultation_id)
     if c.role == INVITED and c.accepted_by != physician.id:
         raise Forbidden(N_("Accept the consultation before writing in it."))
     if TaskStatus(c.status) in rules.TERMINAL:
@@ -299,15 +300,17 @@ def may_read(account: Account, c: Consultation) -> bool:
     return c.accepted_by == account.id or (c.accepted_by is None and department_of(account) == c.department)
 
 
-def consultation_for(account: Account, consultation_id: str | uuid.UUID) -> Consultation:
-    cid = as_uuid(consultation_id)
-    c = db.session.get(Consultation, cid) if cid else None
-    if c is None or not may_read(account, c):
+def consultation_for(who: Principal, consultation_id: uuid.UUID) -> Consultation:
+    """A consultation the caller may read (its physicians, the invited department's, an
+    administrator); anyone else 404, as for an unknown id."""
+    c = db.session.get(Consultation, consultation_id)
+    if c is None or not may_read(identity.get_account(who.account_id), c):
         raise NotFound()
     return c
 
 
-def consultations_of(account: Account, role: str | None, status: str | None) -> list[Consultation]:
+def consultations_of(who: Principal, role: str | None, status: str | None) -> list[Consultation]:
+    account = identity.get_account(who.account_id)
     query = select(Consultation)
     if role:
         query = query.where(Consultation.role == role)
@@ -327,12 +330,25 @@ def notes_of(c: Consultation) -> list[ConsultationNote]:
     )
 
 
-def patient_of(c: Consultation) -> dict[str, Any]:
+@dataclass(frozen=True)
+class SharedPatient:
+    """The minimum identity a consultation shares with the partner (`Consultation.patient_json`):
+    real name, sex, birth date (ISO). A fact the record does not hold is None."""
+
+    name: str | None = None
+    sex: str | None = None
+    birth_date: str | None = None
+
+
+def patient_of(c: Consultation) -> SharedPatient:
     try:
         data = json.loads(c.patient_json or "{}")
     except ValueError:
         data = {}
-    return data if isinstance(data, dict) else {}
+    if not isinstance(data, dict):
+        return SharedPatient()
+    facts = {k: None if data.get(k) is None else str(data[k]) for k in ("name", "sex", "birth_date")}
+    return SharedPatient(**facts)
 
 
 # --- received messages ------------------------------------------------------------------------------

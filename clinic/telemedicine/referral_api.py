@@ -13,6 +13,7 @@ from flask import request
 from pydantic import Field
 
 from clinic.core.api import ApiRouter, Principal, RequestModel, ResponseModel
+from clinic.core.db import record_id
 from clinic.telemedicine import (
     referral_diagnoses,
     referral_receiving,
@@ -145,13 +146,13 @@ def create_referral(body: ReferralIn, principal: Principal) -> ReferralCreated:
     referral = referral_sending.send_referral(
         principal,
         referral_sending.ReferralRequest(
-            patient_id=str(body.patient_id),
-            institution_id=str(body.institution_id),
+            patient_id=body.patient_id,
+            institution_id=body.institution_id,
             direction=body.direction,
             department=body.department,
             reason=body.reason,
             summary=body.summary,
-            visit_id=str(body.visit_id) if body.visit_id else None,
+            visit_id=body.visit_id,
         ),
     )
     return ReferralCreated(id=referral.id, status=referral.status)
@@ -178,7 +179,7 @@ def list_referrals(principal: Principal) -> ReferralsOut:
     errors={404: ["not_found"]},
 )
 def get_referral(referral_id: str, principal: Principal) -> ReferralOut:
-    return referral_out(referrals.referral_for(principal, referral_id))
+    return referral_out(referrals.referral_for(principal, record_id(referral_id)))
 
 
 class ReferralAcceptIn(RequestModel):
@@ -200,7 +201,7 @@ class ReferralStatusOut(ResponseModel):
 )
 def accept_referral(referral_id: str, body: ReferralAcceptIn, principal: Principal) -> ReferralStatusOut:
     return ReferralStatusOut(
-        status=referral_receiving.accept(principal, referral_id, body.appointment_at, body.place).status
+        status=referral_receiving.accept(principal, record_id(referral_id), body.appointment_at, body.place).status
     )
 
 
@@ -217,7 +218,7 @@ class ReferralDeclineIn(RequestModel):
     errors={403: ["not_qualified", "not_receiving"], 404: ["not_found"], 409: ["illegal_transition"], 422: ["invalid"]},
 )
 def decline_referral(referral_id: str, body: ReferralDeclineIn, principal: Principal) -> ReferralStatusOut:
-    return ReferralStatusOut(status=referral_receiving.decline(principal, referral_id, body.reason).status)
+    return ReferralStatusOut(status=referral_receiving.decline(principal, record_id(referral_id), body.reason).status)
 
 
 class ReferralOutcomeIn(RequestModel):
@@ -233,7 +234,9 @@ class ReferralOutcomeIn(RequestModel):
     errors={403: ["not_qualified", "not_receiving"], 404: ["not_found"], 409: ["illegal_transition"], 422: ["invalid"]},
 )
 def referral_outcome(referral_id: str, body: ReferralOutcomeIn, principal: Principal) -> ReferralStatusOut:
-    return ReferralStatusOut(status=referral_receiving.report_outcome(principal, referral_id, body.summary).status)
+    return ReferralStatusOut(
+        status=referral_receiving.report_outcome(principal, record_id(referral_id), body.summary).status
+    )
 
 
 @router.post(
@@ -250,5 +253,5 @@ def referral_outcome(referral_id: str, body: ReferralOutcomeIn, principal: Princ
     },
 )
 def confirm_carried_diagnosis(referral_id: str, carried_id: str, principal: Principal) -> ReferralStatusOut:
-    referral_diagnoses.confirm_carried(principal, referral_id, carried_id)
+    referral_diagnoses.confirm_carried(principal, record_id(referral_id), record_id(carried_id))
     return ReferralStatusOut(status="confirmed")

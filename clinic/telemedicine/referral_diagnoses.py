@@ -11,7 +11,7 @@ import uuid
 from sqlalchemy import select
 
 from clinic.core import audit, storage
-from clinic.core.db import as_uuid, db, utcnow
+from clinic.core.db import db, utcnow
 from clinic.core.errors import Forbidden, Invalid, NotFound
 from clinic.core.principal import Principal
 from clinic.notifications.services import notify
@@ -30,7 +30,7 @@ from identity.models import Patient
 # --- diagnosis carry-over ------------------------------------------------------------------
 
 
-def confirm_carried(who: Principal, referral_id: str | uuid.UUID, carried_id: str | uuid.UUID) -> ReferralDiagnosis:
+def confirm_carried(who: Principal, referral_id: uuid.UUID, carried_id: uuid.UUID) -> ReferralDiagnosis:
     """A physician here confirms a diagnosis the referred patient arrived with: it becomes a
     confirmed diagnosis here (its document: the carried record and the hash of the signed
     referral), on which the patient's online return visits pass the gate (Art. 16)."""
@@ -46,7 +46,7 @@ def confirm_carried(who: Principal, referral_id: str | uuid.UUID, carried_id: st
         raise IllegalTaskTransition(
             N_("Carried diagnoses are confirmed once the referral is accepted."), status=referral.status
         )
-    carried = next((d for d in referral.diagnoses if d.id == as_uuid(carried_id)), None)
+    carried = next((d for d in referral.diagnoses if d.id == carried_id), None)
     if carried is None:
         raise NotFound(N_("No such carried diagnosis."))
     if carried.diagnosis_id is not None:

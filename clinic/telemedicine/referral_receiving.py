@@ -210,7 +210,10 @@ def _resolve_patient(
     return patient, match
 
 
-def _receiving(referral_id: str | uuid.UUID, physician: Account) -> Referral:
+def _receiving(who: Principal, referral_id: uuid.UUID) -> tuple[Referral, Account]:
+    """The referral a physician here answers, and the physician: only on the receiving side,
+    and only a physician qualified for its department (when that is approved here)."""
+    physician = as_physician(who)
     referral = load(referral_id)
     if referral.role != RECEIVING:
         raise Forbidden(N_("Only the receiving institution answers a referral."), code="not_receiving")
@@ -218,7 +221,7 @@ def _receiving(referral_id: str | uuid.UUID, physician: Account) -> Referral:
         referral.department if referral.department in identity.institution_status().approved_departments else None
     )
     identity.require_qualified_physician(physician, department=department)
-    return referral
+    return referral, physician
 
 
 def _status_task(referral: Referral, physician_name: str, **extra: Any) -> dict[str, Any]:
@@ -235,10 +238,9 @@ def _status_task(referral: Referral, physician_name: str, **extra: Any) -> dict[
     return task
 
 
-def accept(who: Principal, referral_id: str | uuid.UUID, appointment_at: datetime, place: str) -> Referral:
+def accept(who: Principal, referral_id: uuid.UUID, appointment_at: datetime, place: str) -> Referral:
     """A physician of the receiving institution accepts: when and where the patient comes."""
-    physician = as_physician(who)
-    referral = _receiving(referral_id, physician)
+    referral, physician = _receiving(who, referral_id)
     at = as_utc(appointment_at)
     if at <= utcnow():
         raise Invalid(
@@ -273,9 +275,8 @@ def accept(who: Principal, referral_id: str | uuid.UUID, appointment_at: datetim
     return referral
 
 
-def decline(who: Principal, referral_id: str | uuid.UUID, reason: str) -> Referral:
-    physician = as_physician(who)
-    referral = _receiving(referral_id, physician)
+def decline(who: Principal, referral_id: uuid.UUID, reason: str) -> Referral:
+    referral, physician = _receiving(who, referral_id)
     reason = reason.strip()
     if not reason:
         raise Invalid(N_("Say why the referral is declined."), fields=[{"loc": "reason", "message": "empty"}])
@@ -298,10 +299,9 @@ def decline(who: Principal, referral_id: str | uuid.UUID, reason: str) -> Referr
     return referral
 
 
-def report_outcome(who: Principal, referral_id: str | uuid.UUID, summary: str) -> Referral:
+def report_outcome(who: Principal, referral_id: uuid.UUID, summary: str) -> Referral:
     """The closed loop: the receiving side reports what came of the referral."""
-    physician = as_physician(who)
-    referral = _receiving(referral_id, physician)
+    referral, physician = _receiving(who, referral_id)
     summary = summary.strip()
     if not summary:
         raise Invalid(N_("The outcome needs a summary."), fields=[{"loc": "summary", "message": "empty"}])

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import select
 
 from clinic.core import audit
-from clinic.core.db import as_uuid, db, utcnow
+from clinic.core.db import db, utcnow
 from clinic.core.errors import Invalid, NotFound
 from clinic.core.principal import Principal
 from clinic.notifications.services import notify
@@ -58,13 +58,13 @@ from identity.models import Patient
 
 @dataclass(frozen=True)
 class ReferralRequest:
-    patient_id: str
-    institution_id: str
+    patient_id: uuid.UUID
+    institution_id: uuid.UUID
     direction: str
     department: str
     reason: str
     summary: str
-    visit_id: str | None = None
+    visit_id: uuid.UUID | None = None
 
 
 def send_referral(who: Principal, req: ReferralRequest) -> Referral:
@@ -72,12 +72,11 @@ def send_referral(who: Principal, req: ReferralRequest) -> Referral:
     session = db.session()
     physician = as_physician(who)
     identity.require_qualified_physician(physician)
-    patient = session.get(Patient, as_uuid(req.patient_id)) if as_uuid(req.patient_id) else None
+    patient = session.get(Patient, req.patient_id)
     if patient is None or not treats(physician, patient.id):
         raise NotFound(N_("No such patient among yours."))
-    visit_id = as_uuid(req.visit_id) if req.visit_id else None
-    if req.visit_id:
-        visit = session.get(Visit, visit_id) if visit_id else None
+    if req.visit_id is not None:
+        visit = session.get(Visit, req.visit_id)
         if visit is None or visit.patient_id != patient.id:
             raise NotFound(N_("No such visit of this patient."))
     partner = services.get_partner(req.institution_id)
@@ -114,7 +113,7 @@ def send_referral(who: Principal, req: ReferralRequest) -> Referral:
         patient_id=patient.id,
         patient_name=patient.name,
         identity_match="",
-        visit_id=visit_id,
+        visit_id=req.visit_id,
         requested_by=physician.id,
         requester_name=name_of(physician),
     )

@@ -21,7 +21,7 @@ from wtforms import (
 )
 from wtforms.validators import DataRequired, Length
 
-from clinic.core.db import as_uuid, db
+from clinic.core.db import as_uuid, db, record_id
 from clinic.core.errors import DomainError
 from clinic.core.pages import page_principal, patient_page, physician_page
 from clinic.core.web import handle_refusal
@@ -164,19 +164,19 @@ def referral_new() -> Any:
         if visit is not None:
             form.department.data = visit.department
     elif form.validate():
-        partner = services.get_partner(form.institution_id.data or "")
+        partner = services.get_partner(record_id(form.institution_id.data))
         direction = rules.direction_between(services.own_level(), partner.level) or ""
         try:
             referral = referral_sending.send_referral(
                 page_principal(),
                 referral_sending.ReferralRequest(
-                    patient_id=form.patient_id.data or "",
-                    institution_id=form.institution_id.data or "",
+                    patient_id=record_id(form.patient_id.data),
+                    institution_id=partner.id,
                     direction=direction,
                     department=form.department.data or "",
                     reason=form.reason.data or "",
                     summary=form.summary.data or "",
-                    visit_id=form.visit_id.data or None,
+                    visit_id=record_id(form.visit_id.data) if form.visit_id.data else None,
                 ),
             )
         except DomainError as err:
@@ -188,7 +188,7 @@ def referral_new() -> Any:
 
 
 def _referral_page(referral_id: str, status: int = 200, **forms: Any) -> Any:
-    referral = referrals.referral_for(page_principal(), referral_id)
+    referral = referrals.referral_for(page_principal(), record_id(referral_id))
     return (
         render_template(
             "telemedicine/referral.html",
@@ -216,7 +216,9 @@ def referral_accept(referral_id: str) -> Any:
     if not form.validate_on_submit() or form.appointment_at.data is None:
         return _referral_page(referral_id, 422, accept_form=form)
     try:
-        referral_receiving.accept(page_principal(), referral_id, form.appointment_at.data, form.place.data or "")
+        referral_receiving.accept(
+            page_principal(), record_id(referral_id), form.appointment_at.data, form.place.data or ""
+        )
     except DomainError as err:
         flash(handle_refusal(err), "error")
         return _referral_page(referral_id, err.status, accept_form=form)
@@ -231,7 +233,7 @@ def referral_decline(referral_id: str) -> Any:
     if not form.validate_on_submit():
         return _referral_page(referral_id, 422, decline_form=form)
     try:
-        referral_receiving.decline(page_principal(), referral_id, form.reason.data or "")
+        referral_receiving.decline(page_principal(), record_id(referral_id), form.reason.data or "")
     except DomainError as err:
         flash(handle_refusal(err), "error")
         return _referral_page(referral_id, err.status, decline_form=form)
@@ -246,7 +248,7 @@ def referral_outcome(referral_id: str) -> Any:
     if not form.validate_on_submit():
         return _referral_page(referral_id, 422, outcome_form=form)
     try:
-        referral_receiving.report_outcome(page_principal(), referral_id, form.summary.data or "")
+        referral_receiving.report_outcome(page_principal(), record_id(referral_id), form.summary.data or "")
     except DomainError as err:
         flash(handle_refusal(err), "error")
         return _referral_page(referral_id, err.status, outcome_form=form)
@@ -258,7 +260,7 @@ def referral_outcome(referral_id: str) -> Any:
 @physician_page
 def referral_confirm_diagnosis(referral_id: str, carried_id: str) -> Any:
     try:
-        carried = referral_diagnoses.confirm_carried(page_principal(), referral_id, carried_id)
+        carried = referral_diagnoses.confirm_carried(page_principal(), record_id(referral_id), record_id(carried_id))
     except DomainError as err:
         if err.code == "face_verification_required":
             flash(handle_refusal(err), "error")
@@ -277,7 +279,7 @@ def referral_confirm_diagnosis(referral_id: str, carried_id: str) -> Any:
 def my_referrals() -> Any:
     return render_template(
         "telemedicine/referral_mine.html",
-        items=referrals.referrals_of_patient_account(_me()),
+        items=referrals.referrals_of_patient_account(page_principal()),
         own_name=services.own_name(),
         **_referral_helpers(),
     )
@@ -288,7 +290,7 @@ def my_referrals() -> Any:
 def my_referral(referral_id: str) -> Any:
     return render_template(
         "telemedicine/referral_patient.html",
-        r=referrals.referral_for(page_principal(), referral_id),
+        r=referrals.referral_for(page_principal(), record_id(referral_id)),
         own_name=services.own_name(),
         **_referral_helpers(),
     )

@@ -36,7 +36,7 @@ from typing import Any, NoReturn
 from sqlalchemy import exists, or_, select
 
 from clinic.core import audit
-from clinic.core.db import as_uuid, db, utcnow
+from clinic.core.db import db, utcnow
 from clinic.core.errors import DomainError, Forbidden, Invalid, NotFound, Violation
 from clinic.core.pages import to_beijing
 from clinic.core.principal import Principal
@@ -191,9 +191,8 @@ def text_of(items: list[dict[str, Any]] | None) -> str:
 # --- the record: loading it, moving it, telling the patient --------------------------------
 
 
-def load(referral_id: str | uuid.UUID) -> Referral:
-    key = as_uuid(referral_id)
-    referral = db.session.get(Referral, key) if key else None
+def load(referral_id: uuid.UUID) -> Referral:
+    referral = db.session.get(Referral, referral_id)
     if referral is None:
         raise NotFound(N_("No such referral."))
     return referral
@@ -266,7 +265,7 @@ def list_referrals(who: Principal, role: str | None = None, status: str | None =
     return list(db.session.scalars(query.order_by(Referral.created_at.desc()).limit(500)))
 
 
-def referral_for(who: Principal, referral_id: str | uuid.UUID) -> Referral:
+def referral_for(who: Principal, referral_id: uuid.UUID) -> Referral:
     """A referral the caller may see: staff of this institution, or the patient's account
     holder; anyone else 404."""
     account = account_of(who)
@@ -278,8 +277,9 @@ def referral_for(who: Principal, referral_id: str | uuid.UUID) -> Referral:
     raise NotFound(N_("No such referral."))
 
 
-def referrals_of_patient_account(account: Account) -> list[Referral]:
-    ids = [p.id for p in account.patients]
+def referrals_of_patient_account(who: Principal) -> list[Referral]:
+    """The referrals of the people on the caller's (a patient's) account, newest first."""
+    ids = [p.id for p in account_of(who).patients]
     if not ids:
         return []
     return list(

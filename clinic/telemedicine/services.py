@@ -171,15 +171,14 @@ def list_partners() -> list[PartnerInstitution]:
     return list(db.session.scalars(select(PartnerInstitution).order_by(PartnerInstitution.created_at)))
 
 
-def get_partner(partner_id: str | uuid.UUID) -> PartnerInstitution:
-    pid = as_uuid(partner_id)
-    partner = db.session.get(PartnerInstitution, pid) if pid else None
+def get_partner(partner_id: uuid.UUID) -> PartnerInstitution:
+    partner = db.session.get(PartnerInstitution, partner_id)
     if partner is None:
         raise NotFound(N_("No such partner institution."))
     return partner
 
 
-def rotate_partner_key(partner_id: str | uuid.UUID, public_jwk: dict[str, Any]) -> PartnerInstitution:
+def rotate_partner_key(partner_id: uuid.UUID, public_jwk: dict[str, Any]) -> PartnerInstitution:
     """Pin a partner's new institution key: the explicit act by which its key changes."""
     partner = get_partner(partner_id)
     violations = rules.check_public_jwk(public_jwk)
@@ -366,9 +365,7 @@ def receive(token: str) -> Received:
 # --- the sender --------------------------------------------------------------------------
 
 
-def send(
-    partner_id: str | uuid.UUID, event_code: str, resources: list[dict[str, Any]] | None = None
-) -> FederationMessage:
+def send(partner_id: uuid.UUID, event_code: str, resources: list[dict[str, Any]] | None = None) -> FederationMessage:
     """Build a FHIR message for a partner, sign it with the institution key, record it and
     enqueue its delivery through the outbox (retried until the partner answers 2xx)."""
     partner = get_partner(partner_id)
@@ -413,10 +410,9 @@ def send(
     return message
 
 
-def resend(message_id: str | uuid.UUID) -> FederationMessage:
+def resend(message_id: uuid.UUID) -> FederationMessage:
     """Deliver a sent message again (the partner applies it once: same MessageHeader id)."""
-    mid = as_uuid(message_id)
-    message = db.session.get(FederationMessage, mid) if mid else None
+    message = db.session.get(FederationMessage, message_id)
     if message is None or message.direction != "out":
         raise NotFound(N_("No such sent message."))
     audit.record(

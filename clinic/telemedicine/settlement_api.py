@@ -112,15 +112,15 @@ def settlement_out(s: settling.Settlement) -> SettlementOut:
     )
 
 
-def _partner_for_settlement(partner_id: uuid.UUID | None) -> str:
+def _partner_for_settlement(partner_id: uuid.UUID | None) -> uuid.UUID:
     if partner_id is not None:
-        return str(partner_id)
+        return partner_id
     partners = services.list_partners()
     if len(partners) != 1:
         raise Invalid(
             "Name the partner institution (partner_id).", fields=[{"loc": "partner_id", "message": "required"}]
         )
-    return str(partners[0].id)
+    return partners[0].id
 
 
 @router.get(

@@ -117,7 +117,7 @@ class Settlement:
         return None if self.reconciliation is None else self.reconciliation.matches
 
 
-def settlement(partner_id: str | uuid.UUID, month: str) -> Settlement:
+def settlement(partner_id: uuid.UUID, month: str) -> Settlement:
     if not valid_month(month):
         raise Invalid(N_("The month is written YYYY-MM."), fields=[{"loc": "month", "message": "YYYY-MM"}])
     partner = services.get_partner(partner_id)
@@ -205,7 +205,7 @@ def _record_statement(
     return row
 
 
-def send_statement(partner_id: str | uuid.UUID, month: str) -> SettlementStatement:
+def send_statement(partner_id: uuid.UUID, month: str) -> SettlementStatement:
     """Send our statement of the month to the partner, signed; it answers with its own."""
     if not valid_month(month):
         raise Invalid(N_("The month is written YYYY-MM."), fields=[{"loc": "month", "message": "YYYY-MM"}])

@@ -4,6 +4,7 @@ and the signed federation inbox's answers and refusals."""
 from __future__ import annotations
 
 import base64
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -300,7 +301,7 @@ def test_send_signs_records_and_enqueues_only_with_an_agreement(client: FlaskCli
     key = _key()
     pid = register(client, key, base_url="http://127.0.0.1:9")  # nobody listens: delivery fails, retried
     with acting_as(Actor(None, "test")), unit_of_work():
-        message = services.send(pid, services.PING_EVENT)
+        message = services.send(uuid.UUID(pid), services.PING_EVENT)
         token = message.jws
     content = envelope.verify(token, services.own_key().public_jwk)
     header = envelope.parse_message(content)
@@ -315,4 +316,4 @@ def test_send_signs_records_and_enqueues_only_with_an_agreement(client: FlaskCli
         valid_until="2020-12-31",
     )
     with pytest.raises(services.NoAgreement), acting_as(Actor(None, "test")), unit_of_work():
-        services.send(expired, services.PING_EVENT)
+        services.send(uuid.UUID(expired), services.PING_EVENT)
