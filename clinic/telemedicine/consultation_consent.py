@@ -8,11 +8,10 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from clinic.core import audit
 from clinic.core.db import db
-from clinic.core.errors import Conflict, Invalid
+from clinic.core.errors import Invalid
 from clinic.core.principal import Principal
-from clinic.core.versioned_text import TextShelf, VersionedText
+from clinic.core.versioned_text import TextShelf, VersionedText, record_acceptance
 from clinic.telemedicine.models import (
     ConsultationConsent,
 )
@@ -27,10 +26,6 @@ class ConsentRequired(Invalid):
     )
 
 
-class StaleConsent(Conflict):
-    code = "stale_version"
-
-
 # --- the remote-consultation consent ---------------------------------------------------------
 
 CONSENT_DIR = Path(__file__).resolve().parent / "consult_consent"
@@ -43,32 +38,16 @@ def current_consent() -> VersionedText:
 
 def accept_consent(who: Principal, patient_id: uuid.UUID, version: str) -> ConsultationConsent:
     """The patient (or the guardian holding the account) accepts the current text."""
-    session = db.session()
-    account = identity.get_account(who.account_id)
-    patient = identity.patient_of_account(account, patient_id)
-    current = current_consent()
-    if version != current.version:
-        raise StaleConsent(
-            N_("The remote-consultation consent has changed; the current version is %(version)s."),
-            params={"version": current.version},
-        )
-    acc = ConsultationConsent(
-        account_id=account.id,
+    patient = identity.patient_of_account(identity.get_account(who.account_id), patient_id)
+    return record_acceptance(
+        _consents,
+        version,
+        ConsultationConsent,
+        account_id=who.account_id,
         patient_id=patient.id,
-        version=current.version,
-        version_hash=current.sha256,
-        client_ip=audit.current_actor().client_ip,
+        action="consultation.consent_accepted",
+        stale_message=N_("The remote-consultation consent has changed; the current version is %(version)s."),
     )
-    session.add(acc)
-    session.flush()
-    audit.record(
-        session,
-        "consultation.consent_accepted",
-        subject_type="patient",
-        subject_id=patient.id,
-        detail={"version": current.version, "sha256": current.sha256},
-    )
-    return acc
 
 
 def current_consent_of(patient_id: uuid.UUID) -> ConsultationConsent | None:

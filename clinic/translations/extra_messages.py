@@ -23,6 +23,8 @@ MESSAGES = (
     N_("The partner endpoint must use https."),
     N_("The partner endpoint must be a public host name, not an address or a local name."),
     N_("The partner endpoint's host resolves to a non-public address (%(addresses)s)."),
+    # clinic/visits/informed_consent.py: the stale-version refusal (clinic/core/versioned_text.py StaleConsent)
+    N_("The consent text has changed; the current version is %(version)s."),
     # clinic/core/idempotency.py KeyReused
     N_("This Idempotency-Key was already used for a different request; use a new key for a new request."),
     # clinic/core/errors.py defaults

@@ -8,10 +8,8 @@ from typing import Any
 
 from sqlalchemy import Exists, exists, select
 
-from clinic.core import audit
 from clinic.core.db import db
-from clinic.core.errors import Conflict
-from clinic.core.versioned_text import TextShelf, VersionedText
+from clinic.core.versioned_text import TextShelf, VersionedText, record_acceptance
 from clinic.visits.models import ConsentAcceptance
 from identity import services as identity
 from identity.models import Account
@@ -27,35 +25,17 @@ def current_consent() -> VersionedText:
     return _consents.current()
 
 
-class StaleConsent(Conflict):
-    code = "stale_version"
-
-
 def accept_consent(account: Account, patient_id: str, version: str) -> ConsentAcceptance:
-    session = db.session()
     patient = identity.patient_of_account(account, patient_id)
-    current = current_consent()
-    if version != current.version:
-        raise StaleConsent(
-            "The consent text has changed; the current version is %(version)s.", params={"version": current.version}
-        )
-    acc = ConsentAcceptance(
+    return record_acceptance(
+        _consents,
+        version,
+        ConsentAcceptance,
         account_id=account.id,
         patient_id=patient.id,
-        version=current.version,
-        version_hash=current.sha256,
-        client_ip=audit.current_actor().client_ip,
+        action="consent.accepted",
+        stale_message="The consent text has changed; the current version is %(version)s.",
     )
-    session.add(acc)
-    session.flush()
-    audit.record(
-        session,
-        "consent.accepted",
-        subject_type="patient",
-        subject_id=patient.id,
-        detail={"version": current.version, "sha256": current.sha256},
-    )
-    return acc
 
 
 def consent_accepted(patient_id: Any, version_hash: Any) -> Exists:
