@@ -78,7 +78,8 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     from clinic.regulator import telemedicine_fhir as regulator_telemedicine_fhir
     from clinic.telemedicine import api as telemedicine_api
     from clinic.telemedicine import consultation_api, referral_api, settlement_api
-    from clinic.telemedicine import services as telemedicine_services
+    from clinic.telemedicine import federation as telemedicine_federation
+    from clinic.telemedicine import partners as telemedicine_partners
     from clinic.visits import api as visits_api
     from clinic.visits import lifecycle as visit_lifecycle
     from clinic.visits import visit_api
@@ -118,7 +119,7 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     notifications_services.register_jobs()  # outbox handler: the patients' SMS
     pharmacy_delivery.register_jobs()  # outbox handler: partner dispatch
     regulator_incidents.register_jobs()  # outbox handler: the incident SMS to the regulator
-    telemedicine_services.register_jobs()  # outbox handler: signed messages to partner institutions
+    telemedicine_federation.register_jobs()  # outbox handler: signed messages to partner institutions
     from clinic.telemedicine import (
         consultation_attachments,
         consultation_opinions,
@@ -130,6 +131,7 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     )
 
     for receiver in (
+        telemedicine_federation,
         consultations,
         consultation_requests,
         consultation_attachments,
@@ -173,7 +175,7 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     )
     app.register_blueprint(rx_signing.well_known)
     # The institution's own key beside the prescription keys, with its own kid
-    app.extensions.setdefault("jwks_extra", []).append(telemedicine_services.published_keys)
+    app.extensions.setdefault("jwks_extra", []).append(telemedicine_partners.published_keys)
     rx_cli.init_app(app)
     from pharmacy import cli as pharmacy_cli
 

@@ -14,11 +14,8 @@ from pydantic import Field, model_validator
 from clinic.core.api import ApiRouter, Principal, RawBody, RequestModel, ResponseModel
 from clinic.core.db import record_id
 from clinic.core.errors import Invalid
-from clinic.telemedicine import (
-    envelope,
-    rules,
-    services,
-)
+from clinic.telemedicine import envelope, federation, rules
+from clinic.telemedicine import partners as registry
 from clinic.telemedicine.models import PartnerInstitution
 
 router = ApiRouter("telemedicine")
@@ -107,7 +104,7 @@ def partner_out(p: PartnerInstitution) -> PartnerInstitutionOut:
         fee_split={"inviting": p.split_inviting, "invited": p.split_invited},
         valid_from=p.valid_from,
         valid_until=p.valid_until,
-        in_force=services.agreement_in_force(p),
+        in_force=registry.agreement_in_force(p),
         created_at=p.created_at,
         key_rotated_at=p.key_rotated_at,
         consult_min_title=p.consult_min_title or None,
@@ -142,7 +139,7 @@ def terms_of(body: PartnerInstitutionIn) -> rules.AgreementTerms:
     errors={409: ["partner_exists"], 422: ["invalid"]},
 )
 def create_partner(body: PartnerInstitutionIn, principal: Principal) -> PartnerCreated:
-    partner = services.register_partner(terms_of(body))
+    partner = registry.register_partner(terms_of(body))
     partner.consult_min_title = body.consult_min_title or ""
     return PartnerCreated(id=partner.id)
 
@@ -154,7 +151,7 @@ def create_partner(body: PartnerInstitutionIn, principal: Principal) -> PartnerC
     roles=ADMIN,
 )
 def partners(principal: Principal) -> PartnerInstitutionsOut:
-    return PartnerInstitutionsOut(items=[partner_out(p) for p in services.list_partners()])
+    return PartnerInstitutionsOut(items=[partner_out(p) for p in registry.list_partners()])
 
 
 class PartnerKeyIn(RequestModel):
@@ -171,7 +168,7 @@ class PartnerKeyIn(RequestModel):
 )
 def rotate_key(partner_id: str, body: PartnerKeyIn, principal: Principal) -> PartnerInstitutionOut:
     return partner_out(
-        services.rotate_partner_key(record_id(partner_id), body.public_jwk.model_dump(exclude_none=True))
+        registry.rotate_partner_key(record_id(partner_id), body.public_jwk.model_dump(exclude_none=True))
     )
 
 
@@ -220,6 +217,6 @@ def federation_inbox() -> FederationAccepted:
     try:
         token = raw.decode("ascii").strip()
     except UnicodeDecodeError:
-        raise services.BadSignature("The message is not a compact JWS.") from None
-    received = services.receive(token)
+        raise federation.BadSignature("The message is not a compact JWS.") from None
+    received = federation.receive(token)
     return FederationAccepted(id=received.message.message_id, duplicate=received.duplicate)

@@ -12,7 +12,7 @@ from clinic.core import jobs
 from clinic.core.audit import Actor, acting_as
 from clinic.core.db import record_id, unit_of_work
 from clinic.core.errors import DomainError
-from clinic.telemedicine import rules, services
+from clinic.telemedicine import federation, partners, rules
 
 CLI_ACTOR = Actor(id=None, role="cli")
 
@@ -37,9 +37,9 @@ def init_app(app: Flask) -> None:
             raise click.BadParameter(str(exc), param_hint="--split") from None
         try:
             with acting_as(CLI_ACTOR), unit_of_work():
-                jwk = services.fetch_institution_key(jwks_url)
-                start = services.today()
-                partner = services.register_partner(
+                jwk = partners.fetch_institution_key(jwks_url)
+                start = partners.today()
+                partner = partners.register_partner(
                     rules.AgreementTerms(
                         name=name,
                         license_no=license_no or "—",
@@ -66,7 +66,7 @@ def init_app(app: Flask) -> None:
         """Send a signed connectivity check to a partner through the outbox; prints the message's id."""
         try:
             with acting_as(CLI_ACTOR), unit_of_work():
-                message = services.send(record_id(partner_id), services.PING_EVENT)
+                message = federation.send(record_id(partner_id), federation.PING_EVENT)
                 mid = str(message.id)
         except DomainError as err:
             raise click.ClickException(f"{err.code}: {err.message}") from None
@@ -79,7 +79,7 @@ def init_app(app: Flask) -> None:
         """Deliver a sent message again (the partner applies it once)."""
         try:
             with acting_as(CLI_ACTOR), unit_of_work():
-                services.resend(record_id(message_id))
+                federation.resend(record_id(message_id))
         except DomainError as err:
             raise click.ClickException(f"{err.code}: {err.message}") from None
         jobs.drain()

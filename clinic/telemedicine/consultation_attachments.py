@@ -17,7 +17,7 @@ from clinic.core.config import settings
 from clinic.core.db import db, utcnow
 from clinic.core.errors import Conflict, DomainError, Forbidden, Invalid, NotFound
 from clinic.core.principal import Principal
-from clinic.telemedicine import rules, services
+from clinic.telemedicine import federation, rules
 from clinic.telemedicine.consultations import (
     ATTACHMENT_TYPES,
     EV_ATTACHMENT,
@@ -87,7 +87,7 @@ def add_attachment(who: Principal, consultation_id: uuid.UUID, filename: str, da
             }
         ],
     }
-    services.send(c.partner_id, EV_ATTACHMENT, [task_resource(c), doc])
+    federation.send(c.partner_id, EV_ATTACHMENT, [task_resource(c), doc])
     return att
 
 
@@ -147,7 +147,7 @@ def _on_attachment(_message: FederationMessage, bundle: dict[str, Any], partner:
         try:
             data = base64.b64decode(att.get("data") or "", validate=True)
         except ValueError:
-            raise services.BadMessage(N_("The attachment's data is not base64.")) from None
+            raise federation.BadMessage(N_("The attachment's data is not base64.")) from None
         limit = settings().CONSULT_MAX_ATTACHMENT_BYTES
         sniffed = sniff_upload(data, max_bytes=limit, allow_pdf=True)
         if sniffed.mime not in ATTACHMENT_TYPES:
@@ -156,4 +156,4 @@ def _on_attachment(_message: FederationMessage, bundle: dict[str, Any], partner:
 
 
 def register_events() -> None:
-    services.register_event(EV_ATTACHMENT, _on_attachment)
+    federation.register_event(EV_ATTACHMENT, _on_attachment)

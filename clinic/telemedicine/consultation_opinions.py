@@ -19,7 +19,7 @@ from clinic.core import audit
 from clinic.core.db import db, utcnow
 from clinic.core.errors import Forbidden
 from clinic.core.principal import Principal
-from clinic.telemedicine import services
+from clinic.telemedicine import federation, partners
 from clinic.telemedicine.consultations import (
     EV_OPINION,
     INVITED,
@@ -90,7 +90,7 @@ def write_opinion(who: Principal, consultation_id: uuid.UUID, opinion: str, reco
             "department": c.department,
             "license_no": physician.staff.license_no if physician.staff else None,
         },
-        "institution": services.own_name(),
+        "institution": partners.own_name(),
         "signed_at": iso(signed_at),
     }
     token, kid, jwk = _sign_opinion(physician, content)
@@ -112,7 +112,7 @@ def write_opinion(who: Principal, consultation_id: uuid.UUID, opinion: str, reco
             {"contentType": "application/jose", "data": base64.b64encode(token.encode()).decode(), "title": "会诊意见"}
         ],
     }
-    services.send(c.partner_id, EV_OPINION, [task_resource(c), report])
+    federation.send(c.partner_id, EV_OPINION, [task_resource(c), report])
     return c
 
 
@@ -148,12 +148,12 @@ def verify_opinion(token: str, jwk: dict[str, Any]) -> dict[str, Any]:
     try:
         header = jws.get_unverified_header(token)
         if header.get("alg") != "ES256" or header.get("kid") != jwk.get("kid"):
-            raise services.BadSignature(N_("The opinion is not signed with the key the message names."))
+            raise federation.BadSignature(N_("The opinion is not signed with the key the message names."))
         content = json.loads(jws.verify(token, jwk, algorithms=["ES256"]))
     except (JOSEError, ValueError) as exc:
-        raise services.BadSignature(N_("The opinion's signature does not verify.")) from exc
+        raise federation.BadSignature(N_("The opinion's signature does not verify.")) from exc
     if not isinstance(content, dict) or content.get("type") != "consultation_opinion":
-        raise services.BadSignature(N_("The signed content is not a consultation opinion."))
+        raise federation.BadSignature(N_("The signed content is not a consultation opinion."))
     return content
 
 
@@ -168,7 +168,7 @@ def _on_opinion(_message: FederationMessage, bundle: dict[str, Any], partner: Pa
     c = our_consultation(partner, INVITING, task_id_of(bundle))
     reports = bundle_resources(bundle, "DiagnosticReport")
     if not reports:
-        raise services.BadMessage(N_("An opinion message carries a DiagnosticReport."))
+        raise federation.BadMessage(N_("An opinion message carries a DiagnosticReport."))
     report = reports[0]
     try:
         jwk = json.loads(
@@ -176,10 +176,10 @@ def _on_opinion(_message: FederationMessage, bundle: dict[str, Any], partner: Pa
         )
         token = base64.b64decode((report.get("presentedForm") or [{}])[0].get("data") or "").decode("ascii")
     except (StopIteration, KeyError, ValueError, TypeError):
-        raise services.BadMessage(N_("The opinion carries no signature or no signer key.")) from None
+        raise federation.BadMessage(N_("The opinion carries no signature or no signer key.")) from None
     content = verify_opinion(token, jwk)
     if content.get("task_id") != c.task_id or content.get("opinion") != report.get("conclusion"):
-        raise services.BadSignature(N_("The signed opinion is not the one the report carries."))
+        raise federation.BadSignature(N_("The signed opinion is not the one the report carries."))
     signed_at = parse_time(content.get("signed_at")) or utcnow()
     if c.status in (TaskStatus.REQUESTED.value, TaskStatus.ACCEPTED.value, TaskStatus.IN_PROGRESS.value):
         if c.status == TaskStatus.REQUESTED.value:
@@ -191,4 +191,4 @@ def _on_opinion(_message: FederationMessage, bundle: dict[str, Any], partner: Pa
 
 
 def register_events() -> None:
-    services.register_event(EV_OPINION, _on_opinion)
+    federation.register_event(EV_OPINION, _on_opinion)

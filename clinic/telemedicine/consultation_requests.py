@@ -19,7 +19,7 @@ from clinic.core import audit
 from clinic.core.db import db, utcnow
 from clinic.core.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, RuleRefusal, Violation
 from clinic.core.principal import Principal
-from clinic.telemedicine import envelope, rules, services
+from clinic.telemedicine import envelope, federation, partners, rules
 from clinic.telemedicine.consultation_consent import ConsentRequired, current_consent_of
 from clinic.telemedicine.consultations import (
     DEPARTMENT_SYSTEM,
@@ -96,10 +96,10 @@ def request_consultation(who: Principal, req: ConsultationRequest) -> Consultati
             raise NotFound(N_("No such visit of yours with this patient."))
     partner = session.get(PartnerInstitution, req.institution_id)
     if partner is None:
-        raise refuse(services.NoAgreement(N_("There is no cooperation agreement with that institution.")))
+        raise refuse(partners.NoAgreement(N_("There is no cooperation agreement with that institution.")))
     try:
         require_agreement(partner, req.department)
-    except services.NoAgreement as err:
+    except partners.NoAgreement as err:
         raise refuse(err, partner_id=str(partner.id)) from None
     consent = current_consent_of(patient.id)
     if consent is None:
@@ -172,7 +172,7 @@ def request_consultation(who: Principal, req: ConsultationRequest) -> Consultati
             "present": [p["id"] for p in c.present_physicians],
         },
     )
-    services.send(partner.id, EV_REQUEST, _request_resources(c, patient))
+    federation.send(partner.id, EV_REQUEST, _request_resources(c, patient))
     return c
 
 
@@ -261,7 +261,7 @@ def cancel(who: Principal, consultation_id: uuid.UUID, reason: str) -> Consultat
         raise Forbidden(N_("Only the requesting physician may withdraw the request."))
     reason = _reason(reason)
     move(c, TaskEvent.CANCEL, reason=reason)
-    services.send(c.partner_id, EV_CANCELLED, [{**task_resource(c), "statusReason": {"text": reason}}])
+    federation.send(c.partner_id, EV_CANCELLED, [{**task_resource(c), "statusReason": {"text": reason}}])
     return c
 
 
@@ -325,7 +325,7 @@ def accept(who: Principal, consultation_id: uuid.UUID) -> Consultation:
     task = task_resource(c)
     task["owner"] = {"display": f"{c.specialist_name}（{c.specialist_title}）"}
     task["lastModified"] = iso(c.accepted_at)
-    services.send(c.partner_id, EV_ACCEPTED, [task])
+    federation.send(c.partner_id, EV_ACCEPTED, [task])
     return c
 
 
@@ -336,7 +336,7 @@ def decline(who: Principal, consultation_id: uuid.UUID, reason: str) -> Consulta
         raise Forbidden(N_("A physician of the invited department declines consultations."))
     reason = _reason(reason)
     move(c, TaskEvent.REJECT, reason=reason)
-    services.send(c.partner_id, EV_REJECTED, [{**task_resource(c), "statusReason": {"text": reason}}])
+    federation.send(c.partner_id, EV_REJECTED, [{**task_resource(c), "statusReason": {"text": reason}}])
     return c
 
 
@@ -349,12 +349,12 @@ def _on_request(_message: FederationMessage, bundle: dict[str, Any], partner: Pa
     tasks = bundle_resources(bundle, "Task")
     patients = bundle_resources(bundle, "Patient")
     if sr is None or not tasks or not patients:
-        raise services.BadMessage(N_("A consultation request carries a Task, a ServiceRequest and a Patient."))
+        raise federation.BadMessage(N_("A consultation request carries a Task, a ServiceRequest and a Patient."))
     task_id = task_id_of(bundle)
     codings = (sr.get("performerType") or {}).get("coding") or []
     department = next((str(c.get("code")) for c in codings if c.get("system") == DEPARTMENT_SYSTEM), "")
     if not department:
-        raise services.BadMessage(N_("The consultation request names no department."))
+        raise federation.BadMessage(N_("The consultation request names no department."))
     require_agreement(partner, department)
     task, pat = tasks[0], patients[0]
     priority = str(sr.get("priority") or "routine")
@@ -415,7 +415,7 @@ def _on_accepted(_message: FederationMessage, bundle: dict[str, Any], partner: P
         tell_requester(c)
 
 
-def _on_closed(event: TaskEvent, role: str) -> services.EventHandler:
+def _on_closed(event: TaskEvent, role: str) -> federation.EventHandler:
     def handler(_message: FederationMessage, bundle: dict[str, Any], partner: PartnerInstitution) -> None:
         c = our_consultation(partner, role, task_id_of(bundle))
         reason = str((bundle_resources(bundle, "Task")[0].get("statusReason") or {}).get("text") or "")
@@ -430,7 +430,7 @@ def _request_undelivered(message: FederationMessage) -> None:
     """The outbox gave up on a consultation request (the partner never answered through
     every retry): the consultation fails (FHIR Task `failed`), audited; its page says so."""
     try:
-        bundle = envelope.verify(message.jws, services.own_key().public_jwk)
+        bundle = envelope.verify(message.jws, partners.own_key().public_jwk)
         task_id = task_id_of(bundle)
     except (envelope.BadSignature, envelope.BadMessage, DomainError):
         return
@@ -447,8 +447,8 @@ def _request_undelivered(message: FederationMessage) -> None:
 
 
 def register_events() -> None:
-    services.register_undelivered(EV_REQUEST, _request_undelivered)
-    services.register_event(EV_REQUEST, _on_request)
-    services.register_event(EV_ACCEPTED, _on_accepted)
-    services.register_event(EV_REJECTED, _on_closed(TaskEvent.REJECT, INVITING))
-    services.register_event(EV_CANCELLED, _on_closed(TaskEvent.CANCEL, INVITED))
+    federation.register_undelivered(EV_REQUEST, _request_undelivered)
+    federation.register_event(EV_REQUEST, _on_request)
+    federation.register_event(EV_ACCEPTED, _on_accepted)
+    federation.register_event(EV_REJECTED, _on_closed(TaskEvent.REJECT, INVITING))
+    federation.register_event(EV_CANCELLED, _on_closed(TaskEvent.CANCEL, INVITED))

@@ -30,8 +30,8 @@ from clinic.telemedicine import (
     consultation_opinions,
     consultation_requests,
     consultations,
+    partners,
     rules,
-    services,
     settlements,
 )
 from clinic.telemedicine import consultation_consent as consent
@@ -72,7 +72,7 @@ def _consult_patients(physician: Account) -> list[Patient]:
 
 
 def _consult_partners() -> list[PartnerInstitution]:
-    return [p for p in services.list_partners() if "consultation" in p.services and services.agreement_in_force(p)]
+    return [p for p in partners.list_partners() if "consultation" in p.services and partners.agreement_in_force(p)]
 
 
 def _words() -> dict[str, Any]:
@@ -336,7 +336,7 @@ def settlements_page() -> Any:
         else:
             flash(_l("The statement is sent, signed; the partner answers with its own."), "ok")
         return redirect(url_for(".settlements_page", month=month))
-    rows = [settlements.settlement(p.id, month) for p in services.list_partners()]
+    rows = [settlements.settlement(p.id, month) for p in partners.list_partners()]
     year, mon = (int(x) for x in settlements.current_month().split("-"))
     months = []
     for _ in range(24):  # this month and the 23 before it

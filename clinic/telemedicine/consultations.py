@@ -32,7 +32,7 @@ from clinic.core.db import db, utcnow
 from clinic.core.errors import Conflict, DomainError, Forbidden, Invalid, NotFound
 from clinic.core.principal import Principal
 from clinic.notifications.services import notify
-from clinic.telemedicine import rules, services
+from clinic.telemedicine import federation, partners, rules
 from clinic.telemedicine.models import (
     Consultation,
     ConsultationNote,
@@ -127,8 +127,8 @@ def parse_time(text: Any) -> datetime | None:
 
 def require_agreement(partner: PartnerInstitution, department: str) -> None:
     """The agreement must be in force, cover consultations and this department."""
-    if not services.agreement_in_force(partner):
-        raise services.NoAgreement(
+    if not partners.agreement_in_force(partner):
+        raise partners.NoAgreement(
             N_("There is no cooperation agreement in force with %(name)s (valid %(start)s to %(end)s)."),
             params={
                 "name": partner.name,
@@ -137,11 +137,11 @@ def require_agreement(partner: PartnerInstitution, department: str) -> None:
             },
         )
     if "consultation" not in (partner.services or []):
-        raise services.NoAgreement(
+        raise partners.NoAgreement(
             N_("The agreement with %(name)s does not cover remote consultations."), params={"name": partner.name}
         )
     if partner.departments and department not in partner.departments:
-        raise services.NoAgreement(
+        raise partners.NoAgreement(
             N_("The agreement with %(name)s does not cover the department %(department)s."),
             params={"name": partner.name, "department": department},
         )
@@ -234,7 +234,7 @@ def task_id_of(bundle: dict[str, Any]) -> str:
         for ident in res.get("identifier", []):
             if ident.get("system") == TASK_SYSTEM and isinstance(ident.get("value"), str):
                 return str(ident["value"])
-    raise services.BadMessage(N_("The message names no consultation (Task identifier)."))
+    raise federation.BadMessage(N_("The message names no consultation (Task identifier)."))
 
 
 def our_consultation(partner: PartnerInstitution, role: str, task_id: str) -> Consultation:
@@ -270,7 +270,7 @@ def write_note(who: Principal, consultation_id: uuid.UUID, text: str) -> Consult
         "sender": {"display": note.author_name},
         "payload": [{"contentString": text}],
     }
-    services.send(c.partner_id, EV_NOTE, [task_resource(c), communication])
+    federation.send(c.partner_id, EV_NOTE, [task_resource(c), communication])
     return note
 
 
@@ -371,4 +371,4 @@ def _on_note(_message: FederationMessage, bundle: dict[str, Any], partner: Partn
 
 
 def register_events() -> None:
-    services.register_event(EV_NOTE, _on_note)
+    federation.register_event(EV_NOTE, _on_note)

@@ -16,7 +16,7 @@ from clinic.core.crypto import lookup_hash
 from clinic.core.db import db, utcnow
 from clinic.core.errors import Forbidden, Invalid
 from clinic.core.principal import Principal
-from clinic.telemedicine import services
+from clinic.telemedicine import federation, partners
 from clinic.telemedicine.models import FederationMessage, PartnerInstitution, Referral, ReferralDiagnosis
 from clinic.telemedicine.referrals import (
     DEPARTMENT_SYSTEM,
@@ -66,7 +66,7 @@ def _on_request(message: FederationMessage, bundle: dict[str, Any], partner: Par
     direction = ""
     for detail in sr.get("orderDetail") or []:
         direction = coding(detail, DIRECTION_SYSTEM) or direction
-    violations = direction_violations(direction, partner.level, services.own_level())
+    violations = direction_violations(direction, partner.level, partners.own_level())
     if violations:
         raise bad_direction(violations)
     session = db.session()
@@ -83,7 +83,7 @@ def _on_request(message: FederationMessage, bundle: dict[str, Any], partner: Par
     relation = coding((contact.get("relationship") or [{}])[0], RELATION_SYSTEM) or Relation.SELF.value
     holder_name = str((contact.get("name") or {}).get("text") or name)[:100]
     if not name or not id_number:
-        raise services.BadMessage(N_("The referred patient needs a real name and an ID number."))
+        raise federation.BadMessage(N_("The referred patient needs a real name and an ID number."))
     patient, match = _resolve_patient(name, id_number, relation, phone, holder_name)
     referral = Referral(
         shared_id=shared,
@@ -108,7 +108,7 @@ def _on_request(message: FederationMessage, bundle: dict[str, Any], partner: Par
         try:
             on = date.fromisoformat(str(cond.get("recordedDate", ""))[:10])
         except ValueError:
-            raise services.BadMessage(N_("A carried diagnosis needs the date it was made.")) from None
+            raise federation.BadMessage(N_("A carried diagnosis needs the date it was made.")) from None
         referral.diagnoses.append(
             ReferralDiagnosis(
                 icd10=code[:16],
@@ -144,7 +144,7 @@ def _resolve_patient(
     try:
         person = identity_rules.parse_id_number(id_number)
     except identity_rules.IdNumberError:
-        raise services.BadMessage(N_("The referred patient's ID number is not valid.")) from None
+        raise federation.BadMessage(N_("The referred patient's ID number is not valid.")) from None
     session = db.session()
     id_hash = lookup_hash(person.number)
     known = list(
@@ -263,7 +263,7 @@ def accept(who: Principal, referral_id: uuid.UUID, appointment_at: datetime, pla
         "participant": [{"actor": {"display": place}, "status": "accepted"}],
     }
     task = _status_task(referral, referral.responder_name)
-    services.send(referral.partner_id, STATUS_EVENT, [task, appointment])
+    federation.send(referral.partner_id, STATUS_EVENT, [task, appointment])
     audit.record(
         db.session(),
         "referral.accepted",
@@ -284,7 +284,7 @@ def decline(who: Principal, referral_id: uuid.UUID, reason: str) -> Referral:
     referral.decline_reason = reason
     referral.responded_by, referral.responder_name, referral.responded_at = physician.id, name_of(physician), utcnow()
     referral.closed_at = utcnow()
-    services.send(
+    federation.send(
         referral.partner_id,
         STATUS_EVENT,
         [_status_task(referral, referral.responder_name, statusReason={"text": reason})],
@@ -311,7 +311,7 @@ def report_outcome(who: Principal, referral_id: uuid.UUID, summary: str) -> Refe
     task = _status_task(
         referral, referral.outcome_by_name, output=[{"type": {"text": "outcome"}, "valueString": summary}]
     )
-    services.send(referral.partner_id, STATUS_EVENT, [task])
+    federation.send(referral.partner_id, STATUS_EVENT, [task])
     audit.record(
         db.session(),
         "referral.outcome_reported",
@@ -323,4 +323,4 @@ def report_outcome(who: Principal, referral_id: uuid.UUID, summary: str) -> Refe
 
 
 def register_events() -> None:
-    services.register_event(REQUEST_EVENT, _on_request)
+    federation.register_event(REQUEST_EVENT, _on_request)

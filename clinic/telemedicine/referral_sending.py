@@ -17,7 +17,7 @@ from clinic.core.db import db, utcnow
 from clinic.core.errors import Invalid, NotFound
 from clinic.core.principal import Principal
 from clinic.notifications.services import notify
-from clinic.telemedicine import services
+from clinic.telemedicine import federation, partners
 from clinic.telemedicine.models import FederationMessage, PartnerInstitution, Referral, ReferralDiagnosis
 from clinic.telemedicine.referrals import (
     DEPARTMENT_SYSTEM,
@@ -79,11 +79,11 @@ def send_referral(who: Principal, req: ReferralRequest) -> Referral:
         visit = session.get(Visit, req.visit_id)
         if visit is None or visit.patient_id != patient.id:
             raise NotFound(N_("No such visit of this patient."))
-    partner = services.get_partner(req.institution_id)
+    partner = partners.get_partner(req.institution_id)
     refusal = agreement_refusal(partner)
     if refusal is not None:
         refuse(refusal, "referral.refused", partner_id=str(partner.id), reason=refusal.code)
-    violations = direction_violations(req.direction, services.own_level(), partner.level)
+    violations = direction_violations(req.direction, partners.own_level(), partner.level)
     if violations:
         refuse(
             bad_direction(violations),
@@ -91,7 +91,7 @@ def send_referral(who: Principal, req: ReferralRequest) -> Referral:
             partner_id=str(partner.id),
             reason="bad_direction",
             direction=req.direction,
-            levels=[services.own_level(), partner.level],
+            levels=[partners.own_level(), partner.level],
         )
     department = req.department.strip()
     if partner.departments and department not in partner.departments:
@@ -131,7 +131,7 @@ def send_referral(who: Principal, req: ReferralRequest) -> Referral:
             )
         )
     session.flush()
-    message = services.send(partner.id, REQUEST_EVENT, request_resources(referral, patient))
+    message = federation.send(partner.id, REQUEST_EVENT, request_resources(referral, patient))
     referral.request_message_id = message.id  # sending side: the request as signed and sent
     audit.record(
         session,
@@ -247,7 +247,7 @@ def _on_status(message: FederationMessage, bundle: dict[str, Any], partner: Part
         raise UnknownReferral()
     event = _EVENT_OF_STATUS.get(str(task.get("status")))
     if event is None:
-        raise services.BadMessage(
+        raise federation.BadMessage(
             N_("A referral's status cannot be set to %(status)s by the receiving side."),
             params={"status": str(task.get("status"))},
         )
@@ -259,7 +259,7 @@ def _on_status(message: FederationMessage, bundle: dict[str, Any], partner: Part
         try:
             at = datetime.fromisoformat(str(appt.get("start")))
         except ValueError:
-            raise services.BadMessage(N_("The appointment's time cannot be read.")) from None
+            raise federation.BadMessage(N_("The appointment's time cannot be read.")) from None
         referral.appointment_at = as_utc(at)
         referral.place = str(appt.get("description") or "")[:300]
         referral.responder_name, referral.responded_at = who, now
@@ -328,5 +328,5 @@ def _request_undelivered(message: FederationMessage) -> None:
 
 
 def register_events() -> None:
-    services.register_event(STATUS_EVENT, _on_status)
-    services.register_undelivered(REQUEST_EVENT, _request_undelivered)
+    federation.register_event(STATUS_EVENT, _on_status)
+    federation.register_undelivered(REQUEST_EVENT, _request_undelivered)

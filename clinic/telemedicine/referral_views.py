@@ -25,14 +25,7 @@ from clinic.core.db import as_uuid, db, record_id
 from clinic.core.errors import DomainError
 from clinic.core.pages import page_principal, patient_page, physician_page
 from clinic.core.web import handle_refusal
-from clinic.telemedicine import (
-    referral_diagnoses,
-    referral_receiving,
-    referral_sending,
-    referrals,
-    rules,
-    services,
-)
+from clinic.telemedicine import partners, referral_diagnoses, referral_receiving, referral_sending, referrals, rules
 from clinic.visits.models import Diagnosis, Visit
 from identity.models import Account, Department, Patient
 
@@ -164,8 +157,8 @@ def referral_new() -> Any:
         if visit is not None:
             form.department.data = visit.department
     elif form.validate():
-        partner = services.get_partner(record_id(form.institution_id.data))
-        direction = rules.direction_between(services.own_level(), partner.level) or ""
+        partner = partners.get_partner(record_id(form.institution_id.data))
+        direction = rules.direction_between(partners.own_level(), partner.level) or ""
         try:
             referral = referral_sending.send_referral(
                 page_principal(),
@@ -280,7 +273,7 @@ def my_referrals() -> Any:
     return render_template(
         "telemedicine/referral_mine.html",
         items=referrals.referrals_of_patient_account(page_principal()),
-        own_name=services.own_name(),
+        own_name=partners.own_name(),
         **_referral_helpers(),
     )
 
@@ -291,6 +284,6 @@ def my_referral(referral_id: str) -> Any:
     return render_template(
         "telemedicine/referral_patient.html",
         r=referrals.referral_for(page_principal(), record_id(referral_id)),
-        own_name=services.own_name(),
+        own_name=partners.own_name(),
         **_referral_helpers(),
     )

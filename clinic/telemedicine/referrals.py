@@ -41,7 +41,7 @@ from clinic.core.errors import DomainError, Forbidden, Invalid, NotFound, Violat
 from clinic.core.pages import to_beijing
 from clinic.core.principal import Principal
 from clinic.notifications.services import notify
-from clinic.telemedicine import services
+from clinic.telemedicine import federation, partners
 from clinic.telemedicine.models import PartnerInstitution, Referral
 from clinic.telemedicine.rules import (
     N_,
@@ -84,17 +84,17 @@ def refuse(err: DomainError, action: str, **detail: Any) -> NoReturn:
     raise err
 
 
-def no_service(partner: PartnerInstitution) -> services.NoAgreement:
-    return services.NoAgreement(
+def no_service(partner: PartnerInstitution) -> partners.NoAgreement:
+    return partners.NoAgreement(
         N_("The agreement with %(name)s does not include two-way referral."),
         params={"name": partner.name},
         service=SERVICE,
     )
 
 
-def agreement_refusal(partner: PartnerInstitution) -> services.NoAgreement | None:
-    if not services.agreement_in_force(partner):
-        return services.NoAgreement(
+def agreement_refusal(partner: PartnerInstitution) -> partners.NoAgreement | None:
+    if not partners.agreement_in_force(partner):
+        return partners.NoAgreement(
             N_("There is no cooperation agreement in force with %(name)s (valid %(start)s to %(end)s)."),
             params={
                 "name": partner.name,
@@ -166,7 +166,7 @@ def bundle_resources(bundle: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
 def one(found: dict[str, list[dict[str, Any]]], kind: str) -> dict[str, Any]:
     items = found.get(kind, [])
     if len(items) != 1:
-        raise services.BadMessage(N_("A referral message carries exactly one %(kind)s."), params={"kind": kind})
+        raise federation.BadMessage(N_("A referral message carries exactly one %(kind)s."), params={"kind": kind})
     return items[0]
 
 
@@ -174,7 +174,7 @@ def shared_id_of(task: dict[str, Any]) -> str:
     for ident in task.get("identifier") or []:
         if ident.get("system") == TASK_SYSTEM and isinstance(ident.get("value"), str) and ident["value"]:
             return str(ident["value"])[:64]
-    raise services.BadMessage(N_("The referral's Task carries no referral identifier."))
+    raise federation.BadMessage(N_("The referral's Task carries no referral identifier."))
 
 
 def coding(concept: dict[str, Any] | None, system: str) -> str | None:
@@ -238,7 +238,7 @@ def tell_patient(referral: Referral, sms: bool) -> None:
         subject_id=referral.id,
         sms=sms,
         name=patient.name,
-        institution=referral.partner.name if referral.role == SENDING else services.own_name(),
+        institution=referral.partner.name if referral.role == SENDING else partners.own_name(),
         when=to_beijing(referral.appointment_at).strftime("%Y年%m月%d日 %H:%M"),
         place=referral.place or "",
     )
@@ -291,4 +291,4 @@ def referrals_of_patient_account(who: Principal) -> list[Referral]:
 
 def partners_for_referral() -> list[PartnerInstitution]:
     """Partners with an agreement in force that includes referral."""
-    return [p for p in services.list_partners() if agreement_refusal(p) is None]
+    return [p for p in partners.list_partners() if agreement_refusal(p) is None]

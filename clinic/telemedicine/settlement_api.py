@@ -11,9 +11,7 @@ from pydantic import Field
 
 from clinic.core.api import ApiRouter, Principal, RequestModel, ResponseModel
 from clinic.core.errors import Invalid
-from clinic.telemedicine import (
-    services,
-)
+from clinic.telemedicine import partners
 from clinic.telemedicine import settlements as settling
 
 router = ApiRouter("telemedicine")
@@ -115,12 +113,12 @@ def settlement_out(s: settling.Settlement) -> SettlementOut:
 def _partner_for_settlement(partner_id: uuid.UUID | None) -> uuid.UUID:
     if partner_id is not None:
         return partner_id
-    partners = services.list_partners()
-    if len(partners) != 1:
+    registered = partners.list_partners()
+    if len(registered) != 1:
         raise Invalid(
             "Name the partner institution (partner_id).", fields=[{"loc": "partner_id", "message": "required"}]
         )
-    return partners[0].id
+    return registered[0].id
 
 
 @router.get(

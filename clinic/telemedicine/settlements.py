@@ -15,7 +15,7 @@ from sqlalchemy import select
 from clinic.core import audit
 from clinic.core.db import db, utcnow
 from clinic.core.errors import Invalid
-from clinic.telemedicine import rules, services
+from clinic.telemedicine import federation, partners, rules
 from clinic.telemedicine.consultations import (
     EV_STATEMENT,
     INVITING,
@@ -45,14 +45,14 @@ INVITING_SYSTEM = "urn:clinic:consultation-inviting"
 
 def month_of(at: datetime) -> str:
     """The Beijing month (YYYY-MM) a completed consultation is settled in."""
-    return at.astimezone(services.CHINA).strftime("%Y-%m")
+    return at.astimezone(partners.CHINA).strftime("%Y-%m")
 
 
 # --- settlements ----------------------------------------------------------------------------------------
 
 
 def _month_bounds(month: str) -> tuple[datetime, datetime]:
-    start = datetime.strptime(month, "%Y-%m").replace(tzinfo=services.CHINA)
+    start = datetime.strptime(month, "%Y-%m").replace(tzinfo=partners.CHINA)
     end = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
     return start.astimezone(UTC), end.astimezone(UTC)
 
@@ -120,7 +120,7 @@ class Settlement:
 def settlement(partner_id: uuid.UUID, month: str) -> Settlement:
     if not valid_month(month):
         raise Invalid(N_("The month is written YYYY-MM."), fields=[{"loc": "month", "message": "YYYY-MM"}])
-    partner = services.get_partner(partner_id)
+    partner = partners.get_partner(partner_id)
     ours = our_statement(partner, month)
     theirs = _latest(partner, month, "in")
     return Settlement(
@@ -134,7 +134,7 @@ def settlement(partner_id: uuid.UUID, month: str) -> Settlement:
 
 
 def current_month() -> str:
-    return services.today().strftime("%Y-%m")
+    return partners.today().strftime("%Y-%m")
 
 
 def _invoice(month: str, statement: Statement) -> dict[str, Any]:
@@ -209,27 +209,27 @@ def send_statement(partner_id: uuid.UUID, month: str) -> SettlementStatement:
     """Send our statement of the month to the partner, signed; it answers with its own."""
     if not valid_month(month):
         raise Invalid(N_("The month is written YYYY-MM."), fields=[{"loc": "month", "message": "YYYY-MM"}])
-    partner = services.get_partner(partner_id)
+    partner = partners.get_partner(partner_id)
     statement = our_statement(partner, month)
-    message = services.send(partner.id, EV_STATEMENT, [_invoice(month, statement)])
+    message = federation.send(partner.id, EV_STATEMENT, [_invoice(month, statement)])
     return _record_statement(partner, month, "out", message.message_id, statement)
 
 
 def _fen(money: Any) -> int:
     value = (money or {}).get("value") if isinstance(money, dict) else None
     if not isinstance(value, int | float):
-        raise services.BadMessage(N_("A settlement amount is missing."))
+        raise federation.BadMessage(N_("A settlement amount is missing."))
     return round(value * 100)
 
 
 def _on_statement(message: FederationMessage, bundle: dict[str, Any], partner: PartnerInstitution) -> None:
     invoices = bundle_resources(bundle, "Invoice")
     if not invoices:
-        raise services.BadMessage(N_("A settlement statement carries an Invoice."))
+        raise federation.BadMessage(N_("A settlement statement carries an Invoice."))
     inv = invoices[0]
     month = next((i.get("value") for i in inv.get("identifier") or [] if i.get("system") == SETTLEMENT_SYSTEM), "")
     if not isinstance(month, str) or not valid_month(month):
-        raise services.BadMessage(N_("The settlement statement names no month."))
+        raise federation.BadMessage(N_("The settlement statement names no month."))
     lines = []
     for item in inv.get("lineItem") or []:
         codes = {
@@ -256,13 +256,13 @@ def _on_statement(message: FederationMessage, bundle: dict[str, Any], partner: P
     ours = our_statement(partner, month)
     sent = _latest(partner, month, "out")
     if sent is None or _stored_statement(sent) != ours:
-        reply = services.send(partner.id, EV_STATEMENT, [_invoice(month, ours)])
+        reply = federation.send(partner.id, EV_STATEMENT, [_invoice(month, ours)])
         _record_statement(partner, month, "out", reply.message_id, ours)
 
 
 def today() -> date:
-    return services.today()
+    return partners.today()
 
 
 def register_events() -> None:
-    services.register_event(EV_STATEMENT, _on_statement)
+    federation.register_event(EV_STATEMENT, _on_statement)

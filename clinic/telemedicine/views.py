@@ -26,10 +26,7 @@ from clinic.core.db import db
 from clinic.core.errors import DomainError
 from clinic.core.pages import admin_page
 from clinic.core.web import handle_refusal
-from clinic.telemedicine import (
-    rules,
-    services,
-)
+from clinic.telemedicine import partners, rules
 from clinic.telemedicine.consultation_views import consult_bp, department_names
 from clinic.telemedicine.referral_views import LEVEL_WORDS, referral_bp
 from identity.models import Department
@@ -96,15 +93,15 @@ def partners_page() -> Any:
         for d in db.session.scalars(select(Department).where(Department.approved).order_by(Department.code))
     ]
     if not form.is_submitted():
-        form.valid_from.data = services.today()
-        form.valid_until.data = services.today() + timedelta(days=365)
+        form.valid_from.data = partners.today()
+        form.valid_until.data = partners.today() + timedelta(days=365)
         form.services.data = ["consultation", "referral"]
     elif form.validate():
         try:
-            jwk = services.fetch_institution_key(form.jwks_url.data or "")
+            jwk = partners.fetch_institution_key(form.jwks_url.data or "")
             inviting = int(form.split_inviting.data or 0)
-            start = form.valid_from.data or services.today()
-            partner = services.register_partner(
+            start = form.valid_from.data or partners.today()
+            partner = partners.register_partner(
                 rules.AgreementTerms(
                     name=form.name.data or "",
                     license_no=form.license_no.data or "",
@@ -132,11 +129,11 @@ def partners_page() -> Any:
     return render_template(
         "telemedicine/partners.html",
         form=form,
-        partners=services.list_partners(),
-        in_force=services.agreement_in_force,
+        partners=partners.list_partners(),
+        in_force=partners.agreement_in_force,
         service_words=SERVICE_WORDS,
         level_words=LEVEL_WORDS,
-        own_level=services.own_level(),
+        own_level=partners.own_level(),
         department_names=department_names(),
     )
 

@@ -29,7 +29,7 @@ from clinic.core.db import db
 from clinic.notifications.models import InboxNotification
 from clinic.telemedicine import consultation_opinions as opinions
 from clinic.telemedicine import consultations as consult
-from clinic.telemedicine import envelope, services, settlements
+from clinic.telemedicine import envelope, federation, partners, settlements
 from clinic.telemedicine.models import (
     Consultation,
     ConsultationAttachment,
@@ -69,7 +69,7 @@ def admin_headers(client: FlaskClient) -> dict[str, str]:
 
 
 def register(client: FlaskClient, key: envelope.InstitutionKey, **kw: Any) -> str:
-    today = services.today()
+    today = partners.today()
     body: dict[str, Any] = {
         "name": "乙市第一人民医院",
         "license_no": "PDY12345678",
@@ -104,7 +104,7 @@ def sent(event: str) -> list[dict[str, Any]]:
         .where(FederationMessage.direction == "out", FederationMessage.event_code == event)
         .order_by(FederationMessage.created_at)
     ).all()
-    return [envelope.verify(m.jws, services.own_key().public_jwk) for m in rows]
+    return [envelope.verify(m.jws, partners.own_key().public_jwk) for m in rows]
 
 
 def resources(bundle: dict[str, Any], kind: str) -> list[dict[str, Any]]:
@@ -206,7 +206,7 @@ def test_without_an_agreement_covering_it_the_request_is_403_no_agreement(
     client: FlaskClient, world: dict[str, Any], case: str
 ) -> None:
     give_consent(client, world["patient"]["token"], world["patient_id"])
-    today = services.today()
+    today = partners.today()
     institution = {
         "unknown": lambda: str(uuid.uuid4()),
         "expired": lambda: register(
@@ -674,9 +674,9 @@ def test_a_request_the_outbox_gives_up_on_fails(client: FlaskClient, world: dict
     payload = {"message": str(message.id)}
     headers = f.auth(world["face"])
     with acting_as(Actor(None, "job")), unit_of_work():
-        services._delivery_failed(payload, "partner unreachable", False)  # another try follows
+        federation._delivery_failed(payload, "partner unreachable", False)  # another try follows
     assert client.get(f"{API}/consultations/{cid}", headers=headers).get_json()["status"] == "requested"
     with acting_as(Actor(None, "job")), unit_of_work():
-        services._delivery_failed(payload, "partner unreachable", True)  # the outbox gives up
+        federation._delivery_failed(payload, "partner unreachable", True)  # the outbox gives up
     assert client.get(f"{API}/consultations/{cid}", headers=headers).get_json()["status"] == "failed"
     assert audits("consultation.failed") == 1

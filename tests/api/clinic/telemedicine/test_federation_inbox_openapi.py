@@ -35,7 +35,7 @@ from schemathesis.specs.openapi.checks import (
 from sqlalchemy import func, select
 
 from clinic.core.db import db
-from clinic.telemedicine import envelope, services
+from clinic.telemedicine import envelope, partners
 from clinic.telemedicine.models import FederationMessage
 from identity.models import Role
 from tests.support import factories as f
@@ -63,7 +63,7 @@ def _key() -> envelope.InstitutionKey:
 
 
 def _register(client: FlaskClient, key: envelope.InstitutionKey, base_url: str, days: tuple[int, int]) -> None:
-    today = services.today()
+    today = partners.today()
     body = {
         "name": "乙市第一人民医院",
         "license_no": "PDY12345678",

@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from clinic.core.audit import AuditEntry
 from clinic.core.db import db
 from clinic.notifications.models import InboxNotification, SmsMessage
-from clinic.telemedicine import envelope, referrals, services
+from clinic.telemedicine import envelope, federation, partners, referrals
 from clinic.telemedicine.models import FederationMessage, Referral
 from identity.models import Patient, Role
 from tests.support import clinic_factories as cf
@@ -46,7 +46,7 @@ def audits(action: str) -> int:
 
 
 def partner(client: FlaskClient, key: envelope.InstitutionKey, **kw: Any) -> str:
-    today = services.today()
+    today = partners.today()
     body: dict[str, Any] = {
         "name": "乙区社区卫生服务中心",
         "license_no": "PDY-B",
@@ -93,7 +93,7 @@ def sent_bundle(event: str) -> dict[str, Any]:
     message = db.session.scalars(
         select(FederationMessage).where(FederationMessage.direction == "out", FederationMessage.event_code == event)
     ).one()
-    return envelope.verify(message.jws, services.own_key().public_jwk)
+    return envelope.verify(message.jws, partners.own_key().public_jwk)
 
 
 def by_type(bundle: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
@@ -141,7 +141,7 @@ def test_refusals_when_sending(client: FlaskClient) -> None:
     p = cf.ready_patient(client, physician, "I10")
     headers = physician_headers(client, physician)
     patient_id = p["reg"].patient.id
-    today = services.today()
+    today = partners.today()
 
     def send(institution_id: str, **kw: Any) -> Any:
         return client.post(f"{API}/referrals", json=referral_body(patient_id, institution_id, **kw), headers=headers)
@@ -443,10 +443,10 @@ def test_a_request_the_outbox_gives_up_on_fails_and_the_physician_is_told(client
     message = db.session.scalars(select(FederationMessage).where(FederationMessage.direction == "out")).one()
     payload = {"message": str(message.id)}
     with acting_as(Actor(None, "job")), unit_of_work():
-        services._delivery_failed(payload, "partner unreachable", False)  # another try follows
+        federation._delivery_failed(payload, "partner unreachable", False)  # another try follows
     assert client.get(f"{API}/referrals/{rid}", headers=headers).get_json()["status"] == "requested"
     with acting_as(Actor(None, "job")), unit_of_work():
-        services._delivery_failed(payload, "partner unreachable", True)  # the outbox gives up
+        federation._delivery_failed(payload, "partner unreachable", True)  # the outbox gives up
     assert client.get(f"{API}/referrals/{rid}", headers=headers).get_json()["status"] == "failed"
     assert audits("referral.failed") == 1
     note = InboxNotification.account_id == physician.id

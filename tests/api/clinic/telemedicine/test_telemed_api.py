@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from clinic.core.audit import AuditEntry
 from clinic.core.db import db
 from clinic.core.jobs import OutboxJob
-from clinic.telemedicine import envelope, services
+from clinic.telemedicine import envelope, federation, partners
 from clinic.telemedicine.models import FederationMessage, PartnerInstitution
 from identity.models import Role
 from prescriptions import signing
@@ -52,7 +52,7 @@ def admin_headers(client: FlaskClient) -> dict[str, str]:
 
 
 def agreement(key: envelope.InstitutionKey, **kw: Any) -> dict[str, Any]:
-    today = services.today()
+    today = partners.today()
     body: dict[str, Any] = {
         "name": "乙市第一人民医院",
         "license_no": "PDY12345678",
@@ -91,7 +91,7 @@ def post(client: FlaskClient, token: str, content_type: str = "application/jose"
 def test_jwks_publishes_the_institution_key_which_no_prescription_verifier_accepts(
     client: FlaskClient, app: Flask
 ) -> None:
-    own = services.own_key()
+    own = partners.own_key()
     keys = client.get("/.well-known/jwks.json").get_json()["keys"]
     inst = [k for k in keys if k["kid"] == own.kid]
     assert inst == [own.public_jwk] and own.kid.startswith("inst-") and "d" not in inst[0]
@@ -107,7 +107,7 @@ def test_the_institution_key_comes_from_configuration(client: FlaskClient, app: 
     app.config["INSTITUTION_SIGNING_KEY"] = key.pem
     try:
         kids = {k["kid"] for k in client.get("/.well-known/jwks.json").get_json()["keys"]}
-        assert services.own_key().kid == key.kid and key.kid in kids
+        assert partners.own_key().kid == key.kid and key.kid in kids
     finally:
         app.config["INSTITUTION_SIGNING_KEY"] = before
 
@@ -250,7 +250,7 @@ def test_a_partner_we_do_not_know_is_401(client: FlaskClient) -> None:
 @pytest.mark.parametrize(("start", "end"), [(-30, -1), (1, 30)], ids=["expired", "not_yet_valid"])
 def test_no_agreement_in_force_is_403(client: FlaskClient, start: int, end: int) -> None:
     key = _key()
-    today = services.today()
+    today = partners.today()
     register(
         client,
         key,
@@ -284,7 +284,7 @@ def test_handlers_are_registered_by_event(client: FlaskClient) -> None:
     key = _key()
     register(client, key)
     seen: list[tuple[str, str]] = []
-    services.register_event("test-event", lambda m, bundle, p: seen.append((m.message_id, p.name)))
+    federation.register_event("test-event", lambda m, bundle, p: seen.append((m.message_id, p.name)))
     token = signed(key, event="test-event")
     assert post(client, token).status_code == 202
     assert post(client, token).status_code == 202
@@ -301,13 +301,13 @@ def test_send_signs_records_and_enqueues_only_with_an_agreement(client: FlaskCli
     key = _key()
     pid = register(client, key, base_url="http://127.0.0.1:9")  # nobody listens: delivery fails, retried
     with acting_as(Actor(None, "test")), unit_of_work():
-        message = services.send(uuid.UUID(pid), services.PING_EVENT)
+        message = federation.send(uuid.UUID(pid), federation.PING_EVENT)
         token = message.jws
-    content = envelope.verify(token, services.own_key().public_jwk)
+    content = envelope.verify(token, partners.own_key().public_jwk)
     header = envelope.parse_message(content)
     assert header.event_code == "ping" and header.destination_endpoints == ("http://127.0.0.1:9",)
     db.session.remove()
-    (job,) = db.session.scalars(select(OutboxJob).where(OutboxJob.kind == services.DELIVER_JOB)).all()
+    (job,) = db.session.scalars(select(OutboxJob).where(OutboxJob.kind == federation.DELIVER_JOB)).all()
     assert job.payload == {"message": str(message.id)}
     expired = register(
         client,
@@ -315,5 +315,5 @@ def test_send_signs_records_and_enqueues_only_with_an_agreement(client: FlaskCli
         valid_from="2020-01-01",
         valid_until="2020-12-31",
     )
-    with pytest.raises(services.NoAgreement), acting_as(Actor(None, "test")), unit_of_work():
-        services.send(uuid.UUID(expired), services.PING_EVENT)
+    with pytest.raises(partners.NoAgreement), acting_as(Actor(None, "test")), unit_of_work():
+        federation.send(uuid.UUID(expired), federation.PING_EVENT)

@@ -23,7 +23,7 @@ from sqlalchemy import select
 
 from clinic.core.audit import Actor, acting_as
 from clinic.core.db import db, unit_of_work
-from clinic.telemedicine import envelope, services
+from clinic.telemedicine import envelope, partners
 from clinic.telemedicine.models import Referral
 from identity import face_services
 from identity import services as identity
@@ -41,7 +41,7 @@ def _partner(client: FlaskClient) -> envelope.InstitutionKey:
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     key = envelope.institution_key(pem.decode())
-    today = services.today()
+    today = partners.today()
     admin = f.auth(f.token(client, f.staff(Role.ADMIN).username))
     resp = client.post(
         "/api/v1/admin/partner-institutions",

@@ -15,7 +15,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from clinic.core.db import db
-from clinic.telemedicine import envelope, services
+from clinic.telemedicine import envelope, partners
 from clinic.telemedicine.models import Consultation, ConsultationConsent, SettlementStatement
 from identity.models import Role
 from tests.conftest import extract_csrf
@@ -36,7 +36,7 @@ def _partner(client: FlaskClient) -> str:
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     key = envelope.institution_key(pem.decode())
-    today = services.today()
+    today = partners.today()
     admin = f.auth(f.token(client, f.staff(Role.ADMIN, username="adm-pages").username))
     resp = client.post(
         "/api/v1/admin/partner-institutions",
@@ -122,7 +122,7 @@ def test_consent_request_and_settlement_pages(client: FlaskClient) -> None:
     assert "与合作机构的会诊费结算" in page and "尚未收到对方结算单" in page
     resp = client.post(
         "/admin/settlements",
-        data={"csrf_token": extract_csrf(page), "partner_id": partner_id, "month": services.today().strftime("%Y-%m")},
+        data={"csrf_token": extract_csrf(page), "partner_id": partner_id, "month": partners.today().strftime("%Y-%m")},
     )
     assert resp.status_code == 302 and _count(SettlementStatement) == 1
     assert "本方结算单已于" in client.get(resp.headers["Location"]).get_data(as_text=True)
