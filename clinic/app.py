@@ -121,6 +121,7 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     regulator_incidents.register_jobs()  # outbox handler: the incident SMS to the regulator
     telemedicine_federation.register_jobs()  # outbox handler: signed messages to partner institutions
     from clinic.telemedicine import (
+        consultation_answers,
         consultation_attachments,
         consultation_opinions,
         consultation_requests,
@@ -134,6 +135,7 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
         telemedicine_federation,
         consultations,
         consultation_requests,
+        consultation_answers,
         consultation_attachments,
         consultation_opinions,
         referral_sending,

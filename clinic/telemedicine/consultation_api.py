@@ -17,6 +17,7 @@ from clinic.core.api import ApiRouter, FilePart, Principal, RequestModel, Respon
 from clinic.core.config import settings
 from clinic.core.db import record_id
 from clinic.telemedicine import (
+    consultation_answers,
     consultation_attachments,
     consultation_consent,
     consultation_opinions,
@@ -336,7 +337,7 @@ class ConsultStatusOut(ResponseModel):
     errors={403: ["face_verification_required", "not_qualified"], 404: ["not_found"], 409: ["illegal_transition"]},
 )
 def accept_consultation(consultation_id: str, principal: Principal) -> ConsultStatusOut:
-    return ConsultStatusOut(status=consultation_requests.accept(principal, record_id(consultation_id)).status)
+    return ConsultStatusOut(status=consultation_answers.accept(principal, record_id(consultation_id)).status)
 
 
 class ConsultReasonIn(RequestModel):
@@ -353,7 +354,7 @@ class ConsultReasonIn(RequestModel):
 )
 def decline_consultation(consultation_id: str, body: ConsultReasonIn, principal: Principal) -> ConsultStatusOut:
     return ConsultStatusOut(
-        status=consultation_requests.decline(principal, record_id(consultation_id), body.reason).status
+        status=consultation_answers.decline(principal, record_id(consultation_id), body.reason).status
     )
 
 

@@ -1,8 +1,9 @@
-"""A remote consultation's request and answer: the inviting physician requests it (every
-check before any write), withdraws it or acknowledges the opinion; a physician of the
-invited department, qualified and of the agreement's title (Jilin measures Art. 14),
-accepts or declines it. Also the messages that carry these moves from the partner, and a
-request the outbox could not deliver. The opinion itself is in `consultation_opinions`.
+"""A remote consultation asked for by this institution (the inviting side): the physician
+requests it for their own patient (every check before any write), withdraws it or
+acknowledges the opinion; the invited side's acceptance or refusal arrives and moves our
+record, and a request the outbox could not deliver fails. Answering a consultation asked
+of us (the invited side) is in `consultation_answers`, the opinion in
+`consultation_opinions`.
 
 Use cases load, apply the rules, change state, audit and enqueue; none commits."""
 
@@ -17,9 +18,9 @@ from sqlalchemy import select
 
 from clinic.core import audit
 from clinic.core.db import db, utcnow
-from clinic.core.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, RuleRefusal, Violation
+from clinic.core.errors import Conflict, DomainError, Forbidden, NotFound, RuleRefusal, Violation
 from clinic.core.principal import Principal
-from clinic.telemedicine import envelope, federation, partners, rules
+from clinic.telemedicine import envelope, federation, partners
 from clinic.telemedicine.consultation_consent import ConsentRequired, current_consent_of
 from clinic.telemedicine.consultations import (
     DEPARTMENT_SYSTEM,
@@ -27,24 +28,23 @@ from clinic.telemedicine.consultations import (
     EV_CANCELLED,
     EV_REJECTED,
     EV_REQUEST,
-    INVITED,
     INVITING,
     TASK_SYSTEM,
     URGENCIES,
     as_physician,
     bundle_resources,
+    closed_by_partner,
     consultation_for,
-    department_of,
     iso,
     move,
     name_of,
     our_consultation,
     parse_time,
+    reason_given,
     refuse,
     require_agreement,
     task_id_of,
     task_resource,
-    tell_department,
     tell_requester,
     title_of,
     treats,
@@ -58,7 +58,6 @@ from clinic.telemedicine.rules import (
     N_,
     TaskEvent,
     TaskStatus,
-    meets_title,
 )
 from clinic.visits.models import Diagnosis, DiagnosisStatus, Visit
 from identity import face_services
@@ -246,20 +245,12 @@ def _request_resources(c: Consultation, patient: Patient) -> list[dict[str, Any]
     return resources
 
 
-def _reason(reason: str) -> str:
-    """Declining or withdrawing says why: the other institution's physician reads it."""
-    reason = " ".join(reason.split())
-    if not reason:
-        raise Invalid(N_("Say why (the other institution's physician reads it)."), field="reason")
-    return reason
-
-
 def cancel(who: Principal, consultation_id: uuid.UUID, reason: str) -> Consultation:
     physician = as_physician(who)
     c = consultation_for(who, consultation_id)
     if c.role != INVITING or c.requested_by != physician.id:
         raise Forbidden(N_("Only the requesting physician may withdraw the request."))
-    reason = _reason(reason)
+    reason = reason_given(reason)
     move(c, TaskEvent.CANCEL, reason=reason)
     federation.send(c.partner_id, EV_CANCELLED, [{**task_resource(c), "statusReason": {"text": reason}}])
     return c
@@ -285,122 +276,7 @@ def acknowledge(who: Principal, consultation_id: uuid.UUID) -> Consultation:
     return c
 
 
-# --- answering (the invited side) -----------------------------------------------------------------
-
-
-def accept(who: Principal, consultation_id: uuid.UUID) -> Consultation:
-    """A physician of the invited department takes the consultation: face-fresh, qualified
-    there, and of at least the title the agreement requires (Jilin Art. 14)."""
-    physician = as_physician(who)
-    face_services.require_fresh_face(who)
-    c = consultation_for(who, consultation_id)
-    if c.role != INVITED:
-        raise Forbidden(N_("The invited institution's physicians accept consultations."))
-    try:
-        identity.require_qualified_physician(physician, department=c.department)
-    except DomainError as err:
-        raise refuse(err, c, physician=str(physician.id)) from None
-    required = c.partner.consult_min_title
-    if not meets_title(title_of(physician), required):
-        raise refuse(
-            RuleRefusal(
-                "not_qualified",
-                [
-                    Violation(
-                        "title_below_requirement",
-                        N_("The agreement requires a %(required)s or above to answer its consultations."),
-                        detail={"required": required, "title": title_of(physician)},
-                    )
-                ],
-                lead=N_("The physician may not answer this consultation:"),
-            ).with_status(403),
-            c,
-            physician=str(physician.id),
-            title=title_of(physician),
-            required=required,
-        ) from None
-    move(c, TaskEvent.ACCEPT, physician=str(physician.id))
-    c.accepted_by, c.accepted_at = physician.id, utcnow()
-    c.specialist_name, c.specialist_title = name_of(physician), title_of(physician)
-    task = task_resource(c)
-    task["owner"] = {"display": f"{c.specialist_name}（{c.specialist_title}）"}
-    task["lastModified"] = iso(c.accepted_at)
-    federation.send(c.partner_id, EV_ACCEPTED, [task])
-    return c
-
-
-def decline(who: Principal, consultation_id: uuid.UUID, reason: str) -> Consultation:
-    physician = as_physician(who)
-    c = consultation_for(who, consultation_id)
-    if c.role != INVITED or department_of(physician) != c.department:
-        raise Forbidden(N_("A physician of the invited department declines consultations."))
-    reason = _reason(reason)
-    move(c, TaskEvent.REJECT, reason=reason)
-    federation.send(c.partner_id, EV_REJECTED, [{**task_resource(c), "statusReason": {"text": reason}}])
-    return c
-
-
-# --- received messages: the partner's moves ---------------------------------------------------
-
-
-def _on_request(_message: FederationMessage, bundle: dict[str, Any], partner: PartnerInstitution) -> None:
-    requests_ = bundle_resources(bundle, "ServiceRequest")
-    sr = requests_[0] if requests_ else None
-    tasks = bundle_resources(bundle, "Task")
-    patients = bundle_resources(bundle, "Patient")
-    if sr is None or not tasks or not patients:
-        raise federation.BadMessage(N_("A consultation request carries a Task, a ServiceRequest and a Patient."))
-    task_id = task_id_of(bundle)
-    codings = (sr.get("performerType") or {}).get("coding") or []
-    department = next((str(c.get("code")) for c in codings if c.get("system") == DEPARTMENT_SYSTEM), "")
-    if not department:
-        raise federation.BadMessage(N_("The consultation request names no department."))
-    require_agreement(partner, department)
-    task, pat = tasks[0], patients[0]
-    priority = str(sr.get("priority") or "routine")
-    notes = sr.get("note") or [{}]
-    present = next((n.get("text", "") for n in task.get("note") or []), "")
-    c = Consultation(
-        task_id=task_id,
-        role=INVITED,
-        partner_id=partner.id,
-        status=TaskStatus.REQUESTED.value,
-        department=department[:64],
-        urgency=priority if priority in URGENCIES else "routine",
-        question=str(task.get("description") or next((r.get("text") for r in sr.get("reasonCode") or []), "")),
-        summary=str(notes[0].get("text") or ""),
-        patient_json=json.dumps(
-            {
-                "name": next((n.get("text") for n in pat.get("name") or []), ""),
-                "sex": pat.get("gender", ""),
-                "birth_date": pat.get("birthDate", ""),
-            },
-            ensure_ascii=False,
-        ),
-        conditions=[
-            {
-                "icd10": next((cd.get("code") for cd in (cond.get("code") or {}).get("coding") or []), ""),
-                "name": (cond.get("code") or {}).get("text", ""),
-            }
-            for cond in bundle_resources(bundle, "Condition")
-        ],
-        requester_name=str((sr.get("requester") or {}).get("display") or "")[:100],
-        present_physicians=[{"name": present.removeprefix("在场医师：")}] if present else [],
-        fee_fen=partner.fee_fen,
-        split_inviting=partner.split_inviting,
-        split_invited=partner.split_invited,
-        requested_at=parse_time(sr.get("authoredOn")) or utcnow(),
-    )
-    db.session.add(c)
-    db.session.flush()
-    audit.record(
-        db.session(),
-        "consultation.received",
-        subject_type="consultation",
-        subject_id=c.id,
-        detail={"task_id": task_id, "partner_id": str(partner.id), "department": department},
-    )
-    tell_department(c)
+# --- received messages: the invited side's answers, a request that could not be delivered ------
 
 
 def _on_accepted(_message: FederationMessage, bundle: dict[str, Any], partner: PartnerInstitution) -> None:
@@ -413,17 +289,6 @@ def _on_accepted(_message: FederationMessage, bundle: dict[str, Any], partner: P
     if c.status == TaskStatus.REQUESTED.value:
         move(c, TaskEvent.ACCEPT, specialist=c.specialist_name)
         tell_requester(c)
-
-
-def _on_closed(event: TaskEvent, role: str) -> federation.EventHandler:
-    def handler(_message: FederationMessage, bundle: dict[str, Any], partner: PartnerInstitution) -> None:
-        c = our_consultation(partner, role, task_id_of(bundle))
-        reason = str((bundle_resources(bundle, "Task")[0].get("statusReason") or {}).get("text") or "")
-        if TaskStatus(c.status) not in rules.TERMINAL:
-            move(c, event, reason=reason, by="partner")
-            tell_requester(c)
-
-    return handler
 
 
 def _request_undelivered(message: FederationMessage) -> None:
@@ -448,7 +313,5 @@ def _request_undelivered(message: FederationMessage) -> None:
 
 def register_events() -> None:
     federation.register_undelivered(EV_REQUEST, _request_undelivered)
-    federation.register_event(EV_REQUEST, _on_request)
     federation.register_event(EV_ACCEPTED, _on_accepted)
-    federation.register_event(EV_REJECTED, _on_closed(TaskEvent.REJECT, INVITING))
-    federation.register_event(EV_CANCELLED, _on_closed(TaskEvent.CANCEL, INVITED))
+    federation.register_event(EV_REJECTED, closed_by_partner(TaskEvent.REJECT, INVITING))

@@ -26,6 +26,7 @@ from clinic.core.errors import DomainError, Invalid
 from clinic.core.pages import admin_page, page_principal, patient_page, physician_page
 from clinic.core.web import handle_refusal
 from clinic.telemedicine import (
+    consultation_answers,
     consultation_attachments,
     consultation_opinions,
     consultation_requests,
@@ -212,7 +213,7 @@ def consultation_attach(consultation_id: str) -> Any:
 def consultation_accept(consultation_id: str) -> Any:
     return _act(
         consultation_id,
-        lambda: consultation_requests.accept(page_principal(), record_id(consultation_id)),
+        lambda: consultation_answers.accept(page_principal(), record_id(consultation_id)),
         _l("You have taken this consultation."),
     )
 
@@ -264,7 +265,7 @@ def _reasoned(consultation_id: str, act: Any, done: Any) -> Any:
 def consultation_decline(consultation_id: str) -> Any:
     return _reasoned(
         consultation_id,
-        lambda reason: consultation_requests.decline(page_principal(), record_id(consultation_id), reason),
+        lambda reason: consultation_answers.decline(page_principal(), record_id(consultation_id), reason),
         _l("The consultation is declined; the requesting institution is told why."),
     )
 

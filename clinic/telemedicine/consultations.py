@@ -2,10 +2,11 @@
 
 The inviting institution's physician asks, for their own patient (who has accepted the
 remote-consultation consent, `consultation_consent`), a partner institution's department
-for an opinion; the request travels as a signed FHIR message (Task, ServiceRequest, Patient
-with the minimum identity, Condition; attachments follow as DocumentReference). On the
+for an opinion (`consultation_requests`); the request travels as a signed FHIR message
+(Task, ServiceRequest, Patient with the minimum identity, Condition; attachments follow as
+DocumentReference, `consultation_attachments`). On the
 invited side a physician qualified in that department, face-verified and of at least the
-agreement's title (Jilin measures Art. 14) accepts it (`consultation_requests`), may ask
+agreement's title (Jilin measures Art. 14) accepts it (`consultation_answers`), may ask
 back (the notes here), and writes the opinion, signed with their own key
 (`consultation_opinions`); it returns as a DiagnosticReport and the inviting physician
 acknowledges it. Both sides keep a record keyed by the shared Task/ServiceRequest
@@ -13,7 +14,8 @@ identifier and move it with the one `rules.transition` function (`move` here). T
 between the institutions are in `settlements`.
 
 This module holds the message codes, the refusal audit, the record's reading rules (who may
-read which consultation), the notes, and the FHIR pieces every message shares.
+read which consultation), the notes, the reason a side gives when it closes a consultation
+and the partner's closing message, and the FHIR pieces every message shares.
 Use cases load, apply the rules, change state, audit and enqueue; none commits.
 """
 
@@ -246,6 +248,29 @@ def our_consultation(partner: PartnerInstitution, role: str, task_id: str) -> Co
     if c is None:
         raise NotFound(N_("No such consultation with this institution."))
     return c
+
+
+def reason_given(reason: str) -> str:
+    """Declining or withdrawing says why: the other institution's physician reads it."""
+    reason = " ".join(reason.split())
+    if not reason:
+        raise Invalid(N_("Say why (the other institution's physician reads it)."), field="reason")
+    return reason
+
+
+def closed_by_partner(event: TaskEvent, role: str) -> federation.EventHandler:
+    """The handler of the partner's message that closes a consultation of ours in `role`
+    (declined by the invited side, withdrawn by the inviting one): moved by `event` with the
+    partner's reason, unless it is closed already."""
+
+    def handler(_message: FederationMessage, bundle: dict[str, Any], partner: PartnerInstitution) -> None:
+        c = our_consultation(partner, role, task_id_of(bundle))
+        reason = str((bundle_resources(bundle, "Task")[0].get("statusReason") or {}).get("text") or "")
+        if TaskStatus(c.status) not in rules.TERMINAL:
+            move(c, event, reason=reason, by="partner")
+            tell_requester(c)
+
+    return handler
 
 
 # --- notes: the specialist asks back, the inviting physician answers --------------------------
