@@ -129,15 +129,7 @@ def parse_time(text: Any) -> datetime | None:
 
 def require_agreement(partner: PartnerInstitution, department: str) -> None:
     """The agreement must be in force, cover consultations and this department."""
-    if not partners.agreement_in_force(partner):
-        raise partners.NoAgreement(
-            N_("There is no cooperation agreement in force with %(name)s (valid %(start)s to %(end)s)."),
-            params={
-                "name": partner.name,
-                "start": partner.valid_from.isoformat(),
-                "end": partner.valid_until.isoformat(),
-            },
-        )
+    partners.require_in_force(partner)
     if "consultation" not in (partner.services or []):
         raise partners.NoAgreement(
             N_("The agreement with %(name)s does not cover remote consultations."), params={"name": partner.name}

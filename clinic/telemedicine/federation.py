@@ -24,7 +24,7 @@ from clinic.core.db import as_uuid, db, utcnow
 from clinic.core.errors import DomainError, Invalid, NotFound
 from clinic.telemedicine import envelope, rules
 from clinic.telemedicine.models import FederationMessage, PartnerInstitution
-from clinic.telemedicine.partners import NoAgreement, agreement_in_force, get_partner, own_endpoint, own_key, own_name
+from clinic.telemedicine.partners import get_partner, own_endpoint, own_key, own_name, require_in_force
 from clinic.telemedicine.rules import N_
 
 DELIVER_JOB = "federation.deliver"
@@ -111,15 +111,7 @@ def receive(token: str) -> Received:
         raise BadSignature(str(exc), persist=False) from None
     except envelope.BadMessage as exc:
         raise BadMessage(str(exc)) from None
-    if not agreement_in_force(partner):
-        raise NoAgreement(
-            N_("There is no cooperation agreement in force with %(name)s (valid %(start)s to %(end)s)."),
-            params={
-                "name": partner.name,
-                "start": partner.valid_from.isoformat(),
-                "end": partner.valid_until.isoformat(),
-            },
-        )
+    require_in_force(partner)
     try:
         header = envelope.parse_message(content)
     except envelope.BadMessage as exc:
@@ -185,15 +177,7 @@ def send(partner_id: uuid.UUID, event_code: str, resources: list[dict[str, Any]]
     """Build a FHIR message for a partner, sign it with the institution key, record it and
     enqueue its delivery through the outbox (retried until the partner answers 2xx)."""
     partner = get_partner(partner_id)
-    if not agreement_in_force(partner):
-        raise NoAgreement(
-            N_("There is no cooperation agreement in force with %(name)s (valid %(start)s to %(end)s)."),
-            params={
-                "name": partner.name,
-                "start": partner.valid_from.isoformat(),
-                "end": partner.valid_until.isoformat(),
-            },
-        )
+    require_in_force(partner)
     key = own_key()
     bundle = envelope.build_message(
         event_code,

@@ -190,6 +190,27 @@ def agreement_in_force(partner: PartnerInstitution, on: date | None = None) -> b
     return rules.in_force(partner.valid_from, partner.valid_until, on or today())
 
 
+def not_in_force(partner: PartnerInstitution) -> NoAgreement | None:
+    """The refusal when the agreement with the partner is not in force today (no message
+    flows without one, either way), saying when it is valid; None when it is in force."""
+    if agreement_in_force(partner):
+        return None
+    return NoAgreement(
+        N_("There is no cooperation agreement in force with %(name)s (valid %(start)s to %(end)s)."),
+        params={
+            "name": partner.name,
+            "start": partner.valid_from.isoformat(),
+            "end": partner.valid_until.isoformat(),
+        },
+    )
+
+
+def require_in_force(partner: PartnerInstitution) -> None:
+    refusal = not_in_force(partner)
+    if refusal is not None:
+        raise refusal
+
+
 def fetch_institution_key(jwks_url: str, timeout: float = 10.0) -> dict[str, Any]:
     """The institution key ("inst-..." kid) a partner publishes in its JWKS."""
     try:

@@ -93,15 +93,9 @@ def no_service(partner: PartnerInstitution) -> partners.NoAgreement:
 
 
 def agreement_refusal(partner: PartnerInstitution) -> partners.NoAgreement | None:
-    if not partners.agreement_in_force(partner):
-        return partners.NoAgreement(
-            N_("There is no cooperation agreement in force with %(name)s (valid %(start)s to %(end)s)."),
-            params={
-                "name": partner.name,
-                "start": partner.valid_from.isoformat(),
-                "end": partner.valid_until.isoformat(),
-            },
-        )
+    lapsed = partners.not_in_force(partner)
+    if lapsed is not None:
+        return lapsed
     if SERVICE not in (partner.services or []):
         return no_service(partner)
     return None
