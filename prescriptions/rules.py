@@ -790,6 +790,9 @@ TRANSITIONS: dict[tuple[PrescriptionStatus, PrescriptionEvent], PrescriptionStat
     (PrescriptionStatus.RETURNED, PrescriptionEvent.CANCEL): PrescriptionStatus.CANCELLED,
 }
 
+# The status each event leads to (one per event): the refusal of an illegal move names it.
+EVENT_TARGETS: dict[PrescriptionEvent, PrescriptionStatus] = {event: nxt for (_, event), nxt in TRANSITIONS.items()}
+
 
 class IllegalPrescriptionTransition(Conflict):
     code = "illegal_transition"
@@ -805,8 +808,9 @@ def transition(state: PrescriptionStatus, event: PrescriptionEvent) -> Prescript
     """
     nxt = TRANSITIONS.get((state, event))
     if nxt is None:
+        target = EVENT_TARGETS[event].value
         raise IllegalPrescriptionTransition(
-            f"A prescription that is {state.value} cannot {event.value}.", current=state.value
+            f"A prescription that is {state.value} cannot become {target}.", current=state.value
         )
     return nxt
 

@@ -146,9 +146,9 @@ def test_lifecycle_expiry_and_single_dispensing(client: FlaskClient) -> None:
     with acting_as(Actor(None, "test")), unit_of_work():
         first = db.session.get(Prescription, ids[0])
         assert first is not None
-        with pytest.raises(Conflict):
+        with pytest.raises(Conflict, match=r"^A prescription that is dispensed cannot become dispensed\.$"):
             services.transition(first, PrescriptionEvent.DISPENSE)
-        with pytest.raises(Conflict):
+        with pytest.raises(Conflict, match=r"^A prescription that is dispensed cannot become approved\.$"):
             services.transition(first, PrescriptionEvent.APPROVE)
     with acting_as(Actor(None, "test")), unit_of_work():
         assert services.expire_overdue(utcnow()) == 0

@@ -6,6 +6,7 @@ from dataclasses import replace
 from datetime import date, timedelta
 from decimal import Decimal
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -253,8 +254,30 @@ def test_transition_is_total_and_refuses_by_name(current: r.PrescriptionStatus, 
     except r.IllegalPrescriptionTransition as exc:
         assert (current, event) not in r.TRANSITIONS
         assert exc.status == 409 and exc.code == "illegal_transition" and exc.extra == {"current": current.value}
+        target = next(nxt for (_, ev), nxt in r.TRANSITIONS.items() if ev == event)
+        assert exc.message == f"A prescription that is {current.value} cannot become {target.value}."
         return
     assert nxt == r.TRANSITIONS[(current, event)]
     assert current not in (RxS.REJECTED, RxS.DELIVERED, RxS.EXPIRED, RxS.CANCELLED)  # final
     assert nxt != RxS.APPROVED or current == RxS.PENDING_REVIEW  # nothing leads back to approved
     assert event != RxE.DISPENSE or current == RxS.APPROVED  # dispensed once, only when approved
+
+
+@pytest.mark.parametrize(
+    ("current", "event", "message"),
+    [
+        (RxS.APPROVED, RxE.APPROVE, "A prescription that is approved cannot become approved."),
+        (RxS.DISPENSED, RxE.DISPENSE, "A prescription that is dispensed cannot become dispensed."),
+        (RxS.REJECTED, RxE.CANCEL, "A prescription that is rejected cannot become cancelled."),
+        (RxS.PENDING_REVIEW, RxE.DISPATCH, "A prescription that is pending_review cannot become out_for_delivery."),
+    ],
+)
+def test_an_illegal_move_is_refused_in_the_words_of_the_status_it_would_reach(
+    current: r.PrescriptionStatus, event: r.PrescriptionEvent, message: str
+) -> None:
+    with pytest.raises(r.IllegalPrescriptionTransition) as refused:
+        r.transition(current, event)
+    assert refused.value.message == message
+    assert refused.value.envelope() == {
+        "error": {"code": "illegal_transition", "message": message, "current": current.value}
+    }
