@@ -12,7 +12,7 @@ from flask import request
 from pydantic import AwareDatetime, Field, ValidationError
 
 from clinic.core.api import ApiRouter, RequestModel, ResponseModel
-from clinic.core.db import db
+from clinic.core.db import db, record_id
 from clinic.core.errors import Invalid
 from clinic.core.principal import Principal
 from pharmacy import checkout as rx_checkout
@@ -120,7 +120,7 @@ def update_partner(partner_id: str, body: PartnerUpdate, principal: Principal) -
         PartnerIn.model_validate(
             {"name": "x", "license_no": "x", "license_valid_until": date.today(), "endpoint": "http://x", **changes}
         ).spec()
-    partner, secret = partners.update_partner(partner_id, changes, body.rotate_secret)
+    partner, secret = partners.update_partner(record_id(partner_id), changes, body.rotate_secret)
     return _partner_out(partner, secret)
 
 
@@ -234,7 +234,7 @@ class ReviewOut(ResponseModel):
     errors={409: ["not_claimed"], 422: ["invalid_signature", "prescription_rejected"], 403: ["not_qualified"]},
 )
 def review_prescription(prescription_id: str, body: ReviewIn, principal: Principal) -> ReviewOut:
-    rx = services.decide(principal, services.prescription_key(prescription_id), body.decision, body.reason_dicts())
+    rx = services.decide(principal, record_id(prescription_id), body.decision, body.reason_dicts())
     record = db.session.get(Review, rx.id)
     return ReviewOut(status=rx.status.value, pharmacist_jws=record.pharmacist_jws if record else None)
 
@@ -269,7 +269,7 @@ class ReviewScreen(ResponseModel):
     roles=["pharmacist"],
 )
 def review_screen(prescription_id: str, principal: Principal) -> ReviewScreen:
-    return ReviewScreen(**asdict(services.review_screen(principal, services.prescription_key(prescription_id))))
+    return ReviewScreen(**asdict(services.review_screen(principal, record_id(prescription_id))))
 
 
 class VerifyIn(RequestModel):
@@ -338,7 +338,7 @@ class DispenseOut(ResponseModel):
     errors={409: ["drug_fee_unpaid", "no_delivery_address", "illegal_transition", "already_prepared"]},
 )
 def prepare(prescription_id: str, principal: Principal) -> DispensingPharmacistsOut:
-    done = dispensing.prepare(principal, services.prescription_key(prescription_id))
+    done = dispensing.prepare(principal, record_id(prescription_id))
     return DispensingPharmacistsOut(**dispensing.dispensing_pharmacists(done.prescription_id).as_dict())
 
 
@@ -360,7 +360,7 @@ def prepare(prescription_id: str, principal: Principal) -> DispensingPharmacists
 def dispense(prescription_id: str, body: DispenseIn, principal: Principal) -> DispenseOut:
     delivery = dispensing.dispense(
         principal,
-        services.prescription_key(prescription_id),
+        record_id(prescription_id),
         dispensed_by=body.dispensed_by,
         checked_by=body.checked_by,
     )
@@ -401,7 +401,7 @@ class CheckoutOut(ResponseModel):
 def checkout(prescription_id: str, body: CheckoutIn, principal: Principal) -> CheckoutOut:
     record, payment = rx_checkout.checkout(
         principal,
-        services.prescription_key(prescription_id),
+        record_id(prescription_id),
         collect=body.collect_at_pharmacy,
         recipient_name=body.recipient_name,
         phone=body.phone,
@@ -437,7 +437,7 @@ class DeliveryOut(ResponseModel):
     roles=["patient", "pharmacist"],
 )
 def delivery(prescription_id: str, principal: Principal) -> DeliveryOut:
-    return DeliveryOut(**asdict(rx_checkout.delivery_view(principal, services.prescription_key(prescription_id))))
+    return DeliveryOut(**asdict(rx_checkout.delivery_view(principal, record_id(prescription_id))))
 
 
 class PatientPrescriptionOut(ResponseModel):

@@ -207,7 +207,11 @@ def dispense(
 
     The caller is one of the two (pharmacy.rules.dispensing_pair): the checker, when another
     pharmacist recorded making it up (`prepare`) or is named in `dispensed_by`; or the
-    dispenser, naming the on-duty colleague who checked it in `checked_by`."""
+    dispenser, naming the on-duty colleague who checked it in `checked_by`.
+
+    `dispensed_by` and `checked_by` are account ids as the caller typed them, kept as text:
+    two different malformed ones name two different nobodies (not_involved, then
+    not_a_pharmacist), where the nil UUID would make them one person (same_pharmacist)."""
     me = qualified_pharmacist(who)
     rx = _rx(prescription_id)
     review = _dispensable(rx, locked_review(rx.id))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import secrets
 import socket
+import uuid
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -16,7 +17,7 @@ from sqlalchemy import select
 
 from clinic.core import audit
 from clinic.core.config import settings
-from clinic.core.db import as_uuid, db
+from clinic.core.db import db
 from clinic.core.errors import NotFound
 from pharmacy import rules
 from pharmacy.models import DeliveryPartner
@@ -98,11 +99,10 @@ def list_partners() -> list[DeliveryPartner]:
 
 
 def update_partner(
-    partner_id: str, changes: dict[str, Any], rotate_secret: bool = False
+    partner_id: uuid.UUID, changes: dict[str, Any], rotate_secret: bool = False
 ) -> tuple[DeliveryPartner, str | None]:
     session = db.session()
-    pid = as_uuid(partner_id)
-    partner = session.get(DeliveryPartner, pid) if pid else None
+    partner = session.get(DeliveryPartner, partner_id)
     if partner is None:
         raise NotFound()
     allowed = {"license_no", "license_valid_until", "regions", "cold_chain", "priority", "endpoint", "active"}

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 from clinic.core import audit
 from clinic.core.config import settings
 from clinic.core.db import as_uuid, db, get_or_404, utcnow
-from clinic.core.errors import Conflict, Forbidden, Invalid, NotFound, RuleRefusal, Violation
+from clinic.core.errors import Conflict, Forbidden, Invalid, RuleRefusal, Violation
 from clinic.core.principal import Principal
 from clinic.visits.models import Visit
 from identity.models import Account, Institution
@@ -82,14 +82,6 @@ def qualified_pharmacist(who: Principal) -> Account:
         raise Forbidden()
     require_qualified_pharmacist(account)
     return account
-
-
-def prescription_key(raw: str) -> uuid.UUID:
-    """A prescription id from a path or a form: a malformed one is the same 404 as an unknown one."""
-    key = as_uuid(raw)
-    if key is None:
-        raise NotFound("No such prescription.")
-    return key
 
 
 def _rx(prescription_id: uuid.UUID) -> Prescription:

@@ -11,11 +11,10 @@ from typing import Any
 
 from flask import Blueprint, Flask, abort, flash, jsonify, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
-from flask_login import current_user
 from markupsafe import Markup
 from werkzeug.wrappers import Response
 
-from clinic.core.db import utcnow
+from clinic.core.db import record_id, utcnow
 from clinic.core.errors import DomainError
 from clinic.core.pages import (
     Panel,
@@ -68,7 +67,7 @@ def claim() -> Response:
 
 
 def _review_screen(prescription_id: str, form: ReviewForm, status: int = 200) -> Any:
-    screen = services.review_screen(page_principal(), services.prescription_key(prescription_id))
+    screen = services.review_screen(page_principal(), record_id(prescription_id))
     return render_template("pharmacy/review.html", s=screen, form=form), status
 
 
@@ -87,7 +86,7 @@ def review_page(prescription_id: str) -> Any:
             form.reasons.errors = [_("Returning or rejecting needs at least one reason from the review standard.")]
             return _review_screen(prescription_id, form, 422)
         try:
-            rx = services.decide(page_principal(), services.prescription_key(prescription_id), decision, reasons)
+            rx = services.decide(page_principal(), record_id(prescription_id), decision, reasons)
         except DomainError as err:
             flash(handle_refusal(err), "error")
             return _review_screen(prescription_id, form, err.status)
@@ -121,7 +120,7 @@ def to_dispense() -> str:
 def prepare(prescription_id: str) -> Response:
     """调配: I have made it up; another pharmacist checks it and issues it."""
     try:
-        dispensing.prepare(page_principal(), services.prescription_key(prescription_id))
+        dispensing.prepare(page_principal(), record_id(prescription_id))
     except DomainError as err:
         flash(handle_refusal(err), "error")
     else:
@@ -139,7 +138,7 @@ def dispense(prescription_id: str) -> Response:
     try:
         delivery = dispensing.dispense(
             page_principal(),
-            services.prescription_key(prescription_id),
+            record_id(prescription_id),
             checked_by=request.form.get("checked_by") or None,
         )
     except DomainError as err:
@@ -155,7 +154,7 @@ def dispense(prescription_id: str) -> Response:
 def dispensing_label(prescription_id: str) -> str:
     return render_template(
         "pharmacy/label.html",
-        sheet=dispensing.dispensing_label(page_principal(), services.prescription_key(prescription_id)),
+        sheet=dispensing.dispensing_label(page_principal(), record_id(prescription_id)),
     )
 
 
@@ -163,7 +162,7 @@ def dispensing_label(prescription_id: str) -> str:
 @patient_page
 def track(prescription_id: str) -> Any:
     me = page_principal()
-    rx_id = services.prescription_key(prescription_id)
+    rx_id = record_id(prescription_id)
     payment = None
     if request.method == "POST":
         form = request.form
@@ -181,7 +180,7 @@ def track(prescription_id: str) -> Any:
             flash(handle_refusal(err), "error")
         else:
             flash(_("Saved."), "success")
-    rx = rx_services.prescription_for(me.account_id, "patient", rx_id)
+    rx = rx_services.prescription_for(me, rx_id)
     view = checkout.delivery_view(me, rx_id)
     saved = checkout.saved_address(me.account_id, rx.id)
     typed = request.form.get("region_code") if request.method == "POST" else None
@@ -239,7 +238,7 @@ def regions_json() -> Response:
 @patient_page
 def my_document(prescription_id: str) -> Response:
     """The printable prescription for the patient's own account (the staff have their own route)."""
-    rx = rx_services.prescription_for(current_user.id, "patient", prescription_id)
+    rx = rx_services.prescription_for(page_principal(), record_id(prescription_id))
     return Response(
         rx_document.document_for(rx),
         mimetype="application/pdf",
@@ -316,7 +315,7 @@ def partner(partner_id: str) -> Any:
                 }
             )
             try:
-                found, secret = partner_registry.update_partner(partner_id, changes, rotate_secret=rotate)
+                found, secret = partner_registry.update_partner(found.id, changes, rotate_secret=rotate)
             except DomainError as err:
                 _endpoint_refused(form, err)
                 status = err.status
@@ -332,7 +331,8 @@ def partner(partner_id: str) -> Any:
 
 def _ended(physician_id: uuid.UUID) -> list[dict[str, Any]]:
     return [
-        {"rx": rx, "outcome": rx_services.review_outcome(rx.id)} for rx in rx_services.ended_unrevised(physician_id)
+        {"rx": rx, "outcome": rx_services.review_outcome(rx.id)}
+        for rx in rx_services.ended_unrevised(record_id(physician_id))
     ]
 
 

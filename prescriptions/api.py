@@ -11,6 +11,7 @@ from flask import Response
 from pydantic import Field, model_validator
 
 from clinic.core.api import ApiRouter, Principal, RequestModel, ResponseModel
+from clinic.core.db import record_id
 from clinic.visits.models import Visit
 from prescriptions import catalog, document, rules, services
 
@@ -135,7 +136,7 @@ class PrescribedOut(ResponseModel):
 def prescribe(visit_id: str, body: PrescribeIn, principal: Principal, idempotency_key: str | None) -> PrescribedOut:
     rx = services.create_prescription(
         principal,
-        visit_id,
+        record_id(visit_id),
         body.spec(),
         refuse_repeats=idempotency_key is None,
         replaces=body.replaces,
@@ -192,7 +193,7 @@ VIEWERS = ["patient", "physician", "pharmacist"]
     roles=VIEWERS,
 )
 def get_prescription(prescription_id: str, principal: Principal) -> PrescriptionOut:
-    rx = services.prescription_for(principal.account_id, principal.role, prescription_id)
+    rx = services.prescription_for(principal, record_id(prescription_id))
     out = PrescriptionOut.model_validate(rx)
     out.status = rx.status.value
     out.approval_jws = services.approval_jws(rx.id)
@@ -212,7 +213,7 @@ def get_prescription(prescription_id: str, principal: Principal) -> Prescription
     raw_response="application/pdf",
 )
 def get_document(prescription_id: str, principal: Principal) -> Response:
-    rx = services.prescription_for(principal.account_id, principal.role, prescription_id)
+    rx = services.prescription_for(principal, record_id(prescription_id))
     pdf = document.document_for(rx)
     return Response(
         pdf,

@@ -17,8 +17,9 @@ from typing import Any
 from sqlalchemy import and_, select
 
 from clinic.core import audit
-from clinic.core.db import as_uuid, db, get_or_404, utcnow
+from clinic.core.db import db, get_or_404, utcnow
 from clinic.core.errors import Conflict, Invalid
+from clinic.core.principal import Principal
 from identity.models import Account
 from prescriptions import ingredients as ing
 from prescriptions import rules
@@ -288,13 +289,13 @@ def recently_classified(limit: int = 20) -> list[tuple[Drug, str]]:
     return [(drug, name) for drug, name in db.session.execute(query)]
 
 
-def classify_drug(drug_id: str | uuid.UUID, choice: str, note: str, by: uuid.UUID) -> Drug:
+def classify_drug(who: Principal, drug_id: uuid.UUID, choice: str, note: str) -> Drug:
     """A pharmacist's or administrator's decision on a held product: ordinary, or a control class.
 
     The reason is required and kept with the class; the decision is audited with what it
     replaced. Only a held product is classified here: the lists decide every other one.
     """
-    drug = get_or_404(Drug, as_uuid(drug_id))
+    drug = get_or_404(Drug, drug_id)
     note = (note or "").strip()
     if choice not in CLASSIFICATION_CHOICES:
         raise Invalid("Choose ordinary or one of the control classes.", code="invalid_classification")
@@ -311,7 +312,7 @@ def classify_drug(drug_id: str | uuid.UUID, choice: str, note: str, by: uuid.UUI
     label = "普通药品（非特殊管理）" if cls is None else ing.CLASS_NAMES_ZH[cls]
     drug.control_class = cls
     drug.control_reason = f"人工分类：{label}。理由：{note}"
-    drug.classified_by = by
+    drug.classified_by = who.account_id
     drug.classified_at = utcnow()
     audit.record(
         db.session(),
@@ -346,13 +347,8 @@ def search_drugs(q: str, limit: int = SEARCH_LIMIT) -> list[Drug]:
     return sorted(found, key=rank)[:limit]
 
 
-def get_drugs(ids: Iterable[str | uuid.UUID]) -> dict[uuid.UUID, Drug]:
-    wanted: list[uuid.UUID] = []
-    for raw in ids:
-        try:
-            wanted.append(raw if isinstance(raw, uuid.UUID) else uuid.UUID(str(raw)))
-        except ValueError:
-            raise Invalid(f"Unknown drug id {raw!r}.", code="unknown_drug", drug_ids=[str(raw)]) from None
+def get_drugs(ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Drug]:
+    wanted = list(ids)
     drugs = {d.id: d for d in db.session.scalars(select(Drug).where(Drug.id.in_(wanted)))} if wanted else {}
     unknown = [str(i) for i in wanted if i not in drugs]
     if unknown:

@@ -37,7 +37,8 @@ from sqlalchemy.orm import Session
 
 from clinic.core import audit
 from clinic.core.audit import Actor, acting_as
-from clinic.core.db import as_uuid, db, get_or_404, unit_of_work, utcnow
+from clinic.core.db import db, get_or_404, unit_of_work, utcnow
+from clinic.core.principal import Principal
 from prescriptions import ingredients as ing
 from prescriptions.catalog import ProductSpec, upsert_product
 from prescriptions.models import Drug, FormularyImport, ImportState
@@ -254,10 +255,10 @@ IMPORT_BATCH_ROWS = 200  # rows committed together with the run's progress
 IMPORT_STALE_AFTER = timedelta(minutes=2)  # a running import that has not moved for this long stopped
 
 
-def start_import(admin_id: uuid.UUID, filename: str) -> FormularyImport:
+def start_import(who: Principal, filename: str) -> FormularyImport:
     """Record that an administrator started importing a file (the runner does the rows)."""
     session = db.session()
-    run = FormularyImport(filename=filename[:200] or "formulary.csv", started_by=admin_id)
+    run = FormularyImport(filename=filename[:200] or "formulary.csv", started_by=who.account_id)
     session.add(run)
     session.flush()
     audit.record(
@@ -270,9 +271,8 @@ def start_import(admin_id: uuid.UUID, filename: str) -> FormularyImport:
     return run
 
 
-def formulary_import(run_id: str | uuid.UUID) -> FormularyImport | None:
-    key = as_uuid(run_id)
-    return db.session.get(FormularyImport, key) if key is not None else None
+def formulary_import(run_id: uuid.UUID) -> FormularyImport | None:
+    return db.session.get(FormularyImport, run_id)
 
 
 def recent_imports(limit: int = 20) -> list[FormularyImport]:

@@ -25,7 +25,7 @@ from sqlalchemy.orm.attributes import flag_modified
 from clinic.core import audit
 from clinic.core.config import settings
 from clinic.core.crypto import lookup_hash
-from clinic.core.db import as_uuid, db, get_or_404, new_id, utcnow
+from clinic.core.db import db, get_or_404, new_id, utcnow
 from clinic.core.errors import Conflict, Invalid, NotFound, RuleRefusal, Violation
 from clinic.core.principal import Principal
 from clinic.visits.models import Visit
@@ -66,7 +66,7 @@ class PrescriptionSpec:
     accompanying_physician: rules.AccompanyingPhysician | None = None
 
 
-def _visit(visit_id: str | uuid.UUID) -> Visit:
+def _visit(visit_id: uuid.UUID) -> Visit:
     return get_or_404(Visit, visit_id, "No such visit.")
 
 
@@ -232,11 +232,11 @@ def prescription_facts(
 
 def create_prescription(
     who: Principal,
-    visit_id: str | uuid.UUID,
+    visit_id: uuid.UUID,
     spec: PrescriptionSpec,
     *,
     refuse_repeats: bool = True,
-    replaces: str | uuid.UUID | None = None,
+    replaces: uuid.UUID | None = None,
 ) -> Prescription:
     """The visit's face-fresh physician signs ONE prescription: rules, signature, record, audit.
 
@@ -248,7 +248,7 @@ def create_prescription(
     """
     require_fresh_face(who)
     visit = _visit(visit_id)
-    replaced = _replaceable(who.account_id, visit, replaces) if replaces else None
+    replaced = _replaceable(who.account_id, visit, replaces) if replaces is not None else None
     now = utcnow()
     # A revision is not a repeat: signing it twice is refused as already_replaced instead.
     if refuse_repeats and replaced is None:  # before the rules: a repeat would also be its own duplicate_therapy
@@ -382,9 +382,9 @@ def approval_jws(rx_id: uuid.UUID) -> str | None:
 REPLACEABLE = (PrescriptionStatus.RETURNED, PrescriptionStatus.REJECTED, PrescriptionStatus.CANCELLED)
 
 
-def _replaceable(physician_id: uuid.UUID, visit: Visit, replaces: str | uuid.UUID) -> Prescription:
+def _replaceable(physician_id: uuid.UUID, visit: Visit, replaces: uuid.UUID) -> Prescription:
     """The prescription a revision replaces: this physician's, this patient's, ended, not yet replaced."""
-    old = db.session.get(Prescription, as_uuid(replaces)) if as_uuid(replaces) else None
+    old = db.session.get(Prescription, replaces)
     if old is None or old.physician_id != physician_id or old.patient_id != visit.patient_id:
         raise NotFound("No such prescription to revise.")
     if old.status not in REPLACEABLE:
@@ -394,9 +394,9 @@ def _replaceable(physician_id: uuid.UUID, visit: Visit, replaces: str | uuid.UUI
     return old
 
 
-def void_prescription(who: Principal, prescription_id: str | uuid.UUID, reason: str) -> Prescription:
+def void_prescription(who: Principal, prescription_id: uuid.UUID, reason: str) -> Prescription:
     """The physician voids their own prescription before a pharmacist has decided on it."""
-    rx = prescription_for(who.account_id, "physician", prescription_id)
+    rx = prescription_for(who, prescription_id)
     reason = reason.strip()
     if not 2 <= len(reason) <= 500:
         raise Invalid("Say why the prescription is voided (2 to 500 characters).", field="reason")
@@ -424,14 +424,14 @@ def review_outcome(rx_id: uuid.UUID) -> dict[str, Any] | None:
     return None
 
 
-def ended_unrevised(physician_id: str | uuid.UUID) -> list[Prescription]:
+def ended_unrevised(physician_id: uuid.UUID) -> list[Prescription]:
     """This physician's returned or rejected prescriptions that no revision replaces yet, newest first."""
     revised = select(Prescription.replaces_id).where(Prescription.replaces_id.is_not(None))
     return list(
         db.session.scalars(
             select(Prescription)
             .where(
-                Prescription.physician_id == as_uuid(physician_id),
+                Prescription.physician_id == physician_id,
                 Prescription.status.in_((PrescriptionStatus.RETURNED, PrescriptionStatus.REJECTED)),
                 Prescription.id.not_in(revised),
             )
@@ -514,14 +514,13 @@ def prescriptions_follow_patient(session: Session, patient_id: uuid.UUID, old: u
     return int(cast(CursorResult[Any], moved).rowcount or 0)  # an UPDATE answers a cursor
 
 
-def prescription_for(account_id: uuid.UUID, role: str, prescription_id: str | uuid.UUID) -> Prescription:
+def prescription_for(who: Principal, prescription_id: uuid.UUID) -> Prescription:
     """A prescription for its patient's account, its physician, or a pharmacist; 404 for anyone else."""
-    pid = as_uuid(prescription_id)
-    rx = db.session.get(Prescription, pid) if pid is not None else None
+    rx = db.session.get(Prescription, prescription_id)
     allowed = rx is not None and (
-        role == "pharmacist"
-        or (role == "patient" and rx.account_id == account_id)
-        or (role == "physician" and rx.physician_id == account_id)
+        who.role == "pharmacist"
+        or (who.role == "patient" and rx.account_id == who.account_id)
+        or (who.role == "physician" and rx.physician_id == who.account_id)
     )
     if rx is None or not allowed:
         raise NotFound("No such prescription.")
@@ -531,7 +530,7 @@ def prescription_for(account_id: uuid.UUID, role: str, prescription_id: str | uu
 # --- reads for the prescribing pages ----------------------------------------------------------
 
 
-def prescribing_visit(who: Principal, visit_id: str | uuid.UUID) -> Visit:
+def prescribing_visit(who: Principal, visit_id: uuid.UUID) -> Visit:
     """The visit a physician prescribes in: theirs, else 404 (whether it is in progress is a rule)."""
     visit = _visit(visit_id)
     if visit.physician_id is None or visit.physician_id != who.account_id:

@@ -47,7 +47,7 @@ from pydantic import ValidationError
 
 from clinic.core import crypto, idempotency
 from clinic.core.audit import Actor
-from clinic.core.db import db, utcnow
+from clinic.core.db import db, record_id, utcnow
 from clinic.core.errors import DomainError, RuleRefusal, Violation
 from clinic.core.pages import admin_page, label_for, page_principal, physician_page, role_page
 from clinic.core.web import handle_refusal
@@ -330,7 +330,7 @@ def violations_out(violations: list[Violation], draft: Mapping[str, Any]) -> lis
 
 
 def _visit(visit_id: str) -> Visit:
-    return services.prescribing_visit(page_principal(), visit_id)
+    return services.prescribing_visit(page_principal(), record_id(visit_id))
 
 
 def _today() -> date:
@@ -440,7 +440,7 @@ def prescribe_post(visit_id: str) -> Any:
     q = (request.form.get("q") or "").strip()[:50]
     if request.form.get("add"):
         try:
-            drug = catalog.get_drugs([request.form["add"]])
+            drug = catalog.get_drugs([record_id(request.form["add"])])
         except DomainError:
             abort(422)
         if len(draft["items"]) < rules.MAX_ITEMS:
@@ -485,11 +485,12 @@ def _sign_once(visit_id: str, spec: services.PrescriptionSpec, replaces: str | N
         key = idempotency.checked_key(request.form.get("idempotency_key") or None)
     except DomainError:
         key = None
+    visit, revised = record_id(visit_id), record_id(replaces) if replaces else None
     if key is None:
-        return str(services.create_prescription(page_principal(), visit_id, spec, replaces=replaces).id)
+        return str(services.create_prescription(page_principal(), visit, spec, replaces=revised).id)
 
     def sign() -> tuple[int, dict[str, Any]]:
-        rx = services.create_prescription(page_principal(), visit_id, spec, refuse_repeats=False, replaces=replaces)
+        rx = services.create_prescription(page_principal(), visit, spec, refuse_repeats=False, replaces=revised)
         return 201, {"id": str(rx.id)}
 
     answer, _ = idempotency.run_once(
@@ -552,7 +553,7 @@ def drugs(visit_id: str) -> Any:
 
 
 def _my_prescription(prescription_id: str) -> Prescription:
-    return services.prescription_for(current_user.id, "physician", prescription_id)
+    return services.prescription_for(page_principal(), record_id(prescription_id))
 
 
 def _prescription_page(rx: Prescription, void_form: VoidForm | None = None, status: int = 200) -> Any:
@@ -582,7 +583,7 @@ def void(prescription_id: str) -> Any:
     if not form.validate_on_submit():
         return _prescription_page(rx, form, 422)
     try:
-        services.void_prescription(page_principal(), prescription_id, form.reason.data or "")
+        services.void_prescription(page_principal(), record_id(prescription_id), form.reason.data or "")
     except DomainError as err:
         form.reason.errors = [handle_refusal(err)]
         return _prescription_page(_my_prescription(prescription_id), form, err.status)
@@ -666,7 +667,7 @@ def formulary() -> Any:
     form = ImportForm()
     if form.validate_on_submit():
         upload = form.file.data
-        run = imports.start_import(page_principal().account_id, Path(upload.filename or "formulary.csv").name)
+        run = imports.start_import(page_principal(), Path(upload.filename or "formulary.csv").name)
         folder = Path(current_app.instance_path) / "imports"
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{run.id}.csv"
@@ -681,7 +682,7 @@ def formulary() -> Any:
 
 
 def _run(run_id: str) -> dict[str, Any]:
-    run = imports.formulary_import(run_id)
+    run = imports.formulary_import(record_id(run_id))
     if run is None:
         abort(404)
     return _run_view(run)
@@ -737,7 +738,7 @@ def classify(drug_id: str) -> Any:
                 flash(str(error), "error")
         return redirect(url_for(".classification_queue"))
     try:
-        drug = catalog.classify_drug(drug_id, form.choice.data or "", form.note.data or "", page_principal().account_id)
+        drug = catalog.classify_drug(page_principal(), record_id(drug_id), form.choice.data or "", form.note.data or "")
     except DomainError as err:
         flash(handle_refusal(err), "error")
         return redirect(url_for(".classification_queue"))
@@ -746,8 +747,8 @@ def classify(drug_id: str) -> Any:
     return redirect(url_for(".classification_queue"))
 
 
-def _history(visit_ids: list[Any]) -> dict[Any, list[Prescription]]:
-    found: dict[Any, list[Prescription]] = {}
+def _history(visit_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[Prescription]]:
+    found: dict[uuid.UUID, list[Prescription]] = {}
     for rx in services.prescriptions_of_visits(visit_ids):
         found.setdefault(rx.visit_id, []).append(rx)
     return found

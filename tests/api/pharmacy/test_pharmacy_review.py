@@ -206,6 +206,30 @@ def test_unqualified_pharmacist_cannot_claim(client: FlaskClient) -> None:
     assert resp.status_code == 403 and resp.get_json()["error"]["code"] == "not_qualified"
 
 
+NO_SUCH_PRESCRIPTIONS = ("not-a-uuid", str(uuid.uuid4()))  # a malformed id and an unknown one
+PHARMACIST_ACTS = (
+    ("GET", "review", None),
+    ("POST", "review", {"decision": "approve", "reasons": []}),
+    ("POST", "prepare", None),
+    ("POST", "dispense", {}),
+)
+
+
+@pytest.mark.parametrize("rx_id", NO_SUCH_PRESCRIPTIONS)
+@pytest.mark.parametrize(("method", "act", "body"), PHARMACIST_ACTS)
+def test_an_unqualified_pharmacist_is_refused_before_any_prescription_is_looked_up(
+    client: FlaskClient, rx_id: str, method: str, act: str, body: dict[str, Any] | None
+) -> None:
+    """The qualification is checked first, whatever the id names: not_qualified, never a 404
+    that would tell an unqualified pharmacist which prescriptions exist."""
+    expired = f.staff(Role.PHARMACIST, qualification_valid_until=date.today() - timedelta(days=1))
+    url = f"/api/v1/pharmacy/prescriptions/{rx_id}/{act}"
+    unqualified = client.open(url, method=method, json=body, headers=f.auth(f.token(client, expired.username)))
+    assert refusal(unqualified) == (403, "not_qualified")
+    qualified = client.open(url, method=method, json=body, headers=pharmacist(client))
+    assert refusal(qualified) == (404, "not_found")
+
+
 class FakePayments:
     def __init__(self) -> None:
         self.started: list[tuple[str, uuid.UUID, int]] = []

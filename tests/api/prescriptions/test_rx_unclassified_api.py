@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 
 from clinic.core.audit import Actor, acting_as
 from clinic.core.db import db, unit_of_work
+from clinic.core.principal import Principal
 from identity.models import Role
 from prescriptions import catalog, imports
 from prescriptions.models import Drug, Prescription
@@ -46,7 +47,7 @@ def test_unclassified_drug_is_shown_and_refused_with_every_violation(client: Fla
     # once a pharmacist has classified it as ordinary, that refusal is gone
     pharmacist = f.staff(Role.PHARMACIST)
     with acting_as(Actor(str(pharmacist.id), "pharmacist")), unit_of_work():
-        catalog.classify_drug(held.id, "ordinary", "院内制剂，成分为依那普利", pharmacist.id)
+        catalog.classify_drug(Principal(pharmacist.id, "pharmacist"), held.id, "ordinary", "院内制剂，成分为依那普利")
     again = client.post(
         f"/api/v1/visits/{v['visit_id']}/prescriptions", json={"items": [item(str(held.id))]}, headers=f.auth(v["face"])
     )

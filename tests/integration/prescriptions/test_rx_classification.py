@@ -14,6 +14,7 @@ from sqlalchemy import select
 from clinic.core.audit import Actor, AuditEntry, acting_as
 from clinic.core.db import db, unit_of_work
 from clinic.core.errors import Conflict, Invalid
+from clinic.core.principal import Principal
 from identity.models import Role
 from prescriptions import catalog, imports
 from prescriptions.models import Drug
@@ -71,8 +72,10 @@ def test_a_decision_is_audited_and_survives_a_later_import(ctx: Flask, tmp_path:
     with acting_as(Actor(str(pharmacist.id), "pharmacist")), unit_of_work():
         for choice, note in (("psychotropic_9", "理由"), ("ordinary", "  ")):
             with pytest.raises(Invalid):
-                catalog.classify_drug(held.id, choice, note, pharmacist.id)
-        catalog.classify_drug(held.id, "ordinary", "院内制剂：维生素类，说明书无管制成分", pharmacist.id)
+                catalog.classify_drug(Principal(pharmacist.id, "pharmacist"), held.id, choice, note)
+        catalog.classify_drug(
+            Principal(pharmacist.id, "pharmacist"), held.id, "ordinary", "院内制剂：维生素类，说明书无管制成分"
+        )
     held = drug("院内制剂甲片")
     assert held.control_class is None and held.classified_by == pharmacist.id
     assert "院内制剂：维生素类" in held.control_reason
@@ -80,7 +83,7 @@ def test_a_decision_is_audited_and_survives_a_later_import(ctx: Flask, tmp_path:
     assert entry is not None and entry.actor_id == str(pharmacist.id)
     assert entry.detail["from"] == "unclassified" and entry.detail["to"] is None
     with acting_as(Actor(str(pharmacist.id), "pharmacist")), unit_of_work(), pytest.raises(Conflict):
-        catalog.classify_drug(held.id, "toxic", "再分一次", pharmacist.id)
+        catalog.classify_drug(Principal(pharmacist.id, "pharmacist"), held.id, "toxic", "再分一次")
     # the same file again: the matcher still cannot resolve it, the person's decision stays
     report = import_csv(tmp_path)
     assert [u["name"] for u in report.unclassified] == ["某新药胶囊"]
@@ -133,7 +136,7 @@ def test_the_import_summary_page_lists_the_held_rows_and_links_to_the_queue(ctx:
     admin = f.staff(Role.ADMIN)
     report = import_csv(tmp_path)
     with acting_as(Actor(str(admin.id), "admin")), unit_of_work():
-        run = imports.start_import(admin.id, "formulary.csv")
+        run = imports.start_import(Principal(admin.id, "admin"), "formulary.csv")
         imports.finish_import(run.id, report)
     page = ctx.test_client()
     login(page, admin.username)

@@ -22,6 +22,7 @@ from sqlalchemy import select
 
 from clinic.core.audit import Actor, AuditEntry, acting_as
 from clinic.core.db import db, unit_of_work, utcnow
+from clinic.core.principal import Principal
 from identity.models import Role
 from prescriptions import imports
 from prescriptions.models import Drug, FormularyImport, ImportState
@@ -43,7 +44,7 @@ def admin_page(ctx: Flask) -> tuple[FlaskClient, Any]:
 
 def start(admin: Any, filename: str = "formulary.csv") -> uuid.UUID:
     with acting_as(Actor(str(admin.id), "admin")), unit_of_work():
-        return imports.start_import(admin.id, filename).id
+        return imports.start_import(Principal(admin.id, "admin"), filename).id
 
 
 def run_in_thread(ctx: Flask, run_id: uuid.UUID, path: Path, admin: Any) -> None:
@@ -170,7 +171,7 @@ def test_an_upload_whose_request_rolls_back_leaves_neither_run_nor_file(ctx: Fla
     actor = Actor(str(admin.id), "admin")
     with acting_as(actor):
         session = db.session()
-        run = imports.start_import(admin.id, "upload.csv")
+        run = imports.start_import(Principal(admin.id, "admin"), "upload.csv")
         imports.run_after_commit(session, ctx, run.id, path, actor)
         session.rollback()
     assert not path.exists()
