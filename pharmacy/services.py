@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -187,7 +187,8 @@ def _items_with_reference(rx: Prescription) -> list[dict[str, Any]]:
     out = []
     for n, item in enumerate(rx.content.get("items", [])):
         drug = drugs.get(rx.items[n].drug_id) if n < len(rx.items) else None
-        out.append({**item, "dosing_reference": rx_catalog.dosing_summary(drug) if drug is not None else None})
+        summary = rx_catalog.dosing_summary(drug) if drug is not None else None
+        out.append({**item, "dosing_reference": asdict(summary) if summary is not None else None})
     return out
 
 

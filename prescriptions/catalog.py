@@ -90,7 +90,20 @@ def _amount(x: Decimal | None, unit: str) -> str | None:
     return f"{x.normalize():f} {unit}" if x is not None else None
 
 
-def dosing_summary(drug: Drug) -> dict[str, Any] | None:
+@dataclass(frozen=True)
+class DosingSummary:
+    """A product's dosing reference in words (Chinese), as the prescribing and review pages show it."""
+
+    adult: str
+    child: str
+    frequencies: str
+    unit: str
+    pack: str
+    dispense_unit: str
+    source: str
+
+
+def dosing_summary(drug: Drug) -> DosingSummary | None:
     """The dosing reference of a product as the pages show it (Chinese), or None."""
     ref = dosing_for(drug)
     if ref is None:
@@ -111,17 +124,17 @@ def dosing_summary(drug: Drug) -> dict[str, Any] | None:
             f"每日最大 {_amount(c.max_daily, u)}" if c.max_daily is not None else "",
         ]
         child = "儿童：" + "，".join(p for p in parts if p)
-    return {
-        "adult": "成人：" + ("，".join(p for p in adult if p) or "剂量个体化"),
-        "child": f"{child}（{ref.adult_from_age}岁起按成人）",
-        "frequencies": "、".join(rules.FREQUENCIES[f].zh for f in ref.frequencies if f in rules.FREQUENCIES),
-        "unit": f"每{ref.admin_unit} {_amount(ref.per_unit, u)}，{SPLIT_ZH.get(ref.split, '')}"
+    return DosingSummary(
+        adult="成人：" + ("，".join(p for p in adult if p) or "剂量个体化"),
+        child=f"{child}（{ref.adult_from_age}岁起按成人）",
+        frequencies="、".join(rules.FREQUENCIES[f].zh for f in ref.frequencies if f in rules.FREQUENCIES),
+        unit=f"每{ref.admin_unit} {_amount(ref.per_unit, u)}，{SPLIT_ZH.get(ref.split, '')}"
         if ref.admin_unit != u
         else f"按{u}给药",
-        "pack": f"数量单位：{ref.dispense_unit}；每包装 {ref.pack} {ref.dispense_unit}",
-        "dispense_unit": ref.dispense_unit,
-        "source": ref.source,
-    }
+        pack=f"数量单位：{ref.dispense_unit}；每包装 {ref.pack} {ref.dispense_unit}",
+        dispense_unit=ref.dispense_unit,
+        source=ref.source,
+    )
 
 
 def _search_text(*parts: str) -> str:

@@ -445,9 +445,18 @@ def replaced_by(rx_id: uuid.UUID) -> Prescription | None:
     return db.session.scalars(select(Prescription).where(Prescription.replaces_id == rx_id)).first()
 
 
-def verify_prescription(rx: Prescription) -> dict[str, Any]:
+@dataclass(frozen=True)
+class VerifiedPrescription:
+    """A prescription whose JWS verified: its id as signed, and the signed content (the JWS claims)."""
+
+    prescription_id: str
+    content: dict[str, Any]  # the JWS payload, a JSON document
+
+
+def verify_prescription(rx: Prescription) -> VerifiedPrescription:
     """The JWS verifies with its published key AND signs exactly the stored content."""
-    return signing.verify(rx.jws, rx.content)
+    content = signing.verify(rx.jws, rx.content)
+    return VerifiedPrescription(str(content.get("prescription_id", "")), content)
 
 
 def transition(

@@ -21,6 +21,7 @@ import json
 import logging
 import uuid
 from collections.abc import Mapping
+from dataclasses import asdict
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -348,7 +349,8 @@ def _evaluate(visit: Visit, draft: dict[str, Any]) -> tuple[list[dict[str, Any]]
         return [], {"items": gettext(err.message)}
     for row, i in zip(draft["items"], spec.items, strict=True):
         row["name"] = _drug_label(drugs[i.drug_id])
-        row["reference"] = catalog.dosing_summary(drugs[i.drug_id])
+        reference = catalog.dosing_summary(drugs[i.drug_id])
+        row["reference"] = asdict(reference) if reference is not None else None
     return violations_out(violations, draft), {}
 
 

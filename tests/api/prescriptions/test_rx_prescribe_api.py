@@ -77,7 +77,7 @@ def test_the_physician_signs_and_everyone_entitled_reads(client: FlaskClient) ->
     # any change after signing fails verification
     rx = db.session.get(Prescription, uuid.UUID(body["id"]))
     assert rx is not None
-    assert services.verify_prescription(rx)["prescription_id"] == body["id"]
+    assert services.verify_prescription(rx).prescription_id == body["id"]
     rx.content = {**rx.content, "items": [{**rx.content["items"][0], "days": 8}]}
     with pytest.raises(signing.InvalidSignature):
         services.verify_prescription(rx)
