@@ -109,11 +109,14 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     from pharmacy import api as pharmacy_api
     from pharmacy import checkout as pharmacy_checkout
     from pharmacy import delivery as pharmacy_delivery
+    from pharmacy import dispensing as pharmacy_dispensing
     from pharmacy import services as pharmacy_services
     from pharmacy import views as pharmacy_views
     from prescriptions import api as rx_api
     from prescriptions import cli as rx_cli
+    from prescriptions import document as rx_document
     from prescriptions import events as rx_events
+    from prescriptions import services as rx_services
     from prescriptions import signing as rx_signing
 
     notifications_services.register_jobs()  # outbox handler: the patients' SMS
@@ -209,6 +212,10 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     register_purpose("drug_fee", pharmacy_checkout.mark_drug_fee_paid)  # approved prescription, fee paid
     rx_events.on_signed(app, pharmacy_services.queue_signed)  # every signed prescription is queued for review
     rx_events.on_status_changed(app, pharmacy_services.close_unreviewed)  # expired, voided: off the queue
+    rx_services.on_approval_lookup(app, pharmacy_services.approval_of)  # the pharmacist's counter-signature
+    rx_services.on_review_read(app, pharmacy_services.outcome_of)  # the decision as the physician reads it
+    rx_document.on_review_facts(app, pharmacy_dispensing.document_facts)  # reviewer, amount, dispensers
+    pharmacy_delivery.on_status_change(app, pharmacy_dispensing.follow_delivery)  # the prescription follows
 
     from clinic.admin import labels as admin_labels
     from clinic.admin import reclaims as admin_reclaims
@@ -223,7 +230,6 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     admin_reclaims.init_app(app)  # the staff check of ID number reclaims
     from clinic.admin import services as admin_services
     from identity import reclaims as identity_reclaims
-    from prescriptions import services as rx_services
 
     identity_reclaims.set_teller(app, admin_services.tell_reclaim_decision)  # the claimant is told of a decision
     identity_reclaims.add_records_follow(app, "visits", visit_lifecycle.visits_follow_patient)

@@ -18,6 +18,7 @@ from datetime import date, datetime
 from typing import Any
 
 import requests
+from flask import Flask, current_app
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -180,14 +181,14 @@ def dispatch_job(payload: dict[str, Any]) -> None:
 
 # --- partner callbacks -------------------------------------------------------------------
 
-# Hooks set by the layer above routing (the prescription's own lifecycle follows the delivery):
-# fn(session, delivery, new_status) called after each status change.
+# Hooks of the layer above routing (the prescription's own lifecycle follows the delivery),
+# registered per app by the factory: fn(session, delivery, new_status) after each status change.
 StatusListener = Callable[[Session, Delivery, DeliveryStatus], None]
-_status_listeners: list[StatusListener] = []
+STATUS_LISTENERS = "pharmacy.delivery_status_listeners"
 
 
-def on_status_change(fn: StatusListener) -> None:
-    _status_listeners.append(fn)
+def on_status_change(app: Flask, fn: StatusListener) -> None:
+    app.extensions.setdefault(STATUS_LISTENERS, []).append(fn)
 
 
 @dataclass(frozen=True)
@@ -305,7 +306,8 @@ def apply_callback(
     elif after == DeliveryStatus.FAILED:
         _after_failure(session, delivery)
     session.flush()
-    for fn in _status_listeners:
+    listeners: list[StatusListener] = current_app.extensions.get(STATUS_LISTENERS, [])
+    for fn in listeners:
         fn(session, delivery, delivery.status)
     return CallbackResult(delivery, duplicate=False)
 

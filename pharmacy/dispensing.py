@@ -28,8 +28,8 @@ from pharmacy import notify, rules
 from pharmacy.models import Delivery, Review
 from pharmacy.rules import DeliveryStatus
 from pharmacy.services import locked_review, qualified_pharmacist
-from prescriptions import document as rx_document
 from prescriptions import services as rx_services
+from prescriptions.document import ReviewFacts
 from prescriptions.models import Prescription, PrescriptionStatus
 from prescriptions.rules import PrescriptionEvent
 
@@ -53,24 +53,22 @@ def _patient_phone(rx: Prescription) -> str | None:
     return account.phone if account is not None else None
 
 
-def _document_facts(rx_id: uuid.UUID) -> dict[str, Any] | None:
-    """Who reviewed the prescription and the amount, for its printed document."""
+def document_facts(rx_id: uuid.UUID) -> ReviewFacts | None:
+    """Who reviewed the prescription and the amount, for its printed document (the app factory
+    registers this with prescriptions.document)."""
     review = db.session.get(Review, rx_id)
     if review is None or review.decided_by is None:
         return None
     pharmacist = db.session.get(Account, review.decided_by)
     name = (pharmacist.staff.name if pharmacist.staff else pharmacist.display_name) if pharmacist else None
     people = dispensing_pharmacists(rx_id)
-    return {
-        "reviewer": name,
-        "amount_fen": None if review.fee_waived else review.fee_fen,
+    return ReviewFacts(
+        reviewer=name,
+        amount_fen=None if review.fee_waived else review.fee_fen,
         # 调配 and 核对、发药: only once issued (a prescription made up but not checked prints blank)
-        "dispenser": _staff_name(people.dispensed_by) if review.checked_by else None,
-        "checker": _staff_name(people.checked_by) if review.checked_by else None,
-    }
-
-
-rx_document.on_review_facts(_document_facts)
+        dispenser=_staff_name(people.dispensed_by) if review.checked_by else None,
+        checker=_staff_name(people.checked_by) if review.checked_by else None,
+    )
 
 
 def _staff_name(account: Account | None) -> str:
@@ -308,8 +306,9 @@ def dispensing_pharmacists(rx_id: uuid.UUID) -> DispensingPharmacists:
     )
 
 
-def _follow_delivery(session: Session, delivery: Delivery, status: DeliveryStatus) -> None:
-    """The prescription's own status follows its delivery to the door."""
+def follow_delivery(session: Session, delivery: Delivery, status: DeliveryStatus) -> None:
+    """The prescription's own status follows its delivery to the door (the app factory
+    registers this with pharmacy.delivery)."""
     rx = session.get(Prescription, delivery.prescription_id)
     if rx is None:
         return
@@ -320,9 +319,6 @@ def _follow_delivery(session: Session, delivery: Delivery, status: DeliveryStatu
         PrescriptionStatus.OUT_FOR_DELIVERY,
     ):
         rx_services.transition(rx, PrescriptionEvent.DELIVER)
-
-
-deliveries.on_status_change(_follow_delivery)
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ from prescriptions import services as rx_services
 from prescriptions import signing
 from prescriptions.models import Drug, Prescription, PrescriptionStatus
 from prescriptions.rules import PrescriptionEvent, age_display
+from prescriptions.services import ReviewOutcome
 
 # --- the queue follows the prescriptions ------------------------------------------------------
 # Wired by the app factory to prescriptions.events (the pharmacy sits above prescriptions).
@@ -359,12 +360,13 @@ def decide(who: Principal, prescription_id: uuid.UUID, decision: str, reasons: l
     return rx
 
 
-def _approval_of(rx_id: uuid.UUID) -> str | None:
+# --- what prescriptions read of the review (the app factory registers these with them) ----------
+
+
+def approval_of(rx_id: uuid.UUID) -> str | None:
+    """The pharmacist's approval JWS of an approved prescription, else None."""
     review = db.session.get(Review, rx_id)
     return review.pharmacist_jws if review is not None and review.decision == "approve" else None
-
-
-rx_services.on_approval_lookup(_approval_of)
 
 
 @dataclass(frozen=True)
@@ -393,20 +395,17 @@ def verify_jws(token: str) -> JwsCheck:
     return JwsCheck(valid=True, prescription_id=rx_id, kind="prescription")
 
 
-def _outcome(rx_id: uuid.UUID) -> dict[str, Any] | None:
+def outcome_of(rx_id: uuid.UUID) -> ReviewOutcome | None:
     """What the physician reads of the pharmacist's decision: reasons (codes), note, who, when."""
     review = db.session.get(Review, rx_id)
     if review is None or review.decision is None:
         return None
     decider = db.session.get(Account, review.decided_by) if review.decided_by else None
     notes = [r.get("note", "") for r in review.reasons or [] if r.get("note")]
-    return {
-        "decision": review.decision,
-        "reasons": [r.get("code", "") for r in review.reasons or []],
-        "note": notes[0] if notes else "",
-        "decided_at": review.decided_at,
-        "pharmacist": (decider.staff.name if decider and decider.staff else decider.display_name) if decider else "",
-    }
-
-
-rx_services.on_review_read(_outcome)
+    return ReviewOutcome(
+        decision=review.decision,
+        reasons=tuple(r.get("code", "") for r in review.reasons or []),
+        note=notes[0] if notes else "",
+        decided_at=review.decided_at,
+        pharmacist=(decider.staff.name if decider and decider.staff else decider.display_name) if decider else "",
+    )

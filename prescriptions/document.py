@@ -37,10 +37,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import qrcode
+from flask import Flask, current_app
 from qrcode.constants import ERROR_CORRECT_M
 from reportlab.lib.pagesizes import A5
 from reportlab.lib.units import mm
@@ -326,21 +326,34 @@ def render_pdf(doc: PrescriptionDocument) -> bytes:
 
 # --- the document of a stored prescription --------------------------------------------------
 
-_review_fact_sources: list[Callable[[uuid.UUID], dict[str, Any] | None]] = []
+
+@dataclass(frozen=True)
+class ReviewFacts:
+    """What the pharmacy knows of a prescription for its document (None: not yet, or blank)."""
+
+    reviewer: str | None = None
+    amount_fen: int | None = None
+    dispenser: str | None = None  # 调配, printed once issued
+    checker: str | None = None  # 核对、发药, printed once issued
 
 
-def on_review_facts(source: Callable[[uuid.UUID], dict[str, Any] | None]) -> None:
-    """The pharmacy tells the document who reviewed a prescription and what it costs."""
-    if source not in _review_fact_sources:
-        _review_fact_sources.append(source)
+ReviewFactsSource = Callable[[uuid.UUID], ReviewFacts | None]
+REVIEW_FACTS = "prescriptions.review_facts"
 
 
-def review_facts(rx_id: uuid.UUID) -> dict[str, Any]:
-    for source in _review_fact_sources:
+def on_review_facts(app: Flask, source: ReviewFactsSource) -> None:
+    """The pharmacy tells the document who reviewed a prescription and what it costs (the app
+    factory registers it, per app)."""
+    app.extensions.setdefault(REVIEW_FACTS, []).append(source)
+
+
+def review_facts(rx_id: uuid.UUID) -> ReviewFacts:
+    sources: list[ReviewFactsSource] = current_app.extensions.get(REVIEW_FACTS, [])
+    for source in sources:
         facts = source(rx_id)
-        if facts:
+        if facts is not None:
             return facts
-    return {}
+    return ReviewFacts()
 
 
 def _frequency_zh(text: str) -> str:
@@ -393,10 +406,10 @@ def document_for(rx: Prescription) -> bytes:
         review_status=rx.status.value,
         jws=rx.jws,
         approval_jws=services.approval_jws(rx.id),
-        reviewer=facts.get("reviewer"),
-        dispenser=facts.get("dispenser"),
-        checker=facts.get("checker"),
-        amount_fen=facts.get("amount_fen"),
+        reviewer=facts.reviewer,
+        dispenser=facts.dispenser,
+        checker=facts.checker,
+        amount_fen=facts.amount_fen,
         pediatric=rules.is_under(born, signed_day, rules.CHILD_AGE_DEFAULT),
         long_term=rx.long_term,
         guardian=f"{g['name']}（{g['relation']}，{g['id_number_masked']}）" if g else None,

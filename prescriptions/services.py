@@ -17,6 +17,7 @@ from decimal import Decimal
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
+from flask import Flask, current_app
 from sqlalchemy import select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
@@ -360,19 +361,21 @@ def create_prescription(
     return rx
 
 
-# The pharmacist's approval JWS of a prescription lives with the pharmacy's review; the
-# pharmacy registers where to read it (nothing here imports the pharmacy package).
-_approval_sources: list[Callable[[uuid.UUID], str | None]] = []
+# The pharmacist's approval JWS of a prescription lives with the pharmacy's review; the app
+# factory registers where to read it, per app (nothing here imports the pharmacy package).
+ApprovalLookup = Callable[[uuid.UUID], str | None]
+APPROVAL_LOOKUP = "prescriptions.approval_lookup"
 
 
-def on_approval_lookup(source: Callable[[uuid.UUID], str | None]) -> None:
-    if source not in _approval_sources:
-        _approval_sources.append(source)
+def on_approval_lookup(app: Flask, source: ApprovalLookup) -> None:
+    """`source(rx_id)` answers the pharmacist's approval JWS of a prescription in this app, or None."""
+    app.extensions.setdefault(APPROVAL_LOOKUP, []).append(source)
 
 
 def approval_jws(rx_id: uuid.UUID) -> str | None:
     """The pharmacist's approval JWS of a prescription (every time it is asked), or None."""
-    for source in _approval_sources:
+    sources: list[ApprovalLookup] = current_app.extensions.get(APPROVAL_LOOKUP, [])
+    for source in sources:
         token = source(rx_id)
         if token:
             return token
@@ -406,18 +409,32 @@ def void_prescription(who: Principal, prescription_id: uuid.UUID, reason: str) -
     return transition(rx, PrescriptionEvent.CANCEL, reason=reason)
 
 
-# The pharmacist's decision on a prescription (reasons and note) lives in the pharmacy, which
-# sits above this package: it registers its reader here, as it does for delivery status.
-_review_readers: list[Callable[[uuid.UUID], dict[str, Any] | None]] = []
+@dataclass(frozen=True)
+class ReviewOutcome:
+    """The pharmacist's decision on a prescription as the physician reads it."""
+
+    decision: str  # approve | reject | return
+    reasons: tuple[str, ...]  # codes of the review standard
+    note: str
+    decided_at: datetime | None
+    pharmacist: str  # the deciding pharmacist's name
 
 
-def on_review_read(reader: Callable[[uuid.UUID], dict[str, Any] | None]) -> None:
-    _review_readers.append(reader)
+# The pharmacist's decision lives in the pharmacy, which sits above this package: the app
+# factory registers its reader here, per app, as it does for the approval JWS.
+ReviewReader = Callable[[uuid.UUID], ReviewOutcome | None]
+REVIEW_READ = "prescriptions.review_read"
 
 
-def review_outcome(rx_id: uuid.UUID) -> dict[str, Any] | None:
-    """{decision, reasons: [code], note, decided_at, pharmacist} once a pharmacist decided; else None."""
-    for reader in _review_readers:
+def on_review_read(app: Flask, reader: ReviewReader) -> None:
+    """`reader(rx_id)` answers the pharmacist's decision on a prescription in this app, or None."""
+    app.extensions.setdefault(REVIEW_READ, []).append(reader)
+
+
+def review_outcome(rx_id: uuid.UUID) -> ReviewOutcome | None:
+    """The pharmacist's decision (reasons, note, when, who) once one was made; else None."""
+    readers: list[ReviewReader] = current_app.extensions.get(REVIEW_READ, [])
+    for reader in readers:
         found = reader(rx_id)
         if found is not None:
             return found
