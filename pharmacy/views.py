@@ -35,7 +35,7 @@ from pharmacy.forms import PartnerForm, ReviewForm
 from pharmacy.labels import DELIVERY_STATUS
 from prescriptions import document as rx_document
 from prescriptions import services as rx_services
-from prescriptions.views import RX_STATUS
+from prescriptions.labels import RX_STATUS
 
 bp = Blueprint("pharmacy", __name__, template_folder="templates")
 

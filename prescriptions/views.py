@@ -1,17 +1,15 @@
-"""Prescribing pages.
+"""The physician's prescribing pages (`physician_page`: logged in, face checked since this login).
 
-Physicians (`physician_page`: logged in, face checked since this login): the prescribing
-page of a visit in progress — catalog search, up to 5 items, weight, long-term flag,
-guardian and accompanying physician for a child under 6 — with every rule's verdict shown
-live (`check`, which calls `services.evaluate_prescription`), signing through
-`services.create_prescription`, the signed prescription and its PDF. The draft lives in
-the page session (encrypted, since it may hold a guardian's ID number) so that a face
-check in the middle of signing loses nothing.
+The prescribing page of a visit in progress — catalog search, up to 5 items, weight,
+long-term flag, guardian and accompanying physician for a child under 6 — with every
+rule's verdict shown live (`check`, which calls `services.evaluate_prescription`, in the
+words of `prescriptions.labels`), signing through `services.create_prescription`, the
+signed prescription, its voiding and revision, and its PDF. The draft lives in the page
+session (encrypted, since it may hold a guardian's ID number) so that a face check in the
+middle of signing loses nothing.
 
-Administrators: the formulary import (CSV, API.md `drugs import`) runs in a background
-thread once the upload has committed (`prescriptions.imports`); its page polls the
-progress every second, then shows the summary. Runs are rows in the database, so any
-worker answers for any run; each import is audited (started, imported or failed).
+The drug catalog's pages (formulary import, classification queue) are
+`prescriptions.catalog_views`.
 """
 
 from __future__ import annotations
@@ -23,7 +21,6 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import asdict
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 from flask import (
@@ -31,7 +28,6 @@ from flask import (
     Flask,
     Response,
     abort,
-    current_app,
     flash,
     jsonify,
     redirect,
@@ -42,24 +38,21 @@ from flask import (
 )
 from flask_babel import get_locale, gettext
 from flask_babel import lazy_gettext as _l
-from flask_babel.speaklater import LazyString
 from flask_login import current_user
 from pydantic import ValidationError
 
 from clinic.core import crypto, idempotency
-from clinic.core.audit import Actor
-from clinic.core.db import db, record_id, utcnow
-from clinic.core.errors import DomainError, RuleRefusal, Violation
-from clinic.core.pages import admin_page, label_for, page_principal, physician_page, role_page
+from clinic.core.db import record_id, utcnow
+from clinic.core.errors import DomainError, RuleRefusal
+from clinic.core.pages import label_for, page_principal, physician_page
 from clinic.core.web import handle_refusal
 from clinic.visits import visit_room
 from clinic.visits.models import Visit
-from prescriptions import api, catalog, imports, rules, services
+from prescriptions import api, catalog, rules, services
 from prescriptions import document as rx_document
-from prescriptions import ingredients as ing
-from prescriptions.forms import ClassifyForm, ImportForm, VoidForm
-from prescriptions.labels import CONTROL_CLASS, RX_STATUS, field_label
-from prescriptions.models import Drug, FormularyImport, Prescription
+from prescriptions.forms import VoidForm
+from prescriptions.labels import RX_STATUS, field_label, violations_out
+from prescriptions.models import Drug, Prescription
 
 log = logging.getLogger("clinic.prescriptions")
 
@@ -170,164 +163,11 @@ def load_draft(visit_id: str) -> dict[str, Any]:
     return draft
 
 
-# --- violations in the UI language -------------------------------------------------------------
-
-# The rule violations on the prescribing page, in the UI language (the catalog has the Chinese);
-# formatted with the violation's facts by `violation_message`.
-MESSAGES: dict[str, LazyString] = {
-    "controlled_substance": _l(
-        "%(drug)s: specially controlled drugs (%(control)s) are never prescribed online (Art. 19)."
-    ),
-    "guardian_and_physician_required": _l(
-        "A child under 6 needs a guardian recorded on the child's account and an accompanying "
-        "physician (name, 15-digit licence number, specialty) (Art. 19). Check: %(missing)s."
-    ),
-    "diagnosis_mismatch": _l("%(drug)s is not indicated for the visit's confirmed diagnosis %(diagnosis)s (Art. 16)."),
-    "too_many_items": _l("A prescription holds at most %(limit)s items; this one has %(count)s."),
-    "supply_exceeds_limit": _l("%(drug)s: %(days)s days' supply exceeds the limit of %(limit)s days."),
-    "weight_required": _l("The patient's weight is required under %(weight_age)s years."),
-    "allergy_conflict": _l("%(drug)s contains %(ingredients)s, recorded as an allergy of the patient."),
-    "duplicate_therapy": _l("%(ingredient)s is already prescribed in item %(other)s."),
-    "duplicate_therapy_across": _l(
-        "%(ingredient)s is already prescribed in another active prescription of this visit."
-    ),
-    "interaction_contraindicated": _l("%(pair)s: contraindicated together (%(source)s)."),
-    "visit_not_active": _l("Only the attending physician of a visit in progress may prescribe (Art. 18)."),
-    "dose_exceeds_maximum": _l("%(drug)s: %(dose_problem)s"),
-    "quantity_mismatch": _l(
-        "%(drug)s: the quantity %(quantity)s does not match dose × frequency × days: %(expected)s %(qunit)s "
-        "(rounded up to whole packs of %(pack)s)."
-    ),
-    "unit_mismatch": _l("%(drug)s: %(unit_problem)s"),
-    "drug_unclassified": _l(
-        "%(drug)s: its ingredients are not yet classified against the control lists; it cannot be "
-        "prescribed until a pharmacist or administrator classifies it."
-    ),
-}
-
-
-def _dose_problem(d: Mapping[str, Any]) -> str:
-    reason = d.get("reason")
-    if reason == "frequency_not_allowed":
-        return gettext("the frequency “%(f)s” is not allowed for this drug; allowed: %(allowed)s.") % {
-            "f": d.get("frequency", ""),
-            "allowed": "、".join(d.get("allowed", [])),
-        }
-    if reason == "no_pediatric_dose":
-        return gettext("no dose for children is established for this product; it is not prescribed for a child.")
-    unit = d.get("dose_unit", "")
-    limits = "，".join(
-        p
-        for p in (
-            gettext("at most %(x)s %(u)s a dose") % {"x": d["max_single"], "u": unit} if d.get("max_single") else "",
-            gettext("at most %(x)s %(u)s a day") % {"x": d["max_daily"], "u": unit} if d.get("max_daily") else "",
-        )
-        if p
-    )
-    given = gettext("%(x)s %(u)s a dose") % {"x": d.get("single", ""), "u": unit}
-    if d.get("daily"):
-        given += "，" + gettext("%(x)s %(u)s a day") % {"x": d["daily"], "u": unit}
-    by_weight = gettext(" (by the child's weight)") if d.get("per_kg") else ""
-    return gettext("%(given)s exceeds the maximum: %(limits)s%(by_weight)s.") % {
-        "given": given,
-        "limits": limits,
-        "by_weight": by_weight,
-    }
-
-
-def _unit_problem(d: Mapping[str, Any]) -> str:
-    if d.get("allowed_units"):
-        return gettext("a dose in “%(unit)s” does not fit this product; write it in %(allowed)s.") % {
-            "unit": d.get("unit", ""),
-            "allowed": "、".join(d["allowed_units"]),
-        }
-    if d.get("dispense_unit"):
-        return gettext("the quantity is counted in %(u)s, not %(q)s.") % {
-            "u": d["dispense_unit"],
-            "q": d.get("quantity_unit", ""),
-        }
-    how = gettext("only whole or half units") if d.get("split") == "half" else gettext("only whole units")
-    return gettext("the dose is %(units)s %(admin)s of %(per)s %(du)s each; this product is given in %(how)s.") % {
-        "units": d.get("units", ""),
-        "admin": d.get("admin_unit", ""),
-        "per": d.get("per_unit", ""),
-        "du": d.get("dose_unit", ""),
-        "how": how,
-    }
-
-
-# What a child's prescription still lacks (rules.guardian_problems, rules.physician_problems), in words
-MISSING: dict[str, LazyString] = {
-    "guardian": _l("a guardian"),
-    "guardian.name": _l("the guardian's name"),
-    "guardian.relation": _l("the guardian's relation to the child"),
-    "guardian.id_number": _l("the guardian's ID number"),
-    "guardian.id_number (not an adult)": _l("the guardian must be an adult"),
-    "guardian.not_recorded": _l("the guardian must be recorded as the child's guardian on the account"),
-    "accompanying_physician": _l("an accompanying physician"),
-    "accompanying_physician.name": _l("the accompanying physician's name"),
-    "accompanying_physician.license_no": _l("the accompanying physician's licence number"),
-    "accompanying_physician.license_no (15 digits)": _l(
-        "the accompanying physician's licence number must be 15 digits"
-    ),
-    "accompanying_physician.specialty": _l("the accompanying physician's specialty"),
-}
+# --- the physician's prescribing page ----------------------------------------------------------
 
 
 def _english() -> bool:
     return str(get_locale()) == "en"
-
-
-def violation_message(v: Violation, names: list[str]) -> str:
-    """A violation in the UI language: English shows the rule's own message."""
-    code = "duplicate_therapy_across" if "other_prescription" in v.detail else v.code
-    if _english() or code not in MESSAGES:
-        return v.message
-    d = v.detail
-    params = {
-        "drug": names[v.item] if v.item is not None and v.item < len(names) else "",
-        "control": label_for("control", d.get("control_class")),
-        "missing": "、".join(str(MISSING.get(str(m), m)) for m in d.get("missing", [])),
-        "diagnosis": d.get("diagnosis") or "—",
-        "limit": d.get("limit", ""),
-        "count": d.get("count", ""),
-        "days": d.get("days", ""),
-        "weight_age": d.get("weight_age", ""),
-        "ingredients": "、".join(d.get("ingredients", [])),
-        "ingredient": d.get("ingredient", ""),
-        "other": (d["other_item"] + 1) if isinstance(d.get("other_item"), int) else "",
-        "pair": " + ".join(d.get("ingredients", [])),
-        "source": d.get("source", ""),
-        "dose_problem": _dose_problem(d) if v.code == "dose_exceeds_maximum" else "",
-        "unit_problem": _unit_problem(d) if v.code == "unit_mismatch" else "",
-        "quantity": d.get("quantity", ""),
-        "expected": d.get("expected_min", "")
-        if d.get("expected_min") == d.get("expected_max")
-        else f"{d.get('expected_min', '')}–{d.get('expected_max', '')}",
-        "qunit": d.get("quantity_unit", ""),
-        "pack": d.get("pack", ""),
-    }
-    try:
-        return str(MESSAGES[code]) % params
-    except (KeyError, ValueError, TypeError):
-        return v.message
-
-
-def violations_out(violations: list[Violation], draft: Mapping[str, Any]) -> list[dict[str, Any]]:
-    names = [i.get("name") or "" for i in draft["items"]]
-    return [
-        {
-            "code": v.code,
-            "title": label_for("rule", v.code),
-            "item": v.item,
-            "message": violation_message(v, names),
-            "detail": v.detail,
-        }
-        for v in violations
-    ]
-
-
-# --- the physician's prescribing page ----------------------------------------------------------
 
 
 def _visit(visit_id: str) -> Visit:
@@ -636,119 +476,6 @@ def document(prescription_id: str) -> Response:
     )
 
 
-# --- administrators: formulary import with progress ---------------------------------------------
-
-
-IMPORT_STATUS = {
-    "running": _l("Running"),
-    "done": _l("Done"),
-    "failed": _l("Failed"),
-    "interrupted": _l("Interrupted"),
-}
-
-
-def _run_view(run: FormularyImport) -> dict[str, Any]:
-    """What the pages and the progress poll show of a run, whichever worker answers."""
-    status = imports.import_status(run)
-    return {
-        "id": str(run.id),
-        "filename": run.filename,
-        "started_at": run.started_at,
-        "state": status,
-        "state_label": str(IMPORT_STATUS.get(status, status)),
-        "total": run.total,
-        "done": run.done,
-        "report": run.report,
-        "error": run.error,
-    }
-
-
-@bp.route("/admin/formulary", methods=["GET", "POST"])
-@admin_page
-def formulary() -> Any:
-    form = ImportForm()
-    if form.validate_on_submit():
-        upload = form.file.data
-        run = imports.start_import(page_principal(), Path(upload.filename or "formulary.csv").name)
-        folder = Path(current_app.instance_path) / "imports"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{run.id}.csv"
-        upload.save(str(path))
-        actor = Actor(id=str(current_user.id), role="admin", client_ip=request.remote_addr)
-        app = current_app._get_current_object()  # type: ignore[attr-defined]
-        imports.run_after_commit(db.session(), app, run.id, path, actor)
-        return redirect(url_for(".import_run", run_id=run.id))
-    status = 422 if form.errors else 200
-    runs = [_run_view(r) for r in imports.recent_imports()]
-    return render_template("prescriptions/formulary.html", form=form, runs=runs), status
-
-
-def _run(run_id: str) -> dict[str, Any]:
-    run = imports.formulary_import(record_id(run_id))
-    if run is None:
-        abort(404)
-    return _run_view(run)
-
-
-@bp.get("/admin/formulary/runs/<run_id>")
-@admin_page
-def import_run(run_id: str) -> Any:
-    return render_template("prescriptions/import_run.html", run=_run(run_id))
-
-
-@bp.get("/admin/formulary/runs/<run_id>/progress")
-@admin_page
-def import_run_json(run_id: str) -> Any:
-    data = _run(run_id)
-    data["started_at"] = data["started_at"].isoformat()
-    resp = jsonify(data)
-    resp.headers["Cache-Control"] = "no-store"
-    return resp
-
-
-# --- the classification queue: drugs held because their ingredients were not recognised ---------
-
-
-def _ingredient_names(drug: Drug) -> str:
-    lex = ing.lexicon()
-    return "、".join(lex.zh_of[k] for k in drug.ingredients if k in lex.zh_of) or "—"
-
-
-@bp.route("/catalog/classification", methods=["GET"])
-@role_page("admin", "pharmacist")
-def classification_queue() -> Any:
-    """Drugs held as unclassified, for a pharmacist or administrator to classify one by one."""
-    held = catalog.unclassified_drugs()
-    recent = catalog.recently_classified()
-    return render_template(
-        "prescriptions/classification.html",
-        held=held,
-        recent=recent,
-        form=ClassifyForm(),
-        ingredient_names=_ingredient_names,
-        control_words=CONTROL_CLASS,
-    )
-
-
-@bp.route("/catalog/classification/<drug_id>", methods=["POST"])
-@role_page("admin", "pharmacist")
-def classify(drug_id: str) -> Any:
-    form = ClassifyForm()
-    if not form.validate_on_submit():
-        for errors in form.errors.values():
-            for error in errors:
-                flash(str(error), "error")
-        return redirect(url_for(".classification_queue"))
-    try:
-        drug = catalog.classify_drug(page_principal(), record_id(drug_id), form.choice.data or "", form.note.data or "")
-    except DomainError as err:
-        flash(handle_refusal(err), "error")
-        return redirect(url_for(".classification_queue"))
-    label = CONTROL_CLASS[drug.control_class] if drug.control_class else gettext("an ordinary drug")
-    flash(gettext("%(name)s is now classified as %(label)s.", name=drug.name, label=str(label)), "success")
-    return redirect(url_for(".classification_queue"))
-
-
 def _history(visit_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[Prescription]]:
     found: dict[uuid.UUID, list[Prescription]] = {}
     for rx in services.prescriptions_of_visits(visit_ids):
@@ -757,5 +484,8 @@ def _history(visit_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[Prescription]]:
 
 
 def init_app(app: Flask) -> None:
+    # The drug catalog's pages are on this blueprint too (same endpoint names).
+    from prescriptions import catalog_views  # noqa: F401
+
     app.register_blueprint(bp)
     visit_room.on_history(_history)  # the visit room's patient history shows prescriptions
