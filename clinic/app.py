@@ -116,6 +116,7 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     from prescriptions import cli as rx_cli
     from prescriptions import document as rx_document
     from prescriptions import events as rx_events
+    from prescriptions import reads as rx_reads
     from prescriptions import services as rx_services
     from prescriptions import signing as rx_signing
 
@@ -212,8 +213,8 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     register_purpose("drug_fee", pharmacy_checkout.mark_drug_fee_paid)  # approved prescription, fee paid
     rx_events.on_signed(app, pharmacy_services.queue_signed)  # every signed prescription is queued for review
     rx_events.on_status_changed(app, pharmacy_services.close_unreviewed)  # expired, voided: off the queue
-    rx_services.on_approval_lookup(app, pharmacy_services.approval_of)  # the pharmacist's counter-signature
-    rx_services.on_review_read(app, pharmacy_services.outcome_of)  # the decision as the physician reads it
+    rx_reads.on_approval_lookup(app, pharmacy_services.approval_of)  # the pharmacist's counter-signature
+    rx_reads.on_review_read(app, pharmacy_services.outcome_of)  # the decision as the physician reads it
     rx_document.on_review_facts(app, pharmacy_dispensing.document_facts)  # reviewer, amount, dispensers
     pharmacy_delivery.on_status_change(app, pharmacy_dispensing.follow_delivery)  # the prescription follows
 

@@ -27,7 +27,7 @@ from pharmacy import delivery as deliveries
 from pharmacy import notify, regions, rules
 from pharmacy.models import Delivery, Review
 from pharmacy.services import locked_review
-from prescriptions import services as rx_services
+from prescriptions import reads as rx_reads
 from prescriptions.models import Prescription, PrescriptionStatus
 
 # --- the drug fee and where it goes ------------------------------------------------------------------
@@ -44,7 +44,7 @@ def checkout(
     region_code: str | None,
 ) -> tuple[Review, StartedPayment | None]:
     """The patient says where the medicines go and (payments on) starts paying the drug fee."""
-    rx = rx_services.prescription_for(who, prescription_id)
+    rx = rx_reads.prescription_for(who, prescription_id)
     review = locked_review(rx.id)
     if review is None or rx.status != PrescriptionStatus.APPROVED:
         raise Conflict("Only an approved prescription that is not dispensed yet can be paid.", code="not_approved")
@@ -97,7 +97,7 @@ class DeliveryView:
 
 def delivery_view(who: Principal, prescription_id: uuid.UUID) -> DeliveryView:
     """Where the medicines are, for the patient's account or a pharmacist."""
-    rx = rx_services.prescription_for(who, prescription_id)
+    rx = rx_reads.prescription_for(who, prescription_id)
     delivery = deliveries.delivery_of(rx.id)
     review = db.session.get(Review, rx.id)
     paid, fee_fen = bool(review and review.paid_at), review.fee_fen if review else 0

@@ -28,7 +28,7 @@ from pharmacy import notify, rules
 from pharmacy.models import Delivery, Review
 from pharmacy.rules import DeliveryStatus
 from pharmacy.services import locked_review, qualified_pharmacist
-from prescriptions import services as rx_services
+from prescriptions import lifecycle as rx_lifecycle
 from prescriptions.document import ReviewFacts
 from prescriptions.models import Prescription, PrescriptionStatus
 from prescriptions.rules import PrescriptionEvent
@@ -227,7 +227,7 @@ def dispense(
     if review.prepared_by is None:
         review.prepared_by, review.prepared_at = dispenser.id, now
     review.checked_by, review.checked_at = checker.id, now
-    rx_services.transition(rx, PrescriptionEvent.DISPENSE, reason="dispensed by pharmacist", now=now)  # once
+    rx_lifecycle.transition(rx, PrescriptionEvent.DISPENSE, reason="dispensed by pharmacist", now=now)  # once
     audit.record(
         db.session(),
         "prescription.dispensing_pharmacists",
@@ -313,12 +313,12 @@ def follow_delivery(session: Session, delivery: Delivery, status: DeliveryStatus
     if rx is None:
         return
     if status == DeliveryStatus.OUT_FOR_DELIVERY and rx.status == PrescriptionStatus.DISPENSED:
-        rx_services.transition(rx, PrescriptionEvent.DISPATCH)
+        rx_lifecycle.transition(rx, PrescriptionEvent.DISPATCH)
     elif status == DeliveryStatus.DELIVERED and rx.status in (
         PrescriptionStatus.DISPENSED,
         PrescriptionStatus.OUT_FOR_DELIVERY,
     ):
-        rx_services.transition(rx, PrescriptionEvent.DELIVER)
+        rx_lifecycle.transition(rx, PrescriptionEvent.DELIVER)
 
 
 @dataclass(frozen=True)

@@ -40,11 +40,12 @@ from pharmacy.models import Review
 from pharmacy.rules import ReviewEvent, ReviewState
 from prescriptions import catalog as rx_catalog
 from prescriptions import document as rx_document
+from prescriptions import lifecycle as rx_lifecycle
 from prescriptions import services as rx_services
 from prescriptions import signing
 from prescriptions.models import Drug, Prescription, PrescriptionStatus
+from prescriptions.reads import ReviewOutcome
 from prescriptions.rules import PrescriptionEvent, age_display
-from prescriptions.services import ReviewOutcome
 
 # --- the queue follows the prescriptions ------------------------------------------------------
 # Wired by the app factory to prescriptions.events (the pharmacy sits above prescriptions).
@@ -321,7 +322,7 @@ def decide(who: Principal, prescription_id: uuid.UUID, decision: str, reasons: l
             code="invalid",
             problems=problems,
         )
-    rx_services.transition(rx, PrescriptionEvent(decision), reason=";".join(codes) or None, now=now)
+    rx_lifecycle.transition(rx, PrescriptionEvent(decision), reason=";".join(codes) or None, now=now)
     review.state = rules.review_transition(review.state, ReviewEvent.DECIDE)
     review.decision, review.reasons = decision, [{"code": r["code"], "note": r.get("note", "")} for r in reasons]
     review.decided_by, review.decided_at = pharmacist.id, now

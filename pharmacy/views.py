@@ -34,7 +34,7 @@ from pharmacy import partners as partner_registry
 from pharmacy.forms import PartnerForm, ReviewForm
 from pharmacy.labels import DELIVERY_STATUS
 from prescriptions import document as rx_document
-from prescriptions import services as rx_services
+from prescriptions import reads as rx_reads
 from prescriptions.labels import RX_STATUS
 
 bp = Blueprint("pharmacy", __name__, template_folder="templates")
@@ -180,7 +180,7 @@ def track(prescription_id: str) -> Any:
             flash(handle_refusal(err), "error")
         else:
             flash(_("Saved."), "success")
-    rx = rx_services.prescription_for(me, rx_id)
+    rx = rx_reads.prescription_for(me, rx_id)
     view = checkout.delivery_view(me, rx_id)
     saved = checkout.saved_address(me.account_id, rx.id)
     typed = request.form.get("region_code") if request.method == "POST" else None
@@ -238,7 +238,7 @@ def regions_json() -> Response:
 @patient_page
 def my_document(prescription_id: str) -> Response:
     """The printable prescription for the patient's own account (the staff have their own route)."""
-    rx = rx_services.prescription_for(page_principal(), record_id(prescription_id))
+    rx = rx_reads.prescription_for(page_principal(), record_id(prescription_id))
     return Response(
         rx_document.document_for(rx),
         mimetype="application/pdf",
@@ -331,8 +331,8 @@ def partner(partner_id: str) -> Any:
 
 def _ended(physician_id: uuid.UUID) -> list[dict[str, Any]]:
     return [
-        {"rx": rx, "outcome": rx_services.review_outcome(rx.id)}
-        for rx in rx_services.ended_unrevised(record_id(physician_id))
+        {"rx": rx, "outcome": rx_reads.review_outcome(rx.id)}
+        for rx in rx_reads.ended_unrevised(record_id(physician_id))
     ]
 
 

@@ -13,7 +13,7 @@ from pydantic import Field, model_validator
 from clinic.core.api import ApiRouter, Principal, RequestModel, ResponseModel
 from clinic.core.db import record_id
 from clinic.visits.models import Visit
-from prescriptions import catalog, document, rules, services
+from prescriptions import catalog, document, reads, rules, services
 
 router = ApiRouter("prescriptions")
 STAFF = ["physician", "pharmacist", "admin"]
@@ -193,10 +193,10 @@ VIEWERS = ["patient", "physician", "pharmacist"]
     roles=VIEWERS,
 )
 def get_prescription(prescription_id: str, principal: Principal) -> PrescriptionOut:
-    rx = services.prescription_for(principal, record_id(prescription_id))
+    rx = reads.prescription_for(principal, record_id(prescription_id))
     out = PrescriptionOut.model_validate(rx)
     out.status = rx.status.value
-    out.approval_jws = services.approval_jws(rx.id)
+    out.approval_jws = reads.approval_jws(rx.id)
     signed = rx.content.get("items", [])
     for n, it in enumerate(out.items):
         if n < len(signed):
@@ -213,7 +213,7 @@ def get_prescription(prescription_id: str, principal: Principal) -> Prescription
     raw_response="application/pdf",
 )
 def get_document(prescription_id: str, principal: Principal) -> Response:
-    rx = services.prescription_for(principal, record_id(prescription_id))
+    rx = reads.prescription_for(principal, record_id(prescription_id))
     pdf = document.document_for(rx)
     return Response(
         pdf,
@@ -239,5 +239,5 @@ def visit_prescriptions(visit: Visit) -> list[dict[str, Any]]:
             signed_at=rx.signed_at,
             items=[ItemOut.model_validate(i) for i in rx.items],
         ).model_dump(mode="json")
-        for rx in services.visit_prescriptions(visit.id)
+        for rx in reads.visit_prescriptions(visit.id)
     ]

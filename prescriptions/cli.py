@@ -11,7 +11,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from clinic.core.audit import Actor, acting_as
 from clinic.core.db import unit_of_work, utcnow
-from prescriptions import catalog, imports, services
+from prescriptions import catalog, imports, lifecycle
 
 CLI_ACTOR = Actor(id=None, role="cli")
 
@@ -55,11 +55,11 @@ def init_expiry(drugs: click.Group) -> None:
         expired = changed = 0
         with acting_as(CLI_ACTOR):
             with unit_of_work():
-                due = services.overdue_prescriptions(now)
+                due = lifecycle.overdue_prescriptions(now)
             for rx_id in due:
                 try:
                     with unit_of_work():
-                        expired += services.expire_if_overdue(rx_id, now)
+                        expired += lifecycle.expire_if_overdue(rx_id, now)
                 except StaleDataError:
                     changed += 1
         click.echo(json.dumps({"expired": expired, "changed_meanwhile": changed}))

@@ -54,7 +54,7 @@ from clinic.core.db import db
 from clinic.visits import rules as visit_rules
 from clinic.visits.models import Condition, Visit
 from identity.models import Department, Institution
-from prescriptions import rules, services
+from prescriptions import reads, rules
 from prescriptions.models import Prescription
 
 log = logging.getLogger(__name__)
@@ -405,7 +405,7 @@ def document_for(rx: Prescription) -> bytes:
         kid=rx.kid,
         review_status=rx.status.value,
         jws=rx.jws,
-        approval_jws=services.approval_jws(rx.id),
+        approval_jws=reads.approval_jws(rx.id),
         reviewer=facts.reviewer,
         dispenser=facts.dispenser,
         checker=facts.checker,

@@ -1,23 +1,22 @@
-"""Prescribing use cases: the live verdict of the rules, signing a prescription, its
-revision and voiding, its lifecycle (review, dispensing, delivery, expiry) and who may see it.
+"""Prescribing use cases: the live verdict of the rules, signing a prescription (or its
+revision), verifying its signature, and its records following a reclaimed patient.
 
-The drug catalog is `prescriptions.catalog`, the formulary import `prescriptions.imports`,
-what a signature covers `prescriptions.signing`, the printable document
-`prescriptions.document`. Each function flushes and audits; the caller (request, CLI
-command, job) commits.
+Once signed, its status moves in `prescriptions.lifecycle`; who may read it and the lists
+the pages show are `prescriptions.reads`. The drug catalog is `prescriptions.catalog`, the
+formulary import `prescriptions.imports`, what a signature covers `prescriptions.signing`,
+the printable document `prescriptions.document`. Each function flushes and audits; the
+caller (request, CLI command, job) commits.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
-from flask import Flask, current_app
 from sqlalchemy import select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
@@ -27,7 +26,7 @@ from clinic.core import audit
 from clinic.core.config import settings
 from clinic.core.crypto import lookup_hash
 from clinic.core.db import db, get_or_404, new_id, utcnow
-from clinic.core.errors import Conflict, Invalid, NotFound, RuleRefusal, Violation
+from clinic.core.errors import Conflict, NotFound, RuleRefusal, Violation
 from clinic.core.principal import Principal
 from clinic.visits.models import Visit
 from identity.face_services import require_fresh_face
@@ -38,7 +37,7 @@ from prescriptions.models import (
     Prescription,
     PrescriptionItem,
 )
-from prescriptions.rules import PrescriptionEvent, PrescriptionStatus
+from prescriptions.rules import PrescriptionStatus
 
 # --- prescribing ----------------------------------------------------------------------------
 
@@ -361,27 +360,6 @@ def create_prescription(
     return rx
 
 
-# The pharmacist's approval JWS of a prescription lives with the pharmacy's review; the app
-# factory registers where to read it, per app (nothing here imports the pharmacy package).
-ApprovalLookup = Callable[[uuid.UUID], str | None]
-APPROVAL_LOOKUP = "prescriptions.approval_lookup"
-
-
-def on_approval_lookup(app: Flask, source: ApprovalLookup) -> None:
-    """`source(rx_id)` answers the pharmacist's approval JWS of a prescription in this app, or None."""
-    app.extensions.setdefault(APPROVAL_LOOKUP, []).append(source)
-
-
-def approval_jws(rx_id: uuid.UUID) -> str | None:
-    """The pharmacist's approval JWS of a prescription (every time it is asked), or None."""
-    sources: list[ApprovalLookup] = current_app.extensions.get(APPROVAL_LOOKUP, [])
-    for source in sources:
-        token = source(rx_id)
-        if token:
-            return token
-    return None
-
-
 REPLACEABLE = (PrescriptionStatus.RETURNED, PrescriptionStatus.REJECTED, PrescriptionStatus.CANCELLED)
 
 
@@ -395,71 +373,6 @@ def _replaceable(physician_id: uuid.UUID, visit: Visit, replaces: uuid.UUID) -> 
     if db.session.scalar(select(Prescription.id).where(Prescription.replaces_id == old.id)) is not None:
         raise Conflict("This prescription has already been revised.", code="already_replaced")
     return old
-
-
-def void_prescription(who: Principal, prescription_id: uuid.UUID, reason: str) -> Prescription:
-    """The physician voids their own prescription before a pharmacist has decided on it."""
-    rx = prescription_for(who, prescription_id)
-    reason = reason.strip()
-    if not 2 <= len(reason) <= 500:
-        raise Invalid("Say why the prescription is voided (2 to 500 characters).", field="reason")
-    if rx.status != PrescriptionStatus.PENDING_REVIEW:
-        raise Conflict("Only a prescription still waiting for review can be voided.", code="not_voidable")
-    rx.void_reason = reason
-    return transition(rx, PrescriptionEvent.CANCEL, reason=reason)
-
-
-@dataclass(frozen=True)
-class ReviewOutcome:
-    """The pharmacist's decision on a prescription as the physician reads it."""
-
-    decision: str  # approve | reject | return
-    reasons: tuple[str, ...]  # codes of the review standard
-    note: str
-    decided_at: datetime | None
-    pharmacist: str  # the deciding pharmacist's name
-
-
-# The pharmacist's decision lives in the pharmacy, which sits above this package: the app
-# factory registers its reader here, per app, as it does for the approval JWS.
-ReviewReader = Callable[[uuid.UUID], ReviewOutcome | None]
-REVIEW_READ = "prescriptions.review_read"
-
-
-def on_review_read(app: Flask, reader: ReviewReader) -> None:
-    """`reader(rx_id)` answers the pharmacist's decision on a prescription in this app, or None."""
-    app.extensions.setdefault(REVIEW_READ, []).append(reader)
-
-
-def review_outcome(rx_id: uuid.UUID) -> ReviewOutcome | None:
-    """The pharmacist's decision (reasons, note, when, who) once one was made; else None."""
-    readers: list[ReviewReader] = current_app.extensions.get(REVIEW_READ, [])
-    for reader in readers:
-        found = reader(rx_id)
-        if found is not None:
-            return found
-    return None
-
-
-def ended_unrevised(physician_id: uuid.UUID) -> list[Prescription]:
-    """This physician's returned or rejected prescriptions that no revision replaces yet, newest first."""
-    revised = select(Prescription.replaces_id).where(Prescription.replaces_id.is_not(None))
-    return list(
-        db.session.scalars(
-            select(Prescription)
-            .where(
-                Prescription.physician_id == physician_id,
-                Prescription.status.in_((PrescriptionStatus.RETURNED, PrescriptionStatus.REJECTED)),
-                Prescription.id.not_in(revised),
-            )
-            .order_by(Prescription.status_changed_at.desc())
-            .limit(50)
-        )
-    )
-
-
-def replaced_by(rx_id: uuid.UUID) -> Prescription | None:
-    return db.session.scalars(select(Prescription).where(Prescription.replaces_id == rx_id)).first()
 
 
 @dataclass(frozen=True)
@@ -476,58 +389,6 @@ def verify_prescription(rx: Prescription) -> VerifiedPrescription:
     return VerifiedPrescription(str(content.get("prescription_id", "")), content)
 
 
-def transition(
-    rx: Prescription, event: PrescriptionEvent, *, reason: str | None = None, now: datetime | None = None
-) -> Prescription:
-    """Move a prescription through its lifecycle (pharmacy review, dispensing, delivery,
-    expiry, voiding) by `rules.transition`, audited as `prescription.<new status>`."""
-    now = now or utcnow()
-    before = rx.status
-    rx.status = rules.transition(before, event)
-    rx.status_changed_at = now
-    events.status_changed(db.session(), rx, before)
-    if rx.status == PrescriptionStatus.DISPENSED:
-        rx.dispensed_at = now
-    audit.record(
-        db.session(),
-        f"prescription.{rx.status.value}",
-        subject_type="prescription",
-        subject_id=rx.id,
-        detail={"from": before.value, "reason": reason},
-    )
-    db.session.flush()
-    return rx
-
-
-_EXPIRING = (PrescriptionStatus.PENDING_REVIEW, PrescriptionStatus.APPROVED)
-
-
-def overdue_prescriptions(now: datetime) -> list[uuid.UUID]:
-    """Prescriptions not approved and dispensed within their validity, oldest first."""
-    return list(
-        db.session.scalars(
-            select(Prescription.id)
-            .where(Prescription.status.in_(_EXPIRING), Prescription.expires_at <= now)
-            .order_by(Prescription.expires_at)
-        )
-    )
-
-
-def expire_if_overdue(rx_id: uuid.UUID, now: datetime) -> bool:
-    """Expire one prescription if it is (still) overdue; False if it moved on meanwhile."""
-    rx = db.session.get(Prescription, rx_id)
-    if rx is None or rx.status not in _EXPIRING or rx.expires_at > now:
-        return False
-    transition(rx, PrescriptionEvent.EXPIRE, reason="validity ended", now=now)
-    return True
-
-
-def expire_overdue(now: datetime | None = None) -> int:
-    """Expire every overdue prescription in this transaction (`flask drugs expire` commits each)."""
-    now = now or utcnow()
-    return sum(expire_if_overdue(rx_id, now) for rx_id in overdue_prescriptions(now))
-
-
 def prescriptions_follow_patient(session: Session, patient_id: uuid.UUID, old: uuid.UUID, new: uuid.UUID) -> int:
     """A patient's prescriptions move with the patient to the account that reclaimed their ID
     number: its PDF, fee, address and tracking are the owner's, no longer the old account's."""
@@ -540,20 +401,7 @@ def prescriptions_follow_patient(session: Session, patient_id: uuid.UUID, old: u
     return int(cast(CursorResult[Any], moved).rowcount or 0)  # an UPDATE answers a cursor
 
 
-def prescription_for(who: Principal, prescription_id: uuid.UUID) -> Prescription:
-    """A prescription for its patient's account, its physician, or a pharmacist; 404 for anyone else."""
-    rx = db.session.get(Prescription, prescription_id)
-    allowed = rx is not None and (
-        who.role == "pharmacist"
-        or (who.role == "patient" and rx.account_id == who.account_id)
-        or (who.role == "physician" and rx.physician_id == who.account_id)
-    )
-    if rx is None or not allowed:
-        raise NotFound("No such prescription.")
-    return rx
-
-
-# --- reads for the prescribing pages ----------------------------------------------------------
+# --- the visit a physician prescribes in ---------------------------------------------------
 
 
 def prescribing_visit(who: Principal, visit_id: uuid.UUID) -> Visit:
@@ -562,24 +410,3 @@ def prescribing_visit(who: Principal, visit_id: uuid.UUID) -> Visit:
     if visit.physician_id is None or visit.physician_id != who.account_id:
         raise NotFound("No such visit.")
     return visit
-
-
-def visit_prescriptions(visit_id: uuid.UUID) -> list[Prescription]:
-    """The prescriptions already signed in a visit, newest first."""
-    return list(
-        db.session.scalars(
-            select(Prescription).where(Prescription.visit_id == visit_id).order_by(Prescription.signed_at.desc())
-        )
-    )
-
-
-def prescriptions_of_visits(visit_ids: Iterable[uuid.UUID]) -> list[Prescription]:
-    """The prescriptions signed in these visits, newest first (the visit room's history)."""
-    ids = list(visit_ids)
-    if not ids:
-        return []
-    return list(
-        db.session.scalars(
-            select(Prescription).where(Prescription.visit_id.in_(ids)).order_by(Prescription.signed_at.desc())
-        )
-    )

@@ -48,7 +48,7 @@ from clinic.core.pages import label_for, page_principal, physician_page
 from clinic.core.web import handle_refusal
 from clinic.visits import visit_room
 from clinic.visits.models import Visit
-from prescriptions import api, catalog, rules, services
+from prescriptions import api, catalog, lifecycle, reads, rules, services
 from prescriptions import document as rx_document
 from prescriptions.forms import VoidForm
 from prescriptions.labels import RX_STATUS, field_label, violations_out
@@ -206,7 +206,7 @@ def _replacing(draft: Mapping[str, Any]) -> dict[str, Any] | None:
         old = _my_prescription(draft["replaces"])
     except DomainError:
         return None
-    return {"rx": old, "outcome": services.review_outcome(old.id)}
+    return {"rx": old, "outcome": reads.review_outcome(old.id)}
 
 
 def _page(visit: Visit, draft: dict[str, Any], status: int = 200, **extra: Any) -> Any:
@@ -230,7 +230,7 @@ def _page(visit: Visit, draft: dict[str, Any], status: int = 200, **extra: Any) 
         "max_items": rules.MAX_ITEMS,
         "frequencies": FREQUENCIES,
         "units": UNITS,
-        "signed": services.visit_prescriptions(visit.id),
+        "signed": reads.visit_prescriptions(visit.id),
         "replacing": _replacing(draft),
         "rx_status": RX_STATUS,
         "results": extra.pop("results", None),
@@ -395,7 +395,7 @@ def drugs(visit_id: str) -> Any:
 
 
 def _my_prescription(prescription_id: str) -> Prescription:
-    return services.prescription_for(page_principal(), record_id(prescription_id))
+    return reads.prescription_for(page_principal(), record_id(prescription_id))
 
 
 def _prescription_page(rx: Prescription, void_form: VoidForm | None = None, status: int = 200) -> Any:
@@ -403,9 +403,9 @@ def _prescription_page(rx: Prescription, void_form: VoidForm | None = None, stat
         "prescriptions/prescription.html",
         rx=rx,
         rx_status=RX_STATUS,
-        outcome=services.review_outcome(rx.id),
+        outcome=reads.review_outcome(rx.id),
         diagnosis_national=rx_document.national_code_of(rx),
-        replaced_by=services.replaced_by(rx.id),
+        replaced_by=reads.replaced_by(rx.id),
         revisable=rx.status.value in ("returned", "rejected", "cancelled"),
         void_form=void_form or VoidForm(),
     ), status
@@ -425,7 +425,7 @@ def void(prescription_id: str) -> Any:
     if not form.validate_on_submit():
         return _prescription_page(rx, form, 422)
     try:
-        services.void_prescription(page_principal(), record_id(prescription_id), form.reason.data or "")
+        lifecycle.void_prescription(page_principal(), record_id(prescription_id), form.reason.data or "")
     except DomainError as err:
         form.reason.errors = [handle_refusal(err)]
         return _prescription_page(_my_prescription(prescription_id), form, err.status)
@@ -478,7 +478,7 @@ def document(prescription_id: str) -> Response:
 
 def _history(visit_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[Prescription]]:
     found: dict[uuid.UUID, list[Prescription]] = {}
-    for rx in services.prescriptions_of_visits(visit_ids):
+    for rx in reads.prescriptions_of_visits(visit_ids):
         found.setdefault(rx.visit_id, []).append(rx)
     return found
 

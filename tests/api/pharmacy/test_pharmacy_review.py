@@ -22,7 +22,7 @@ from identity.models import Role
 from pharmacy import checkout, partners
 from pharmacy.models import Review
 from pharmacy.rules import ReviewState
-from prescriptions import services as rx_services
+from prescriptions import lifecycle as rx_lifecycle
 from prescriptions.models import Prescription
 from tests.support import factories as f
 from tests.support.answers import refusal
@@ -278,7 +278,7 @@ def test_a_prescription_that_expires_while_claimed_leaves_the_queue_undecided(cl
     assert claim(client, a).status_code == 200
     rx = db.session.get(Prescription, uuid.UUID(p["rx"]), populate_existing=True)
     assert rx is not None
-    assert rx_services.expire_if_overdue(rx.id, rx.expires_at)  # its validity ends while claimed
+    assert rx_lifecycle.expire_if_overdue(rx.id, rx.expires_at)  # its validity ends while claimed
     db.session.commit()
     review = db.session.get(Review, rx.id, populate_existing=True)
     assert review is not None and review.state == ReviewState.CLOSED and review.claim_expires_at is None

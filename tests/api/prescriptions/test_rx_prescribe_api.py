@@ -21,7 +21,7 @@ from clinic.core.audit import Actor, acting_as
 from clinic.core.db import db, unit_of_work, utcnow
 from clinic.core.errors import Conflict
 from identity.models import Role
-from prescriptions import services, signing
+from prescriptions import lifecycle, services, signing
 from prescriptions.models import Prescription
 from prescriptions.rules import PrescriptionEvent
 from tests.support import clinic_factories as cf
@@ -141,18 +141,18 @@ def test_lifecycle_expiry_and_single_dispensing(client: FlaskClient) -> None:
         first = db.session.get(Prescription, ids[0])
         assert first is not None
         assert first.expires_at - first.signed_at == timedelta(days=1)
-        services.transition(first, PrescriptionEvent.APPROVE)
-        services.transition(first, PrescriptionEvent.DISPENSE)
+        lifecycle.transition(first, PrescriptionEvent.APPROVE)
+        lifecycle.transition(first, PrescriptionEvent.DISPENSE)
     with acting_as(Actor(None, "test")), unit_of_work():
         first = db.session.get(Prescription, ids[0])
         assert first is not None
         with pytest.raises(Conflict, match=r"^A prescription that is dispensed cannot become dispensed\.$"):
-            services.transition(first, PrescriptionEvent.DISPENSE)
+            lifecycle.transition(first, PrescriptionEvent.DISPENSE)
         with pytest.raises(Conflict, match=r"^A prescription that is dispensed cannot become approved\.$"):
-            services.transition(first, PrescriptionEvent.APPROVE)
+            lifecycle.transition(first, PrescriptionEvent.APPROVE)
     with acting_as(Actor(None, "test")), unit_of_work():
-        assert services.expire_overdue(utcnow()) == 0
-        assert services.expire_overdue(utcnow() + timedelta(days=1, seconds=1)) == 1
+        assert lifecycle.expire_overdue(utcnow()) == 0
+        assert lifecycle.expire_overdue(utcnow() + timedelta(days=1, seconds=1)) == 1
     second = db.session.get(Prescription, ids[1])
     assert second is not None and second.status.value == "expired"
     dispensed = db.session.get(Prescription, ids[0])

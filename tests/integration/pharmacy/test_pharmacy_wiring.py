@@ -10,14 +10,14 @@ from flask import Flask
 from pharmacy import delivery, dispensing
 from pharmacy import services as pharmacy_services
 from prescriptions import document, events
-from prescriptions import services as rx_services
+from prescriptions import reads as rx_reads
 
 
 def test_the_factory_wires_each_pharmacy_hook_once_on_its_app(app: Flask) -> None:
     assert app.extensions[events.SIGNED] == [pharmacy_services.queue_signed]
     assert app.extensions[events.STATUS_CHANGED] == [pharmacy_services.close_unreviewed]
-    assert app.extensions[rx_services.APPROVAL_LOOKUP] == [pharmacy_services.approval_of]
-    assert app.extensions[rx_services.REVIEW_READ] == [pharmacy_services.outcome_of]
+    assert app.extensions[rx_reads.APPROVAL_LOOKUP] == [pharmacy_services.approval_of]
+    assert app.extensions[rx_reads.REVIEW_READ] == [pharmacy_services.outcome_of]
     assert app.extensions[document.REVIEW_FACTS] == [dispensing.document_facts]
     assert app.extensions[delivery.STATUS_LISTENERS] == [dispensing.follow_delivery]
 
@@ -25,6 +25,6 @@ def test_the_factory_wires_each_pharmacy_hook_once_on_its_app(app: Flask) -> Non
 def test_an_app_the_factory_did_not_wire_reads_no_review() -> None:
     bare = Flask("bare")
     with bare.app_context():
-        assert rx_services.approval_jws(uuid.uuid4()) is None
-        assert rx_services.review_outcome(uuid.uuid4()) is None
+        assert rx_reads.approval_jws(uuid.uuid4()) is None
+        assert rx_reads.review_outcome(uuid.uuid4()) is None
         assert document.review_facts(uuid.uuid4()) == document.ReviewFacts()
