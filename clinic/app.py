@@ -110,6 +110,8 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     from pharmacy import checkout as pharmacy_checkout
     from pharmacy import delivery as pharmacy_delivery
     from pharmacy import dispensing as pharmacy_dispensing
+    from pharmacy import partner_api as pharmacy_partner_api
+    from pharmacy import patient_api as pharmacy_patient_api
     from pharmacy import services as pharmacy_services
     from pharmacy import views as pharmacy_views
     from prescriptions import api as rx_api
@@ -166,7 +168,9 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
             rx_signing.router,
             regulator_api.router,
             audit_log.router,
+            pharmacy_partner_api.router,
             pharmacy_api.router,
+            pharmacy_patient_api.router,
             family_doctor_api.router,
             fd_contract_api.router,
             fd_followup_api.router,
