@@ -21,8 +21,8 @@ from clinic.core.db import db, get_or_404, utcnow
 from clinic.core.errors import Conflict, Invalid
 from clinic.core.principal import Principal
 from identity.models import Account
+from prescriptions import dosing, rules
 from prescriptions import ingredients as ing
-from prescriptions import rules
 from prescriptions.models import Drug, DrugInteraction
 
 DATA = ing.DATA
@@ -39,23 +39,23 @@ def _strength_key(strength: str) -> str:
     return strength.replace(" ", "").replace("µ", "μ").lower()
 
 
-def _limits(raw: dict[str, str] | None) -> rules.DoseLimits | None:
+def _limits(raw: dict[str, str] | None) -> dosing.DoseLimits | None:
     if raw is None:
         return None
-    return rules.DoseLimits(**{k: Decimal(v) for k, v in raw.items()})
+    return dosing.DoseLimits(**{k: Decimal(v) for k, v in raw.items()})
 
 
 @cache
-def dosing_references() -> dict[tuple[str, str], rules.DosingReference]:
+def dosing_references() -> dict[tuple[str, str], dosing.DosingReference]:
     """The dosing reference (data/dosing.json), keyed by (product name, strength) and by
     (generic name in English, strength) so that an imported product of the same
     ingredient and strength finds it too."""
     data = json.loads((DATA / "dosing.json").read_text(encoding="utf-8"))
-    out: dict[tuple[str, str], rules.DosingReference] = {}
+    out: dict[tuple[str, str], dosing.DosingReference] = {}
     for e in data["items"]:
         adult = _limits(e["adult"])
         assert adult is not None
-        ref = rules.DosingReference(
+        ref = dosing.DosingReference(
             dose_unit=e["dose_unit"],
             per_unit=Decimal(e["per_unit"]),
             admin_unit=e["admin_unit"],
@@ -75,7 +75,7 @@ def dosing_references() -> dict[tuple[str, str], rules.DosingReference]:
     return out
 
 
-def dosing_for(drug: Drug) -> rules.DosingReference | None:
+def dosing_for(drug: Drug) -> dosing.DosingReference | None:
     refs = dosing_references()
     strength = _strength_key(drug.strength)
     return refs.get((drug.name, strength)) or (
@@ -127,7 +127,7 @@ def dosing_summary(drug: Drug) -> DosingSummary | None:
     return DosingSummary(
         adult="成人：" + ("，".join(p for p in adult if p) or "剂量个体化"),
         child=f"{child}（{ref.adult_from_age}岁起按成人）",
-        frequencies="、".join(rules.FREQUENCIES[f].zh for f in ref.frequencies if f in rules.FREQUENCIES),
+        frequencies="、".join(dosing.FREQUENCIES[f].zh for f in ref.frequencies if f in dosing.FREQUENCIES),
         unit=f"每{ref.admin_unit} {_amount(ref.per_unit, u)}，{SPLIT_ZH.get(ref.split, '')}"
         if ref.admin_unit != u
         else f"按{u}给药",

@@ -54,7 +54,7 @@ from clinic.core.db import db
 from clinic.visits import rules as visit_rules
 from clinic.visits.models import Condition, Visit
 from identity.models import Department, Institution
-from prescriptions import reads, rules
+from prescriptions import dosing, reads, rules
 from prescriptions.models import Prescription
 
 log = logging.getLogger(__name__)
@@ -357,7 +357,7 @@ def review_facts(rx_id: uuid.UUID) -> ReviewFacts:
 
 
 def _frequency_zh(text: str) -> str:
-    f = rules.parse_frequency(text)
+    f = dosing.parse_frequency(text)
     return f.zh if f is not None else text
 
 

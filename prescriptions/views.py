@@ -48,7 +48,7 @@ from clinic.core.pages import label_for, page_principal, physician_page
 from clinic.core.web import handle_refusal
 from clinic.visits import visit_room
 from clinic.visits.models import Visit
-from prescriptions import api, catalog, lifecycle, reads, rules, services
+from prescriptions import api, catalog, dosing, lifecycle, reads, rules, services
 from prescriptions import document as rx_document
 from prescriptions.forms import VoidForm
 from prescriptions.labels import RX_STATUS, field_label, violations_out
@@ -69,7 +69,7 @@ ITEM_FIELDS = ("drug_id", "dose", "unit", "frequency", "route", "days", "quantit
 MAX_ROWS = 20  # rows read from a form; the rule (at most 5) reports more than 5
 DRAFT_KEY = "rx_draft"
 
-FREQUENCIES = tuple(f.zh for f in rules.FREQUENCIES.values())
+FREQUENCIES = tuple(f.zh for f in dosing.FREQUENCIES.values())
 UNITS = ("片", "粒", "mg", "g", "ml", "袋", "支", "U", "喷")
 
 

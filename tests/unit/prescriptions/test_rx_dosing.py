@@ -14,7 +14,7 @@ from decimal import Decimal
 
 import pytest
 
-from prescriptions import catalog
+from prescriptions import catalog, dosing
 from prescriptions import rules as r
 
 TODAY = date(2025, 3, 10)
@@ -22,7 +22,7 @@ ADULT = date(1960, 1, 1)
 DATA = json.loads((catalog.DATA / "dosing.json").read_text(encoding="utf-8"))
 
 
-def ref(name: str, strength: str) -> r.DosingReference:
+def ref(name: str, strength: str) -> dosing.DosingReference:
     found = catalog.dosing_references().get((name, strength.lower()))
     assert found is not None, name
     return found
@@ -67,7 +67,7 @@ def test_every_demo_catalog_product_has_a_reference_with_its_source() -> None:
     for e in DATA["items"]:
         assert e["source"].strip() and e["frequencies"], e["product"]
         assert e["split"] in ("whole", "half", "any") and int(e["pack"]) >= 1
-        assert all(f in r.FREQUENCIES for f in e["frequencies"]), e["product"]
+        assert all(f in dosing.FREQUENCIES for f in e["frequencies"]), e["product"]
     assert len(DATA["items"]) > len(formulary)  # common chronic-disease products beyond the catalog
 
 
@@ -158,7 +158,7 @@ def test_every_dose_violation_is_listed_together() -> None:
 
 @pytest.mark.parametrize("text", ["每日两次", "BID", "bid", "一日2次", "b.i.d."])
 def test_frequencies_are_read_as_written(text: str) -> None:
-    f = r.parse_frequency(text)
+    f = dosing.parse_frequency(text)
     assert f is not None and f.code == "bid" and f.per_day == 2
 
 
