@@ -26,7 +26,7 @@ from clinic.core import audit, jobs
 from clinic.core.config import settings
 from clinic.core.db import as_uuid, db, utcnow
 from clinic.core.errors import DomainError, NotFound, Unauthenticated
-from pharmacy import notify, partners, rules
+from pharmacy import notify, partner_security, partners, rules
 from pharmacy.models import Delivery, DeliveryEvent, DeliveryPartner
 from pharmacy.rules import DeliveryEventKind, DeliveryStatus
 
@@ -153,13 +153,13 @@ def dispatch_job(payload: dict[str, Any]) -> None:
     partner = delivery.partner
     assert partner is not None
     body = json.dumps(order_document(delivery, partner), ensure_ascii=False, sort_keys=True).encode()
-    headers = rules.signed_headers(partner.secret, body, int(time.time()))
+    headers = partner_security.signed_headers(partner.secret, body, int(time.time()))
     headers["Idempotency-Key"] = f"{delivery.id}:{partner.id}"
     timeout = float(settings().PARTNER_HTTP_TIMEOUT)
     try:
         # again at every send: the name may resolve elsewhere now than at registration
         partners.check_endpoint(partner.endpoint)
-    except rules.UnsafeEndpoint as exc:
+    except partner_security.UnsafeEndpoint as exc:
         raise DispatchFailed(f"{partner.name}: endpoint refused: {exc.message}") from exc
     try:
         resp = requests.post(partner.endpoint, data=body, headers=headers, timeout=timeout, allow_redirects=False)
@@ -204,7 +204,7 @@ def verify_partner(partner_id: str, timestamp: str | None, signature: str | None
     if partner is None or not partner.active:
         problem = "unknown_partner"
     else:
-        problem = rules.signature_problem(partner.secret, timestamp, signature, body, int(time.time())) or ""
+        problem = partner_security.signature_problem(partner.secret, timestamp, signature, body, int(time.time())) or ""
     if problem:
         raise _refuse(
             BadSignature(reason=problem),

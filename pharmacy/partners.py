@@ -19,7 +19,7 @@ from clinic.core import audit
 from clinic.core.config import settings
 from clinic.core.db import db
 from clinic.core.errors import NotFound
-from pharmacy import rules
+from pharmacy import partner_security
 from pharmacy.models import DeliveryPartner
 
 log = logging.getLogger("clinic.pharmacy")
@@ -51,8 +51,10 @@ def _resolve(host: str, port: int) -> list[str]:
 
 
 def check_endpoint(url: str) -> list[str]:
-    """The endpoint rule (pharmacy.rules.check_endpoint) with this deployment's setting."""
-    return rules.check_endpoint(url, private_allowed=bool(settings().PARTNER_PRIVATE_ENDPOINTS), resolve=_resolve)
+    """The endpoint rule (pharmacy.partner_security.check_endpoint) with this deployment's setting."""
+    return partner_security.check_endpoint(
+        url, private_allowed=bool(settings().PARTNER_PRIVATE_ENDPOINTS), resolve=_resolve
+    )
 
 
 def create_partner(spec: PartnerSpec) -> tuple[DeliveryPartner, str]:

@@ -18,7 +18,7 @@ from clinic.core.audit import Actor, acting_as
 from clinic.core.db import unit_of_work
 from clinic.core.jobs import JobStatus
 from identity.models import Role
-from pharmacy import partners, rules
+from pharmacy import partner_security, partners
 from pharmacy.rules import DeliveryStatus
 from tests.integration.pharmacy.test_pharmacy_dispatch import SECRET, deliver, delivery, dispatch_jobs
 from tests.support import factories as f
@@ -48,26 +48,30 @@ HOSTILE = [
 
 @pytest.mark.parametrize("url", HOSTILE)
 def test_hostile_endpoints_are_refused(url: str) -> None:
-    with pytest.raises(rules.UnsafeEndpoint):
-        rules.check_endpoint(url, private_allowed=False, resolve=fake_resolve)
+    with pytest.raises(partner_security.UnsafeEndpoint):
+        partner_security.check_endpoint(url, private_allowed=False, resolve=fake_resolve)
 
 
 @pytest.mark.parametrize(
     "addresses", [["10.0.0.7"], ["169.254.169.254"], ["93.184.216.34", "127.0.0.1"], ["::1"], ["::ffff:127.0.0.1"]]
 )
 def test_a_public_name_resolving_inward_is_refused(addresses: list[str]) -> None:
-    with pytest.raises(rules.UnsafeEndpoint) as exc:
-        rules.check_endpoint("https://evil.example/orders", private_allowed=False, resolve=lambda h, p: addresses)
+    with pytest.raises(partner_security.UnsafeEndpoint) as exc:
+        partner_security.check_endpoint(
+            "https://evil.example/orders", private_allowed=False, resolve=lambda h, p: addresses
+        )
     assert exc.value.code == "unsafe_endpoint"
 
 
 def test_public_https_passes_and_development_allows_local_stand_ins() -> None:
-    assert rules.check_endpoint("https://partner.example/orders", private_allowed=False, resolve=fake_resolve) == [
-        "93.184.216.34"
-    ]
-    assert rules.check_endpoint("http://127.0.0.1:9/orders", private_allowed=True, resolve=fake_resolve) == []
-    with pytest.raises(rules.UnsafeEndpoint):  # userinfo is refused even in development
-        rules.check_endpoint("http://u:p@127.0.0.1:9/orders", private_allowed=True, resolve=fake_resolve)
+    assert partner_security.check_endpoint(
+        "https://partner.example/orders", private_allowed=False, resolve=fake_resolve
+    ) == ["93.184.216.34"]
+    assert (
+        partner_security.check_endpoint("http://127.0.0.1:9/orders", private_allowed=True, resolve=fake_resolve) == []
+    )
+    with pytest.raises(partner_security.UnsafeEndpoint):  # userinfo is refused even in development
+        partner_security.check_endpoint("http://u:p@127.0.0.1:9/orders", private_allowed=True, resolve=fake_resolve)
 
 
 @pytest.fixture

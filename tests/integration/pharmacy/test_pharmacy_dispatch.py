@@ -16,7 +16,7 @@ from clinic.core.db import db, unit_of_work, utcnow
 from clinic.core.jobs import JobStatus, OutboxJob
 from clinic.notifications.models import SmsMessage as Notification
 from pharmacy import delivery as deliveries
-from pharmacy import partners, rules
+from pharmacy import partner_security, partners
 from pharmacy.models import Delivery
 from pharmacy.rules import DeliveryStatus
 from tests.support.partner_standin import PartnerStandin
@@ -165,5 +165,8 @@ def test_the_partner_secret_is_encrypted_at_rest(ctx: Flask) -> None:
 
 def test_order_headers_verify_with_the_rules() -> None:
     body = b'{"x":1}'
-    headers = rules.signed_headers(SECRET, body, 1_800_000_000)
-    assert rules.signature_problem(SECRET, headers["X-Timestamp"], headers["X-Signature"], body, 1_800_000_010) is None
+    headers = partner_security.signed_headers(SECRET, body, 1_800_000_000)
+    assert (
+        partner_security.signature_problem(SECRET, headers["X-Timestamp"], headers["X-Signature"], body, 1_800_000_010)
+        is None
+    )

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from clinic.core.jobs import backoff_seconds
-from pharmacy import rules
+from pharmacy import partner_security, rules
 from pharmacy.rules import DeliveryEventKind as E
 from pharmacy.rules import DeliveryStatus as S
 from pharmacy.rules import PartnerFacts
@@ -167,16 +167,16 @@ NOW = 1_800_000_000
 def test_signature_is_hmac_sha256_of_timestamp_dot_body() -> None:
     body = b'{"a":1}'
     expected = hmac.new(SECRET.encode(), b"1800000000." + body, hashlib.sha256).hexdigest()
-    assert rules.signature(SECRET, NOW, body) == "sha256=" + expected
-    headers = rules.signed_headers(SECRET, body, NOW)
+    assert partner_security.signature(SECRET, NOW, body) == "sha256=" + expected
+    headers = partner_security.signed_headers(SECRET, body, NOW)
     assert headers["X-Timestamp"] == "1800000000" and headers["X-Signature"] == "sha256=" + expected
 
 
 def test_good_signature_within_five_minutes() -> None:
     body = b"{}"
-    sig = rules.signature(SECRET, NOW, body)
-    assert rules.signature_problem(SECRET, str(NOW), sig, body, NOW + 300) is None
-    assert rules.signature_problem(SECRET, str(NOW), sig, body, NOW - 300) is None
+    sig = partner_security.signature(SECRET, NOW, body)
+    assert partner_security.signature_problem(SECRET, str(NOW), sig, body, NOW + 300) is None
+    assert partner_security.signature_problem(SECRET, str(NOW), sig, body, NOW - 300) is None
 
 
 @pytest.mark.parametrize(
@@ -191,16 +191,16 @@ def test_good_signature_within_five_minutes() -> None:
     ],
 )
 def test_bad_signatures(ts: str | None, sig: str | None, now: int, problem: str) -> None:
-    assert rules.signature_problem(SECRET, ts, sig, b"{}", now) == problem
+    assert partner_security.signature_problem(SECRET, ts, sig, b"{}", now) == problem
 
 
 @given(st.binary(max_size=200), st.binary(min_size=1, max_size=200))
 def test_any_change_to_the_body_breaks_the_signature(body: bytes, extra: bytes) -> None:
-    sig = rules.signature(SECRET, NOW, body)
-    assert rules.signature_problem(SECRET, str(NOW), sig, body, NOW) is None
-    assert rules.signature_problem(SECRET, str(NOW), sig, body + extra, NOW) == "mismatch"
-    assert rules.signature_problem("other-" + SECRET, str(NOW), sig, body, NOW) == "mismatch"
-    assert rules.signature_problem(SECRET, str(NOW + 1), sig, body, NOW) == "mismatch"
+    sig = partner_security.signature(SECRET, NOW, body)
+    assert partner_security.signature_problem(SECRET, str(NOW), sig, body, NOW) is None
+    assert partner_security.signature_problem(SECRET, str(NOW), sig, body + extra, NOW) == "mismatch"
+    assert partner_security.signature_problem("other-" + SECRET, str(NOW), sig, body, NOW) == "mismatch"
+    assert partner_security.signature_problem(SECRET, str(NOW + 1), sig, body, NOW) == "mismatch"
 
 
 # --- job backoff -------------------------------------------------------------------------------
