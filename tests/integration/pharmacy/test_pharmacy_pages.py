@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import date, timedelta
+
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -77,3 +81,14 @@ def test_pharmacist_claims_reviews_and_patient_tracks(client: FlaskClient, ctx: 
     assert '<span class="badge dispensed">已发药</span>' in page
     assert '<p id="delivery-status" data-status="collect_at_pharmacy">请到药房自取' in page
     assert "collect_at_pharmacy<" not in page and ">dispensed<" not in page
+
+
+@pytest.mark.parametrize("rx_id", ["not-a-uuid", str(uuid.uuid4())])
+@pytest.mark.parametrize("page", ["review", "label"])
+def test_an_unqualified_pharmacist_is_refused_before_the_prescription_is_looked_up(
+    ctx: Flask, rx_id: str, page: str
+) -> None:
+    """On the pages as on the API: not_qualified, whether the id is malformed or unknown."""
+    expired = f.staff(Role.PHARMACIST, qualification_valid_until=date.today() - timedelta(days=1))
+    assert refusal(login(ctx, expired.username).get(f"/pharmacy/{page}/{rx_id}")) == (403, "not_qualified")
+    assert refusal(login(ctx, f.staff(Role.PHARMACIST).username).get(f"/pharmacy/{page}/{rx_id}")) == (404, "not_found")
