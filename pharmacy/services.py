@@ -21,7 +21,7 @@ import hashlib
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import current_app
 from sqlalchemy import or_, select, update
@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 from clinic.core import audit
 from clinic.core.config import settings
 from clinic.core.db import as_uuid, db, get_or_404, utcnow
-from clinic.core.errors import Conflict, Forbidden, Invalid, RuleRefusal, Violation
+from clinic.core.errors import Conflict, DomainError, Forbidden, Invalid, RuleRefusal, Violation
 from clinic.core.principal import Principal
 from clinic.visits.models import Visit
 from identity.models import Account, Institution
@@ -270,8 +270,10 @@ def review_screen(who: Principal, prescription_id: uuid.UUID) -> ReviewScreen:
 
 # --- deciding ---------------------------------------------------------------------------------------
 
+Refusal = TypeVar("Refusal", bound=DomainError)
 
-def _refuse(err: Any, rx: Prescription, **detail: Any) -> Any:
+
+def _refuse(err: Refusal, rx: Prescription, **detail: Any) -> Refusal:
     audit.record(
         db.session(), "prescription.review_refused", subject_type="prescription", subject_id=rx.id, detail=detail
     )

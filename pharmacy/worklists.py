@@ -7,7 +7,6 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import func, or_, select
 
@@ -19,7 +18,7 @@ from pharmacy.models import Review
 from pharmacy.rules import ReviewState
 from pharmacy.services import qualified_pharmacist
 from prescriptions.models import Prescription, PrescriptionStatus
-from prescriptions.rules import age_display
+from prescriptions.rules import Age, age_display
 
 
 @dataclass(frozen=True)
@@ -70,7 +69,7 @@ class QueueRow:
     status: str
     patient_name: str
     sex: str
-    age: Any  # prescriptions.rules.Age
+    age: Age
     department: str  # code; the page shows its name
     icd10: str
     icd10_national: str | None  # the national clinical edition code the proof carried

@@ -30,7 +30,7 @@ from clinic.core.errors import Conflict, NotFound, RuleRefusal, Violation
 from clinic.core.principal import Principal
 from clinic.visits.models import Visit
 from identity.face_services import require_fresh_face
-from identity.models import Account, Institution
+from identity.models import Account, Institution, Patient
 from prescriptions import catalog, events, rules, signing
 from prescriptions.models import (
     Drug,
@@ -74,7 +74,7 @@ def _mask(id_number: str) -> str:
     return id_number[:3] + "*" * max(len(id_number) - 7, 0) + id_number[-4:]
 
 
-def recorded_guardians(patient: Any, on: date) -> tuple[rules.RecordedGuardian, ...]:
+def recorded_guardians(patient: Patient, on: date) -> tuple[rules.RecordedGuardian, ...]:
     """The guardians of a person as recorded on its account: the adult account holder, and
     the holder's adult spouse when the person is the holder's child."""
     from identity.models import Relation
