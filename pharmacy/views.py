@@ -330,10 +330,7 @@ def partner(partner_id: str) -> Any:
 
 
 def _ended(physician_id: uuid.UUID) -> list[dict[str, Any]]:
-    return [
-        {"rx": rx, "outcome": rx_reads.review_outcome(rx.id)}
-        for rx in rx_reads.ended_unrevised(record_id(physician_id))
-    ]
+    return [{"rx": rx, "outcome": rx_reads.review_outcome(rx.id)} for rx in rx_reads.ended_unrevised(physician_id)]
 
 
 @bp.get("/my/prescriptions")
