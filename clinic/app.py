@@ -106,6 +106,7 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
 
     fd_views.init_app(app)  # family-doctor pages: patients, the team's panel, administration
 
+    from clinic.visits import visit_room
     from pharmacy import api as pharmacy_api
     from pharmacy import checkout as pharmacy_checkout
     from pharmacy import delivery as pharmacy_delivery
@@ -207,6 +208,7 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     regulator_telemedicine_fhir.register()  # ServiceRequest, Task, DiagnosticReport (between institutions)
     # GET /visits/{id} lists the visit's prescriptions: the visit domain cannot import them.
     app.extensions.setdefault("visit_extras", []).append(rx_api.visit_prescriptions)
+    visit_room.on_history(app, rx_views.visit_history)  # the room's patient history shows prescriptions
     from clinic.family_doctor import services as fd_services
 
     # Contracted patients reach their family-doctor team first in the waiting queue.

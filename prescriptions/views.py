@@ -46,7 +46,6 @@ from clinic.core.db import record_id, utcnow
 from clinic.core.errors import DomainError, RuleRefusal
 from clinic.core.pages import label_for, page_principal, physician_page
 from clinic.core.web import handle_refusal
-from clinic.visits import visit_room
 from clinic.visits.models import Visit
 from prescriptions import api, catalog, dosing, lifecycle, reads, rules, services
 from prescriptions import document as rx_document
@@ -476,7 +475,7 @@ def document(prescription_id: str) -> Response:
     )
 
 
-def _history(visit_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[Prescription]]:
+def visit_history(visit_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[Prescription]]:
     found: dict[uuid.UUID, list[Prescription]] = {}
     for rx in reads.prescriptions_of_visits(visit_ids):
         found.setdefault(rx.visit_id, []).append(rx)
@@ -488,4 +487,3 @@ def init_app(app: Flask) -> None:
     from prescriptions import catalog_views  # noqa: F401
 
     app.register_blueprint(bp)
-    visit_room.on_history(_history)  # the visit room's patient history shows prescriptions

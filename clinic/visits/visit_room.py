@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from flask import Flask, current_app
 from sqlalchemy import select, update
 
 from clinic.core import audit, storage
@@ -24,14 +25,14 @@ from clinic.visits.sniffing import sniff_upload
 from clinic.visits.uploads import spend_upload_quota
 from identity.models import Role
 
-# What other domains add to a visit's history (prescriptions sit above this package and
-# register a reader: visit ids -> {visit id: [what was prescribed]}).
+# What other domains add to a visit's history (prescriptions sit above this package; the
+# factory registers their reader on each app: visit ids -> {visit id: [what was prescribed]}).
 HistoryReader = Callable[[list[uuid.UUID]], Mapping[uuid.UUID, Sequence[Any]]]
-_history_readers: list[HistoryReader] = []
+HISTORY_READERS = "visit_history_readers"
 
 
-def on_history(reader: HistoryReader) -> None:
-    _history_readers.append(reader)
+def on_history(app: Flask, reader: HistoryReader) -> None:
+    app.extensions.setdefault(HISTORY_READERS, []).append(reader)
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,8 @@ def patient_history(physician_id: uuid.UUID, visit: Visit, limit: int = 20) -> l
         )
     )
     extra: dict[uuid.UUID, list[Any]] = {}
-    for reader in _history_readers:
+    readers: list[HistoryReader] = current_app.extensions.get(HISTORY_READERS, [])
+    for reader in readers:
         for vid, found in reader([v.id for v in earlier] + [visit.id]).items():
             extra.setdefault(vid, []).extend(found)
     return [HistoryEntry(v, list(v.notes), extra.get(v.id, [])) for v in earlier] + [
