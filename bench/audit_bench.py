@@ -22,6 +22,7 @@ Targets: log ≥ 0.8 × skip; checkpoint p99 ≤ merge delay + checkpoint period
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import subprocess
@@ -29,6 +30,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +90,25 @@ def setup() -> None:
         print(json.dumps({"visit_id": str(v["visit_id"]), "physician_id": str(v["doc"].id)}))
 
 
+def _poster(physician_id: str, visit_id: str) -> Callable[[], object]:
+    """One message into the visit, as the tree at hand spells it: this tree's use case takes the
+    typed Principal and a UUID; the old tree's (`--old-ref`, before the visit use cases were
+    split and typed) took the Account and a str id, in clinic.visits.services."""
+    try:
+        from clinic.core.principal import Principal
+        from clinic.visits import visit_room
+    except ImportError:
+        from clinic.core.db import db
+        from identity.models import Account
+
+        old_services = importlib.import_module("clinic.visits.services")
+        account = db.session.get(Account, uuid.UUID(physician_id))
+        assert account is not None
+        return lambda: old_services.post_message(account, visit_id, "bench", None)
+    who = Principal(uuid.UUID(physician_id), "physician")
+    return lambda: visit_room.post_message(who, uuid.UUID(visit_id), "bench", None)
+
+
 def worker(visit_id: str, physician_id: str, seconds: float, mode: str) -> None:
     import logging
 
@@ -96,15 +117,13 @@ def worker(visit_id: str, physician_id: str, seconds: float, mode: str) -> None:
     from clinic.core import audit
     from clinic.core.audit import Actor, acting_as
     from clinic.core.db import unit_of_work
-    from clinic.core.principal import Principal
-    from clinic.visits import visit_room
 
     if mode == "skip":
         audit.bench_skip_append = True
     app = create_app()
     done = 0
     with app.app_context(), acting_as(Actor(physician_id, "physician")):
-        who = Principal(uuid.UUID(physician_id), "physician")
+        post = _poster(physician_id, visit_id)
         print("ready", flush=True)  # then wait for the common start time on stdin
         start_at = float(sys.stdin.readline())
         late = time.time() > start_at
@@ -113,7 +132,7 @@ def worker(visit_id: str, physician_id: str, seconds: float, mode: str) -> None:
         stop = start_at + seconds
         while time.time() < stop:
             with unit_of_work():
-                visit_room.post_message(who, uuid.UUID(visit_id), "bench", None)
+                post()
             done += 1
     print(json.dumps({"writes": done, "late": late}), flush=True)
 
