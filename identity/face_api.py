@@ -16,6 +16,7 @@ from clinic.core.api import ApiRouter, FilePart, Principal, ResponseModel
 from clinic.core.config import settings
 from clinic.core.db import record_id
 from clinic.core.errors import NotFound
+from clinic.core.web import private_image
 from identity import face, face_services, services, tokens
 from identity.models import Role
 
@@ -144,8 +145,4 @@ def admin_face_unlock(account_id: str, principal: Principal) -> FaceStateOut:
     raw_response="image/*",
 )
 def admin_face_photo(account_id: str, principal: Principal) -> Response:
-    data, media_type = face_services.face_photo(_physician(account_id))
-    resp = Response(data, mimetype=media_type)
-    resp.headers["Cache-Control"] = "no-store"
-    resp.headers["X-Content-Type-Options"] = "nosniff"
-    return resp
+    return private_image(*face_services.face_photo(_physician(account_id)))

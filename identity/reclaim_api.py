@@ -17,6 +17,7 @@ from clinic.core import limits
 from clinic.core.api import ApiRouter, FilePart, Principal, RequestModel, ResponseModel
 from clinic.core.config import settings
 from clinic.core.db import record_id
+from clinic.core.web import private_image
 from identity import face, reclaims
 from identity.api import CodeIn, StatusOut
 from identity.models import IdentityReclaim, ReclaimStatus
@@ -210,8 +211,4 @@ def admin_reclaim_reject(reclaim_id: str, body: ReclaimRejectIn, principal: Prin
     raw_response="image/*",
 )
 def admin_reclaim_photo(reclaim_id: str, principal: Principal) -> Response:
-    data, media_type = reclaims.photo(record_id(reclaim_id))
-    resp = Response(data, mimetype=media_type)
-    resp.headers["Cache-Control"] = "no-store"
-    resp.headers["X-Content-Type-Options"] = "nosniff"
-    return resp
+    return private_image(*reclaims.photo(record_id(reclaim_id)))

@@ -17,7 +17,7 @@ from clinic.admin import services
 from clinic.core.db import record_id
 from clinic.core.errors import DomainError
 from clinic.core.pages import admin_page, page_principal
-from clinic.core.web import handle_refusal
+from clinic.core.web import handle_refusal, private_image
 from identity import reclaims
 
 bp = Blueprint("admin_reclaims", __name__, template_folder="templates", url_prefix="/admin/reclaims")
@@ -74,11 +74,7 @@ def reject(reclaim_id: str) -> Any:
 @bp.get("/<reclaim_id>/photo")
 @admin_page
 def photo(reclaim_id: str) -> Response:
-    data, media_type = reclaims.photo(record_id(reclaim_id))
-    resp = Response(data, mimetype=media_type)
-    resp.headers["Cache-Control"] = "no-store"
-    resp.headers["X-Content-Type-Options"] = "nosniff"
-    return resp
+    return private_image(*reclaims.photo(record_id(reclaim_id)))
 
 
 def init_app(app: Flask) -> None:

@@ -28,6 +28,16 @@ from clinic.core.text import unclean_multidict
 
 log = logging.getLogger("clinic")
 
+
+def private_image(data: bytes, media_type: str) -> Response:
+    """A stored photo only its viewer may see (an enrolled face, an ID card): never kept in
+    a cache, never sniffed into something other than its checked type."""
+    resp = Response(data, mimetype=media_type)
+    resp.headers["Cache-Control"] = "no-store"
+    resp.headers["X-Content-Type-Options"] = "nosniff"
+    return resp
+
+
 HTTP_CODES = {
     400: "bad_request",
     401: "unauthenticated",

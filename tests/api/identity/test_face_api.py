@@ -220,6 +220,7 @@ def test_administrator_enrolls_exactly_one_face_and_only_they_see_the_photo(clie
     assert ctx.static_folder and not str(stored.resolve()).startswith(str(ctx.static_folder))
     photo = client.get(url + "/photo", headers=f.auth(admin_tok))
     assert photo.status_code == 200 and photo.data == F.grace_hopper() and photo.mimetype == "image/jpeg"
+    assert photo.headers["Cache-Control"] == "no-store" and photo.headers["X-Content-Type-Options"] == "nosniff"
     assert refusal(client.get(url + "/photo", headers=f.auth(doctor_tok))) == (403, "forbidden")
     assert client.get(url, headers=f.auth(admin_tok)).get_json()["enrolled"] is True
     # a patient's id is not a physician

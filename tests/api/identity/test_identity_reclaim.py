@@ -307,6 +307,7 @@ def test_the_id_card_photo_is_kept_encrypted_and_shown_to_administrators_only(
     assert storage.load(row.photo_file) != photo  # encrypted at rest
     got = client.get(f"/api/v1/admin/reclaims/{reclaim_id}/photo", headers=admin_auth)
     assert got.status_code == 200 and got.data == photo and got.mimetype == "image/jpeg"
+    assert got.headers["Cache-Control"] == "no-store" and got.headers["X-Content-Type-Options"] == "nosniff"
     assert "identity.reclaim_photo_viewed" in actions(reclaim_id)
     patient = f.patient()
     tok = f.token(client, patient.account.username)
