@@ -15,6 +15,7 @@ The drug catalog's pages (formulary import, classification queue) are
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import logging
 import uuid
@@ -483,7 +484,8 @@ def visit_history(visit_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[Prescripti
 
 
 def init_app(app: Flask) -> None:
-    # The drug catalog's pages are on this blueprint too (same endpoint names).
-    from prescriptions import catalog_views  # noqa: F401
+    # The drug catalog's pages are on this blueprint too (same endpoint names): the module adds
+    # its routes to `bp` when imported, so import it before registering.
+    importlib.import_module("prescriptions.catalog_views")
 
     app.register_blueprint(bp)

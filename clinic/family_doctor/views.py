@@ -6,6 +6,7 @@ are flashed in the user's language."""
 
 from __future__ import annotations
 
+import importlib
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -277,7 +278,9 @@ def renew(contract_id: str) -> Any:
 
 
 def init_app(app: Flask) -> None:
-    # The team's and the administrator's pages are on this blueprint too (same endpoint names).
-    from clinic.family_doctor import admin_views, team_views  # noqa: F401
+    # The team's and the administrator's pages are on this blueprint too (same endpoint names):
+    # their modules add their routes to `bp` when imported, so import them before registering.
+    for module in ("admin_views", "team_views"):
+        importlib.import_module(f"clinic.family_doctor.{module}")
 
     app.register_blueprint(bp)

@@ -14,6 +14,7 @@ again with the refusal's status. The rules live in rules.py and the use cases, n
 
 from __future__ import annotations
 
+import importlib
 import re
 from typing import Any
 
@@ -194,7 +195,10 @@ def _helpers() -> dict[str, Any]:
 
 def init_app(app: Flask) -> None:
     # The page modules add their routes to `bp` when imported: import them before registering.
-    from clinic.visits import patient_views, physician_views, room_views  # noqa: F401
+    importlib.import_module("clinic.visits.patient_views")
+    from clinic.visits import physician_views
+
+    importlib.import_module("clinic.visits.room_views")
 
     app.register_blueprint(bp)
     for panel in physician_views.PANELS:
