@@ -44,6 +44,7 @@ def test_other_formats_are_refused() -> None:
         face.prepare(buf.getvalue(), LIM)
 
 
+@pytest.mark.slow  # loads dlib: importing face_recognition is what turns the truncation hazard on
 @pytest.mark.parametrize("kind", ["jpeg", "png"])
 def test_a_truncated_image_is_refused(kind: str) -> None:
     face._face_recognition()  # importing face_recognition turns on Pillow's LOAD_TRUNCATED_IMAGES
