@@ -156,7 +156,7 @@ with app.app_context(), acting_as(Actor(None, "bench")):
                 "患者" + str(i), make_id_number("110105", date(1940, 1, 1) + timedelta(days=23 * i), 10 + i % 890),
                 "139" + format(i, "08d"), "Bench-passw0rd")
             reg.account.phone_verified_at = reg.account.created_at
-            informed_consent.accept_consent(reg.account, str(reg.patient.id), version)
+            informed_consent.accept_consent(Principal(reg.account.id, "patient"), reg.patient.id, version)
             tok, _ = tokens.issue(reg.account)
             for k, code in enumerate(codes):
                 diag = proofs.submit_diagnosis(Principal(reg.account.id, "patient"), reg.patient.id, code, "北京协和医院",

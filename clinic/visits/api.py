@@ -16,7 +16,6 @@ from clinic.core.config import settings
 from clinic.core.db import record_id
 from clinic.visits import condition_catalog, informed_consent, proofs, rules, service_switch
 from clinic.visits.models import Diagnosis
-from identity import services as identity
 
 router = ApiRouter("clinic")
 
@@ -265,9 +264,7 @@ class ConsentAcceptedOut(ResponseModel):
     errors={409: ["stale_version"]},
 )
 def accept_consent(body: ConsentIn, principal: Principal) -> ConsentAcceptedOut:
-    acc = informed_consent.accept_consent(
-        identity.get_account(principal.account_id), str(body.patient_id), body.version
-    )
+    acc = informed_consent.accept_consent(principal, body.patient_id, body.version)
     return ConsentAcceptedOut.model_validate(acc)
 
 

@@ -9,10 +9,10 @@ from typing import Any
 from sqlalchemy import Exists, exists, select
 
 from clinic.core.db import db
+from clinic.core.principal import Principal
 from clinic.core.versioned_text import TextShelf, VersionedText, record_acceptance
 from clinic.visits.models import ConsentAcceptance
 from identity import services as identity
-from identity.models import Account
 
 CONSENT_DIR = Path(__file__).resolve().parent / "consent"
 
@@ -25,13 +25,14 @@ def current_consent() -> VersionedText:
     return _consents.current()
 
 
-def accept_consent(account: Account, patient_id: str, version: str) -> ConsentAcceptance:
-    patient = identity.patient_of_account(account, patient_id)
+def accept_consent(who: Principal, patient_id: uuid.UUID, version: str) -> ConsentAcceptance:
+    """The patient (or the guardian holding the account) accepts the current text."""
+    patient = identity.patient_of_account(identity.get_account(who.account_id), patient_id)
     return record_acceptance(
         _consents,
         version,
         ConsentAcceptance,
-        account_id=account.id,
+        account_id=who.account_id,
         patient_id=patient.id,
         action="consent.accepted",
         stale_message="The consent text has changed; the current version is %(version)s.",

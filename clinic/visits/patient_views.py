@@ -143,7 +143,7 @@ def accept_consent() -> Any:
     if not form.validate_on_submit():
         abort(400)
     try:
-        informed_consent.accept_consent(me(), form.patient_id.data, form.version.data)
+        informed_consent.accept_consent(page_principal(), record_id(form.patient_id.data), form.version.data)
     except DomainError as err:
         flash(refused(err), "error")
         return _consent_page(err.status)
