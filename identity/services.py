@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from clinic.core import audit, limits
 from clinic.core.crypto import lookup_hash
-from clinic.core.db import as_uuid, db, get_or_404, utcnow
+from clinic.core.db import db, get_or_404, utcnow
 from clinic.core.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, RuleRefusal
 from clinic.core.principal import Principal
 from identity import rules
@@ -209,10 +209,11 @@ def add_family_member(account: Account, name: str, id_number: str, relation: str
     return patient
 
 
-def patient_of_account(account: Account, patient_id: str | uuid.UUID) -> Patient:
+def patient_of_account(account: Account, patient_id: uuid.UUID) -> Patient:
     """A person on this account, or 404 (another account's people are never revealed)."""
-    key = as_uuid(patient_id)
-    patient = db.session.scalars(select(Patient).where(Patient.id == key, Patient.account_id == account.id)).first()
+    patient = db.session.scalars(
+        select(Patient).where(Patient.id == patient_id, Patient.account_id == account.id)
+    ).first()
     if patient is None:
         raise NotFound()
     return patient
