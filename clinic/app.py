@@ -212,7 +212,7 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     from clinic.family_doctor import services as fd_services
 
     # Contracted patients reach their family-doctor team first in the waiting queue.
-    app.extensions.setdefault("visit_first", []).append(fd_services.visit_first)
+    visit_lifecycle.on_visit_first(app, fd_services.visit_first)
 
     payments.init_app(app)  # PAYMENTS=stripe: the fee port; the signed webhook
     register_purpose("consultation", visit_lifecycle.mark_visit_paid)

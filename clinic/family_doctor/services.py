@@ -220,9 +220,10 @@ def seed_demo_teams(lead_id: uuid.UUID, physician_ids: list[uuid.UUID]) -> list[
 # --- contracted patients reach their team first ------------------------------------------
 
 
-def visit_first(physician: Account, visits: list[Visit]) -> dict[uuid.UUID, str]:
-    """The `visit_first` hook of the visit queue: a waiting visit of a patient with an active
-    contract goes to the team's physicians first (see rules.visit_first)."""
+def visit_first(physician_id: uuid.UUID, visits: list[Visit]) -> dict[uuid.UUID, str]:
+    """The `visit_first` hook of the visit queue, for the physician of this account id: a waiting
+    visit of a patient with an active contract goes to the team's physicians first (see
+    rules.visit_first)."""
     if not visits:
         return {}
     by_patient = {
@@ -246,7 +247,7 @@ def visit_first(physician: Account, visits: list[Visit]) -> dict[uuid.UUID, str]
             if a.staff is not None and a.staff.on_duty
         }
         found = rules.visit_first(
-            on_team=physician.id in team_ids,
+            on_team=physician_id in team_ids,
             team_can_take=v.department in departments,
             waited_minutes=(now - v.created_at).total_seconds() / 60,
         )

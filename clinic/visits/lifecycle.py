@@ -4,9 +4,10 @@ Every change of status goes through `rules.transition`; each use case audits and
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from flask import current_app
+from flask import Flask, current_app
 from sqlalchemy import select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
@@ -78,15 +79,22 @@ def _assigned(who: Principal, visit_id: uuid.UUID) -> tuple[Account, Visit]:
 
 
 # Visits some physicians see first (a family-doctor team for its contracted patients): hooks
-# registered by the app factory as app.extensions["visit_first"], each answering, for one
-# physician and some waiting visits, {visit_id: "mine" (theirs first) | "held" (for others
+# registered by the app factory with `on_visit_first`, each answering, for one physician's
+# account id and some waiting visits, {visit_id: "mine" (theirs first) | "held" (for others
 # first, for now)}. The visit domain cannot import the packages above it.
+VisitFirst = Callable[[uuid.UUID, list[Visit]], Mapping[uuid.UUID, str]]
+VISIT_FIRST = "visit_first"
 
 
-def first_for(physician: Account, visits: list[Visit]) -> dict[uuid.UUID, str]:
+def on_visit_first(app: Flask, hook: VisitFirst) -> None:
+    app.extensions.setdefault(VISIT_FIRST, []).append(hook)
+
+
+def first_for(physician_id: uuid.UUID, visits: list[Visit]) -> dict[uuid.UUID, str]:
     out: dict[uuid.UUID, str] = {}
-    for hook in current_app.extensions.get("visit_first", []):
-        out.update(hook(physician, visits))
+    hooks: list[VisitFirst] = current_app.extensions.get(VISIT_FIRST, [])
+    for hook in hooks:
+        out.update(hook(physician_id, visits))
     return out
 
 
@@ -134,7 +142,7 @@ def accept_visit(who: Principal, visit_id: uuid.UUID) -> Visit:
     if visit.requested_physician_id not in (None, physician.id):
         raise Forbidden("The patient chose another physician for this visit.")
     refuse_if_suspended()
-    if visit.status == VisitStatus.WAITING and first_for(physician, [visit]).get(visit.id) == "held":
+    if visit.status == VisitStatus.WAITING and first_for(physician.id, [visit]).get(visit.id) == "held":
         raise HeldForTeam()
     _move(visit, rules.VisitEvent.ACCEPT)
     visit.physician_id, visit.accepted_at = physician.id, utcnow()

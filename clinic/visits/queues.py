@@ -28,7 +28,7 @@ def waiting_visits_for(physician_id: uuid.UUID) -> list[Visit]:
         )
     )
     # contracted patients' visits: their family-doctor team's first, held from the others a while
-    first = first_for(physician, rows)
+    first = first_for(physician.id, rows)
     theirs_first = [v for v in rows if first.get(v.id) == "mine"]
     return theirs_first + [v for v in rows if v.id not in first]
 
