@@ -12,7 +12,8 @@ from flask.testing import FlaskClient
 
 from clinic.app import create_app
 from clinic.core.db import db
-from clinic.visits import visit_room
+from clinic.family_doctor import services as fd_services
+from clinic.visits import lifecycle, visit_room
 from clinic.visits.models import Visit
 from prescriptions import views as rx_views
 from tests.conftest import make_config
@@ -24,6 +25,10 @@ def test_the_history_reader_is_wired_once_per_app(app: Flask, backend: dict[str,
     other = create_app(make_config(backend))
     assert other.extensions[visit_room.HISTORY_READERS] == [rx_views.visit_history]
     assert app.extensions[visit_room.HISTORY_READERS] == [rx_views.visit_history]
+
+
+def test_the_family_doctor_queue_hook_is_wired_once(app: Flask) -> None:
+    assert app.extensions[lifecycle.VISIT_FIRST] == [fd_services.visit_first]
 
 
 def test_the_room_history_lists_the_visits_prescription(client: FlaskClient) -> None:
