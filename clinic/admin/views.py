@@ -78,7 +78,7 @@ def suspension() -> Any:
         current = service_switch.suspension()
         stop = not (current is not None and current.suspended)
         try:
-            service_switch.set_suspension(page_principal().account_id, stop, form.reason.data or "")
+            service_switch.set_suspension(page_principal(), stop, form.reason.data or "")
         except DomainError as err:
             form.reason.errors = [handle_refusal(err)]
             return _suspension_page(form, err.status)

@@ -82,7 +82,7 @@ def record_incident(who: Principal, report: IncidentReport) -> Incident:
     if report.suspend:
         from clinic.visits import service_switch
 
-        service_switch.set_suspension(who.account_id, True, f"Adverse event {incident.id}: {report.what[:200]}")
+        service_switch.set_suspension(who, True, f"Adverse event {incident.id}: {report.what[:200]}")
         incident.suspension_triggered = True
     _queue_regulator_notice(incident)
     session.flush()

@@ -290,7 +290,7 @@ class SuspensionOut(ResponseModel):
     roles=["admin"],
 )
 def set_suspension(body: SuspensionIn, principal: Principal) -> SuspensionOut:
-    row = service_switch.set_suspension(principal.account_id, body.suspended, body.reason)
+    row = service_switch.set_suspension(principal, body.suspended, body.reason)
     return SuspensionOut(suspended=row.suspended, reason=row.reason, changed_at=row.changed_at)
 
 

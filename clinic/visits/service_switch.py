@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from sqlalchemy import Select, select
@@ -10,6 +9,7 @@ from sqlalchemy import Select, select
 from clinic.core import audit
 from clinic.core.db import db
 from clinic.core.errors import Forbidden, ServiceUnavailable
+from clinic.core.principal import Principal
 from clinic.visits.models import ServiceSwitch
 from identity import services as identity
 from identity.models import Role
@@ -29,9 +29,10 @@ def suspension() -> ServiceSwitch | None:
     return row if row is not None and row.suspended else None
 
 
-def set_suspension(admin_id: uuid.UUID, suspended: bool, reason: str) -> ServiceSwitch:
+def set_suspension(who: Principal, suspended: bool, reason: str) -> ServiceSwitch:
+    """An administrator stops or resumes new online visits; the row records who did."""
     session = db.session()
-    admin = identity.get_account(admin_id)
+    admin = identity.get_account(who.account_id)
     if admin.role != Role.ADMIN:
         raise Forbidden()
     row = ServiceSwitch(suspended=suspended, reason=reason, changed_by=admin.id)
