@@ -17,7 +17,7 @@ from clinic.notifications.models import InboxNotification
 from prescriptions.models import Prescription
 
 
-def prescription_link(prescription_id: uuid.UUID | str) -> str:
+def prescription_link(prescription_id: uuid.UUID) -> str:
     return f"/prescriptions/{prescription_id}/track"
 
 

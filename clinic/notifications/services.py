@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from clinic.core import jobs
 from clinic.core.config import settings
-from clinic.core.db import as_uuid, db, utcnow
+from clinic.core.db import db, utcnow
 from clinic.core.errors import NotFound
 from clinic.core.principal import Principal
 from clinic.notifications import texts
@@ -73,7 +73,7 @@ def notify(
     kind: str,
     link: str,
     subject_type: str,
-    subject_id: uuid.UUID | str,
+    subject_id: uuid.UUID,
     phone: str | None = None,
     sms: bool = True,
     quiet_for: timedelta | None = None,
@@ -89,7 +89,7 @@ def notify(
         raise ValueError(f"unknown notification kind {kind!r}")
     if account_id is None:
         if phone:
-            _queue_sms(session, kind, subject_type, str(subject_id), phone, params, short_link_to(link))
+            _queue_sms(session, kind, subject_type, subject_id, phone, params, short_link_to(link))
         return None
     subject = str(subject_id)
     params = {k: (v if isinstance(v, int | float) else str(v)) for k, v in params.items()}
@@ -107,7 +107,7 @@ def notify(
     if sms and not quiet:
         to = phone or _account_phone(session, account_id)
         if to:
-            message = _queue_sms(session, kind, subject_type, subject, to, params, short_link(note.short_code))
+            message = _queue_sms(session, kind, subject_type, subject_id, to, params, short_link(note.short_code))
             note.sms_id = message.id
         else:
             log.info("no phone for %s about %s %s: SMS not sent", kind, subject_type, subject)
@@ -117,14 +117,20 @@ def notify(
 
 
 def _queue_sms(
-    session: Session, kind: str, subject_type: str, subject: str, to: str, params: dict[str, object], link: str
+    session: Session,
+    kind: str,
+    subject_type: str,
+    subject_id: uuid.UUID,
+    to: str,
+    params: dict[str, object],
+    link: str,
 ) -> SmsMessage:
     params = {k: (v if isinstance(v, int | float) else str(v)) for k, v in params.items()}
-    params.setdefault("rx", subject[:8])
+    params.setdefault("rx", str(subject_id)[:8])
     message = SmsMessage(
         kind=kind,
         subject_type=subject_type,
-        subject_id=as_uuid(subject) or uuid.uuid5(uuid.NAMESPACE_URL, subject),
+        subject_id=subject_id,
         to_phone=to,
         body=texts.sms_body(kind, _sms_locale(), params, link),
     )
