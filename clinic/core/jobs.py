@@ -160,9 +160,8 @@ def _claim(session: Session, job_id: uuid.UUID, now: datetime) -> datetime | Non
     return lease if result.rowcount == 1 else None  # type: ignore[attr-defined]
 
 
-def run_job(job_id: uuid.UUID | str) -> str | None:
+def run_job(jid: uuid.UUID) -> str | None:
     """Claim and run one job now if it is due. Answers done | retry | dead, or None if not ours."""
-    jid = job_id if isinstance(job_id, uuid.UUID) else uuid.UUID(str(job_id))
     with acting_as(JOB_ACTOR):
         with unit_of_work() as session:
             lease = _claim(session, jid, utcnow())
@@ -345,15 +344,16 @@ def drain() -> None:
 
 
 def rq_run(job_id: str) -> str | None:
-    """The RQ entry point: run one outbox row in the app's context."""
+    """The RQ entry point: run one outbox row in the app's context (RQ hands the id over as text)."""
+    jid = uuid.UUID(job_id)
     if has_app_context():
-        outcome = run_job(job_id)
+        outcome = run_job(jid)
         drain()
         return outcome
     if _app is None:
         raise RuntimeError("clinic.core.jobs.init_app was not called in this process")
     with _app.app_context():
-        outcome = run_job(job_id)
+        outcome = run_job(jid)
         drain()
         db.session.remove()
         return outcome
