@@ -18,7 +18,7 @@ from clinic.core.audit import Actor, acting_as
 from clinic.core.db import db, unit_of_work
 from clinic.payments.services import StartedPayment
 from clinic.visits import lifecycle
-from clinic.visits.models import Diagnosis, DiagnosisStatus, Visit, VisitStatus
+from clinic.visits.models import ConsentAcceptance, Diagnosis, DiagnosisStatus, Visit, VisitStatus
 from identity import services as identity_services
 from identity.models import Account, Role
 from tests.conftest import extract_csrf
@@ -136,6 +136,21 @@ def test_request_sends_to_consent_first_then_the_room_and_its_live_feed(ctx: Fla
     assert live["status"] == "waiting" and live["count"] == 1 and "你好" in live["html"]
     resp = client.post(f"/visits/{visit.id}/messages", data={"csrf_token": csrf, "text": ""})
     assert resp.status_code == 422  # neither text nor image
+
+
+def test_consent_for_a_person_not_on_the_account_or_a_malformed_id_is_404_and_records_nothing(ctx: Flask) -> None:
+    client = ctx.test_client()
+    reg = f.patient()
+    other = f.patient(name="李四")
+    login(client, reg.account.username)
+    page = client.get("/consent").get_data(as_text=True)
+    csrf = extract_csrf(page)
+    version = re.search(r'name="version" value="([^"]+)"', page)
+    assert version
+    for patient_id in (str(other.patient.id), "not-a-uuid"):
+        resp = client.post("/consent", data={"csrf_token": csrf, "patient_id": patient_id, "version": version[1]})
+        assert resp.status_code == 404 and "未找到。" in resp.get_data(as_text=True)
+    assert db.session.query(ConsentAcceptance).count() == 0
 
 
 def test_the_request_form_groups_the_confirmed_diagnoses_by_person(ctx: Flask) -> None:
